@@ -1,0 +1,44 @@
+"""Schema migrations with yoyo: applied or rolled back under yoyo's lock, so running
+`fleetline migrate` twice, or from several processes at once, is safe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from yoyo import get_backend, read_migrations
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def yoyo_url(url: str) -> str:
+    """yoyo has no asyncpg driver; it migrates through psycopg 3."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+asyncpg://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def migrate(database_url: str, rollback: bool = False, lock_timeout_s: int = 60) -> int:
+    """Apply every pending migration (or roll all back); returns how many ran."""
+    backend = get_backend(yoyo_url(database_url))
+    try:
+        migrations = read_migrations(str(MIGRATIONS_DIR))
+        with backend.lock(timeout=lock_timeout_s):
+            if rollback:
+                todo = backend.to_rollback(migrations)
+                backend.rollback_migrations(todo)
+            else:
+                todo = backend.to_apply(migrations)
+                backend.apply_migrations(todo)
+        return len(todo)
+    finally:
+        backend.connection.close()
+
+
+def break_stale_lock(database_url: str) -> None:
+    """For an operator whose migrate process died holding yoyo's lock."""
+    backend = get_backend(yoyo_url(database_url))
+    try:
+        backend.break_lock()
+    finally:
+        backend.connection.close()

@@ -1,0 +1,105 @@
+"""Operator endpoints of auth: registration tokens and agents."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from services.auth import queries as q
+from services.auth.secrets import REGISTRATION_PREFIX, digest, new_secret
+from services.common.errors import not_found
+from services.common.ethos import Log
+from services.common.validation import Int, Str, path_uuid, read_json_object, rfc3339, take
+
+_log = Log("auth", "admin")
+
+
+def _token_view(row) -> dict:
+    return {
+        "id": str(row["id"]),
+        "max_uses": row["max_uses"],
+        "uses": row["uses"],
+        "expires_at": rfc3339(row["expires_at"]),
+        "note": row["note"],
+        "created_at": rfc3339(row["created_at"]),
+        "revoked_at": rfc3339(row["revoked_at"]),
+    }
+
+
+def agent_view(row) -> dict:
+    return {
+        "id": str(row["id"]),
+        "machine_id": row["machine_id"],
+        "hostname": row["hostname"],
+        "os": row["os"],
+        "arch": row["arch"],
+        "agent_version": row["agent_version"],
+        "labels": row["labels"],
+        "status": row["status"],
+        "created_at": rfc3339(row["created_at"]),
+        "last_seen_at": rfc3339(row["last_seen_at"]),
+        "revoked_at": rfc3339(row["revoked_at"]),
+    }
+
+
+async def create_registration_token(request: Request) -> JSONResponse:
+    request.app.state.admin_check(request)
+    body = await read_json_object(request)
+    max_uses = take(body, "max_uses", Int(1, 100000), 1)
+    expires_in_s = take(body, "expires_in_s", Int(60, 31536000), 86400)
+    note = take(body, "note", Str(0, 1024), "")
+    secret = new_secret(REGISTRATION_PREFIX)
+    row = await request.app.state.db.fetchrow(
+        q.INSERT_REGISTRATION_TOKEN, uuid.uuid4(), digest(secret), max_uses, note, expires_in_s
+    )
+    _log.info("registration_token_created", token_id=row["id"], max_uses=max_uses)
+    # The secret is shown here once; only its digest is stored.
+    return JSONResponse({**_token_view(row), "token": secret}, status_code=201)
+
+
+async def list_registration_tokens(request: Request) -> JSONResponse:
+    request.app.state.admin_check(request)
+    rows = await request.app.state.db.fetch(q.LIST_REGISTRATION_TOKENS)
+    return JSONResponse({"tokens": [_token_view(r) for r in rows]})
+
+
+async def revoke_registration_token(request: Request) -> Response:
+    request.app.state.admin_check(request)
+    token_id = path_uuid(request, "token_id")
+    if token_id is None or await request.app.state.db.fetchval(
+        q.REVOKE_REGISTRATION_TOKEN, uuid.UUID(token_id)
+    ) is None:
+        raise not_found("No such registration token.")
+    _log.info("registration_token_revoked", token_id=token_id)
+    return Response(status_code=204)
+
+
+async def list_agents(request: Request) -> JSONResponse:
+    request.app.state.admin_check(request)
+    rows = await request.app.state.db.fetch(q.LIST_AGENTS)
+    return JSONResponse({"agents": [agent_view(r) for r in rows]})
+
+
+async def get_agent(request: Request) -> JSONResponse:
+    request.app.state.admin_check(request)
+    agent_id = path_uuid(request, "agent_id")
+    row = agent_id and await request.app.state.db.fetchrow(q.GET_AGENT, uuid.UUID(agent_id))
+    if not row:
+        raise not_found("No such agent.")
+    return JSONResponse(agent_view(row))
+
+
+async def revoke_agent(request: Request) -> Response:
+    request.app.state.admin_check(request)
+    agent_id = path_uuid(request, "agent_id")
+    if agent_id is None:
+        raise not_found("No such agent.")
+    db = request.app.state.db
+    async with db.transaction():
+        if await db.fetchval(q.REVOKE_AGENT, uuid.UUID(agent_id)) is None:
+            raise not_found("No such agent.")
+        await db.execute(q.REVOKE_AGENT_REFRESH_TOKENS, uuid.UUID(agent_id))
+    _log.info("agent_revoked", agent_id=agent_id)
+    return Response(status_code=204)

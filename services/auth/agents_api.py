@@ -1,0 +1,123 @@
+"""The agent-facing auth endpoints: registration and renewal."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from services.auth import queries as q
+from services.auth.secrets import REFRESH_PREFIX, digest, new_secret
+from services.common.errors import conflict, forbidden, invalid_token
+from services.common.ethos import Log
+from services.common.http import client_address
+from services.common.validation import Str, StrMap, read_json_object, rfc3339, take
+
+_log = Log("auth", "registration")
+_renew_log = Log("auth", "renewal")
+
+_SECRET = Str(1, 512)
+
+
+async def register(request: Request) -> JSONResponse:
+    state = request.app.state
+    body = await read_json_object(request)
+    token = take(body, "registration_token", _SECRET)
+    machine_id = take(body, "machine_id", Str(1, 256))
+    hostname = take(body, "hostname", Str(1, 255))
+    os_name = take(body, "os", Str(0, 64), "")
+    arch = take(body, "arch", Str(0, 64), "")
+    version = take(body, "agent_version", Str(0, 64), "")
+    labels = take(body, "labels", StrMap(), {})
+    await state.registration_limit.check(client_address(request, state.settings.trusted_proxies))
+
+    refresh_token = new_secret(REFRESH_PREFIX)
+    db = state.db
+    try:
+        async with db.transaction():
+            tok = await db.fetchrow(q.LOCK_REGISTRATION_TOKEN, digest(token))
+            if tok is None:
+                raise invalid_token("The registration token is unknown, expired or revoked.")
+            existing = await db.fetchrow(q.ACTIVE_AGENT_FOR_MACHINE, machine_id)
+            if existing is not None and existing["registration_token_id"] != tok["id"]:
+                raise conflict("This machine_id belongs to an active agent registered with another token.")
+            if existing is not None:
+                # A retry after a lost response: same agent, no use consumed.
+                agent_id = existing["id"]
+                await db.execute(q.UPDATE_AGENT_DESCRIPTION, agent_id, hostname, os_name, arch,
+                                 version, labels)
+                await db.execute(q.REVOKE_AGENT_REFRESH_TOKENS, agent_id)
+                reused = True
+            else:
+                if await db.fetchval(q.CONSUME_TOKEN_USE, tok["id"]) is None:
+                    raise invalid_token("The registration token has no use left.")
+                agent_id = uuid.uuid4()
+                await db.execute(q.INSERT_AGENT, agent_id, machine_id, tok["id"], hostname,
+                                 os_name, arch, version, labels)
+                reused = False
+            refresh_expires = await db.fetchval(
+                q.INSERT_REFRESH_TOKEN, uuid.uuid4(), agent_id, digest(refresh_token),
+                state.settings.refresh_token_ttl_s,
+            )
+    except asyncpg.UniqueViolationError:
+        raise conflict("This machine_id belongs to an active agent registered with another token.") from None
+
+    # Signed only after the commit: a token never names an agent that was rolled back.
+    access, access_expires = state.signer.access_token(str(agent_id), machine_id)
+    _log.info("agent_registered", agent_id=agent_id, token_id=tok["id"], repeat=reused)
+    return JSONResponse(
+        {
+            "agent_id": str(agent_id),
+            "access_token": access,
+            "access_token_expires_at": rfc3339(access_expires),
+            "refresh_token": refresh_token,
+            "refresh_token_expires_at": rfc3339(refresh_expires),
+            "poll_interval_s": state.settings.poll_interval_s,
+        },
+        status_code=201,
+    )
+
+
+async def renew(request: Request) -> JSONResponse:
+    state = request.app.state
+    body = await read_json_object(request)
+    agent_id = take(body, "agent_id", Str(1, 64))
+    refresh_token = take(body, "refresh_token", _SECRET)
+    machine_id = request.headers.get("x-machine-id", "")
+    try:
+        agent_uuid = uuid.UUID(agent_id)
+    except ValueError:
+        raise invalid_token("The refresh token does not belong to this agent.") from None
+    token_hash = digest(refresh_token)
+    # Keyed by agent and credential: a stranger's bogus renewals for this agent id cannot
+    # use up the real agent's allowance.
+    await state.renew_limit.check(f"{agent_uuid}:{token_hash.hex()[:16]}")
+
+    row = await state.db.fetchrow(
+        q.RENEW_REFRESH_TOKEN, token_hash, agent_uuid, machine_id,
+        state.settings.refresh_token_ttl_s,
+    )
+    if row is None:
+        raise invalid_token("The refresh token is unknown or belongs to another agent.")
+    if row["agent_status"] != "active":
+        raise forbidden("agent_revoked", "This agent has been revoked.")
+    if row["machine_id"] != machine_id:
+        raise forbidden("machine_mismatch", "X-Machine-ID is not the machine this agent registered with.")
+    if row["expires_at"] is None:
+        raise invalid_token("The refresh token has expired or was revoked.")
+
+    access, access_expires = state.signer.access_token(str(agent_uuid), machine_id)
+    _renew_log.info("token_renewed", agent_id=agent_uuid)
+    return JSONResponse(
+        {
+            "access_token": access,
+            "access_token_expires_at": rfc3339(access_expires),
+            "refresh_token_expires_at": rfc3339(row["expires_at"]),
+        }
+    )
+
+
+async def jwks(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.signer.jwks(), headers={"Cache-Control": "max-age=300"})

@@ -1,0 +1,88 @@
+"""Database lifecycle and a thin query layer over `databases` + asyncpg.
+
+`databases` owns the pool and the per-task connection (so `transaction()` and the
+queries inside it share one connection); queries go to asyncpg directly with `$n`
+parameters, so each statement is prepared once per connection and never re-compiled.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Mapping
+
+import databases
+
+
+async def _init_connection(conn: Any) -> None:
+    # jsonb in and out as Python objects, everywhere.
+    await conn.set_type_codec(
+        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+    await conn.set_type_codec(
+        "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+    )
+
+
+class Db:
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_size: int = 10,
+        server_settings: Mapping[str, str] | None = None,
+    ):
+        self.database = databases.Database(
+            url,
+            min_size=1,
+            max_size=max_size,
+            init=_init_connection,
+            server_settings=dict(server_settings or {}),
+            statement_cache_size=256,
+        )
+
+    async def connect(self) -> None:
+        await self.database.connect()
+
+    async def disconnect(self) -> None:
+        if self.database.is_connected:
+            await self.database.disconnect()
+
+    @asynccontextmanager
+    async def _raw(self) -> AsyncIterator[Any]:
+        async with self.database.connection() as conn:
+            yield conn.raw_connection
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self._raw() as conn:
+            return await conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        async with self._raw() as conn:
+            return await conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._raw() as conn:
+            return await conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> str:
+        async with self._raw() as conn:
+            return await conn.execute(sql, *args)
+
+    def transaction(self) -> Any:
+        """Queries awaited inside `async with db.transaction():` share its connection."""
+        return self.database.transaction()
+
+    async def ping(self) -> bool:
+        try:
+            return await self.fetchval("SELECT 1") == 1
+        except Exception:
+            return False
+
+
+def asyncpg_url(url: str) -> str:
+    """`databases` wants postgresql://; accept the psycopg/yoyo spellings too."""
+    for prefix in ("postgresql+psycopg://", "postgresql+asyncpg://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix):]
+    return url

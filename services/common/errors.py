@@ -1,0 +1,96 @@
+"""JSON errors as API.md defines them: {"error": code, "detail": sentence, "field"?: name}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from services.common.ethos import Log
+
+_log = Log("common", "errors")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.field = status, code, detail, field
+        self.headers = headers or {}
+
+
+def invalid(detail: str, field: str | None = None) -> ApiError:
+    return ApiError(400, "invalid_request", detail, field)
+
+
+def not_found(detail: str = "No such resource.") -> ApiError:
+    return ApiError(404, "not_found", detail)
+
+
+def conflict(detail: str) -> ApiError:
+    return ApiError(409, "conflict", detail)
+
+
+def invalid_token(detail: str = "The credential is missing, malformed or no longer valid.") -> ApiError:
+    return ApiError(401, "invalid_token", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(code: str, detail: str) -> ApiError:
+    return ApiError(403, code, detail)
+
+
+def error_response(
+    status: int, code: str, detail: str, field: str | None = None, headers: dict | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": code, "detail": detail}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.detail, exc.field, exc.headers)
+
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "invalid_token",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = "No such path." if exc.status_code == 404 else str(exc.detail)
+    if exc.status_code == 405:
+        detail = "This method is not allowed on this path."
+    return error_response(exc.status_code, code, detail, headers=exc.headers)
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    _log.error(
+        "unhandled_exception",
+        method=request.method,
+        path=request.url.path,
+        request_id=request.headers.get("x-request-id", ""),
+        exception=type(exc).__name__,
+        error=exc,
+    )
+    return error_response(500, "internal", "An internal error occurred; it has been logged.")
+
+
+EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_error, Exception: _unhandled}

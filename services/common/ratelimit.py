@@ -1,0 +1,50 @@
+"""Rate limits with `limits` (moving window); memory or Redis storage, chosen by one URL."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import Storage
+from limits.storage import storage_from_string
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from services.common.errors import ApiError
+
+
+def make_storage(url: str) -> Storage:
+    # The async storages are spelled async+<scheme>; redis-py is the Redis client we ship.
+    if url.startswith(("redis://", "rediss://")):
+        return storage_from_string("async+" + url, implementation="redispy")
+    return storage_from_string("async+" + url)
+
+
+class RateLimit:
+    """One named limit (e.g. `agent_checkin`) shared by every replica using the storage."""
+
+    def __init__(self, name: str, spec: str, storage: Storage):
+        self.name = name
+        self.item: RateLimitItem = parse(spec)
+        self.limiter = MovingWindowRateLimiter(storage)
+
+    async def check(self, key: str) -> dict[str, str]:
+        """Count one hit for `key`; raise `429 rate_limited` once the window is full.
+        Returns the X-RateLimit-* headers for a successful response."""
+        allowed = await self.limiter.hit(self.item, self.name, key)
+        stats = await self.limiter.get_window_stats(self.item, self.name, key)
+        now = time.time()
+        reset_in = max(1, math.ceil(stats.reset_time - now))
+        headers = {
+            "X-RateLimit-Limit": str(self.item.amount),
+            "X-RateLimit-Remaining": str(max(0, stats.remaining)),
+            "X-RateLimit-Reset": str(math.ceil(stats.reset_time)),
+        }
+        if not allowed:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"Too many requests for {self.name}; retry after {reset_in} s.",
+                headers={**headers, "Retry-After": str(reset_in)},
+            )
+        return headers

@@ -1,0 +1,170 @@
+"""Access-token verification and machine binding, shared by every service that serves agents.
+
+Access tokens are EdDSA JWTs signed by auth. Verifiers hold only public keys: from a PEM
+file, or from auth's JWKS, fetched with the async client, cached, and refetched when a
+token names a `kid` we have not seen (at most once per `refetch_interval_s`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from starlette.requests import Request
+
+from services.common.errors import ApiError, forbidden, invalid_token
+from services.common.ethos import Log
+
+LEEWAY_S = 60
+_log = Log("common", "tokens")
+
+
+def machine_hash(machine_id: str) -> str:
+    """What the token binds: a SHA-256 of the machine id, never the id itself."""
+    return hashlib.sha256(machine_id.encode("utf-8")).hexdigest()
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
+    """The JWK of an Ed25519 key, its `kid` the RFC 7638 thumbprint."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    x = b64url(raw)
+    thumb = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
+    kid = b64url(hashlib.sha256(thumb.encode()).digest())
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA", "use": "sig"}
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    agent_id: str
+    jti: str
+
+
+class KeySet:
+    """Public keys by `kid`."""
+
+    def __init__(self, jwks_url: str | None = None, public_key_file: str | None = None,
+                 refetch_interval_s: float = 10.0):
+        self.jwks_url = jwks_url
+        self.refetch_interval_s = refetch_interval_s
+        self.keys: dict[str, Ed25519PublicKey] = {}
+        self._last_fetch = 0.0
+        self._lock = asyncio.Lock()
+        if public_key_file:
+            with open(public_key_file, "rb") as fh:
+                key = serialization.load_pem_public_key(fh.read())
+            if not isinstance(key, Ed25519PublicKey):
+                raise ValueError(f"{public_key_file} is not an Ed25519 public key")
+            self.keys[public_jwk(key)["kid"]] = key
+
+    def load_jwks(self, document: dict) -> None:
+        keys = {}
+        for jwk in jwt.PyJWKSet.from_dict(document).keys:
+            if jwk.key_type == "OKP" and isinstance(jwk.key, Ed25519PublicKey) and jwk.key_id:
+                keys[jwk.key_id] = jwk.key
+        self.keys.update(keys)
+
+    async def refresh(self, force: bool = False) -> None:
+        if not self.jwks_url:
+            return
+        async with self._lock:
+            if not force and time.monotonic() - self._last_fetch < self.refetch_interval_s:
+                return
+            self._last_fetch = time.monotonic()
+            try:
+                async with httpx.AsyncClient(timeout=5.0) as client:
+                    resp = await client.get(self.jwks_url)
+                    resp.raise_for_status()
+                    self.load_jwks(resp.json())
+                _log.info("jwks_loaded", url=self.jwks_url, keys=len(self.keys))
+            except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+                _log.warning("jwks_fetch_failed", url=self.jwks_url, error=exc)
+
+    async def get(self, kid: str) -> Ed25519PublicKey | None:
+        key = self.keys.get(kid)
+        if key is None:
+            await self.refresh()
+            key = self.keys.get(kid)
+        return key
+
+
+class AccessTokenVerifier:
+    def __init__(self, keys: KeySet, issuer: str, audience: str):
+        self.keys, self.issuer, self.audience = keys, issuer, audience
+
+    async def verify(self, token: str) -> dict:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise invalid_token("The access token is malformed.") from None
+        kid = header.get("kid")
+        if header.get("alg") != "EdDSA" or not isinstance(kid, str):
+            raise invalid_token("The access token is not an EdDSA token with a kid.")
+        key = await self.keys.get(kid)
+        if key is None:
+            raise invalid_token("The access token was signed by an unknown key.")
+        try:
+            return jwt.decode(
+                token,
+                key,
+                algorithms=["EdDSA"],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_S,
+                options={"require": ["exp", "iat", "sub", "jti", "iss", "aud", "mch"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise invalid_token("The access token has expired.") from None
+        except jwt.PyJWTError:
+            raise invalid_token("The access token is not valid.") from None
+
+    async def authenticate_agent(self, request: Request) -> AgentIdentity:
+        """Bearer token + `X-Machine-ID` -> the agent, or the API.md error (401, 403)."""
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise invalid_token("A bearer access token is required.")
+        claims = await self.verify(token.strip())
+        machine_id = request.headers.get("x-machine-id")
+        bound = claims.get("mch")
+        if (
+            not machine_id
+            or not isinstance(bound, str)
+            or not hmac.compare_digest(machine_hash(machine_id), bound)
+        ):
+            raise forbidden("machine_mismatch", "X-Machine-ID is not the machine this token was issued to.")
+        sub = claims.get("sub")
+        if not isinstance(sub, str):
+            raise invalid_token("The access token names no agent.")
+        return AgentIdentity(agent_id=sub, jti=str(claims.get("jti")))
+
+
+def require_path_agent(request: Request, identity: AgentIdentity) -> None:
+    if request.path_params.get("agent_id") != identity.agent_id:
+        raise forbidden("agent_mismatch", "The path names another agent than the token's.")
+
+
+def admin_check(token_hash: bytes):
+    """The operator bearer check: the token's SHA-256 compared in constant time."""
+
+    def check(request: Request) -> None:
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        presented = hashlib.sha256(token.strip().encode("utf-8", "surrogatepass")).digest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented, token_hash):
+            raise ApiError(401, "invalid_token", "A valid admin token is required.",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    return check

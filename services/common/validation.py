@@ -1,0 +1,190 @@
+"""Request parsing: JSON bodies and query strings to checked Python values.
+
+Everything PostgreSQL would refuse (NUL characters, lone surrogates) is refused here as
+`400 invalid_request` naming the field, so bad input never reaches SQL and never yields a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from starlette.requests import Request
+
+from services.common.errors import ApiError, invalid
+
+# Services read at most this much even when called directly (the gateway's limit is lower).
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+_MISSING = object()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "payload_too_large", "The request body is too large.")
+    return parse_json_object(bytes(body))
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise invalid("The body is not valid UTF-8 JSON.") from None
+    if not isinstance(data, dict):
+        raise invalid("The body must be a JSON object.")
+    return data
+
+
+def check_text(value: Any, name: str) -> None:
+    """Refuse text PostgreSQL cannot store, anywhere inside a JSON value."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise invalid(f"{name} must not contain NUL characters.", name)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid(f"{name} must be valid Unicode text.", name) from None
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_text(k, name)
+            check_text(v, name)
+    elif isinstance(value, list):
+        for v in value:
+            check_text(v, name)
+
+
+@dataclass(frozen=True)
+class Str:
+    min_len: int = 0
+    max_len: int = 255
+    pattern: str | None = None
+    choices: tuple[str, ...] | None = None
+
+    def __call__(self, value: Any, name: str) -> str:
+        if not isinstance(value, str):
+            raise invalid(f"{name} must be a string.", name)
+        if not self.min_len <= len(value) <= self.max_len:
+            raise invalid(f"{name} must be {self.min_len} to {self.max_len} characters long.", name)
+        check_text(value, name)
+        if self.pattern and not re.fullmatch(self.pattern, value):
+            raise invalid(f"{name} must match {self.pattern}.", name)
+        if self.choices and value not in self.choices:
+            raise invalid(f"{name} must be one of: {', '.join(self.choices)}.", name)
+        return value
+
+
+@dataclass(frozen=True)
+class Int:
+    lo: int
+    hi: int
+
+    def __call__(self, value: Any, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid(f"{name} must be an integer.", name)
+        if not self.lo <= value <= self.hi:
+            raise invalid(f"{name} must be between {self.lo} and {self.hi}.", name)
+        return value
+
+
+@dataclass(frozen=True)
+class JsonObject:
+    max_bytes: int = 65536
+
+    def __call__(self, value: Any, name: str) -> dict:
+        if not isinstance(value, dict):
+            raise invalid(f"{name} must be a JSON object.", name)
+        check_text(value, name)
+        if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > self.max_bytes:
+            raise invalid(f"{name} must be at most {self.max_bytes} bytes of JSON.", name)
+        return value
+
+
+@dataclass(frozen=True)
+class StrMap:
+    """A flat object of short string values (agent labels)."""
+
+    max_items: int = 64
+    max_len: int = 255
+
+    def __call__(self, value: Any, name: str) -> dict:
+        if not isinstance(value, dict) or len(value) > self.max_items:
+            raise invalid(f"{name} must be an object of at most {self.max_items} entries.", name)
+        for k, v in value.items():
+            if not isinstance(v, str) or not (0 < len(k) <= self.max_len) or len(v) > self.max_len:
+                raise invalid(f"{name} must map short names to short strings.", name)
+        check_text(value, name)
+        return value
+
+
+def parse_uuid(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise invalid(f"{name} must be a UUID string.", name)
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise invalid(f"{name} must be a UUID string.", name) from None
+
+
+def parse_timestamp(value: Any, name: str) -> datetime:
+    if not isinstance(value, str) or len(value) > 64:
+        raise invalid(f"{name} must be an RFC 3339 timestamp.", name)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(f"{name} must be an RFC 3339 timestamp.", name) from None
+    if parsed.tzinfo is None:
+        raise invalid(f"{name} must carry a time zone (use Z for UTC).", name)
+    return parsed.astimezone(timezone.utc)
+
+
+def nullable(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    def inner(value: Any, name: str) -> Any:
+        return None if value is None else check(value, name)
+
+    return inner
+
+
+def take(
+    data: dict[str, Any], name: str, check: Callable[[Any, str], Any], default: Any = _MISSING
+) -> Any:
+    """One field of a body: required unless a default is given; null means the default."""
+    value = data.get(name, _MISSING)
+    if value is _MISSING or (value is None and default is not _MISSING):
+        if default is _MISSING:
+            raise invalid(f"{name} is required.", name)
+        return default
+    return check(value, name)
+
+
+def query_int(request: Request, name: str, lo: int, hi: int, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"-?\d{1,9}", raw):
+        raise invalid(f"{name} must be an integer between {lo} and {hi}.", name)
+    return Int(lo, hi)(int(raw), name)
+
+
+def path_uuid(request: Request, name: str) -> str | None:
+    """A path id that is not a UUID cannot name anything: callers answer 404."""
+    try:
+        return str(uuid.UUID(request.path_params[name]))
+    except ValueError:
+        return None
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
