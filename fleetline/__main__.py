@@ -1,0 +1,5 @@
+import sys
+
+from fleetline.cli import main
+
+sys.exit(main())

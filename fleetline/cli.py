@@ -1,0 +1,51 @@
+"""The `fleetline` command: migrations, the local launcher, and the operator CLI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from services.common.ethos import Log
+
+_log = Log("cli", "migrate")
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from fleetline.migrate import break_stale_lock, migrate
+
+    url = args.database_url or os.environ.get("FLEETLINE_DATABASE_URL")
+    if not url:
+        print("fleetline migrate: set FLEETLINE_DATABASE_URL or pass --database-url", file=sys.stderr)
+        return 2
+    if args.break_lock:
+        break_stale_lock(url)
+    count = migrate(url, rollback=args.rollback)
+    print(f"{'rolled back' if args.rollback else 'applied'} {count} migration(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetline", description="Fleetline control plane")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mig = sub.add_parser("migrate", help="apply (or roll back) the database migrations")
+    mig.add_argument("--database-url")
+    mig.add_argument("--rollback", action="store_true", help="roll back every migration")
+    mig.add_argument("--break-lock", action="store_true", help="clear a stale migration lock first")
+    mig.set_defaults(func=_cmd_migrate)
+
+    from fleetline import launcher, operator_cli
+
+    launcher.add_parser(sub)
+    operator_cli.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

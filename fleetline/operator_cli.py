@@ -1,0 +1,5 @@
+"""Operator subcommands (filled in with the gateway issue)."""
+
+
+def add_parsers(sub) -> None:
+    return None

@@ -1,0 +1,13 @@
+"""A fingerprint of every table, to prove that a refused request changed nothing."""
+
+TABLES = ("registration_tokens", "agents", "refresh_tokens", "commands", "deliveries")
+
+
+def snapshot(sql) -> dict:
+    out = {}
+    for table in TABLES:
+        out[table] = sql.execute(
+            f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) "
+            f"FROM {table} t"
+        ).fetchone()
+    return out
