@@ -39,6 +39,11 @@ CREATE INDEX commands_claimable ON commands (agent_id, priority DESC, created_at
 CREATE INDEX commands_deadline ON commands (visible_at) WHERE status IN ('sent', 'running');
 CREATE INDEX commands_expiry ON commands (expires_at) WHERE status IN ('pending', 'sent');
 
+-- The poll's "rapid mode" probes (only when a poll claims nothing): work in flight, and
+-- the newest delivery to the agent.
+CREATE INDEX commands_in_flight ON commands (agent_id) WHERE status IN ('sent', 'running');
+CREATE INDEX commands_recent_delivery ON commands (agent_id, sent_at DESC) WHERE sent_at IS NOT NULL;
+
 -- Admin listing (newest first, by agent or not) and idempotent creation.
 CREATE INDEX commands_by_agent ON commands (agent_id, created_at DESC, id DESC);
 CREATE INDEX commands_newest ON commands (created_at DESC, id DESC);

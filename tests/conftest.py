@@ -150,3 +150,24 @@ def register(base_url: str, token: str, machine_id: str, hostname: str = "web-01
                       json={"registration_token": token, "machine_id": machine_id,
                             "hostname": hostname, "os": "linux", "arch": "x86_64",
                             "agent_version": "1.0.0", "labels": {"env": "test"}})
+
+
+@pytest.fixture
+def start_dispatch(start_service, auth):
+    def start(**env: str):
+        env.setdefault("FLEETLINE_JWKS_URL", f"{auth.url}/.well-known/jwks.json")
+        return start_service("services.dispatch", **env)
+
+    return start
+
+
+@pytest.fixture
+def dispatch(start_dispatch):
+    return start_dispatch()
+
+
+@pytest.fixture
+def fleet(auth, dispatch):
+    from tests.fleet import Fleet
+
+    return Fleet(auth.url, dispatch.url)

@@ -1,0 +1,108 @@
+"""The agent-facing dispatch endpoints: the poll, ack and result."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from services.common.errors import forbidden, invalid, not_found
+from services.common.ethos import Log
+from services.common.tokens import AgentIdentity
+from services.common.validation import (
+    Int, Str, nullable, parse_timestamp, path_uuid, query_int, read_json_object, rfc3339, take,
+)
+from services.dispatch import lifecycle
+from services.dispatch import queries as q
+
+_log = Log("dispatch", "claim")
+_report_log = Log("dispatch", "report")
+
+# While a long poll waits, it re-checks at least this often (redeliveries come due on
+# their own; new commands wake it at once through NOTIFY).
+RECHECK_S = 5.0
+MAX_OUTPUT_BYTES = 64 * 1024
+
+
+async def _authenticate(request: Request) -> AgentIdentity:
+    """401/403 checks in API.md's order: credential, machine, then the path's agent id."""
+    identity = await request.app.state.verifier.authenticate_agent(request)
+    if path_uuid(request, "agent_id") != identity.agent_id:
+        raise forbidden("agent_mismatch", "The path names another agent than the token's.")
+    return identity
+
+
+async def poll(request: Request) -> JSONResponse:
+    state = request.app.state
+    identity = await _authenticate(request)
+    limit = query_int(request, "limit", 1, 100, 10)
+    wait = query_int(request, "wait", 0, 60, 0)
+    # Keyed by the verified token's agent, never by the path.
+    headers = await state.checkin_limit.check(identity.agent_id)
+
+    agent_uuid = uuid.UUID(identity.agent_id)
+    deadline = time.monotonic() + wait
+    while True:
+        rows = await state.db.fetch(q.CLAIM, agent_uuid, limit, state.settings.rapid_window_s)
+        if not rows:
+            lifecycle.check_agent(None)
+        lifecycle.check_agent(rows[0]["agent_status"])
+        claimed = [r for r in rows if r["id"] is not None]
+        remaining = deadline - time.monotonic()
+        if claimed or remaining <= 0:
+            break
+        await state.wakeups.wait(identity.agent_id, min(remaining, RECHECK_S))
+
+    state.last_seen.mark(identity.agent_id)
+    if claimed:
+        state.claimed_total.inc(len(claimed))
+        _log.debug("claimed", agent_id=identity.agent_id, count=len(claimed))
+    rapid = rows[0]["rapid"]
+    interval = state.settings.rapid_poll_interval_s if rapid else state.settings.poll_interval_s
+    return JSONResponse(
+        {"commands": [lifecycle.delivery_view(r) for r in claimed], "poll_interval_s": interval},
+        headers=headers,
+    )
+
+
+async def _command_target(request: Request) -> tuple[AgentIdentity, uuid.UUID, uuid.UUID]:
+    identity = await _authenticate(request)
+    command_id = path_uuid(request, "command_id")
+    if command_id is None:
+        raise not_found("No such command for this agent.")
+    return identity, uuid.UUID(identity.agent_id), uuid.UUID(command_id)
+
+
+async def ack(request: Request) -> JSONResponse:
+    state = request.app.state
+    identity, agent_uuid, command_uuid = await _command_target(request)
+    headers = await state.report_limit.check(identity.agent_id)
+    row = await state.db.fetchrow(q.ACK, agent_uuid, command_uuid)
+    view = lifecycle.ack_answer(row)
+    return JSONResponse(view, headers=headers)
+
+
+async def result(request: Request) -> JSONResponse:
+    state = request.app.state
+    identity, agent_uuid, command_uuid = await _command_target(request)
+    body = await read_json_object(request)
+    outcome = take(body, "status", Str(1, 16, choices=lifecycle.OUTCOMES))
+    exit_code = take(body, "exit_code", nullable(Int(-(2**31), 2**31 - 1)), None)
+    output = take(body, "output", Str(0, MAX_OUTPUT_BYTES), "")
+    if len(output.encode("utf-8")) > MAX_OUTPUT_BYTES:
+        raise invalid(f"output must be at most {MAX_OUTPUT_BYTES} bytes of UTF-8.", "output")
+    started_at = take(body, "started_at", nullable(parse_timestamp), None)
+    finished_at = take(body, "finished_at", nullable(parse_timestamp), None)
+    headers = await state.report_limit.check(identity.agent_id)
+
+    reported = {"exit_code": exit_code, "output": output,
+                "started_at": rfc3339(started_at), "finished_at": rfc3339(finished_at)}
+    row = await state.db.fetchrow(q.REPORT_RESULT, agent_uuid, command_uuid, outcome, reported)
+    view = lifecycle.result_answer(row, outcome, reported)
+    if row["new_status"] is not None:
+        _report_log.info("command_finished", agent_id=identity.agent_id, command_id=command_uuid,
+                         status=outcome, exit_code=exit_code)
+    return JSONResponse(view, headers=headers)
+

@@ -1,0 +1,227 @@
+"""Every SQL statement of the dispatch service, one by one, with why each lock and guard
+is there. The command state machine they enforce is described in `lifecycle.py`.
+
+Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
+- State changes are guarded by the state they expect (`AND status IN (...)`); zero rows
+  updated means a duplicate or stale request, which the caller answers idempotently.
+- Times are `statement_timestamp()`, never `now()` (a transaction's start).
+- Each statement runs on its own (autocommit): no transaction is held across a round trip.
+"""
+
+# The columns of the command state object (API.md), shared by every statement below.
+COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, max_retries,
+    delivery_count, ack_timeout_s, run_timeout_s, idempotency_key, created_at, sent_at,
+    acked_at, finished_at, expires_at, result"""
+
+# --- the poll -------------------------------------------------------------------------
+
+# One statement, one round trip:
+# - `agent` is MATERIALIZED and read without a lock (FOR SHARE cost 25-35 %): it tells
+#   "unknown" (no row at all), "revoked" and "active" apart for the caller.
+# - `due` holds every eligibility filter *inside* the locked, LIMITed CTE (agent, live
+#   status, due time, not expired, retries left), so the LIMIT counts only rows we may
+#   deliver. MATERIALIZED keeps the planner from running the locking subquery twice.
+#   FOR NO KEY UPDATE SKIP LOCKED: concurrent polls skip each other's rows instead of
+#   waiting, and inserts that reference the command (the ledger) are not blocked. A row
+#   another poll re-leased meanwhile is re-checked (visible_at moved on) and dropped.
+# - `claimed` re-leases: retry_count rises in the same UPDATE, and only for a row that was
+#   already `sent` (a redelivery), so it can never be counted in Python or twice: the
+#   lease is due again only after its ack timeout. delivery_count is its own counter.
+# - `ledger` records each delivery in the same statement: retry_count = deliveries - 1.
+# - `rapid` (only evaluated when nothing was claimed; CASE is lazy) says whether the agent
+#   has work in flight or received a command within the rapid window ($3 seconds).
+CLAIM = """
+WITH agent AS MATERIALIZED (
+    SELECT status FROM agents WHERE id = $1
+), due AS MATERIALIZED (
+    SELECT c.id
+      FROM commands c
+     WHERE c.agent_id = $1
+       AND c.status IN ('pending', 'sent')
+       AND c.visible_at <= statement_timestamp()
+       AND c.expires_at > statement_timestamp()
+       AND (c.status = 'pending' OR c.retry_count < c.max_retries)
+       AND EXISTS (SELECT 1 FROM agent WHERE agent.status = 'active')
+     ORDER BY c.priority DESC, c.created_at, c.id
+     LIMIT $2
+       FOR NO KEY UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE commands c
+       SET retry_count = c.retry_count + (c.status = 'sent')::int,
+           delivery_count = c.delivery_count + 1,
+           status = 'sent',
+           sent_at = statement_timestamp(),
+           visible_at = statement_timestamp() + make_interval(secs => c.ack_timeout_s)
+      FROM due
+     WHERE c.id = due.id
+    RETURNING c.id, c.type, c.params, c.priority, c.created_at, c.expires_at,
+              c.delivery_count, c.run_timeout_s
+), ledger AS (
+    INSERT INTO deliveries (command_id, delivery, delivered_at)
+    SELECT id, delivery_count, statement_timestamp() FROM claimed
+)
+SELECT agent.status AS agent_status,
+       CASE WHEN EXISTS (SELECT 1 FROM claimed) THEN true
+            ELSE EXISTS (SELECT 1 FROM commands f
+                          WHERE f.agent_id = $1 AND f.status IN ('sent', 'running'))
+              OR EXISTS (SELECT 1 FROM commands r
+                          WHERE r.agent_id = $1 AND r.sent_at IS NOT NULL
+                            AND r.sent_at > statement_timestamp() - make_interval(secs => $3))
+       END AS rapid,
+       claimed.*
+  FROM agent
+  LEFT JOIN claimed ON true
+ ORDER BY claimed.priority DESC, claimed.created_at, claimed.id
+"""
+
+# Batched last_seen_at (see last_seen.py): one statement per flush for every agent seen
+# since the last one, instead of one write per poll. Ids are sorted by the caller so two
+# replicas flushing at once lock rows in the same order (no deadlock); GREATEST keeps a
+# late flush from moving the time backwards.
+TOUCH_AGENTS = """
+UPDATE agents a
+   SET last_seen_at = GREATEST(a.last_seen_at, v.seen)
+  FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, seen)
+ WHERE a.id = v.id
+"""
+
+# --- ack and result (agent) -------------------------------------------------------------
+
+# sent -> running, guarded by `status = 'sent'` and by the agent being active, in one
+# statement. The run deadline goes into visible_at for the reaper. When the guard fails
+# (already running, final, or not delivered) the caller answers from `current`, the row
+# as the statement found it: repeating an ack is a no-op, a final command stays final.
+ACK = f"""
+WITH agent AS MATERIALIZED (
+    SELECT status FROM agents WHERE id = $1
+), current AS MATERIALIZED (
+    SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $2 AND agent_id = $1
+), acked AS (
+    UPDATE commands c
+       SET status = 'running',
+           acked_at = statement_timestamp(),
+           visible_at = statement_timestamp() + make_interval(secs => c.run_timeout_s)
+     WHERE c.id = $2 AND c.agent_id = $1 AND c.status = 'sent'
+       AND EXISTS (SELECT 1 FROM agent WHERE agent.status = 'active')
+    RETURNING c.status, c.acked_at
+)
+SELECT agent.status AS agent_status, acked.status AS new_status,
+       acked.acked_at AS new_acked_at, current.*
+  FROM agent
+  LEFT JOIN current ON true
+  LEFT JOIN acked ON true
+"""
+
+# sent|running -> succeeded|failed, guarded the same way. A result for a command that
+# already ended changes nothing; the caller compares outcomes from `current`.
+REPORT_RESULT = f"""
+WITH agent AS MATERIALIZED (
+    SELECT status FROM agents WHERE id = $1
+), current AS MATERIALIZED (
+    SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $2 AND agent_id = $1
+), done AS (
+    UPDATE commands c
+       SET status = $3, finished_at = statement_timestamp(), result = $4
+     WHERE c.id = $2 AND c.agent_id = $1 AND c.status IN ('sent', 'running')
+       AND EXISTS (SELECT 1 FROM agent WHERE agent.status = 'active')
+    RETURNING c.status, c.finished_at, c.result
+)
+SELECT agent.status AS agent_status, done.status AS new_status,
+       done.finished_at AS new_finished_at, done.result AS new_result, current.*
+  FROM agent
+  LEFT JOIN current ON true
+  LEFT JOIN done ON true
+"""
+
+# --- operator ---------------------------------------------------------------------------
+
+# The agent check and the insert are one statement: a command is only ever queued for an
+# agent that is active at that instant. ON CONFLICT on the partial unique index makes a
+# repeated idempotency key insert nothing (a racing twin waits for the first to commit).
+CREATE_COMMAND = f"""
+WITH agent AS MATERIALIZED (
+    SELECT id, status FROM agents WHERE id = $1
+), ins AS (
+    INSERT INTO commands (id, agent_id, type, params, priority, max_retries, ack_timeout_s,
+                          run_timeout_s, idempotency_key, expires_at, visible_at)
+    SELECT $2, agent.id, $3, $4, $5, $6, $7, $8, $9,
+           statement_timestamp() + make_interval(secs => $10), statement_timestamp()
+      FROM agent
+     WHERE agent.status = 'active'
+    ON CONFLICT (agent_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {COMMAND_COLUMNS}
+)
+SELECT agent.status AS agent_status, ins.*
+  FROM agent LEFT JOIN ins ON true
+"""
+
+GET_BY_IDEMPOTENCY_KEY = f"""
+SELECT {COMMAND_COLUMNS} FROM commands WHERE agent_id = $1 AND idempotency_key = $2
+"""
+
+# Wakes long polls waiting for this agent, in every dispatch replica.
+NOTIFY_NEW_COMMAND = "SELECT pg_notify('fleetline_commands', $1::text)"
+
+GET_COMMAND = f"SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"
+
+# Keyset paging, newest first: (created_at, id) < cursor. Optional filters are NULL.
+LIST_COMMANDS = f"""
+SELECT {COMMAND_COLUMNS}
+  FROM commands
+ WHERE ($1::uuid IS NULL OR agent_id = $1)
+   AND ($2::text IS NULL OR status = $2)
+   AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+ ORDER BY created_at DESC, id DESC
+ LIMIT $5
+"""
+
+# pending|sent|running -> cancelled; guarded so a final command never changes.
+CANCEL_COMMAND = f"""
+UPDATE commands
+   SET status = 'cancelled', finished_at = statement_timestamp()
+ WHERE id = $1 AND status IN ('pending', 'sent', 'running')
+RETURNING {COMMAND_COLUMNS}
+"""
+
+# --- the reaper (reaper.py) -----------------------------------------------------------------
+
+# Each works in batches through its own partial index, and each row is picked with
+# FOR UPDATE SKIP LOCKED and re-checked by the outer guard, so every replica may run the
+# reaper at once and a row a poll or an ack holds right now is simply left for next time.
+
+# sent, ack timeout passed, retries used up -> timed_out (never delivered again).
+REAP_EXHAUSTED_LEASES = """
+UPDATE commands c
+   SET status = 'timed_out', finished_at = statement_timestamp()
+  FROM (SELECT id FROM commands
+         WHERE status = 'sent' AND visible_at <= statement_timestamp()
+           AND retry_count >= max_retries
+         ORDER BY visible_at
+         LIMIT $1
+           FOR UPDATE SKIP LOCKED) AS stale
+ WHERE c.id = stale.id AND c.status = 'sent'
+"""
+
+# running past run_timeout_s since the ack -> timed_out.
+REAP_OVERDUE_RUNS = """
+UPDATE commands c
+   SET status = 'timed_out', finished_at = statement_timestamp()
+  FROM (SELECT id FROM commands
+         WHERE status = 'running' AND visible_at <= statement_timestamp()
+         ORDER BY visible_at
+         LIMIT $1
+           FOR UPDATE SKIP LOCKED) AS stale
+ WHERE c.id = stale.id AND c.status = 'running'
+"""
+
+# pending|sent past expires_at -> expired.
+REAP_EXPIRED = """
+UPDATE commands c
+   SET status = 'expired', finished_at = statement_timestamp()
+  FROM (SELECT id FROM commands
+         WHERE status IN ('pending', 'sent') AND expires_at <= statement_timestamp()
+         ORDER BY expires_at
+         LIMIT $1
+           FOR UPDATE SKIP LOCKED) AS stale
+ WHERE c.id = stale.id AND c.status IN ('pending', 'sent')
+"""

@@ -1,0 +1,68 @@
+"""The reaper: a small background service in every dispatch process.
+
+Every `FLEETLINE_REAPER_INTERVAL_S` it moves, in batches:
+  unacked leases with retries used up -> timed_out
+  running commands past run_timeout_s  -> timed_out
+  pending|sent commands past expires_at -> expired
+Safe with many replicas running it at once: each row is picked FOR UPDATE SKIP LOCKED
+and re-checked by the state guard of its UPDATE (queries.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.common.db import Db
+from services.common.ethos import Log
+from services.dispatch import queries as q
+
+_log = Log("dispatch", "reaper")
+
+BATCH = 1000
+SWEEPS = (
+    ("exhausted_leases", q.REAP_EXHAUSTED_LEASES),
+    ("overdue_runs", q.REAP_OVERDUE_RUNS),
+    ("expired", q.REAP_EXPIRED),
+)
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])  # "UPDATE 17" -> 17
+
+
+async def reap_once(db: Db, batch: int = BATCH) -> dict[str, int]:
+    """One full pass; each sweep repeats while it fills whole batches."""
+    moved = {}
+    for name, sql in SWEEPS:
+        total = 0
+        while True:
+            n = _count(await db.execute(sql, batch))
+            total += n
+            if n < batch:
+                break
+        moved[name] = total
+    return moved
+
+
+class Reaper:
+    def __init__(self, db: Db, interval_s: float):
+        self.db, self.interval_s = db, interval_s
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                moved = await reap_once(self.db)
+                if any(moved.values()):
+                    _log.info("reaped", **moved)
+            except Exception as exc:
+                _log.error("reap_failed", error=exc)
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

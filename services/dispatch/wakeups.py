@@ -1,0 +1,51 @@
+"""Long-poll wake-ups: LISTEN on `fleetline_commands` (notified when a command is queued)
+and wake the polls waiting for that agent in this process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import asyncpg
+
+from services.common.ethos import Log
+
+CHANNEL = "fleetline_commands"
+_log = Log("dispatch", "wakeups")
+
+
+class Wakeups:
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    async def start(self) -> None:
+        try:
+            self._conn = await asyncpg.connect(self.dsn)
+            await self._conn.add_listener(CHANNEL, self._on_notify)
+        except (OSError, asyncpg.PostgresError) as exc:
+            # Long polls still work without it: they re-check on a timer.
+            _log.warning("listen_failed", error=exc)
+            self._conn = None
+
+    async def stop(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+    def _on_notify(self, conn, pid, channel, agent_id: str) -> None:
+        for event in self._waiters.get(agent_id, ()):
+            event.set()
+
+    async def wait(self, agent_id: str, timeout: float) -> None:
+        event = asyncio.Event()
+        self._waiters[agent_id].add(event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiters = self._waiters[agent_id]
+            waiters.discard(event)
+            if not waiters:
+                del self._waiters[agent_id]
