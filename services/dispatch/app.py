@@ -28,7 +28,10 @@ ROUTES = [
 ]
 
 # The planner may pick a bitmap scan + sort for an agent whose backlog its statistics do
-# not know yet (32 claims/s instead of 1,400 at 50k); dispatch's connections never do.
+# not know yet (32 claims/s instead of 1,400 at 50k, DESIGN.md). With CLAIM's shape
+# (ORDER BY = the index order, LIMIT) PostgreSQL 18 chose the ordered index scan here even
+# without this, custom and generic plans alike; the pin keeps it so if statistics or the
+# shape drift. tests/test_dispatch_internals.py checks the plan.
 DB_SETTINGS = {"enable_bitmapscan": "off"}
 
 

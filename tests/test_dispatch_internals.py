@@ -1,0 +1,89 @@
+"""The claim's plan, the batched last_seen_at, and long-poll wake-ups."""
+
+import threading
+import time
+import uuid
+
+import httpx
+import psycopg
+
+from services.dispatch import queries as q
+from services.dispatch.app import DB_SETTINGS
+from tests.support import wait_until
+
+
+def _plan(database_url, agent_id, generic: bool) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for k, v in DB_SETTINGS.items():
+            conn.execute(f"SET {k} = {v}")
+        conn.execute(f"SET plan_cache_mode = {'force_generic_plan' if generic else 'force_custom_plan'}")
+        sql = q.CLAIM
+        for i in (3, 2, 1):
+            sql = sql.replace(f"${i}", f"$p{i}")
+        conn.execute("PREPARE claim(uuid, int, int) AS " + sql.replace("$p", "$"))
+        rows = conn.execute(f"EXPLAIN EXECUTE claim('{agent_id}', 10, 600)").fetchall()
+        return "\n".join(r[0] for r in rows)
+
+
+def test_claim_walks_the_ordered_index_even_for_an_unanalyzed_backlog(fleet, sql, database_url):
+    quiet, busy = fleet.register(), fleet.register()
+    sql.execute("ANALYZE commands")
+    # 50k commands arrive after the last ANALYZE: statistics know nothing of them.
+    sql.execute("""
+        INSERT INTO commands (id, agent_id, type, max_retries, ack_timeout_s, run_timeout_s,
+                              expires_at, visible_at)
+        SELECT gen_random_uuid(), %s, 'ping', 5, 300, 3600, now() + interval '1 day', now()
+          FROM generate_series(1, 50000)""", (busy.agent_id,))
+    for agent in (quiet, busy):
+        for generic in (False, True):
+            plan = _plan(database_url, agent.agent_id, generic)
+            due = plan.split("CTE due")[1].split("CTE claimed")[0]
+            assert "Index Scan using commands_claimable" in due, plan
+            assert "Bitmap" not in due and "Sort" not in due, plan
+    t0 = time.perf_counter()
+    got = sum(len(fleet.poll(busy, limit=100)["commands"]) for _ in range(20))
+    assert got == 2000
+    assert time.perf_counter() - t0 < 30  # a bitmap+sort plan would take minutes
+
+
+def test_last_seen_is_written_in_batches_not_per_poll(start_dispatch, auth, sql):
+    from tests.fleet import Fleet
+
+    svc = start_dispatch(FLEETLINE_LAST_SEEN_FLUSH_S="0.5")
+    fleet = Fleet(auth.url, svc.url)
+    agents = [fleet.register() for _ in range(3)]
+    assert sql.execute("SELECT count(*) FROM agents WHERE last_seen_at IS NOT NULL").fetchone()[0] == 0
+    for agent in agents:
+        for _ in range(5):
+            fleet.poll(agent)
+    wait_until(lambda: sql.execute("SELECT count(*) FROM agents WHERE last_seen_at IS NOT NULL")
+               .fetchone()[0] == 3, timeout=10, what="last_seen flush")
+    updates = sql.execute("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'agents'").fetchone()[0]
+    assert updates <= 6  # 15 polls, at most two flushes' worth of row updates (stats may lag)
+
+
+def test_long_poll_returns_as_soon_as_a_command_is_queued(fleet):
+    agent = fleet.register()
+    results = {}
+
+    def waiter():
+        t0 = time.monotonic()
+        results["body"] = fleet.poll(agent, wait=30)
+        results["elapsed"] = time.monotonic() - t0
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    time.sleep(0.5)  # let the poll start waiting; the assertion below is on latency, not order
+    cmd = fleet.queue(agent)
+    th.join(35)
+    assert [c["id"] for c in results["body"]["commands"]] == [cmd["id"]]
+    assert results["elapsed"] < 10  # woken by NOTIFY, not by the 30 s deadline
+
+
+def test_long_poll_with_nothing_due_waits_then_answers_empty(fleet):
+    agent = fleet.register()
+    t0 = time.monotonic()
+    body = fleet.poll(agent, wait=1)
+    assert body["commands"] == [] and time.monotonic() - t0 >= 1.0
+    assert uuid.UUID(agent.agent_id)
+    assert httpx.get(f"{fleet.dispatch_url}/metrics").text.count("fleetline_http_requests_total") > 0
