@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 up: $(STAMP)
-	$(BIN)/fleetline up --data-dir .fleetline --agents 2
+	$(BIN)/fleetline up --data-dir .fleetline --agents 2 --hints
 
 test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)

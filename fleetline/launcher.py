@@ -1,11 +1,64 @@
-"""`fleetline up`: the whole fleet on one machine (filled in with the gateway issue)."""
+"""`fleetline up`: run the fleet locally until SIGINT/SIGTERM, then stop every child and
+the embedded database (within 10 s), leaving nothing running."""
+
+from __future__ import annotations
 
 import argparse
+import signal
+import time
+from pathlib import Path
+
+from fleetline.stack import Stack
+from services.common import ethos
+from services.common.ethos import Log
+
+_log = Log("launcher", "up")
+
+NEXT_STEPS = """\
+Try it (the admin token is read from the data directory):
+  .venv/bin/fleetline agents list
+  .venv/bin/fleetline commands send --agent <AGENT_ID> --type ping --wait
+  .venv/bin/fleetline commands list
+Stop with Ctrl-C."""
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("up", help="run the fleet locally on an embedded PostgreSQL")
-    p.set_defaults(func=lambda args: 1)
+    p.add_argument("--data-dir", default=".fleetline", type=Path)
+    p.add_argument("--port", type=int, default=8080, help="the gateway's port")
+    p.add_argument("--dispatch-replicas", type=int, default=1)
+    p.add_argument("--agents", type=int, default=0, help="demo agents to start")
+    p.add_argument("--hints", action="store_true", help="print what to try next once ready")
+    p.set_defaults(func=run)
 
 
-__all__ = ["add_parser", "argparse"]
+def run(args: argparse.Namespace) -> int:
+    ethos.configure("INFO")
+    # The handler only records the signal: taking a lock in a handler (Event.set) can
+    # deadlock against the interrupted main thread holding the same lock.
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    stack = Stack(args.data_dir, port=args.port, dispatch_replicas=max(1, args.dispatch_replicas),
+                  agents=max(0, args.agents))
+    try:
+        stack.start()
+    except Exception as exc:
+        _log.error("start_failed", error=exc, logs=stack.data_dir / "logs")
+        return 1
+    print(stack.ready_line(), flush=True)
+    if args.hints:
+        print(NEXT_STEPS, flush=True)
+    code = 0
+    while not received:
+        time.sleep(0.2)
+        dead = [c.name for c in stack.children if not c.alive]
+        if dead:
+            _log.error("child_exited", children=",".join(dead), logs=stack.data_dir / "logs")
+            code = 1
+            break
+    _log.info("stopping")
+    stack.stop()
+    _log.info("stopped")
+    return code
+

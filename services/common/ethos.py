@@ -83,4 +83,5 @@ def configure(level: str = "INFO", stream=None) -> None:
         lib.propagate = True
     # Access lines cost ~40% of throughput; the metrics count requests instead.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    logging.getLogger("databases").setLevel(logging.WARNING)
+    for chatty in ("databases", "yoyo", "httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

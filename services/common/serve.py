@@ -1,4 +1,7 @@
-"""Run a service app under uvicorn with ETHOS logging: `python -m services.auth --port N`."""
+"""Run a service (or the gateway) under uvicorn with ETHOS logging: `python -m services.auth --port N`.
+
+No proxy headers are believed by uvicorn and it adds no Server/Date headers (behind the
+gateway they would appear twice)."""
 
 from __future__ import annotations
 
@@ -7,13 +10,13 @@ import sys
 from typing import Callable
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from services.common import ethos
 from services.common.settings import Settings, SettingsError
 
 
-def serve(name: str, create_app: Callable[[Settings], Starlette], argv: list[str] | None = None) -> None:
+def serve(name: str, create_app: Callable[[Settings], ASGIApp], argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=f"fleetline-{name}")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

@@ -1,0 +1,79 @@
+"""Child processes that die with their parent, and waiting for them to be ready."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child, between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class Child:
+    """`python -m <module> [args]`; SIGTERM'd if the launcher itself dies."""
+
+    def __init__(self, name: str, module: str, args: list[str], env: dict[str, str],
+                 log: IO[bytes] | int | None, cwd: Path | None = None):
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def terminate(self) -> None:
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def wait_ready(url: str, child: Child | None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child is not None and not child.alive:
+            raise RuntimeError(f"{child.name} exited during start-up (exit code {child.proc.returncode})")
+        try:
+            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} was not ready within {timeout:.0f}s")
+
+
+def stop_all(children: list[Child], timeout: float = 8.0) -> None:
+    """SIGTERM everyone at once, then wait; whoever is still up at the deadline is killed."""
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        child.wait(max(0.1, deadline - time.monotonic()))
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env

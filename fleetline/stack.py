@@ -1,0 +1,140 @@
+"""The whole fleet on one machine: (embedded) PostgreSQL, migrations, keys, auth, N dispatch
+replicas and the gateway as real uvicorn processes, plus optional demo agents.
+Used by `fleetline up`, the benchmarks and the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from fleetline.migrate import migrate
+from fleetline.pgembed import EmbeddedPostgres, free_port
+from fleetline.procs import Child, child_env, stop_all, wait_ready
+from services.auth.keys import write_private_key
+from services.common.ethos import Log
+
+_log = Log("launcher", "stack")
+
+
+def _write_secret_file(path: Path, value: str) -> None:
+    with open(path, "w", opener=lambda p, flags: os.open(p, flags, 0o600)) as fh:
+        fh.write(value + "\n")
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    port: int = 8080
+    dispatch_replicas: int = 1
+    agents: int = 0
+    fast_unsafe_db: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # on top of os.environ
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).resolve()
+        self.children: list[Child] = []
+        self.agent_children: list[Child] = []
+        self.pg: EmbeddedPostgres | None = None
+        self.gateway_url = self.auth_url = ""
+        self.dispatch_urls: list[str] = []
+        self.admin_token = ""
+
+    def _setting(self, name: str) -> str | None:
+        return self.env.get(name) or os.environ.get(name) or None
+
+    def _log_file(self, name: str):
+        logs = self.data_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        return open(logs / f"{name}.log", "ab")
+
+    def _start(self, name: str, module: str, port: int, env: dict[str, str]) -> str:
+        child = Child(name, module, ["--port", str(port)], child_env({**self.env, **env}),
+                      self._log_file(name))
+        self.children.append(child)
+        return f"http://127.0.0.1:{port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_all(self) -> None:
+        database_url = self._setting("FLEETLINE_DATABASE_URL")
+        if database_url is None:
+            self.pg = EmbeddedPostgres(self.data_dir / "postgres", fast_unsafe=self.fast_unsafe_db)
+            database_url = self.pg.start()
+        migrate(database_url)
+
+        key_file = self._setting("FLEETLINE_JWT_PRIVATE_KEY_FILE")
+        if key_file is None:
+            key_path = self.data_dir / "signing-key.pem"
+            if not key_path.exists():
+                write_private_key(key_path)
+            key_file = str(key_path)
+        token_path = self.data_dir / "admin-token"
+        self.admin_token = self._setting("FLEETLINE_ADMIN_TOKEN") or ""
+        if not self.admin_token:
+            if not token_path.exists():
+                _write_secret_file(token_path, secrets.token_urlsafe(32))
+            self.admin_token = token_path.read_text().strip()
+        elif not token_path.exists():
+            _write_secret_file(token_path, self.admin_token)
+        common = {
+            "FLEETLINE_DATABASE_URL": database_url,
+            "FLEETLINE_ADMIN_TOKEN": self.admin_token,
+            "FLEETLINE_JWT_PRIVATE_KEY_FILE": key_file,
+        }
+        if self.dispatch_replicas > 1 and not (self._setting("FLEETLINE_RATE_LIMIT_STORAGE") or "").startswith("redis"):
+            _log.warning("rate_limits_not_shared", dispatch_replicas=self.dispatch_replicas,
+                         hint="set FLEETLINE_RATE_LIMIT_STORAGE=redis://host:port/db")
+
+        self.auth_url = self._start("auth", "services.auth", free_port(), common)
+        wait_ready(self.auth_url, self.children[-1])
+        dispatch_env = {**common, "FLEETLINE_JWKS_URL": f"{self.auth_url}/.well-known/jwks.json"}
+        for i in range(self.dispatch_replicas):
+            self.dispatch_urls.append(self._start(f"dispatch-{i + 1}", "services.dispatch", free_port(),
+                                                  dispatch_env))
+        for url, child in zip(self.dispatch_urls, self.children[1:]):
+            wait_ready(url, child)
+        port = self.port or free_port()
+        self.gateway_url = self._start("gateway", "gateway", port, {
+            "FLEETLINE_AUTH_URLS": self.auth_url,
+            "FLEETLINE_DISPATCH_URLS": ",".join(self.dispatch_urls),
+        })
+        wait_ready(self.gateway_url, self.children[-1])
+        if self.agents:
+            self._start_agents()
+
+    def _start_agents(self) -> None:
+        resp = httpx.post(f"{self.gateway_url}/api/v1/admin/registration-tokens",
+                          headers={"Authorization": f"Bearer {self.admin_token}"},
+                          json={"max_uses": self.agents, "expires_in_s": 3600, "note": "demo agents"})
+        resp.raise_for_status()
+        token = resp.json()["token"]
+        for i in range(1, self.agents + 1):
+            state_dir = self.data_dir / "agents" / f"demo-{i}"
+            state_dir.mkdir(parents=True, exist_ok=True)
+            env = child_env({**self.env, "FLEETLINE_AGENT_REGISTRATION_TOKEN": token})
+            child = Child(f"agent-{i}", "agent", [
+                "--server", self.gateway_url, "--state-dir", str(state_dir),
+                "--machine-id", f"demo-machine-{i}",
+            ], env, self._log_file(f"agent-{i}"))
+            self.agent_children.append(child)
+
+    def ready_line(self) -> str:
+        return (f"ready gateway={self.gateway_url} auth={self.auth_url} "
+                f"dispatch={','.join(self.dispatch_urls)} admin_token_file={self.data_dir / 'admin-token'}")
+
+    def stop(self) -> None:
+        # Agents first (they talk to the gateway), then the services, then the database.
+        stop_all(self.agent_children, timeout=4)
+        stop_all(self.children, timeout=6)
+        if self.pg is not None:
+            self.pg.stop()

@@ -1,0 +1,274 @@
+"""The gateway: a small reverse proxy as a pure ASGI app, with aiohttp as upstream client.
+
+aiohttp because it was measured (bench/gateway_bench.py, DESIGN.md): httpx's pool tops
+out near 400 req/s as a proxy client here. Small responses are buffered (a streamed
+Starlette response costs ~40 %); large or unsized ones are streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import aiohttp
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway.routes import LONG_POLL_SUFFIX, route
+from gateway.upstreams import Upstream
+from services.common.ethos import Log
+from services.common.http import Metrics, request_id_from
+from services.common.settings import Settings
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+    b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length",
+})
+BUFFER_LIMIT = 256 * 1024  # responses up to this size (with a length) are buffered
+_log = Log("gateway", "proxy")
+
+
+class PayloadTooLarge(Exception):
+    pass
+
+
+def _json_error(status: int, code: str, detail: str) -> tuple[int, bytes]:
+    return status, json.dumps({"error": code, "detail": detail}).encode()
+
+
+class Gateway:
+    def __init__(self, settings: Settings):
+        settings.require("auth_urls", "dispatch_urls")
+        self.settings = settings
+        self.upstreams = {
+            "auth": Upstream("auth", settings.auth_urls),
+            "dispatch": Upstream("dispatch", settings.dispatch_urls),
+        }
+        self.metrics = Metrics("gateway")
+        self.session: aiohttp.ClientSession | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
+            cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookie to another
+            auto_decompress=False,  # pass bodies through byte for byte
+            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
+        )
+
+    async def shutdown(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def ready(self) -> bool:
+        async def replica_ready(url: str) -> bool:
+            try:
+                async with self.session.get(url + "/readyz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                    return r.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                return False
+
+        for upstream in self.upstreams.values():
+            results = await asyncio.gather(*(replica_ready(u) for u in upstream.urls))
+            if not any(results):
+                return False
+        return True
+
+    # --- ASGI ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        t0 = time.perf_counter()
+        headers = scope["headers"]
+        rid = request_id_from(_header(headers, b"x-request-id"))
+        service = route(scope["path"])
+        status = 500
+        try:
+            if service is None:
+                status = await self._local(scope, receive, send, rid)
+            else:
+                status = await self._proxy(service, scope, receive, send, rid)
+        finally:
+            label = service or "gateway"
+            self.metrics.requests.labels("gateway", label, str(status)).inc()
+            self.metrics.latency.labels("gateway", label).observe(time.perf_counter() - t0)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _local(self, scope: dict, receive: Any, send: Any, rid: str) -> int:
+        path, method = scope["path"], scope["method"]
+        content_type = b"application/json"
+        if path == "/healthz" and method == "GET":
+            status, body = 200, b'{"status": "ok"}'
+        elif path == "/readyz" and method == "GET":
+            if await self.ready():
+                status, body = 200, b'{"status": "ready"}'
+            else:
+                status, body = _json_error(503, "not_ready", "A service has no ready replica.")
+        elif path == "/metrics" and method == "GET":
+            status, body = 200, generate_latest(self.metrics.registry)
+            content_type = CONTENT_TYPE_LATEST.encode()
+        else:
+            status, body = _json_error(404, "not_found", "No such path.")
+        await _send_simple(send, status, body, rid, content_type)
+        return status
+
+    async def _read_body(self, scope: dict, receive: Any) -> bytes:
+        """The request body, refused with 413 as soon as it passes the limit (also when
+        it arrives chunked without a length)."""
+        limit = self.settings.max_body_bytes
+        declared = _header(scope["headers"], b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise PayloadTooLarge
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            body += message.get("body", b"")
+            if len(body) > limit:
+                raise PayloadTooLarge
+            if not message.get("more_body", False):
+                break
+        return bytes(body)
+
+    def _timeout(self, scope: dict) -> float:
+        timeout = self.settings.upstream_timeout_s
+        if scope["method"] == "GET" and scope["path"].endswith(LONG_POLL_SUFFIX):
+            wait = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("wait", ["0"])[-1]
+            if wait.isdigit():
+                timeout += min(int(wait), 60)
+        return timeout
+
+    def _upstream_headers(self, scope: dict, rid: str) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        forwarded_for = None
+        connection_listed = {
+            t.strip().lower().encode()
+            for t in (_header(scope["headers"], b"connection") or "").split(",") if t.strip()
+        }
+        for name, value in scope["headers"]:
+            if name in HOP_BY_HOP or name in connection_listed or name == b"x-request-id":
+                continue
+            if name == b"x-forwarded-for":
+                forwarded_for = value.decode("latin-1")
+                continue
+            out.append((name.decode("latin-1"), value.decode("latin-1")))
+        client = scope.get("client")
+        addr = client[0] if client else "unknown"
+        out.append(("X-Forwarded-For", f"{forwarded_for}, {addr}" if forwarded_for else addr))
+        out.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
+        out.append(("X-Request-ID", rid))
+        return out
+
+    async def _proxy(self, service: str, scope: dict, receive: Any, send: Any, rid: str) -> int:
+        try:
+            body = await self._read_body(scope, receive)
+        except PayloadTooLarge:
+            status, payload = _json_error(413, "payload_too_large",
+                                          f"The body is larger than {self.settings.max_body_bytes} bytes.")
+            await _send_simple(send, status, payload, rid)
+            return status
+
+        upstream = self.upstreams[service]
+        target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        headers = self._upstream_headers(scope, rid)
+        timeout = aiohttp.ClientTimeout(total=self._timeout(scope))
+
+        for url in upstream.candidates():
+            try:
+                resp = await self.session.request(
+                    scope["method"], url + target, headers=headers, data=body or None,
+                    timeout=timeout, allow_redirects=False,
+                )
+            except aiohttp.ClientConnectorError as exc:
+                # Never sent: safe to try the next replica.
+                upstream.mark_down(url)
+                _log.warning("upstream_unreachable", service=service, upstream=url, error=exc)
+                continue
+            except asyncio.TimeoutError:
+                _log.warning("upstream_timeout", service=service, upstream=url, request_id=rid)
+                status, payload = _json_error(504, "upstream_timeout", f"{service} did not answer in time.")
+                await _send_simple(send, status, payload, rid)
+                return status
+            except aiohttp.ClientError as exc:
+                # The request may have reached the upstream: never retried.
+                _log.warning("upstream_failed", service=service, upstream=url, error=exc)
+                status, payload = _json_error(502, "upstream_unavailable", f"{service} failed to answer.")
+                await _send_simple(send, status, payload, rid)
+                return status
+            upstream.mark_up(url)
+            return await self._relay(resp, send, rid, service)
+
+        status, payload = _json_error(502, "upstream_unavailable", f"No {service} replica could be reached.")
+        await _send_simple(send, status, payload, rid)
+        return status
+
+    async def _relay(self, resp: aiohttp.ClientResponse, send: Any, rid: str, service: str) -> int:
+        try:
+            # raw_headers keeps duplicates (Set-Cookie) as separate pairs.
+            out_headers = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP]
+            if not any(k == b"x-request-id" for k, _ in out_headers):
+                out_headers.append((b"x-request-id", rid.encode()))
+            length = resp.content_length
+            if length is not None and length <= BUFFER_LIMIT:
+                try:
+                    data = await resp.read()
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    _log.warning("upstream_body_failed", service=service, error=exc)
+                    status, payload = _json_error(502, "upstream_unavailable", f"{service} failed mid-answer.")
+                    await _send_simple(send, status, payload, rid)
+                    return status
+                out_headers.append((b"content-length", str(len(data)).encode()))
+                await send({"type": "http.response.start", "status": resp.status, "headers": out_headers})
+                await send({"type": "http.response.body", "body": data})
+                return resp.status
+            if length is not None:
+                out_headers.append((b"content-length", str(length).encode()))
+            await send({"type": "http.response.start", "status": resp.status, "headers": out_headers})
+            try:
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                # Headers are gone already: all we can do is cut the response short.
+                _log.warning("upstream_stream_failed", service=service, error=exc)
+            await send({"type": "http.response.body", "body": b""})
+            return resp.status
+        finally:
+            resp.release()
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for k, v in headers:
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
+async def _send_simple(send: Any, status: int, body: bytes, rid: str,
+                       content_type: bytes = b"application/json") -> None:
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", rid.encode())],
+    })
+    await send({"type": "http.response.body", "body": body})

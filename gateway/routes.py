@@ -1,0 +1,32 @@
+"""The gateway's route table: every path of API.md, and which service owns it.
+
+Checked in order; the first match wins. Anything else is the gateway's own 404.
+"""
+
+from __future__ import annotations
+
+AUTH, DISPATCH = "auth", "dispatch"
+
+# (match kind, path, service). "exact" compares the whole path; "prefix" its start.
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("exact", "/api/v1/agents/register", AUTH),
+    ("exact", "/api/v1/agents/renew", AUTH),
+    ("exact", "/.well-known/jwks.json", AUTH),
+    ("exact", "/api/v1/admin/registration-tokens", AUTH),
+    ("prefix", "/api/v1/admin/registration-tokens/", AUTH),
+    ("exact", "/api/v1/admin/agents", AUTH),
+    ("prefix", "/api/v1/admin/agents/", AUTH),
+    ("prefix", "/api/v1/agents/", DISPATCH),  # /api/v1/agents/{id}/commands[...]
+    ("exact", "/api/v1/admin/commands", DISPATCH),
+    ("prefix", "/api/v1/admin/commands/", DISPATCH),
+)
+
+# Long polls: the request's `wait` is added to the upstream timeout.
+LONG_POLL_SUFFIX = "/commands"
+
+
+def route(path: str) -> str | None:
+    for kind, pattern, service in ROUTES:
+        if (kind == "exact" and path == pattern) or (kind == "prefix" and path.startswith(pattern)):
+            return service
+    return None
