@@ -101,7 +101,7 @@ class Stack:
         for i in range(self.dispatch_replicas):
             self.dispatch_urls.append(self._start(f"dispatch-{i + 1}", "services.dispatch", free_port(),
                                                   dispatch_env))
-        for url, child in zip(self.dispatch_urls, self.children[1:]):
+        for url, child in zip(self.dispatch_urls, self.children[1:], strict=True):
             wait_ready(url, child)
         port = self.port or free_port()
         self.gateway_url = self._start("gateway", "gateway", port, {
