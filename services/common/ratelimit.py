@@ -1,4 +1,8 @@
-"""Rate limits with `limits` (moving window); memory or Redis storage, chosen by one URL."""
+"""Rate limits with `limits`; memory or Redis storage, chosen by one URL.
+
+The sliding-window-counter strategy: two counters per key, so it is O(1) in memory and in
+Redis. (The moving window keeps every hit, and `limits`' memory storage expires those with
+one thread-pool call per key: 11 % of a poll's CPU with 1,000 agents.)"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import time
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
 from limits.storage import storage_from_string
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from services.common.errors import ApiError
 
@@ -26,7 +30,7 @@ class RateLimit:
     def __init__(self, name: str, spec: str, storage: Storage):
         self.name = name
         self.item: RateLimitItem = parse(spec)
-        self.limiter = MovingWindowRateLimiter(storage)
+        self.limiter = SlidingWindowCounterRateLimiter(storage)
 
     async def check(self, key: str) -> dict[str, str]:
         """Count one hit for `key`; raise `429 rate_limited` once the window is full.

@@ -101,10 +101,33 @@ class KeySet:
 
 
 class AccessTokenVerifier:
+    """Verifies access tokens; remembers the claims of tokens it has verified.
+
+    An agent presents the same token for its whole lifetime (15 min by default), and
+    verification (Ed25519 plus PyJWT's parsing) was a quarter of a poll's CPU. A cache hit
+    needs the exact same token bytes, and expiry is checked again on every hit; what the
+    cache cannot do is forget a signing key removed from the JWKS before its tokens expire.
+    """
+
+    CACHE_SIZE = 65536
+
     def __init__(self, keys: KeySet, issuer: str, audience: str):
         self.keys, self.issuer, self.audience = keys, issuer, audience
+        self._verified: dict[str, dict] = {}
 
     async def verify(self, token: str) -> dict:
+        claims = self._verified.get(token)
+        if claims is not None:
+            if claims["exp"] + LEEWAY_S > time.time():
+                return claims
+            del self._verified[token]
+        claims = await self._verify_signature(token)
+        if len(self._verified) >= self.CACHE_SIZE:
+            self._verified.clear()  # crude but bounded; a refill costs one verify per agent
+        self._verified[token] = claims
+        return claims
+
+    async def _verify_signature(self, token: str) -> dict:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

@@ -1,0 +1,13 @@
+"""`make bench`: every benchmark under bench/, each printing a table and writing JSON to
+bench/results/."""
+
+import sys
+
+from bench import dispatch_bench, gateway_bench
+
+BENCHES = {"dispatch": dispatch_bench.run, "gateway": gateway_bench.run}
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or list(BENCHES)
+    for name in names:
+        BENCHES[name]()

@@ -1,0 +1,88 @@
+"""A running stack for the benchmarks, with agents seeded in bulk and tokens minted."""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+from fleetline.stack import Stack
+from services.auth.keys import Signer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+UNLIMITED = {
+    "FLEETLINE_CHECKIN_RATE_LIMIT": "100000000/minute",
+    "FLEETLINE_REPORT_RATE_LIMIT": "100000000/minute",
+    "FLEETLINE_REGISTRATION_RATE_LIMIT": "100000000/minute",
+    "FLEETLINE_RENEW_RATE_LIMIT": "100000000/minute",
+    "FLEETLINE_LOG_LEVEL": "WARNING",
+    "FLEETLINE_DB_POOL_MAX": "40",
+}
+
+
+def start_stack() -> Stack:
+    stack = Stack(Path(tempfile.mkdtemp(prefix="fleetline-bench-")), port=0, fast_unsafe_db=True,
+                  env=dict(UNLIMITED))
+    stack.start()
+    return stack
+
+
+def database_url(stack: Stack) -> str:
+    return stack.pg.url if stack.pg else stack.env.get("FLEETLINE_DATABASE_URL", "")
+
+
+def seed_agents(stack: Stack, n: int) -> list[dict]:
+    """n agents straight into the tables, with access tokens signed by the stack's key."""
+    url = database_url(stack)
+    signer = Signer.from_file(str(stack.data_dir / "signing-key.pem"), "fleetline-auth", "fleetline", 3600)
+    agents = [{"agent_id": str(uuid.uuid4()), "machine_id": f"bench-{i}"} for i in range(n)]
+    with psycopg.connect(url, autocommit=True) as conn:
+        token_id = uuid.uuid4()
+        conn.execute("INSERT INTO registration_tokens (id, token_hash, max_uses, expires_at) "
+                     "VALUES (%s, %s, 100000, now() + interval '1 day')", (token_id, uuid.uuid4().bytes))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO agents (id, machine_id, registration_token_id, hostname) VALUES (%s, %s, %s, 'bench')",
+                [(a["agent_id"], a["machine_id"], token_id) for a in agents])
+        conn.execute("ANALYZE agents")
+    for a in agents:
+        token, _ = signer.access_token(a["agent_id"], a["machine_id"])
+        a["headers"] = {"Authorization": f"Bearer {token}", "X-Machine-ID": a["machine_id"]}
+    return agents
+
+
+def seed_backlog(stack: Stack, agents: list[dict], per_agent: int) -> int:
+    with psycopg.connect(database_url(stack), autocommit=True) as conn:
+        conn.execute("TRUNCATE deliveries, commands")
+        conn.execute(
+            """INSERT INTO commands (id, agent_id, type, max_retries, ack_timeout_s, run_timeout_s,
+                                     expires_at, visible_at, created_at)
+               SELECT gen_random_uuid(), a::uuid, 'ping', 5, 3600, 3600, now() + interval '1 day',
+                      now(), now() - make_interval(secs => g)
+                 FROM unnest(%s::text[]) a, generate_series(1, %s) g""",
+            ([a["agent_id"] for a in agents], per_agent))
+        conn.execute("VACUUM ANALYZE commands")
+    return len(agents) * per_agent
+
+
+def write_result(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+               **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
+    print(f"\n{title}")
+    widths = [max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
