@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
+from yarl import URL
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.routes import LONG_POLL_SUFFIX, route
@@ -195,8 +196,9 @@ class Gateway:
 
         for url in upstream.candidates():
             try:
+                # encoded=True: the client's path and query go upstream byte for byte.
                 resp = await self.session.request(
-                    scope["method"], url + target, headers=headers, data=body or None,
+                    scope["method"], URL(url + target, encoded=True), headers=headers, data=body or None,
                     timeout=timeout, allow_redirects=False,
                 )
             except aiohttp.ClientConnectorError as exc:
