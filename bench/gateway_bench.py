@@ -62,7 +62,7 @@ def run() -> dict:
     best = {k: max(v, key=lambda r: r.rate) for k, v in runs.items()}
     direct = best["direct to dispatch"]
     rows = []
-    for name, r in best.items():
+    for r in best.values():
         row = r.row()
         row["vs_direct"] = round(r.rate / direct.rate, 3)
         row["p50_added_ms"] = round(r.pct(50) - direct.pct(50), 2)
