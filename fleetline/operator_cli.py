@@ -1,5 +1,254 @@
-"""Operator subcommands (filled in with the gateway issue)."""
+"""Operator subcommands: `fleetline tokens|agents|commands ...`, talking to the gateway.
+
+Readable tables by default, `--json` for scripts; any refusal or unreachable server is one
+line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FINAL = {"succeeded", "failed", "timed_out", "expired", "cancelled"}
+
+
+class CliError(Exception):
+    pass
+
+
+class Api:
+    def __init__(self, url: str, token: str):
+        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=30.0,
+                                   headers={"Authorization": f"Bearer {token}"})
+        self.url = url
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self.client.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise CliError(f"cannot reach the gateway at {self.url}: {exc}") from None
+        if resp.status_code == 204:
+            return None
+        try:
+            body = resp.json()
+        except ValueError:
+            raise CliError(f"unexpected answer from {self.url} (HTTP {resp.status_code})") from None
+        if resp.status_code >= 400:
+            field = f" [{body['field']}]" if body.get("field") else ""
+            raise CliError(f"{body.get('detail', 'refused')}{field} ({body.get('error')}, HTTP {resp.status_code})")
+        return body
+
+
+def _admin_token(args: argparse.Namespace) -> str:
+    if args.admin_token:
+        return args.admin_token
+    env = os.environ.get("FLEETLINE_ADMIN_TOKEN")
+    if env:
+        return env
+    path = Path(args.data_dir) / "admin-token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise CliError(f"no admin token: pass --admin-token, set FLEETLINE_ADMIN_TOKEN, or run "
+                       f"`fleetline up` to create {path}") from None
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _show(obj: dict) -> str:
+    width = max(len(k) for k in obj)
+    out = []
+    for k, v in obj.items():
+        text = json.dumps(v) if isinstance(v, (dict, list)) else _cell(v)
+        out.append(f"{k.ljust(width)}  {text}")
+    return "\n".join(out)
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+TOKEN_COLUMNS = ["id", "uses", "max_uses", "expires_at", "revoked_at", "note"]
+AGENT_COLUMNS = ["id", "hostname", "machine_id", "status", "agent_version", "last_seen_at"]
+COMMAND_COLUMNS = ["id", "agent_id", "type", "status", "retry_count", "created_at", "finished_at"]
+
+
+def tokens_create(api: Api, a) -> Any:
+    return api.call("POST", "/api/v1/admin/registration-tokens",
+                    json={"max_uses": a.max_uses, "expires_in_s": a.expires_in, "note": a.note})
+
+
+def tokens_list(api: Api, a) -> Any:
+    return api.call("GET", "/api/v1/admin/registration-tokens")
+
+
+def tokens_revoke(api: Api, a) -> Any:
+    api.call("DELETE", f"/api/v1/admin/registration-tokens/{a.id}")
+    return {"revoked": a.id}
+
+
+def agents_list(api: Api, a) -> Any:
+    return api.call("GET", "/api/v1/admin/agents")
+
+
+def agents_show(api: Api, a) -> Any:
+    return api.call("GET", f"/api/v1/admin/agents/{a.id}")
+
+
+def agents_revoke(api: Api, a) -> Any:
+    api.call("DELETE", f"/api/v1/admin/agents/{a.id}")
+    return {"revoked": a.id}
+
+
+def _wait_final(api: Api, command_id: str, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        cmd = api.call("GET", f"/api/v1/admin/commands/{command_id}")
+        if cmd["status"] in FINAL:
+            return cmd
+        if time.monotonic() > deadline:
+            raise CliError(f"command {command_id} is still {cmd['status']} after {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def commands_send(api: Api, a) -> Any:
+    try:
+        params = json.loads(a.params)
+    except ValueError:
+        raise CliError("--params must be a JSON object") from None
+    body = {"agent_id": a.agent, "type": a.type, "params": params, "priority": a.priority,
+            "ttl_s": a.ttl, "max_retries": a.max_retries, "ack_timeout_s": a.ack_timeout,
+            "run_timeout_s": a.run_timeout, "idempotency_key": a.idempotency_key}
+    cmd = api.call("POST", "/api/v1/admin/commands", json=body)
+    return _wait_final(api, cmd["id"], a.timeout) if a.wait else cmd
+
+
+def commands_list(api: Api, a) -> Any:
+    query = {"agent_id": a.agent, "status": a.status, "limit": a.limit, "before": a.before}
+    params = {k: v for k, v in query.items() if v}
+    return api.call("GET", "/api/v1/admin/commands", params=params)
+
+
+def commands_show(api: Api, a) -> Any:
+    return api.call("GET", f"/api/v1/admin/commands/{a.id}")
+
+
+def commands_cancel(api: Api, a) -> Any:
+    return api.call("POST", f"/api/v1/admin/commands/{a.id}/cancel")
+
+
+def commands_wait(api: Api, a) -> Any:
+    return _wait_final(api, a.id, a.timeout)
+
+
+# How each result is printed as a table (key in the body, columns); others as key/value.
+LISTINGS = {"tokens": TOKEN_COLUMNS, "agents": AGENT_COLUMNS, "commands": COMMAND_COLUMNS}
+
+
+def _render(result: Any, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(result, indent=2)
+    for key, columns in LISTINGS.items():
+        if isinstance(result, dict) and isinstance(result.get(key), list):
+            text = _table(result[key], columns)
+            if result.get("next"):
+                text += f"\n(more: --before {result['next']})"
+            return text
+    return _show(result)
+
+
+def _exit_code(result: Any) -> int:
+    """A waited-for command that did not succeed is a failure for scripts."""
+    if isinstance(result, dict) and result.get("status") in FINAL - {"succeeded"}:
+        return 1
+    return 0
+
+
+def _run(handler):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            api = Api(args.url, _admin_token(args))
+            result = handler(api, args)
+        except CliError as exc:
+            print(f"fleetline: {exc}", file=sys.stderr)
+            return 1
+        print(_render(result, args.json))
+        waited = getattr(args, "wait", False) or handler is commands_wait
+        return _exit_code(result) if waited else 0
+
+    return run
 
 
 def add_parsers(sub) -> None:
-    return None
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("FLEETLINE_URL", "http://127.0.0.1:8080"),
+                        help="the gateway [FLEETLINE_URL]")
+    common.add_argument("--admin-token", help="[FLEETLINE_ADMIN_TOKEN, else DATA_DIR/admin-token]")
+    common.add_argument("--data-dir", default=".fleetline")
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    def group(name: str, help_text: str):
+        return sub.add_parser(name, help=help_text).add_subparsers(dest="action", required=True)
+
+    def cmd(parent, name: str, handler, help_text: str):
+        p = parent.add_parser(name, parents=[common], help=help_text)
+        p.set_defaults(func=_run(handler))
+        return p
+
+    tokens = group("tokens", "registration tokens")
+    p = cmd(tokens, "create", tokens_create, "create a registration token (the secret is shown once)")
+    p.add_argument("--max-uses", type=int, default=1)
+    p.add_argument("--expires-in", type=int, default=86400, help="seconds")
+    p.add_argument("--note", default="")
+    cmd(tokens, "list", tokens_list, "list registration tokens")
+    cmd(tokens, "revoke", tokens_revoke, "revoke a registration token").add_argument("id")
+
+    agents = group("agents", "registered agents")
+    cmd(agents, "list", agents_list, "list agents")
+    cmd(agents, "show", agents_show, "show one agent").add_argument("id")
+    cmd(agents, "revoke", agents_revoke, "revoke an agent").add_argument("id")
+
+    commands = group("commands", "commands for agents")
+    p = cmd(commands, "send", commands_send, "queue a command for an agent")
+    p.add_argument("--agent", required=True, help="agent id")
+    p.add_argument("--type", required=True)
+    p.add_argument("--params", default="{}", help="JSON object")
+    p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--ttl", type=int, default=14400)
+    p.add_argument("--max-retries", type=int, default=5)
+    p.add_argument("--ack-timeout", type=int, default=300)
+    p.add_argument("--run-timeout", type=int, default=3600)
+    p.add_argument("--idempotency-key")
+    p.add_argument("--wait", action="store_true", help="wait for the final status; non-zero unless succeeded")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait")
+    p = cmd(commands, "list", commands_list, "list commands, newest first")
+    p.add_argument("--agent")
+    p.add_argument("--status")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--before", help="the cursor a previous page printed")
+    cmd(commands, "show", commands_show, "show one command").add_argument("id")
+    cmd(commands, "cancel", commands_cancel, "cancel a command").add_argument("id")
+    p = cmd(commands, "wait", commands_wait, "wait for a command's final status")
+    p.add_argument("id")
+    p.add_argument("--timeout", type=float, default=600)

@@ -160,12 +160,9 @@ class Gateway:
     def _upstream_headers(self, scope: dict, rid: str) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         forwarded_for = None
-        connection_listed = {
-            t.strip().lower().encode()
-            for t in (_header(scope["headers"], b"connection") or "").split(",") if t.strip()
-        }
+        drop = _hop_by_hop(scope["headers"])
         for name, value in scope["headers"]:
-            if name in HOP_BY_HOP or name in connection_listed or name == b"x-request-id":
+            if name in drop or name == b"x-request-id":
                 continue
             if name == b"x-forwarded-for":
                 forwarded_for = value.decode("latin-1")
@@ -227,7 +224,8 @@ class Gateway:
     async def _relay(self, resp: aiohttp.ClientResponse, send: Any, rid: str, service: str) -> int:
         try:
             # raw_headers keeps duplicates (Set-Cookie) as separate pairs.
-            out_headers = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in HOP_BY_HOP]
+            drop = _hop_by_hop(resp.raw_headers)
+            out_headers = [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in drop]
             if not any(k == b"x-request-id" for k, _ in out_headers):
                 out_headers.append((b"x-request-id", rid.encode()))
             length = resp.content_length
@@ -256,6 +254,16 @@ class Gateway:
             return resp.status
         finally:
             resp.release()
+
+
+def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """The fixed hop-by-hop names plus those a Connection header lists (RFC 9110 7.6.1)."""
+    listed = {
+        token.strip().lower().encode("latin-1")
+        for k, v in headers if k.lower() == b"connection"
+        for token in v.decode("latin-1").split(",") if token.strip()
+    }
+    return HOP_BY_HOP | listed
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
