@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo fleet polls every 10 s (production default: 300 s) so a ping answers quickly.
 up: $(STAMP)
-	$(BIN)/fleetline up --data-dir .fleetline --agents 2 --hints
+	FLEETLINE_POLL_INTERVAL_S=$${FLEETLINE_POLL_INTERVAL_S:-10} $(BIN)/fleetline up --data-dir .fleetline --agents 2 --hints
 
 test: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)

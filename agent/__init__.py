@@ -1,0 +1,3 @@
+"""The Fleetline agent. Depends on httpx and the standard library only."""
+
+__version__ = "1.0.0"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from services.common.ethos import Log
+from services.common.settings import Settings, SettingsError
 
 _log = Log("cli", "migrate")
 
@@ -14,7 +14,7 @@ _log = Log("cli", "migrate")
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from fleetline.migrate import break_stale_lock, migrate
 
-    url = args.database_url or os.environ.get("FLEETLINE_DATABASE_URL")
+    url = args.database_url or Settings.from_env().database_url
     if not url:
         print("fleetline migrate: set FLEETLINE_DATABASE_URL or pass --database-url", file=sys.stderr)
         return 2
@@ -35,16 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--break-lock", action="store_true", help="clear a stale migration lock first")
     mig.set_defaults(func=_cmd_migrate)
 
-    from fleetline import launcher, operator_cli
+    from fleetline import launcher, operator_cli, secrets_cmd
 
     launcher.add_parser(sub)
+    secrets_cmd.add_parser(sub)
     operator_cli.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except SettingsError as exc:
+        print(f"fleetline: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from services.common.settings import Settings, SettingsError
+
 FINAL = {"succeeded", "failed", "timed_out", "expired", "cancelled"}
 
 
@@ -49,9 +51,9 @@ class Api:
 def _admin_token(args: argparse.Namespace) -> str:
     if args.admin_token:
         return args.admin_token
-    env = os.environ.get("FLEETLINE_ADMIN_TOKEN")
-    if env:
-        return env
+    configured = Settings.from_env().admin_token  # FLEETLINE_ADMIN_TOKEN or its _FILE
+    if configured:
+        return configured
     path = Path(args.data_dir) / "admin-token"
     try:
         return path.read_text().strip()
@@ -95,8 +97,14 @@ COMMAND_COLUMNS = ["id", "agent_id", "type", "status", "retry_count", "created_a
 
 
 def tokens_create(api: Api, a) -> Any:
-    return api.call("POST", "/api/v1/admin/registration-tokens",
-                    json={"max_uses": a.max_uses, "expires_in_s": a.expires_in, "note": a.note})
+    created = api.call("POST", "/api/v1/admin/registration-tokens",
+                       json={"max_uses": a.max_uses, "expires_in_s": a.expires_in, "note": a.note})
+    if a.token_file:
+        # For provisioning (compose's enroll job): the secret goes to a 0600 file only.
+        with open(a.token_file, "w", opener=lambda p, flags: os.open(p, flags, 0o600)) as fh:
+            fh.write(created["token"] + "\n")
+        created = {**created, "token": f"(written to {a.token_file})"}
+    return created
 
 
 def tokens_list(api: Api, a) -> Any:
@@ -190,7 +198,7 @@ def _run(handler):
         try:
             api = Api(args.url, _admin_token(args))
             result = handler(api, args)
-        except CliError as exc:
+        except (CliError, SettingsError, OSError) as exc:
             print(f"fleetline: {exc}", file=sys.stderr)
             return 1
         print(_render(result, args.json))
@@ -221,6 +229,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-uses", type=int, default=1)
     p.add_argument("--expires-in", type=int, default=86400, help="seconds")
     p.add_argument("--note", default="")
+    p.add_argument("--token-file", help="write the secret to this file (0600) instead of printing it")
     cmd(tokens, "list", tokens_list, "list registration tokens")
     cmd(tokens, "revoke", tokens_revoke, "revoke a registration token").add_argument("id")
 

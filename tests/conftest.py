@@ -171,3 +171,20 @@ def fleet(auth, dispatch):
     from tests.fleet import Fleet
 
     return Fleet(auth.url, dispatch.url)
+
+
+@pytest.fixture
+def start_gateway(base_env, tmp_path):
+    """start_gateway([auth urls], [dispatch urls], **env) -> a running gateway process."""
+    started = []
+
+    def start(auth_urls, dispatch_urls, **env):
+        proc = ServiceProcess("gateway", {**base_env, "FLEETLINE_AUTH_URLS": ",".join(auth_urls),
+                                          "FLEETLINE_DISPATCH_URLS": ",".join(dispatch_urls), **env},
+                              tmp_path, ready_path="/healthz")
+        started.append(proc)
+        return proc.wait_ready()
+
+    yield start
+    for p in started:
+        p.stop()

@@ -72,8 +72,9 @@ class Databases:
 class ServiceProcess:
     """`python -m <module> --port N` with the given environment, ready when /readyz is 200."""
 
-    def __init__(self, module: str, env: dict[str, str], log_dir: Path, ready_path: str = "/readyz"):
-        self.port = free_port()
+    def __init__(self, module: str, env: dict[str, str], log_dir: Path, ready_path: str = "/readyz",
+                 port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{module.replace('.', '_')}_{self.port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}

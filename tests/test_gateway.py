@@ -8,25 +8,9 @@ import pytest
 
 from fleetline.pgembed import free_port
 from tests.conftest import ADMIN_TOKEN, create_registration_token, register
-from tests.support import ROOT, ServiceProcess, wait_until
+from tests.support import ROOT, wait_until
 
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused
-
-
-@pytest.fixture
-def start_gateway(base_env, tmp_path):
-    started = []
-
-    def start(auth_urls, dispatch_urls, **env):
-        proc = ServiceProcess("gateway", {**base_env, "FLEETLINE_AUTH_URLS": ",".join(auth_urls),
-                                          "FLEETLINE_DISPATCH_URLS": ",".join(dispatch_urls), **env},
-                              tmp_path, ready_path="/healthz")
-        started.append(proc)
-        return proc.wait_ready()
-
-    yield start
-    for p in started:
-        p.stop()
 
 
 @pytest.fixture

@@ -29,3 +29,15 @@ def test_service_refuses_to_start_with_one_clear_line():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "FLEETLINE_POLL_INTERVAL_S" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_any_setting_can_come_from_a_file(tmp_path):
+    secret = tmp_path / "token"
+    secret.write_text("s3cret\n")
+    s = Settings.from_env({"FLEETLINE_ADMIN_TOKEN_FILE": str(secret)})
+    assert s.admin_token == "s3cret"
+    # The variable itself wins over its _FILE twin.
+    s = Settings.from_env({"FLEETLINE_ADMIN_TOKEN": "direct", "FLEETLINE_ADMIN_TOKEN_FILE": str(secret)})
+    assert s.admin_token == "direct"
+    with pytest.raises(SettingsError, match="FLEETLINE_DATABASE_URL_FILE"):
+        Settings.from_env({"FLEETLINE_DATABASE_URL_FILE": str(tmp_path / "missing")})

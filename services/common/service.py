@@ -30,7 +30,7 @@ def build_service(
     on_start: Hook | None = None,
     on_stop: Hook | None = None,
 ) -> Starlette:
-    settings.require("database_url")
+    settings.require("database_url", "admin_token")
     metrics = Metrics(name)
     db = Db(asyncpg_url(settings.database_url), max_size=settings.db_pool_max,
             server_settings=db_server_settings)
@@ -64,5 +64,5 @@ def build_service(
     state.db = db
     state.metrics = metrics
     state.rate_limit_storage = make_storage(settings.rate_limit_storage)
-    state.admin_check = admin_check(hashlib.sha256(settings.read_admin_token().encode()).digest())
+    state.admin_check = admin_check(hashlib.sha256(settings.admin_token.encode()).digest())
     return app

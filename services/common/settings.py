@@ -1,7 +1,9 @@
 """Settings from FLEETLINE_* environment variables, validated once at start-up.
 
 A bad value stops the process with one line naming the variable, never a traceback
-deep inside a request.
+deep inside a request. Any variable may instead be given as `NAME_FILE`, a path whose
+content is the value (compose and Kubernetes secrets), so secrets need not sit in the
+environment.
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _read_file(name: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}={path!r} cannot be read: {exc.strerror}") from None
+
+
 def _env(name: str, parse: Callable[[str], Any] = str, default: Any = None) -> Any:
     return field(default=default, metadata={"env": name, "parse": parse})
 
@@ -70,7 +80,6 @@ class Settings:
     database_url: str | None = _env("FLEETLINE_DATABASE_URL")
     db_pool_max: int = _env("FLEETLINE_DB_POOL_MAX", _positive_int, 10)
     admin_token: str | None = _env("FLEETLINE_ADMIN_TOKEN")
-    admin_token_file: str | None = _env("FLEETLINE_ADMIN_TOKEN_FILE")
     jwt_private_key_file: str | None = _env("FLEETLINE_JWT_PRIVATE_KEY_FILE")
     jwt_public_key_file: str | None = _env("FLEETLINE_JWT_PUBLIC_KEY_FILE")
     jwks_url: str | None = _env("FLEETLINE_JWKS_URL")
@@ -106,6 +115,8 @@ class Settings:
         for f in fields(cls):
             name, parse = f.metadata["env"], f.metadata["parse"]
             raw = environ.get(name)
+            if not raw and environ.get(name + "_FILE"):
+                raw = _read_file(name + "_FILE", environ[name + "_FILE"])
             if raw is None or raw == "":
                 continue
             try:
@@ -122,12 +133,5 @@ class Settings:
         if missing:
             raise SettingsError(f"required setting missing: {', '.join(missing)}")
 
-    def read_admin_token(self) -> str:
-        if self.admin_token:
-            return self.admin_token
-        if self.admin_token_file:
-            with open(self.admin_token_file, encoding="utf-8") as fh:
-                token = fh.read().strip()
-            if token:
-                return token
-        raise SettingsError("required setting missing: FLEETLINE_ADMIN_TOKEN or _FILE")
+    def env_names(self) -> set[str]:
+        return {f.metadata["env"] for f in fields(self)}

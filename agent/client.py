@@ -1,0 +1,77 @@
+"""The agent's view of the HTTP API, with failures sorted by what the agent does next."""
+
+from __future__ import annotations
+
+import httpx
+
+from agent import __version__
+from agent.timing import parse_retry_after
+
+
+class Retryable(Exception):
+    """Connection error, 5xx or 429: back off and try again."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Unauthorized(Exception):
+    """401: the credential is no longer accepted."""
+
+
+class Refused(Exception):
+    """Any other 4xx: final for this request."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.status, self.code, self.detail = status, code, detail
+
+
+class Client:
+    def __init__(self, server: str, machine_id: str, timeout_s: float = 30.0):
+        self.machine_id = machine_id
+        self.http = httpx.Client(base_url=server.rstrip("/"), timeout=timeout_s,
+                                 headers={"User-Agent": f"fleetline-agent/{__version__}"})
+
+    def _call(self, method: str, path: str, token: str | None = None, timeout: float | None = None,
+              **kw) -> dict:
+        headers = {"X-Machine-ID": self.machine_id}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            resp = self.http.request(method, path, headers=headers,
+                                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT, **kw)
+        except httpx.HTTPError as exc:
+            raise Retryable(f"{type(exc).__name__}: {exc}") from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise Retryable(f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("retry-after")))
+        try:
+            body = resp.json()
+        except ValueError:
+            if resp.status_code < 400:
+                raise Retryable(f"HTTP {resp.status_code} without a JSON body") from None
+            body = {}
+        if resp.status_code == 401:
+            raise Unauthorized(body.get("detail", "unauthorized"))
+        if resp.status_code >= 400:
+            raise Refused(resp.status_code, body.get("error", "error"), body.get("detail", ""))
+        return body
+
+    def register(self, registration_token: str, facts: dict) -> dict:
+        return self._call("POST", "/api/v1/agents/register",
+                          json={"registration_token": registration_token, "machine_id": self.machine_id, **facts})
+
+    def renew(self, agent_id: str, refresh_token: str) -> dict:
+        return self._call("POST", "/api/v1/agents/renew",
+                          json={"agent_id": agent_id, "refresh_token": refresh_token})
+
+    def poll(self, token: str, agent_id: str, limit: int = 10, wait: int = 0) -> dict:
+        return self._call("GET", f"/api/v1/agents/{agent_id}/commands", token,
+                          params={"limit": limit, "wait": wait}, timeout=30.0 + wait)
+
+    def ack(self, token: str, agent_id: str, command_id: str) -> dict:
+        return self._call("POST", f"/api/v1/agents/{agent_id}/commands/{command_id}/ack", token)
+
+    def result(self, token: str, agent_id: str, command_id: str, result: dict) -> dict:
+        return self._call("POST", f"/api/v1/agents/{agent_id}/commands/{command_id}/result", token, json=result)

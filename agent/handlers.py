@@ -1,0 +1,187 @@
+"""Built-in command types. A handler is a plain function (params, ctx) -> Outcome; add one
+by writing the function and putting it in HANDLERS."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from agent import __version__
+from agent.stopper import Stopper
+
+MAX_OUTPUT_BYTES = 64 * 1024
+GRACE_S = 5.0  # a running command's time to finish after SIGTERM
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded | failed
+    exit_code: int | None
+    output: str
+
+
+@dataclass
+class Context:
+    stopper: Stopper
+    deadline: float  # time.monotonic() by which the command must be done (run_timeout_s)
+    allow_shell: bool
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+INTERRUPTED = Outcome("failed", None, "interrupted")
+
+
+def cap_output(data: bytes) -> str:
+    """At most 64 KiB of UTF-8, whatever the command printed."""
+    text = data.decode("utf-8", errors="replace")
+    encoded = text.encode("utf-8")
+    if len(encoded) <= MAX_OUTPUT_BYTES:
+        return text
+    return encoded[:MAX_OUTPUT_BYTES].decode("utf-8", errors="ignore")
+
+
+def ping(params: dict, ctx: Context) -> Outcome:
+    now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return Outcome("succeeded", 0, json.dumps({"agent_version": __version__, "time": now}))
+
+
+def _meminfo_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _uptime_s() -> float | None:
+    try:
+        with open("/proc/uptime") as fh:
+            return float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def facts(params: dict, ctx: Context) -> Outcome:
+    disk = shutil.disk_usage("/")
+    return Outcome("succeeded", 0, json.dumps({
+        "hostname": socket.gethostname(),
+        "os": platform.system().lower(),
+        "os_release": platform.platform(),
+        "kernel": platform.release(),
+        "arch": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": _meminfo_bytes(),
+        "disk_total_bytes": disk.total,
+        "disk_free_bytes": disk.free,
+        "uptime_s": _uptime_s(),
+        "agent_version": __version__,
+    }))
+
+
+def sleep(params: dict, ctx: Context) -> Outcome:
+    seconds = params.get("seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 86400:
+        return Outcome("failed", None, "params.seconds must be a number from 0 to 86400")
+    allowed = min(float(seconds), max(0.0, ctx.remaining()))
+    if not ctx.stopper.sleep(allowed):
+        return INTERRUPTED
+    if allowed < seconds:
+        return Outcome("failed", None, f"run timeout: stopped after {allowed:.0f} s")
+    return Outcome("succeeded", 0, f"slept {seconds} s")
+
+
+def shell(params: dict, ctx: Context) -> Outcome:
+    """Runs argv directly (never through a shell), output capped, killed at its timeout."""
+    if not ctx.allow_shell:
+        return Outcome("failed", None, "shell commands are disabled on this agent (start it with --allow-shell)")
+    argv = params.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return Outcome("failed", None, "params.argv must be a non-empty list of strings")
+    timeout = params.get("timeout_s", 60)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        return Outcome("failed", None, "params.timeout_s must be a positive number")
+    limit = min(float(timeout), max(0.0, ctx.remaining()))
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as exc:
+        return Outcome("failed", None, f"cannot start {argv[0]}: {exc.strerror}")
+    chunks: list[bytes] = []
+
+    def read() -> None:  # keep reading so the child never blocks on a full pipe
+        size = 0
+        for chunk in iter(lambda: proc.stdout.read(8192), b""):
+            if size <= MAX_OUTPUT_BYTES:
+                chunks.append(chunk)
+                size += len(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    started = time.monotonic()
+    killed_for = None
+    while proc.poll() is None:
+        if ctx.stopper.stopping:
+            if not _wait_exit(proc, GRACE_S):
+                killed_for = "interrupted"
+                _kill(proc)
+            break
+        if time.monotonic() - started >= limit:
+            killed_for = f"timeout: killed after {limit:.0f} s"
+            _kill(proc)
+            break
+        ctx.stopper.sleep(0.05)
+    proc.wait()
+    reader.join(5)
+    output = cap_output(b"".join(chunks))
+    if killed_for == "interrupted":
+        return INTERRUPTED
+    if killed_for:
+        return Outcome("failed", proc.returncode, (output + f"\n[{killed_for}]").lstrip("\n"))
+    return Outcome("succeeded" if proc.returncode == 0 else "failed", proc.returncode, output)
+
+
+def _wait_exit(proc: subprocess.Popen, seconds: float) -> bool:
+    try:
+        proc.wait(seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, 9)  # the whole process group: children of argv die too
+    except ProcessLookupError:
+        pass
+
+
+HANDLERS: dict[str, Callable[[dict, Context], Outcome]] = {
+    "ping": ping,
+    "facts": facts,
+    "sleep": sleep,
+    "shell": shell,
+}
+
+
+def run(ctype: str, params: dict, ctx: Context) -> Outcome:
+    handler = HANDLERS.get(ctype)
+    if handler is None:
+        return Outcome("failed", None, f"unknown command type: {ctype}")
+    try:
+        return handler(params if isinstance(params, dict) else {}, ctx)
+    except Exception as exc:  # a handler bug must not stop the agent; it is reported
+        return Outcome("failed", None, f"handler error: {type(exc).__name__}: {exc}")

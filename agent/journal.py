@@ -1,0 +1,72 @@
+"""The journal: every command this machine has seen, so none runs twice here.
+
+SQLite from the standard library, synchronous=FULL: `running` is on disk before a
+command starts. Statuses: received (seen, not started) -> running -> done (result kept
+until the server accepted it) | skipped (the server said it is final; never run).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    id          TEXT PRIMARY KEY,
+    type        TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('received', 'running', 'done', 'skipped')),
+    result      TEXT,
+    reported    INTEGER NOT NULL DEFAULT 0,
+    executions  INTEGER NOT NULL DEFAULT 0,
+    updated_at  REAL NOT NULL
+)
+"""
+
+
+class Journal:
+    def __init__(self, path: Path):
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute(SCHEMA)
+
+    def status(self, command_id: str) -> str | None:
+        row = self.db.execute("SELECT status FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return row[0] if row else None
+
+    def receive(self, command_id: str, ctype: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO commands (id, type, status, updated_at) VALUES (?, ?, 'received', ?)",
+                        (command_id, ctype, time.time()))
+
+    def start(self, command_id: str) -> None:
+        """Durable before the command runs: after a crash it is `running`, never re-run."""
+        self.db.execute("UPDATE commands SET status = 'running', executions = executions + 1, updated_at = ? "
+                        "WHERE id = ? AND status = 'received'", (time.time(), command_id))
+
+    def finish(self, command_id: str, result: dict) -> None:
+        self.db.execute("UPDATE commands SET status = 'done', result = ?, updated_at = ? WHERE id = ?",
+                        (json.dumps(result), time.time(), command_id))
+
+    def skip(self, command_id: str) -> None:
+        self.db.execute("UPDATE commands SET status = 'skipped', reported = 1, updated_at = ? WHERE id = ?",
+                        (time.time(), command_id))
+
+    def reported(self, command_id: str) -> None:
+        self.db.execute("UPDATE commands SET reported = 1 WHERE id = ?", (command_id,))
+
+    def result(self, command_id: str) -> dict | None:
+        row = self.db.execute("SELECT result FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def interrupted(self) -> list[str]:
+        """Commands that were running when a previous process died."""
+        return [r[0] for r in self.db.execute("SELECT id FROM commands WHERE status = 'running'")]
+
+    def unreported(self) -> list[tuple[str, dict]]:
+        rows = self.db.execute("SELECT id, result FROM commands WHERE status = 'done' AND reported = 0")
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    def close(self) -> None:
+        self.db.close()

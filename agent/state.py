@@ -1,0 +1,75 @@
+"""The agent's credentials (state.json) and its machine id, in the state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Atomically replace `path` with `text`, mode 0600 from the first byte: a crash
+    leaves either the old file or the new one, never a torn or readable-by-others one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Credentials:
+    def __init__(self, state_dir: Path):
+        self.path = state_dir / "state.json"
+        self.data: dict = {}
+
+    def load(self) -> bool:
+        try:
+            self.data = json.loads(self.path.read_text(encoding="utf-8"))
+            return bool(self.data.get("agent_id") and self.data.get("refresh_token"))
+        except (OSError, ValueError):
+            self.data = {}
+            return False
+
+    def save(self, **fields) -> None:
+        self.data.update(fields)
+        write_private(self.path, json.dumps(self.data, indent=2))
+
+    def clear(self) -> None:
+        self.data = {}
+        self.path.unlink(missing_ok=True)
+
+
+def resolve_machine_id(explicit: str | None, state_dir: Path,
+                       system_file: Path = Path("/etc/machine-id")) -> str:
+    """--machine-id, else /etc/machine-id, else one generated once and kept."""
+    if explicit:
+        return explicit
+    try:
+        system = system_file.read_text().strip()
+        if system:
+            return system
+    except OSError:
+        pass
+    kept = state_dir / "machine-id"
+    try:
+        existing = kept.read_text().strip()
+        if existing:
+            return existing
+    except OSError:
+        pass
+    generated = uuid.uuid4().hex
+    write_private(kept, generated + "\n")
+    return generated
