@@ -263,7 +263,7 @@ def _env(name: str) -> str | None:
     return value or None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fleetline-agent", description="The Fleetline agent")
     p.add_argument("--server", default=_env("FLEETLINE_AGENT_SERVER"), help="[FLEETLINE_AGENT_SERVER]")
     p.add_argument("--registration-token", default=_env("FLEETLINE_AGENT_REGISTRATION_TOKEN"),
@@ -274,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-shell", action="store_true",
                    default=(_env("FLEETLINE_AGENT_ALLOW_SHELL") or "").lower() in ("1", "true", "yes"))
     p.add_argument("--log-level", default=_env("FLEETLINE_AGENT_LOG_LEVEL") or "INFO")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     log.configure(args.log_level)
     if not args.server:
         log.error("config", "no_server", hint="pass --server URL or set FLEETLINE_AGENT_SERVER")

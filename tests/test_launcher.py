@@ -94,3 +94,30 @@ def test_fleetline_up_runs_the_fleet_and_stops_everything(launched):
 
     down = cli(data_dir, gw, "agents", "list")
     assert down.returncode == 1 and "cannot reach the gateway" in down.stderr and "Traceback" not in down.stderr
+
+
+def test_demo_agents_answer_a_ping_from_the_cli(tmp_path):
+    data_dir = tmp_path / "demo"
+    env = {**CLEAN_ENV, "FLEETLINE_POLL_INTERVAL_S": "1", "FLEETLINE_RAPID_POLL_INTERVAL_S": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fleetline", "up", "--data-dir", str(data_dir),
+                             "--port", "0", "--agents", "2"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "ready" in line, line
+        gw = dict(p.split("=", 1) for p in line.split()[1:])["gateway"]
+
+        def two_agents():
+            out = cli(data_dir, gw, "agents", "list", "--json")
+            return out.returncode == 0 and len(json.loads(out.stdout)["agents"]) == 2 and json.loads(out.stdout)
+
+        agents = wait_until(two_agents, 60, 0.2, "two demo agents")["agents"]
+        assert {a["machine_id"] for a in agents} == {"demo-machine-1", "demo-machine-2"}
+        for a in agents:
+            sent = cli(data_dir, gw, "commands", "send", "--agent", a["id"], "--type", "ping",
+                       "--wait", "--timeout", "60")
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            assert "succeeded" in sent.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
