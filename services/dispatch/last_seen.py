@@ -4,28 +4,28 @@ interval of "last seen" times, never a command; every replica flushes its own ba
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timezone
 
 from services.common.db import Db
 from services.common.ethos import Log
 from services.dispatch import queries as q
+from services.dispatch.periodic import Periodic
 
 _log = Log("dispatch", "last_seen")
 
 
-class LastSeen:
+class LastSeen(Periodic):
     def __init__(self, db: Db, interval_s: float):
-        self.db, self.interval_s = db, interval_s
+        self.db = db
         self._pending: dict[str, datetime] = {}
-        self._task: asyncio.Task | None = None
+        super().__init__("last_seen", interval_s, self.flush)
 
     def mark(self, agent_id: str) -> None:
         self._pending[agent_id] = datetime.now(timezone.utc)
 
-    async def flush(self) -> int:
+    async def flush(self) -> None:
         if not self._pending:
-            return 0
+            return
         batch, self._pending = self._pending, {}
         ids = sorted(batch)  # same lock order in every replica
         try:
@@ -35,19 +35,7 @@ class LastSeen:
             for agent_id, seen in batch.items():
                 self._pending.setdefault(agent_id, seen)
             _log.error("flush_failed", agents=len(ids), error=exc)
-            return 0
-        return len(ids)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.flush()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self.flush()
+        await super().stop()
+        await self.flush()  # what was seen since the last interval is not lost on shutdown

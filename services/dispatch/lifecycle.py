@@ -80,14 +80,19 @@ def check_agent(agent_status: str | None) -> None:
         raise forbidden("agent_revoked", "This agent has been revoked.")
 
 
-def ack_answer(row: Any) -> dict:
-    """sent -> running happened, or why not. Repeats and final commands answer 200:
-    the agent reads the status and must not run a final command."""
+def _check_found(row: Any) -> None:
+    """What an agent's ack or result statement found: its agent (401/403), its command (404)."""
     if row is None:
         raise invalid_token("The token's agent does not exist.")
     check_agent(row["agent_status"])
     if row["id"] is None:
         raise not_found("No such command for this agent.")
+
+
+def ack_answer(row: Any) -> dict:
+    """sent -> running happened, or why not. Repeats and final commands answer 200:
+    the agent reads the status and must not run a final command."""
+    _check_found(row)
     if row["new_status"] is not None:
         return state_view(row, status=row["new_status"], acked_at=row["new_acked_at"])
     if row["status"] == "pending":
@@ -98,11 +103,7 @@ def ack_answer(row: Any) -> dict:
 def result_answer(row: Any, outcome: str, result: dict) -> dict:
     """sent|running -> outcome happened, or why not: the same outcome again is a no-op,
     anything else for a command that already ended is 409 and changed nothing."""
-    if row is None:
-        raise invalid_token("The token's agent does not exist.")
-    check_agent(row["agent_status"])
-    if row["id"] is None:
-        raise not_found("No such command for this agent.")
+    _check_found(row)
     if row["new_status"] is not None:
         return state_view(row, status=row["new_status"], finished_at=row["new_finished_at"],
                           result=row["new_result"])

@@ -10,11 +10,10 @@ and re-checked by the state guard of its UPDATE (queries.py).
 
 from __future__ import annotations
 
-import asyncio
-
 from services.common.db import Db
 from services.common.ethos import Log
 from services.dispatch import queries as q
+from services.dispatch.periodic import Periodic
 
 _log = Log("dispatch", "reaper")
 
@@ -44,25 +43,12 @@ async def reap_once(db: Db, batch: int = BATCH) -> dict[str, int]:
     return moved
 
 
-class Reaper:
+class Reaper(Periodic):
     def __init__(self, db: Db, interval_s: float):
-        self.db, self.interval_s = db, interval_s
-        self._task: asyncio.Task | None = None
+        self.db = db
+        super().__init__("reaper", interval_s, self._reap)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                moved = await reap_once(self.db)
-                if any(moved.values()):
-                    _log.info("reaped", **moved)
-            except Exception as exc:
-                _log.error("reap_failed", error=exc)
-            await asyncio.sleep(self.interval_s)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    async def _reap(self) -> None:
+        moved = await reap_once(self.db)
+        if any(moved.values()):
+            _log.info("reaped", **moved)

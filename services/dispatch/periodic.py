@@ -1,0 +1,31 @@
+"""A background step run every `interval_s` in the service's event loop until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Callable
+
+from services.common.ethos import Log
+
+
+class Periodic:
+    def __init__(self, name: str, interval_s: float, step: Callable[[], Awaitable[None]]):
+        self.interval_s, self.step = interval_s, step
+        self.log = Log("dispatch", name)
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception as exc:  # logged once here; the next interval tries again
+                self.log.error("step_failed", error=exc)
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
