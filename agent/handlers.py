@@ -97,8 +97,12 @@ def sleep(params: dict, ctx: Context) -> Outcome:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 86400:
         return Outcome("failed", None, "params.seconds must be a number from 0 to 86400")
     allowed = min(float(seconds), max(0.0, ctx.remaining()))
+    started = time.monotonic()
     if not ctx.stopper.sleep(allowed):
-        return INTERRUPTED
+        left = allowed - (time.monotonic() - started)
+        if left > GRACE_S:
+            return INTERRUPTED
+        time.sleep(max(0.0, left))  # within the grace: let it finish
     if allowed < seconds:
         return Outcome("failed", None, f"run timeout: stopped after {allowed:.0f} s")
     return Outcome("succeeded", 0, f"slept {seconds} s")

@@ -195,3 +195,20 @@ def test_the_agent_recovers_by_itself_after_the_server_was_down(fleet_stack, bas
     assert retries and all(retries)
     assert all(10 <= int(m.group(2)) <= 300 for m in retries)
     assert agent.proc.poll() is None
+
+
+@pytest.mark.parametrize("seconds,expected", [(2, "succeeded"), (60, "failed")])
+def test_sigterm_gives_a_running_command_a_short_grace(fleet_stack, seconds, expected):
+    agent = fleet_stack.agent()
+    agent_id = fleet_stack.agent_id()
+    cmd = fleet_stack.queue(agent_id, "sleep", params={"seconds": seconds})
+    fleet_stack.wait_status(cmd["id"], {"running"})
+    agent.wait_log("command_started")
+    t0 = time.monotonic()
+    agent.proc.send_signal(15)
+    assert agent.proc.wait(15) == 0
+    assert time.monotonic() - t0 < 8  # never longer than the grace (5 s) and a report
+    done = fleet_stack.command(cmd["id"])
+    assert done["status"] == expected
+    if expected == "failed":
+        assert done["result"]["output"] == "interrupted"

@@ -40,6 +40,8 @@ def test_claim_walks_the_ordered_index_even_for_an_unanalyzed_backlog(fleet, sql
             due = plan.split("CTE due")[1].split("CTE claimed")[0]
             assert "Index Scan using commands_claimable" in due, plan
             assert "Bitmap" not in due and "Sort" not in due, plan
+            # The whole poll, rapid-mode probes included, is index probes only.
+            assert "Seq Scan" not in plan, plan
     t0 = time.perf_counter()
     got = sum(len(fleet.poll(busy, limit=100)["commands"]) for _ in range(20))
     assert got == 2000

@@ -30,6 +30,9 @@ COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, 
 # - `ledger` records each delivery in the same statement: retry_count = deliveries - 1.
 # - `rapid` (only evaluated when nothing was claimed; CASE is lazy) says whether the agent
 #   has work in flight or received a command within the rapid window ($3 seconds).
+# An empty poll is therefore: the agent's primary key, one probe of commands_claimable,
+# and two probes of small partial indexes (commands_in_flight, commands_recent_delivery);
+# tests/test_dispatch_internals.py checks the plan has no sequential scan and no sort.
 CLAIM = """
 WITH agent AS MATERIALIZED (
     SELECT status FROM agents WHERE id = $1
