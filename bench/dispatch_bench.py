@@ -12,7 +12,8 @@ import aiohttp
 import asyncpg
 
 from bench.loadgen import Run, closed_loop
-from bench.setup import print_table, seed_agents, seed_backlog, start_stack, write_result, database_url
+from bench.setup import (database_url, print_table, ratio_summary, seed_agents, seed_backlog,
+                         start_stack, write_result)
 from services.dispatch import queries as q
 from services.dispatch.app import DB_SETTINGS
 
@@ -20,6 +21,7 @@ CONCURRENCY = 32
 SECONDS = 5.0
 AGENTS = 1000
 LIMIT = 10
+ROUNDS = 3
 
 
 async def _http_run(name: str, base: str, agents: list[dict], claims: bool) -> Run:
@@ -64,7 +66,7 @@ def run() -> dict:
         agents = seed_agents(stack, AGENTS)
         dispatch = stack.dispatch_urls[0]
         runs: dict[str, list[Run]] = {"empty_raw": [], "empty_http": [], "claim_raw": [], "claim_http": []}
-        for _ in range(2):  # interleaved rounds: noise hits both sides alike
+        for _ in range(ROUNDS):  # interleaved rounds: noise hits both sides alike
             seed_backlog(stack, agents, 0)
             runs["empty_raw"].append(asyncio.run(_raw_run("empty polls, raw asyncpg", dsn, agents, False)))
             runs["empty_http"].append(asyncio.run(_http_run("empty polls, HTTP to dispatch", dispatch, agents, False)))
@@ -75,15 +77,16 @@ def run() -> dict:
     finally:
         stack.stop()
 
-    best = {k: max(v, key=lambda r: r.rate) for k, v in runs.items()}
-    rows = [best[k].row() for k in ("empty_raw", "empty_http", "claim_raw", "claim_http")]
+    median = {k: sorted(v, key=lambda r: r.rate)[len(v) // 2] for k, v in runs.items()}
+    rows = [median[k].row() for k in ("empty_raw", "empty_http", "claim_raw", "claim_http")]
     ratios = {
-        "empty_polls_http_over_raw": round(best["empty_http"].rate / best["empty_raw"].rate, 3),
-        "claims_http_over_raw": round(best["claim_http"].rate / best["claim_raw"].rate, 3),
+        "empty_polls_http_over_raw": ratio_summary(runs["empty_http"], runs["empty_raw"]),
+        "claims_http_over_raw": ratio_summary(runs["claim_http"], runs["claim_raw"]),
     }
-    print_table(f"dispatch: {CONCURRENCY} concurrent, {AGENTS} agents, limit {LIMIT}, {SECONDS:.0f} s, best of 2",
-                rows, ["name", "ops_per_s", "p50_ms", "p99_ms", "errors"])
-    print("ratios:", ratios)
+    print_table(f"dispatch: {CONCURRENCY} concurrent, {AGENTS} agents, limit {LIMIT}, {SECONDS:.0f} s, "
+                f"median of {ROUNDS} rounds", rows, ["name", "ops_per_s", "p50_ms", "p99_ms", "errors"])
+    for name, r in ratios.items():
+        print(f"{name}: median {r['median']} (range {r['min']}-{r['max']} over {r['rounds']} rounds)")
     result = {"concurrency": CONCURRENCY, "agents": AGENTS, "limit": LIMIT, "seconds": SECONDS,
               "rows": rows, "ratios": ratios,
               "all_runs": {k: [r.row() for r in v] for k, v in runs.items()}}

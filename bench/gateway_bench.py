@@ -9,13 +9,14 @@ import random
 import aiohttp
 
 from bench.loadgen import Run, closed_loop
-from bench.setup import print_table, seed_agents, start_stack, write_result
+from bench.setup import print_table, ratio_summary, seed_agents, start_stack, write_result
 from fleetline.pgembed import free_port
 from fleetline.procs import Child, child_env, stop_all, wait_ready
 
 CONCURRENCY = 32
 SECONDS = 5.0
 AGENTS = 1000
+ROUNDS = 3
 
 
 async def _polls(name: str, base: str, agents: list[dict], concurrency: int = CONCURRENCY,
@@ -49,7 +50,7 @@ def run() -> dict:
         }
         runs: dict[str, list[Run]] = {k: [] for k in targets}
         serial: dict[str, list[Run]] = {k: [] for k in targets}
-        for _ in range(2):
+        for _ in range(ROUNDS):
             for name, url in targets.items():
                 runs[name].append(asyncio.run(_polls(name, url, agents)))
                 # One request at a time: the latency a hop adds without queueing.
@@ -59,16 +60,19 @@ def run() -> dict:
             stop_all([httpx_proxy])
         stack.stop()
 
-    best = {k: max(v, key=lambda r: r.rate) for k, v in runs.items()}
-    direct = best["direct to dispatch"]
+    median = {k: sorted(v, key=lambda r: r.rate)[len(v) // 2] for k, v in runs.items()}
+    direct = median["direct to dispatch"]
     rows = []
-    for r in best.values():
+    for name, r in median.items():
         row = r.row()
-        row["vs_direct"] = round(r.rate / direct.rate, 3)
+        ratio = ratio_summary(runs[name], runs["direct to dispatch"])
+        row["vs_direct"] = ratio["median"]
+        row["vs_direct_range"] = f"{ratio['min']}-{ratio['max']}"
         row["p50_added_ms"] = round(r.pct(50) - direct.pct(50), 2)
         rows.append(row)
-    print_table(f"gateway: empty polls, {CONCURRENCY} concurrent, {SECONDS:.0f} s, best of 2",
-                rows, ["name", "ops_per_s", "vs_direct", "p50_ms", "p50_added_ms", "p99_ms", "errors"])
+    print_table(f"gateway: empty polls, {CONCURRENCY} concurrent, {SECONDS:.0f} s, median of {ROUNDS} rounds",
+                rows, ["name", "ops_per_s", "vs_direct", "vs_direct_range", "p50_ms", "p50_added_ms",
+                       "p99_ms", "errors"])
     lat_rows = []
     serial_direct = min(serial["direct to dispatch"], key=lambda r: r.pct(50))
     for name, rs in serial.items():

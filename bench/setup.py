@@ -86,3 +86,11 @@ def print_table(title: str, rows: list[dict], columns: list[str]) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
     for r in rows:
         print("  ".join(str(r.get(c, "")).ljust(w) for c, w in zip(columns, widths, strict=True)))
+
+
+def ratio_summary(numerators: list, denominators: list) -> dict:
+    """Per-round ratios (each round measured both sides back to back), their median and range:
+    steadier than comparing each side's best on a shared, noisy machine."""
+    ratios = sorted(n.rate / d.rate for n, d in zip(numerators, denominators, strict=True))
+    return {"median": round(ratios[len(ratios) // 2], 3), "min": round(ratios[0], 3),
+            "max": round(ratios[-1], 3), "rounds": len(ratios)}

@@ -49,6 +49,8 @@ class Gateway:
         }
         self.metrics = Metrics("gateway")
         self.session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
+        self._counters: dict[tuple[str, int], Any] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -97,9 +99,18 @@ class Gateway:
             else:
                 status = await self._proxy(service, scope, receive, send, rid)
         finally:
-            label = service or "gateway"
-            self.metrics.requests.labels("gateway", label, str(status)).inc()
-            self.metrics.latency.labels("gateway", label).observe(time.perf_counter() - t0)
+            self._observe(service or "gateway", status, time.perf_counter() - t0)
+
+    def _observe(self, label: str, status: int, seconds: float) -> None:
+        """Metric children looked up once per (route, status), not on every request."""
+        pair = self._counters.get((label, status))
+        if pair is None:
+            pair = self._counters[(label, status)] = (
+                self.metrics.requests.labels("gateway", label, str(status)),
+                self.metrics.latency.labels("gateway", label),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -149,12 +160,16 @@ class Gateway:
                 break
         return bytes(body)
 
-    def _timeout(self, scope: dict) -> float:
-        timeout = self.settings.upstream_timeout_s
-        if scope["method"] == "GET" and scope["path"].endswith(LONG_POLL_SUFFIX):
-            wait = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("wait", ["0"])[-1]
+    def _timeout(self, scope: dict) -> aiohttp.ClientTimeout:
+        extra = 0
+        query = scope.get("query_string", b"")
+        if b"wait=" in query and scope["method"] == "GET" and scope["path"].endswith(LONG_POLL_SUFFIX):
+            wait = parse_qs(query.decode("latin-1")).get("wait", ["0"])[-1]
             if wait.isdigit():
-                timeout += min(int(wait), 60)
+                extra = min(int(wait), 60)
+        timeout = self._timeouts.get(extra)
+        if timeout is None:  # at most 61 distinct values: made once each
+            timeout = self._timeouts[extra] = aiohttp.ClientTimeout(total=self.settings.upstream_timeout_s + extra)
         return timeout
 
     def _upstream_headers(self, scope: dict, rid: str) -> list[tuple[str, str]]:
@@ -189,7 +204,7 @@ class Gateway:
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         headers = self._upstream_headers(scope, rid)
-        timeout = aiohttp.ClientTimeout(total=self._timeout(scope))
+        timeout = self._timeout(scope)
 
         for url in upstream.candidates():
             try:
