@@ -14,6 +14,8 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
+from services.common.errors import ApiError
+
 
 class ThrottledMemoryStorage(MemoryStorage):
     """`limits`' memory storage, with its expiry pass run at most once a second.
@@ -33,7 +35,6 @@ class ThrottledMemoryStorage(MemoryStorage):
             self._last_gc = now
             await super()._MemoryStorage__schedule_expiry()
 
-from services.common.errors import ApiError
 
 
 def make_storage(url: str) -> Storage:
