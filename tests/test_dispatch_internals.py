@@ -48,6 +48,28 @@ def test_claim_walks_the_ordered_index_even_for_an_unanalyzed_backlog(fleet, sql
     assert time.perf_counter() - t0 < 30  # a bitmap+sort plan would take minutes
 
 
+def test_admin_listing_walks_an_index_under_generic_plans(fleet, sql, database_url):
+    agent = fleet.register()
+    sql.execute("""
+        INSERT INTO commands (id, agent_id, type, max_retries, ack_timeout_s, run_timeout_s,
+                              expires_at, visible_at, status)
+        SELECT gen_random_uuid(), %s, 'ping', 5, 300, 3600, now() + interval '1 day', now(), 'succeeded'
+          FROM generate_series(1, 20000)""", (agent.agent_id,))
+    sql.execute("ANALYZE commands")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for k, v in DB_SETTINGS.items():
+            conn.execute(f"SET {k} = {v}")
+        for (by_agent, by_status), statement in q.LIST_COMMANDS.items():
+            types = ["timestamptz", "uuid", "int"] + ["uuid"] * by_agent + ["text"] * by_status
+            conn.execute(f"PREPARE l({', '.join(types)}) AS {statement}")
+            args = ["'infinity'", "'ffffffff-ffff-ffff-ffff-ffffffffffff'", "101"]
+            args += [f"'{agent.agent_id}'"] * by_agent + ["'succeeded'"] * by_status
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE l({', '.join(args)})"))
+            conn.execute("DEALLOCATE l")
+            assert "Seq Scan" not in plan and "Sort" not in plan, plan
+            assert "Index Scan" in plan, plan
+
+
 def test_last_seen_is_written_in_batches_not_per_poll(start_dispatch, auth, sql):
     from tests.fleet import Fleet
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -52,6 +52,10 @@ async def create_command(request: Request) -> JSONResponse:
     return JSONResponse(lifecycle.state_view(row), status_code=201)
 
 
+# Sorts after every real (created_at, id): the cursor of the first page.
+FIRST_PAGE = (datetime.max.replace(tzinfo=timezone.utc), uuid.UUID(int=2**128 - 1))
+
+
 def _encode_cursor(created_at: datetime, command_id: uuid.UUID) -> str:
     raw = f"{created_at.isoformat()}|{command_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -79,8 +83,10 @@ async def list_commands(request: Request) -> JSONResponse:
     if status is not None and status not in lifecycle.STATUSES:
         raise invalid(f"status must be one of: {', '.join(lifecycle.STATUSES)}.", "status")
     limit = query_int(request, "limit", 1, 1000, 100)
-    before_at, before_id = _decode_cursor(params["before"]) if params.get("before") else (None, None)
-    rows = await state.db.fetch(q.LIST_COMMANDS, agent_uuid, status, before_at, before_id, limit + 1)
+    before_at, before_id = _decode_cursor(params["before"]) if params.get("before") else FIRST_PAGE
+    filters = [v for v in (agent_uuid, status) if v is not None]
+    sql = q.LIST_COMMANDS[(agent_uuid is not None, status is not None)]
+    rows = await state.db.fetch(sql, before_at, before_id, limit + 1, *filters)
     page = rows[:limit]
     nxt = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
     return JSONResponse({"commands": [lifecycle.state_view(r) for r in page], "next": nxt})

@@ -27,12 +27,16 @@ ROUTES = [
           methods=["POST"]),
 ]
 
-# The planner may pick a bitmap scan + sort for an agent whose backlog its statistics do
-# not know yet (32 claims/s instead of 1,400 at 50k, DESIGN.md). With CLAIM's shape
-# (ORDER BY = the index order, LIMIT) PostgreSQL 18 chose the ordered index scan here even
-# without this, custom and generic plans alike; the pin keeps it so if statistics or the
-# shape drift. tests/test_dispatch_internals.py checks the plan.
-DB_SETTINGS = {"enable_bitmapscan": "off"}
+# Pinned plans for dispatch's connections:
+# - plan_cache_mode=force_generic_plan: every statement here is prepared once per
+#   connection (asyncpg). Under `auto`, PostgreSQL switched the claim to custom plans after a
+#   busy period and then re-planned that CTE on every poll: empty polls fell from ~3,300/s
+#   to ~1,800/s until the connections were replaced (measured, bench/dispatch_bench.py).
+#   Statements are written so their generic plan is the right one (no `$1 IS NULL OR ...`).
+# - enable_bitmapscan=off: the planner may pick a bitmap scan + sort for an agent whose
+#   backlog its statistics do not know yet (32 claims/s instead of 1,400 at 50k, DESIGN.md).
+# tests/test_dispatch_internals.py checks both plans that matter.
+DB_SETTINGS = {"enable_bitmapscan": "off", "plan_cache_mode": "force_generic_plan"}
 
 
 def create_app(settings: Settings) -> Starlette:

@@ -167,16 +167,22 @@ NOTIFY_NEW_COMMAND = "SELECT pg_notify('fleetline_commands', $1::text)"
 
 GET_COMMAND = f"SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"
 
-# Keyset paging, newest first: (created_at, id) < cursor. Optional filters are NULL.
-LIST_COMMANDS = f"""
+# Keyset paging, newest first: (created_at, id) < cursor, as an index condition. The first
+# page passes an "infinity" cursor, and each filter combination is its own statement, so
+# the generic plans dispatch pins (app.py) walk commands_newest / commands_by_agent.
+_LIST = f"""
 SELECT {COMMAND_COLUMNS}
   FROM commands
- WHERE ($1::uuid IS NULL OR agent_id = $1)
-   AND ($2::text IS NULL OR status = $2)
-   AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+ WHERE (created_at, id) < ($1, $2) {{filters}}
  ORDER BY created_at DESC, id DESC
- LIMIT $5
+ LIMIT $3
 """
+LIST_COMMANDS = {
+    (False, False): _LIST.format(filters=""),
+    (True, False): _LIST.format(filters="AND agent_id = $4"),
+    (False, True): _LIST.format(filters="AND status = $4"),
+    (True, True): _LIST.format(filters="AND agent_id = $4 AND status = $5"),
+}
 
 # pending|sent|running -> cancelled; guarded so a final command never changes.
 CANCEL_COMMAND = f"""
