@@ -96,13 +96,16 @@ def test_sigkill_during_a_command_reports_interrupted_and_never_reruns(fleet_sta
 
 def test_a_redelivered_command_runs_exactly_once(fleet_stack, tmp_path):
     marker = tmp_path / "executions.txt"
-    agent = fleet_stack.agent()
+    first = fleet_stack.agent()
     agent_id = fleet_stack.agent_id()
-    # One poll hands over both: the agent starts the long one first and dies in it, so the
-    # shell command's ack never happens and its 1 s lease runs out.
+    first.wait_log("agent_started")
+    first.stop()
+    # One poll hands over both (queued while the agent is down): it starts the long one
+    # first and dies in it, so the shell command's ack never happens and its 1 s lease runs out.
     blocker = fleet_stack.queue(agent_id, "sleep", params={"seconds": 60}, priority=10)
     once = fleet_stack.queue(agent_id, "shell", ack_timeout_s=1,
                              params={"argv": ["sh", "-c", f"echo run >> {marker}"]})
+    agent = fleet_stack.agent()
     fleet_stack.wait_status(blocker["id"], {"running"})
     assert fleet_stack.command(once["id"])["status"] == "sent"
     agent.kill()
