@@ -28,11 +28,37 @@ HOP_BY_HOP = frozenset({
     b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length",
 })
 BUFFER_LIMIT = 256 * 1024  # responses up to this size (with a length) are buffered
+REQUEST_BUFFER_LIMIT = 64 * 1024  # request bodies up to this size are read before sending
 _log = Log("gateway", "proxy")
 
 
 class PayloadTooLarge(Exception):
     pass
+
+
+class BodyStream:
+    """The client's body as it arrives, cut off past `limit`. `exceeded` tells the proxy
+    why an upstream send failed (aiohttp may wrap what a body iterator raises)."""
+
+    def __init__(self, receive: Any, limit: int):
+        self.receive, self.limit = receive, limit
+        self.exceeded = False
+
+    async def __aiter__(self):
+        total = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.limit:
+                self.exceeded = True
+                raise PayloadTooLarge
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
 
 
 def _json_error(status: int, code: str, detail: str) -> tuple[int, bytes]:
@@ -141,24 +167,21 @@ class Gateway:
         await _send_simple(send, status, body, rid, content_type)
         return status
 
-    async def _read_body(self, scope: dict, receive: Any) -> bytes:
-        """The request body, refused with 413 as soon as it passes the limit (also when
-        it arrives chunked without a length)."""
+    async def _body(self, scope: dict, receive: Any) -> "bytes | BodyStream":
+        """Small bodies with a known length are read at once; larger or chunked ones are
+        streamed upstream. Either way a body past the limit is refused with 413: before
+        contacting the upstream when its length says so, else the moment it passes it."""
         limit = self.settings.max_body_bytes
         declared = _header(scope["headers"], b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise PayloadTooLarge
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            body += message.get("body", b"")
-            if len(body) > limit:
-                raise PayloadTooLarge
-            if not message.get("more_body", False):
-                break
-        return bytes(body)
+        chunked = _header(scope["headers"], b"transfer-encoding") is not None
+        if not chunked and (declared is None or int(declared) <= REQUEST_BUFFER_LIMIT):
+            body = bytearray()
+            async for chunk in BodyStream(receive, limit):
+                body += chunk
+            return bytes(body)
+        return BodyStream(receive, limit)
 
     def _timeout(self, scope: dict) -> aiohttp.ClientTimeout:
         extra = 0
@@ -191,13 +214,14 @@ class Gateway:
         return out
 
     async def _proxy(self, service: str, scope: dict, receive: Any, send: Any, rid: str) -> int:
+        too_large = _json_error(413, "payload_too_large",
+                                f"The body is larger than {self.settings.max_body_bytes} bytes.")
         try:
-            body = await self._read_body(scope, receive)
+            body = await self._body(scope, receive)
         except PayloadTooLarge:
-            status, payload = _json_error(413, "payload_too_large",
-                                          f"The body is larger than {self.settings.max_body_bytes} bytes.")
-            await _send_simple(send, status, payload, rid)
-            return status
+            await _send_simple(send, *too_large, rid)
+            return too_large[0]
+        streamed = body if isinstance(body, BodyStream) else None
 
         upstream = self.upstreams[service]
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
@@ -210,11 +234,12 @@ class Gateway:
             try:
                 # encoded=True: the client's path and query go upstream byte for byte.
                 resp = await self.session.request(
-                    scope["method"], URL(url + target, encoded=True), headers=headers, data=body or None,
+                    scope["method"], URL(url + target, encoded=True), headers=headers,
+                    data=(streamed.__aiter__() if streamed else body or None),
                     timeout=timeout, allow_redirects=False,
                 )
             except aiohttp.ClientConnectorError as exc:
-                # Never sent: safe to try the next replica.
+                # Never sent (nor any of a streamed body read): safe to try the next replica.
                 upstream.mark_down(url)
                 _log.warning("upstream_unreachable", service=service, upstream=url, error=exc)
                 continue
@@ -223,7 +248,11 @@ class Gateway:
                 status, payload = _json_error(504, "upstream_timeout", f"{service} did not answer in time.")
                 await _send_simple(send, status, payload, rid)
                 return status
-            except aiohttp.ClientError as exc:
+            except (aiohttp.ClientError, PayloadTooLarge) as exc:
+                if streamed and streamed.exceeded:
+                    # The upstream saw a body cut short: it changed nothing.
+                    await _send_simple(send, *too_large, rid)
+                    return too_large[0]
                 # The request may have reached the upstream: never retried.
                 _log.warning("upstream_failed", service=service, upstream=url, error=exc)
                 status, payload = _json_error(502, "upstream_unavailable", f"{service} failed to answer.")

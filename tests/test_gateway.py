@@ -1,5 +1,6 @@
 """The gateway against real upstream processes."""
 
+import json
 import subprocess
 import sys
 
@@ -91,6 +92,28 @@ def test_oversize_bodies_are_413_with_or_without_a_length(start_gateway, auth, d
         assert (resp.status_code, resp.json()["error"]) == (413, "payload_too_large")
     assert httpx.post(url, json={"note": "small"}, headers=admin).status_code == 201
     assert sql.execute("SELECT count(*) FROM registration_tokens").fetchone()[0] == 1
+    assert "unhandled_exception" not in gw.log() and "unhandled_exception" not in auth.log()
+
+
+def test_large_and_chunked_bodies_stream_through_intact(start_gateway, auth, dispatch, sql):
+    gw = start_gateway([auth.url], [dispatch.url])
+    url = f"{gw.url}/api/v1/admin/registration-tokens"
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    # Unknown fields are ignored, so a big padding field must arrive intact for a 201.
+    big = json.dumps({"max_uses": 7, "note": "streamed", "padding": "p" * 300_000}).encode()
+
+    def chunks():
+        for i in range(0, len(big), 4096):
+            yield big[i:i + 4096]
+
+    for content in (big, chunks()):
+        resp = httpx.post(url, content=content, headers=admin)
+        assert resp.status_code == 201, resp.text
+        assert (resp.json()["max_uses"], resp.json()["note"]) == (7, "streamed")
+    cut = json.dumps({"max_uses": 7, "padding": "p" * 300_000}).encode()[:-10]
+    resp = httpx.post(url, content=cut, headers=admin)  # arrives whole but is not JSON
+    assert (resp.status_code, resp.json()["error"]) == (400, "invalid_request")
+    assert sql.execute("SELECT count(*) FROM registration_tokens").fetchone()[0] == 2
 
 
 def test_dead_replica_is_skipped_and_all_dead_is_502(start_gateway, auth, dispatch):

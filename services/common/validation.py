@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from services.common.errors import ApiError, invalid
 
@@ -29,10 +29,14 @@ def _reject_constant(name: str) -> Any:
 
 async def read_json_object(request: Request) -> dict[str, Any]:
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", "The request body is too large.")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise ApiError(413, "payload_too_large", "The request body is too large.")
+    except ClientDisconnect:
+        # The sender gave up mid-body (the gateway does so past its size limit).
+        raise invalid("The request body was cut short.") from None
     return parse_json_object(bytes(body))
 
 
