@@ -215,3 +215,27 @@ def test_sigterm_gives_a_running_command_a_short_grace(fleet_stack, seconds, exp
     assert done["status"] == expected
     if expected == "failed":
         assert done["result"]["output"] == "interrupted"
+
+
+def test_a_refused_refresh_token_leads_to_registering_again_as_the_same_agent(fleet_stack, tmp_path, key_dir):
+    from services.auth.keys import Signer
+
+    token = create_registration_token(fleet_stack.url, max_uses=1)
+    agent = fleet_stack.agent(token=token["token"])
+    agent_id = fleet_stack.agent_id()
+    agent.wait_log("agent_started")
+    agent.stop()
+    state_path = tmp_path / "a1" / "state.json"
+    state = json.loads(state_path.read_text())
+    expired, _ = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline",
+                                  -3600).access_token(agent_id, "machine-a1")
+    state.update(access_token=expired, access_token_expires_at="2099-01-01T00:00:00Z",
+                 refresh_token="flref_no-longer-valid")
+    state_path.write_text(json.dumps(state))
+    cmd = fleet_stack.queue(agent_id, "ping")
+    agent = fleet_stack.agent(token=token["token"])
+    fleet_stack.wait_status(cmd["id"], {"succeeded"})
+    log = agent.log().split("agent_started")[-1]
+    assert "refresh_refused" in log and f"agent_registered agent_id={agent_id}" in log
+    tokens = httpx.get(f"{fleet_stack.url}/api/v1/admin/registration-tokens", headers=ADMIN).json()["tokens"]
+    assert [t["uses"] for t in tokens if t["id"] == token["id"]] == [1]  # same machine: no new use
