@@ -117,7 +117,8 @@ def tokens_revoke(api: Api, a) -> Any:
 
 
 def agents_list(api: Api, a) -> Any:
-    return api.call("GET", "/api/v1/admin/agents")
+    query = {"status": a.status, "limit": a.limit, "before": a.before}
+    return api.call("GET", "/api/v1/admin/agents", params={k: v for k, v in query.items() if v})
 
 
 def agents_show(api: Api, a) -> Any:
@@ -234,7 +235,10 @@ def add_parsers(sub) -> None:
     cmd(tokens, "revoke", tokens_revoke, "revoke a registration token").add_argument("id")
 
     agents = group("agents", "registered agents")
-    cmd(agents, "list", agents_list, "list agents")
+    p = cmd(agents, "list", agents_list, "list agents")
+    p.add_argument("--status", choices=["active", "revoked"])
+    p.add_argument("--limit", type=int)
+    p.add_argument("--before", help="the cursor a previous page printed")
     cmd(agents, "show", agents_show, "show one agent").add_argument("id")
     cmd(agents, "revoke", agents_revoke, "revoke an agent").add_argument("id")
 

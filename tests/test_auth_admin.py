@@ -48,3 +48,26 @@ def test_database_dump_holds_no_issued_secret(auth, database_url, sql):
     for secret in (tok["token"], reg["refresh_token"], reg["access_token"], ADMIN_TOKEN):
         assert secret not in dump
         assert secret.split("_", 1)[-1][:20] not in dump
+
+
+def test_agents_can_be_listed_in_pages(auth, admin_headers):
+    tok = create_registration_token(auth.url, max_uses=5)
+    ids = [register(auth.url, tok["token"], f"m-page-{i}").json()["agent_id"] for i in range(5)]
+    url = f"{auth.url}/api/v1/admin/agents"
+    everything = httpx.get(url, headers=admin_headers).json()
+    assert [a["id"] for a in everything["agents"]] == ids[::-1] and everything["next"] is None
+    seen, cursor = [], None
+    while True:
+        page = httpx.get(url, headers=admin_headers,
+                         params={"limit": 2, **({"before": cursor} if cursor else {})}).json()
+        seen += [a["id"] for a in page["agents"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    httpx.delete(f"{url}/{ids[0]}", headers=admin_headers)
+    revoked = httpx.get(url, headers=admin_headers, params={"status": "revoked"}).json()["agents"]
+    assert [a["id"] for a in revoked] == [ids[0]]
+    for params, field in [({"limit": 0}, "limit"), ({"before": "zz"}, "before"), ({"status": "gone"}, "status")]:
+        resp = httpx.get(url, headers=admin_headers, params=params)
+        assert (resp.status_code, resp.json()["field"]) == (400, field)

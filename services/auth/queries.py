@@ -121,6 +121,17 @@ _AGENT_COLUMNS = """id, machine_id, hostname, os, arch, agent_version, labels, s
 
 LIST_AGENTS = f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY created_at DESC, id DESC"
 
+# Pages (an extension for large fleets): keyset on the agents_created_at index.
+_AGENT_PAGE = f"""
+SELECT {_AGENT_COLUMNS}
+  FROM agents
+ WHERE (created_at, id) < ($1, $2) {{filters}}
+ ORDER BY created_at DESC, id DESC
+ LIMIT $3
+"""
+LIST_AGENTS_PAGE = _AGENT_PAGE.format(filters="")
+LIST_AGENTS_PAGE_BY_STATUS = _AGENT_PAGE.format(filters="AND status = $4")
+
 GET_AGENT = f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = $1"
 
 # Idempotent, and in one transaction with REVOKE_AGENT_REFRESH_TOKENS: once it commits,

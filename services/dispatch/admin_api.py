@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
-from datetime import datetime, timezone
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from services.common.errors import conflict, invalid, not_found
 from services.common.ethos import Log
+from services.common.paging import decode_cursor, next_cursor
 from services.common.validation import (
     Int, JsonObject, Str, nullable, parse_uuid, path_uuid, query_int, read_json_object, take,
 )
@@ -52,27 +50,6 @@ async def create_command(request: Request) -> JSONResponse:
     return JSONResponse(lifecycle.state_view(row), status_code=201)
 
 
-# Sorts after every real (created_at, id): the cursor of the first page.
-FIRST_PAGE = (datetime.max.replace(tzinfo=timezone.utc), uuid.UUID(int=2**128 - 1))
-
-
-def _encode_cursor(created_at: datetime, command_id: uuid.UUID) -> str:
-    raw = f"{created_at.isoformat()}|{command_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, _, cid = raw.partition("|")
-        parsed = datetime.fromisoformat(created)
-        if parsed.tzinfo is None:
-            raise ValueError("naive")
-        return parsed, uuid.UUID(cid)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise invalid("before is not a cursor this API returned.", "before") from None
-
-
 async def list_commands(request: Request) -> JSONResponse:
     state = request.app.state
     state.admin_check(request)
@@ -83,13 +60,12 @@ async def list_commands(request: Request) -> JSONResponse:
     if status is not None and status not in lifecycle.STATUSES:
         raise invalid(f"status must be one of: {', '.join(lifecycle.STATUSES)}.", "status")
     limit = query_int(request, "limit", 1, 1000, 100)
-    before_at, before_id = _decode_cursor(params["before"]) if params.get("before") else FIRST_PAGE
+    before_at, before_id = decode_cursor(params.get("before"))
     filters = [v for v in (agent_uuid, status) if v is not None]
     sql = q.LIST_COMMANDS[(agent_uuid is not None, status is not None)]
     rows = await state.db.fetch(sql, before_at, before_id, limit + 1, *filters)
-    page = rows[:limit]
-    nxt = _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
-    return JSONResponse({"commands": [lifecycle.state_view(r) for r in page], "next": nxt})
+    return JSONResponse({"commands": [lifecycle.state_view(r) for r in rows[:limit]],
+                         "next": next_cursor(rows, limit)})
 
 
 async def get_command(request: Request) -> JSONResponse:
