@@ -76,7 +76,6 @@ class Gateway:
         self.metrics = Metrics("gateway")
         self.session: aiohttp.ClientSession | None = None
         self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
-        self._counters: dict[tuple[str, int], Any] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -125,18 +124,7 @@ class Gateway:
             else:
                 status = await self._proxy(service, scope, receive, send, rid)
         finally:
-            self._observe(service or "gateway", status, time.perf_counter() - t0)
-
-    def _observe(self, label: str, status: int, seconds: float) -> None:
-        """Metric children looked up once per (route, status), not on every request."""
-        pair = self._counters.get((label, status))
-        if pair is None:
-            pair = self._counters[(label, status)] = (
-                self.metrics.requests.labels("gateway", label, str(status)),
-                self.metrics.latency.labels("gateway", label),
-            )
-        pair[0].inc()
-        pair[1].observe(seconds)
+            self.metrics.observe(service or "gateway", status, time.perf_counter() - t0)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:

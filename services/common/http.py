@@ -45,9 +45,21 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
         )
         self.service = service
+        self._children: dict[tuple[str, int], tuple] = {}
 
     def counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
         return Counter(name, doc, list(labels), registry=self.registry)
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        """Label children are looked up once per (endpoint, status), not per request."""
+        pair = self._children.get((endpoint, status))
+        if pair is None:
+            pair = self._children[(endpoint, status)] = (
+                self.requests.labels(self.service, endpoint, str(status)),
+                self.latency.labels(self.service, endpoint),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
 
 
 class ServiceMiddleware:
@@ -95,12 +107,8 @@ class ServiceMiddleware:
                 resp = error_response(500, "internal", "An internal error occurred; it has been logged.")
                 await resp(scope, receive, send_wrapper)
         finally:
-            endpoint = scope.get("endpoint")
-            name = getattr(endpoint, "__name__", "unmatched")
-            self.metrics.requests.labels(self.metrics.service, name, str(status)).inc()
-            self.metrics.latency.labels(self.metrics.service, name).observe(
-                time.perf_counter() - t0
-            )
+            name = getattr(scope.get("endpoint"), "__name__", "unmatched")
+            self.metrics.observe(name, status, time.perf_counter() - t0)
 
 
 def health_routes(ready_check: Callable[[], Awaitable[bool]], metrics: Metrics) -> list[Route]:

@@ -175,7 +175,8 @@ def query_int(request: Request, name: str, lo: int, hi: int, default: int) -> in
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"-?\d{1,9}", raw):
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
         raise invalid(f"{name} must be an integer between {lo} and {hi}.", name)
     return Int(lo, hi)(int(raw), name)
 

@@ -29,7 +29,8 @@ MAX_OUTPUT_BYTES = 64 * 1024
 async def _authenticate(request: Request) -> AgentIdentity:
     """401/403 checks in API.md's order: credential, machine, then the path's agent id."""
     identity = await request.app.state.verifier.authenticate_agent(request)
-    if path_uuid(request, "agent_id") != identity.agent_id:
+    # The token's sub is canonical; parse the path only when it is spelled differently.
+    if request.path_params["agent_id"] != identity.agent_id and path_uuid(request, "agent_id") != identity.agent_id:
         raise forbidden("agent_mismatch", "The path names another agent than the token's.")
     return identity
 
