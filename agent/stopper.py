@@ -28,14 +28,6 @@ class Stopper:
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
 
-    def stop(self) -> None:
-        """Ask for a stop from code (tests, fatal errors)."""
-        self.stopping = True
-        try:
-            self._w.send(b"\0")
-        except OSError:
-            pass
-
     def sleep(self, seconds: float) -> bool:
         """Sleep up to `seconds`; False as soon as a stop is requested."""
         deadline = time.monotonic() + max(0.0, seconds)

@@ -114,6 +114,3 @@ class EmbeddedPostgres:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def bin(self, exe: str) -> str:
-        return str(POSTGRES_BIN_PATH / exe)

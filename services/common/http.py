@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client import generate_latest
@@ -144,7 +144,3 @@ def client_address(request: Request, trusted_proxies: tuple[str, ...]) -> str:
         if hop not in trusted_proxies:
             return hop[:64]
     return peer
-
-
-def json_response(body: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status)

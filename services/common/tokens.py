@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from dataclasses import dataclass
 
 import httpx
@@ -122,6 +123,10 @@ class AccessTokenVerifier:
                 return claims
             del self._verified[token]
         claims = await self._verify_signature(token)
+        try:  # checked once per token: everything downstream relies on a canonical UUID
+            claims["sub"] = str(uuid.UUID(str(claims["sub"])))
+        except ValueError:
+            raise invalid_token("The access token names no valid agent.") from None
         if len(self._verified) >= self.CACHE_SIZE:
             self._verified.clear()  # crude but bounded; a refill costs one verify per agent
         self._verified[token] = claims
@@ -172,11 +177,6 @@ class AccessTokenVerifier:
         if not isinstance(sub, str):
             raise invalid_token("The access token names no agent.")
         return AgentIdentity(agent_id=sub, jti=str(claims.get("jti")))
-
-
-def require_path_agent(request: Request, identity: AgentIdentity) -> None:
-    if request.path_params.get("agent_id") != identity.agent_id:
-        raise forbidden("agent_mismatch", "The path names another agent than the token's.")
 
 
 def admin_check(token_hash: bytes):

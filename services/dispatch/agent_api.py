@@ -47,9 +47,7 @@ async def poll(request: Request) -> JSONResponse:
     deadline = time.monotonic() + wait
     while True:
         rows = await state.db.fetch(q.CLAIM, agent_uuid, limit, state.settings.rapid_window_s)
-        if not rows:
-            lifecycle.check_agent(None)
-        lifecycle.check_agent(rows[0]["agent_status"])
+        lifecycle.check_agent(rows[0]["agent_status"] if rows else None)
         claimed = [r for r in rows if r["id"] is not None]
         remaining = deadline - time.monotonic()
         if claimed or remaining <= 0:
