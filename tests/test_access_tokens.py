@@ -98,8 +98,11 @@ def test_expired_and_wrong_audience_fail_even_with_the_real_key(tmp_path, key_di
     keys.keys[signer.kid] = serialization.load_pem_private_key(
         (key_dir / "signing.pem").read_bytes(), None).public_key()
     verifier = AccessTokenVerifier(keys, "fleetline-auth", "fleetline")
-    token, _ = signer.access_token("a1", "m-tok")
-    assert _outcome(verifier, token) == "a1"
+    agent = "0b3f7c1e-5d7a-4c55-9a43-2f0d2b4a7e11"
+    token, _ = signer.access_token(agent, "m-tok")
+    assert _outcome(verifier, token) == agent
+    not_a_uuid, _ = signer.access_token("a1", "m-tok")  # validly signed, but names no agent
+    assert _outcome(verifier, not_a_uuid) == (401, "invalid_token")
     claims = jwt.decode(token, options={"verify_signature": False})
     key = serialization.load_pem_private_key((key_dir / "signing.pem").read_bytes(), None)
     for bad in ({"exp": int(time.time()) - 120}, {"aud": "x"}, {"iss": "x"}):
@@ -107,4 +110,4 @@ def test_expired_and_wrong_audience_fail_even_with_the_real_key(tmp_path, key_di
         assert _outcome(verifier, forged) == (401, "invalid_token"), bad
     within_leeway = jwt.encode({**claims, "exp": int(time.time()) - 30}, key, algorithm="EdDSA",
                                headers={"kid": signer.kid})
-    assert _outcome(verifier, within_leeway) == "a1"
+    assert _outcome(verifier, within_leeway) == agent
