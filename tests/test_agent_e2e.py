@@ -136,19 +136,24 @@ def test_a_command_the_journal_knows_is_not_run_again_its_result_is_resent(fleet
     assert not marker.exists()
 
 
-def test_an_expired_access_token_is_renewed_without_losing_the_poll(fleet_stack, tmp_path, key_dir):
+def _plant_expired_access_token(state_dir, key_dir, agent_id, **more) -> None:
+    """An access token long past its expiry (and its leeway), while the state file claims it
+    is good for years: the agent learns otherwise only from the server's 401."""
     from services.auth.keys import Signer
 
+    signer = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline", -3600)
+    expired, _ = signer.access_token(agent_id, "machine-a1")
+    state = json.loads((state_dir / "state.json").read_text())
+    state.update(access_token=expired, access_token_expires_at="2099-01-01T00:00:00Z", **more)
+    (state_dir / "state.json").write_text(json.dumps(state))
+
+
+def test_an_expired_access_token_is_renewed_without_losing_the_poll(fleet_stack, tmp_path, key_dir):
     agent = fleet_stack.agent()
     agent_id = fleet_stack.agent_id()
     agent.wait_log("agent_started")
     agent.stop()
-    state_path = tmp_path / "a1" / "state.json"
-    state = json.loads(state_path.read_text())
-    expired, _ = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline",
-                                  -3600).access_token(agent_id, "machine-a1")
-    state.update(access_token=expired, access_token_expires_at="2099-01-01T00:00:00Z")
-    state_path.write_text(json.dumps(state))
+    _plant_expired_access_token(tmp_path / "a1", key_dir, agent_id)
     cmd = fleet_stack.queue(agent_id, "ping")
     agent = fleet_stack.agent()
     fleet_stack.wait_status(cmd["id"], {"succeeded"})
@@ -218,20 +223,12 @@ def test_sigterm_gives_a_running_command_a_short_grace(fleet_stack, seconds, exp
 
 
 def test_a_refused_refresh_token_leads_to_registering_again_as_the_same_agent(fleet_stack, tmp_path, key_dir):
-    from services.auth.keys import Signer
-
     token = create_registration_token(fleet_stack.url, max_uses=1)
     agent = fleet_stack.agent(token=token["token"])
     agent_id = fleet_stack.agent_id()
     agent.wait_log("agent_started")
     agent.stop()
-    state_path = tmp_path / "a1" / "state.json"
-    state = json.loads(state_path.read_text())
-    expired, _ = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline",
-                                  -3600).access_token(agent_id, "machine-a1")
-    state.update(access_token=expired, access_token_expires_at="2099-01-01T00:00:00Z",
-                 refresh_token="flref_no-longer-valid")
-    state_path.write_text(json.dumps(state))
+    _plant_expired_access_token(tmp_path / "a1", key_dir, agent_id, refresh_token="flref_no-longer-valid")
     cmd = fleet_stack.queue(agent_id, "ping")
     agent = fleet_stack.agent(token=token["token"])
     fleet_stack.wait_status(cmd["id"], {"succeeded"})
