@@ -216,42 +216,42 @@ class Agent:
                  exit_code=outcome.exit_code)
         self._report(command_id, result)
 
-    def _ack(self, command_id: str) -> dict | None:
-        """Ack until answered: repeating an ack is a no-op server-side, so a lost response
-        costs nothing. None means do not run (refused, or stopping: it stays `received`
-        and the server redelivers it)."""
+    def _until_answered(self, subsystem: str, call: Callable[[str, str], dict]) -> dict | None:
+        """Repeat an idempotent call (ack, result) through failures until the server answers.
+        None when a stop ends the retries; a refusal (Refused) goes to the caller."""
         while True:
             try:
-                return self._authed(lambda t, a: self.client.ack(t, a, command_id))
-            except Refused as exc:
-                log.warning("commands", "ack_refused", command_id=command_id, error=exc.code)
-                self.journal.skip(command_id)
-                return None
+                answer = self._authed(call)
+                self.backoff.reset()
+                return answer
             except Retryable as exc:
-                self._back_off("commands", exc)
+                if self.stopper.stopping:
+                    return None
+                self._back_off(subsystem, exc)
                 if self.stopper.stopping:
                     return None
 
-    def _report(self, command_id: str, result: dict) -> None:
-        """Until the server accepts it or gives a final answer; a stop leaves it for the
-        next start (it stays unreported in the journal)."""
-        while True:
-            try:
-                self._authed(lambda t, a: self.client.result(t, a, command_id, result))
-                self.journal.reported(command_id)
-                self.backoff.reset()
-                return
-            except Refused as exc:
-                log.warning("commands", "result_refused", command_id=command_id, error=exc.code)
-                self.journal.reported(command_id)
-                return
-            except Retryable as exc:
-                if self.stopper.stopping:
-                    return
-                self._back_off("reporting", exc)
-                if self.stopper.stopping:
-                    return
+    def _ack(self, command_id: str) -> dict | None:
+        """Repeating an ack is a no-op server-side, so a lost response costs nothing. None
+        means do not run: refused (the journal skips it), or stopping (it stays `received`
+        and the server redelivers it)."""
+        try:
+            return self._until_answered("commands", lambda t, a: self.client.ack(t, a, command_id))
+        except Refused as exc:
+            log.warning("commands", "ack_refused", command_id=command_id, error=exc.code)
+            self.journal.skip(command_id)
+            return None
 
+    def _report(self, command_id: str, result: dict) -> None:
+        """Until the server accepts it or gives a final answer; a stop leaves it unreported
+        in the journal, for the next start."""
+        try:
+            if self._until_answered("reporting",
+                                    lambda t, a: self.client.result(t, a, command_id, result)) is None:
+                return
+        except Refused as exc:
+            log.warning("commands", "result_refused", command_id=command_id, error=exc.code)
+        self.journal.reported(command_id)
 
 def _env(name: str) -> str | None:
     value = os.environ.get(name)
