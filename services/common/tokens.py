@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.requests import Request
 
-from services.common.errors import ApiError, forbidden, invalid_token
+from services.common.errors import forbidden, invalid_token
 from services.common.ethos import Log
 
 LEEWAY_S = 60
@@ -160,11 +160,10 @@ class AccessTokenVerifier:
 
     async def authenticate_agent(self, request: Request) -> AgentIdentity:
         """Bearer token + `X-Machine-ID` -> the agent, or the API.md error (401, 403)."""
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request)
+        if not token:
             raise invalid_token("A bearer access token is required.")
-        claims = await self.verify(token.strip())
+        claims = await self.verify(token)
         machine_id = request.headers.get("x-machine-id")
         bound = claims.get("mch")
         if (
@@ -173,21 +172,22 @@ class AccessTokenVerifier:
             or not hmac.compare_digest(machine_hash(machine_id), bound)
         ):
             raise forbidden("machine_mismatch", "X-Machine-ID is not the machine this token was issued to.")
-        sub = claims.get("sub")
-        if not isinstance(sub, str):
-            raise invalid_token("The access token names no agent.")
-        return AgentIdentity(agent_id=sub, jti=str(claims.get("jti")))
+        return AgentIdentity(agent_id=claims["sub"], jti=str(claims.get("jti")))
+
+
+def bearer_token(request: Request) -> str:
+    """The credential of `Authorization: Bearer <token>`; empty when there is none."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def admin_check(token_hash: bytes):
     """The operator bearer check: the token's SHA-256 compared in constant time."""
 
     def check(request: Request) -> None:
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        presented = hashlib.sha256(token.strip().encode("utf-8", "surrogatepass")).digest()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented, token_hash):
-            raise ApiError(401, "invalid_token", "A valid admin token is required.",
-                           headers={"WWW-Authenticate": "Bearer"})
+        token = bearer_token(request)
+        presented = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        if not token or not hmac.compare_digest(presented, token_hash):
+            raise invalid_token("A valid admin token is required.")
 
     return check
