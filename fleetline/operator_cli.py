@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from fleetline.secrets_cmd import write_secret_file
 from services.common.settings import Settings, SettingsError
 
 FINAL = {"succeeded", "failed", "timed_out", "expired", "cancelled"}
@@ -101,8 +102,7 @@ def tokens_create(api: Api, a) -> Any:
                        json={"max_uses": a.max_uses, "expires_in_s": a.expires_in, "note": a.note})
     if a.token_file:
         # For provisioning (compose's enroll job): the secret goes to a 0600 file only.
-        with open(a.token_file, "w", opener=lambda p, flags: os.open(p, flags, 0o600)) as fh:
-            fh.write(created["token"] + "\n")
+        write_secret_file(a.token_file, created["token"])
         created = {**created, "token": f"(written to {a.token_file})"}
     return created
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from services.auth.keys import write_private_key
 
 
-def _write(path: Path, value: str) -> None:
+def write_secret_file(path: Path | str, value: str) -> None:
+    """A secret in a file created with mode 0600 (never readable by others, not even briefly)."""
     with open(path, "w", opener=lambda p, flags: os.open(p, flags, 0o600)) as fh:
         fh.write(value + "\n")
 
@@ -23,12 +24,12 @@ def run(args: argparse.Namespace) -> int:
         write_private_key(out / "signing-key.pem")
         made.append("signing-key.pem")
     if not (out / "admin-token").exists():
-        _write(out / "admin-token", secrets.token_urlsafe(32))
+        write_secret_file(out / "admin-token", secrets.token_urlsafe(32))
         made.append("admin-token")
     if not (out / "postgres-password").exists():
         password = secrets.token_urlsafe(24)
-        _write(out / "postgres-password", password)
-        _write(out / "database-url", f"postgresql://fleetline:{password}@postgres:5432/fleetline")
+        write_secret_file(out / "postgres-password", password)
+        write_secret_file(out / "database-url", f"postgresql://fleetline:{password}@postgres:5432/fleetline")
         made += ["postgres-password", "database-url"]
     print(f"secrets in {out}: {', '.join(made) if made else 'all present, none changed'}")
     return 0

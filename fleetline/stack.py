@@ -14,15 +14,11 @@ import httpx
 from fleetline.migrate import migrate
 from fleetline.pgembed import EmbeddedPostgres, free_port
 from fleetline.procs import Child, child_env, stop_all, wait_ready
+from fleetline.secrets_cmd import write_secret_file
 from services.auth.keys import write_private_key
 from services.common.ethos import Log
 
 _log = Log("launcher", "stack")
-
-
-def _write_secret_file(path: Path, value: str) -> None:
-    with open(path, "w", opener=lambda p, flags: os.open(p, flags, 0o600)) as fh:
-        fh.write(value + "\n")
 
 
 @dataclass
@@ -82,10 +78,10 @@ class Stack:
         self.admin_token = self._setting("FLEETLINE_ADMIN_TOKEN") or ""
         if not self.admin_token:
             if not token_path.exists():
-                _write_secret_file(token_path, secrets.token_urlsafe(32))
+                write_secret_file(token_path, secrets.token_urlsafe(32))
             self.admin_token = token_path.read_text().strip()
         elif not token_path.exists():
-            _write_secret_file(token_path, self.admin_token)
+            write_secret_file(token_path, self.admin_token)
         common = {
             "FLEETLINE_DATABASE_URL": database_url,
             "FLEETLINE_ADMIN_TOKEN": self.admin_token,

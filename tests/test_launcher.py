@@ -56,6 +56,12 @@ def test_fleetline_up_runs_the_fleet_and_stops_everything(launched):
     created = cli(data_dir, gw, "tokens", "create", "--max-uses", "1", "--json")
     assert created.returncode == 0, created.stderr
     token = json.loads(created.stdout)["token"]
+    token_file = data_dir / "enroll-token"
+    made = cli(data_dir, gw, "tokens", "create", "--token-file", str(token_file))
+    assert made.returncode == 0, made.stderr
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    secret = token_file.read_text().strip()
+    assert secret.startswith("flreg_") and secret not in made.stdout
     reg = httpx.post(f"{gw}/api/v1/agents/register",
                      json={"registration_token": token, "machine_id": "m-up", "hostname": "up-host"}).json()
     listed = cli(data_dir, gw, "agents", "list")
