@@ -35,6 +35,14 @@ def fleet_stack(start_service, start_gateway, tmp_path):
             agents.append(a)
             return a
 
+        def enrol(self, name="a1", token=None) -> str:
+            """Register an agent, then stop it: the test changes the world before it runs."""
+            a = self.agent(name, token)
+            agent_id = self.agent_id(name)
+            a.wait_log("agent_started")
+            a.stop()
+            return agent_id
+
         def agent_id(self, name="a1") -> str:
             wait_until(lambda: (tmp_path / name / "state.json").exists(), 30, what="registration")
             return json.loads((tmp_path / name / "state.json").read_text())["agent_id"]
@@ -96,10 +104,7 @@ def test_sigkill_during_a_command_reports_interrupted_and_never_reruns(fleet_sta
 
 def test_a_redelivered_command_runs_exactly_once(fleet_stack, tmp_path):
     marker = tmp_path / "executions.txt"
-    first = fleet_stack.agent()
-    agent_id = fleet_stack.agent_id()
-    first.wait_log("agent_started")
-    first.stop()
+    agent_id = fleet_stack.enrol()
     # One poll hands over both (queued while the agent is down): it starts the long one
     # first and dies in it, so the shell command's ack never happens and its 1 s lease runs out.
     blocker = fleet_stack.queue(agent_id, "sleep", params={"seconds": 60}, priority=10)
@@ -120,10 +125,7 @@ def test_a_redelivered_command_runs_exactly_once(fleet_stack, tmp_path):
 
 def test_a_command_the_journal_knows_is_not_run_again_its_result_is_resent(fleet_stack, tmp_path):
     marker = tmp_path / "executions.txt"
-    agent = fleet_stack.agent()
-    agent_id = fleet_stack.agent_id()
-    agent.wait_log("agent_started")
-    agent.stop()
+    agent_id = fleet_stack.enrol()
     cmd = fleet_stack.queue(agent_id, "shell", params={"argv": ["sh", "-c", f"echo run >> {marker}"]})
     stored = {"status": "succeeded", "exit_code": 0, "output": "from the journal",
               "started_at": "2026-11-27T10:00:00Z", "finished_at": "2026-11-27T10:00:01Z"}
@@ -149,10 +151,7 @@ def _plant_expired_access_token(state_dir, key_dir, agent_id, **more) -> None:
 
 
 def test_an_expired_access_token_is_renewed_without_losing_the_poll(fleet_stack, tmp_path, key_dir):
-    agent = fleet_stack.agent()
-    agent_id = fleet_stack.agent_id()
-    agent.wait_log("agent_started")
-    agent.stop()
+    agent_id = fleet_stack.enrol()
     _plant_expired_access_token(tmp_path / "a1", key_dir, agent_id)
     cmd = fleet_stack.queue(agent_id, "ping")
     agent = fleet_stack.agent()
@@ -224,10 +223,7 @@ def test_sigterm_gives_a_running_command_a_short_grace(fleet_stack, seconds, exp
 
 def test_a_refused_refresh_token_leads_to_registering_again_as_the_same_agent(fleet_stack, tmp_path, key_dir):
     token = create_registration_token(fleet_stack.url, max_uses=1)
-    agent = fleet_stack.agent(token=token["token"])
-    agent_id = fleet_stack.agent_id()
-    agent.wait_log("agent_started")
-    agent.stop()
+    agent_id = fleet_stack.enrol(token=token["token"])
     _plant_expired_access_token(tmp_path / "a1", key_dir, agent_id, refresh_token="flref_no-longer-valid")
     cmd = fleet_stack.queue(agent_id, "ping")
     agent = fleet_stack.agent(token=token["token"])

@@ -19,6 +19,8 @@ _log = Log("auth", "registration")
 _renew_log = Log("auth", "renewal")
 
 _SECRET = Str(1, 512)
+# Found by the check, or by the unique index when two registrations race for the machine.
+MACHINE_TAKEN = "This machine_id belongs to an active agent registered with another token."
 
 
 async def register(request: Request) -> JSONResponse:
@@ -42,7 +44,7 @@ async def register(request: Request) -> JSONResponse:
                 raise invalid_token("The registration token is unknown, expired or revoked.")
             existing = await db.fetchrow(q.ACTIVE_AGENT_FOR_MACHINE, machine_id)
             if existing is not None and existing["registration_token_id"] != tok["id"]:
-                raise conflict("This machine_id belongs to an active agent registered with another token.")
+                raise conflict(MACHINE_TAKEN)
             if existing is not None:
                 # A retry after a lost response: same agent, no use consumed.
                 agent_id = existing["id"]
@@ -62,7 +64,7 @@ async def register(request: Request) -> JSONResponse:
                 state.settings.refresh_token_ttl_s,
             )
     except asyncpg.UniqueViolationError:
-        raise conflict("This machine_id belongs to an active agent registered with another token.") from None
+        raise conflict(MACHINE_TAKEN) from None
 
     # Signed only after the commit: a token never names an agent that was rolled back.
     access, access_expires = state.signer.access_token(str(agent_id), machine_id)
