@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gateway.routes import LONG_POLL_SUFFIX, route
 from gateway.upstreams import Upstream
 from services.common.ethos import Log
-from services.common.http import Metrics, request_id_from
+from services.common.http import Metrics, header_value, request_id_from
 from services.common.settings import Settings
 
 HOP_BY_HOP = frozenset({
@@ -115,7 +115,7 @@ class Gateway:
             return
         t0 = time.perf_counter()
         headers = scope["headers"]
-        rid = request_id_from(_header(headers, b"x-request-id"))
+        rid = request_id_from(header_value(headers, b"x-request-id"))
         service = route(scope["path"])
         status = 500
         try:
@@ -160,10 +160,10 @@ class Gateway:
         streamed upstream. Either way a body past the limit is refused with 413: before
         contacting the upstream when its length says so, else the moment it passes it."""
         limit = self.settings.max_body_bytes
-        declared = _header(scope["headers"], b"content-length")
+        declared = header_value(scope["headers"], b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise PayloadTooLarge
-        chunked = _header(scope["headers"], b"transfer-encoding") is not None
+        chunked = header_value(scope["headers"], b"transfer-encoding") is not None
         if not chunked and (declared is None or int(declared) <= REQUEST_BUFFER_LIMIT):
             body = bytearray()
             async for chunk in BodyStream(receive, limit):
@@ -296,13 +296,6 @@ def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
         for token in v.decode("latin-1").split(",") if token.strip()
     }
     return HOP_BY_HOP | listed
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for k, v in headers:
-        if k == name:
-            return v.decode("latin-1")
-    return None
 
 
 async def _send_simple(send: Any, status: int, body: bytes, rid: str,

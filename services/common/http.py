@@ -21,6 +21,14 @@ _REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _log = Log("common", "http")
 
 
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The first value of an ASGI header (names arrive lower-cased)."""
+    for k, v in headers:
+        if k == name:
+            return v.decode("latin-1")
+    return None
+
+
 def request_id_from(value: str | None) -> str:
     """Keep a caller's well-formed request id; otherwise make one."""
     if value and _REQUEST_ID_OK.fullmatch(value):
@@ -74,12 +82,12 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        rid = request_id_from(headers.get(b"x-request-id", b"").decode("latin-1"))
+        incoming = header_value(scope["headers"], b"x-request-id")
+        rid = request_id_from(incoming)
         rid_header = (b"x-request-id", rid.encode())
-        # Downstream code (and its logs) sees the id we answer with.
-        scope["headers"] = [h for h in scope["headers"] if h[0] != b"x-request-id"]
-        scope["headers"].append(rid_header)
+        if rid != incoming:  # downstream code (and its logs) sees the id we answer with
+            scope["headers"] = [h for h in scope["headers"] if h[0] != b"x-request-id"]
+            scope["headers"].append(rid_header)
         status = 500
         started = False
         t0 = time.perf_counter()
