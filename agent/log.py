@@ -1,18 +1,14 @@
 """ETHOS lines for the agent: `[LEVEL] [agent] [subsystem] event key=value ...`.
-(The agent never imports services, so it carries this small writer of its own.)"""
+Values are written by the same function as the services' (fleetline.ethos, standard
+library only); the agent never imports services."""
 
 from __future__ import annotations
 
 import sys
 
+from fleetline.ethos import format_fields
+
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
-
-
-def _value(v: object) -> str:
-    text = str(v)
-    if text == "" or any(c in text for c in ' ="\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
 
 
 class Log:
@@ -26,7 +22,7 @@ class Log:
     def _emit(self, level: str, subsystem: str, event: str, fields: dict) -> None:
         if LEVELS[level] < self.level:
             return
-        kv = " ".join(f"{k}={_value(v)}" for k, v in fields.items())
+        kv = format_fields(fields)
         self.stream.write(f"[{level}] [agent] [{subsystem}] {event}{' ' + kv if kv else ''}\n")
         self.stream.flush()
 

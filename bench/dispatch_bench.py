@@ -12,7 +12,7 @@ import aiohttp
 import asyncpg
 
 from bench.loadgen import Run, closed_loop
-from bench.setup import (database_url, print_table, ratio_summary, seed_agents, seed_backlog,
+from bench.harness import (database_url, print_table, ratio_summary, seed_agents, seed_backlog,
                          start_stack, write_result)
 from services.dispatch import queries as q
 from services.dispatch.app import DB_SETTINGS
@@ -51,7 +51,7 @@ async def _raw_run(name: str, dsn: str, agents: list[dict], claims: bool) -> Run
                                      server_settings=DB_SETTINGS)
     try:
         async def op(i: int) -> int:
-            rows = await pool.fetch(q.CLAIM, ids[rng.randrange(len(ids))], LIMIT, 600)
+            rows = await pool.fetch(q.CLAIM, ids[rng.randrange(len(ids))], LIMIT)
             return sum(1 for r in rows if r["id"] is not None) if claims else 1
 
         return await closed_loop(name, CONCURRENCY, SECONDS, op)

@@ -9,7 +9,7 @@ import random
 import aiohttp
 
 from bench.loadgen import Run, closed_loop
-from bench.setup import print_table, ratio_summary, seed_agents, start_stack, write_result
+from bench.harness import print_table, ratio_summary, seed_agents, start_stack, write_result
 from fleetline.pgembed import free_port
 from fleetline.procs import Child, child_env, stop_all, wait_ready
 

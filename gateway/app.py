@@ -1,7 +1,7 @@
 """Building the gateway from settings."""
 
 from gateway.proxy import Gateway
-from services.common.settings import Settings
+from fleetline.settings import Settings
 
 
 def create_app(settings: Settings) -> Gateway:

@@ -17,11 +17,12 @@ import aiohttp
 from yarl import URL
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway import openapi
 from gateway.routes import LONG_POLL_SUFFIX, route
 from gateway.upstreams import Upstream
-from services.common.ethos import Log
-from services.common.http import Metrics, header_value, request_id_from
-from services.common.settings import Settings
+from fleetline.ethos import Log
+from fleetline.http import Metrics, error_bytes, header_value, request_id_from
+from fleetline.settings import Settings
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
@@ -30,6 +31,8 @@ HOP_BY_HOP = frozenset({
 BUFFER_LIMIT = 256 * 1024  # responses up to this size (with a length) are buffered
 REQUEST_BUFFER_LIMIT = 64 * 1024  # request bodies up to this size are read before sending
 _log = Log("gateway", "proxy")
+LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+OPENAPI_BYTES = json.dumps(openapi.DOCUMENT).encode()
 
 
 class PayloadTooLarge(Exception):
@@ -62,7 +65,7 @@ class BodyStream:
 
 
 def _json_error(status: int, code: str, detail: str) -> tuple[int, bytes]:
-    return status, json.dumps({"error": code, "detail": detail}).encode()
+    return status, error_bytes(code, detail)
 
 
 class Gateway:
@@ -138,21 +141,28 @@ class Gateway:
                 return
 
     async def _local(self, scope: dict, receive: Any, send: Any, rid: str) -> int:
+        """The gateway's own GET paths: health, readiness, metrics and the contract."""
         path, method = scope["path"], scope["method"]
         content_type = b"application/json"
-        if path == "/healthz" and method == "GET":
+        extra: list[tuple[bytes, bytes]] = []
+        if path not in LOCAL_PATHS:
+            status, body = _json_error(404, "not_found", "No such path.")
+        elif method != "GET":
+            status, body = _json_error(405, "method_not_allowed", "This method is not allowed on this path.")
+            extra = [(b"allow", b"GET")]
+        elif path == "/healthz":
             status, body = 200, b'{"status": "ok"}'
-        elif path == "/readyz" and method == "GET":
+        elif path == "/readyz":
             if await self.ready():
                 status, body = 200, b'{"status": "ready"}'
             else:
                 status, body = _json_error(503, "not_ready", "A service has no ready replica.")
-        elif path == "/metrics" and method == "GET":
+        elif path == "/openapi.json":
+            status, body = 200, OPENAPI_BYTES
+        else:
             status, body = 200, generate_latest(self.metrics.registry)
             content_type = CONTENT_TYPE_LATEST.encode()
-        else:
-            status, body = _json_error(404, "not_found", "No such path.")
-        await _send_simple(send, status, body, rid, content_type)
+        await _send_simple(send, status, body, rid, content_type, extra)
         return status
 
     async def _body(self, scope: dict, receive: Any) -> "bytes | BodyStream":
@@ -299,11 +309,12 @@ def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
 
 
 async def _send_simple(send: Any, status: int, body: bytes, rid: str,
-                       content_type: bytes = b"application/json") -> None:
+                       content_type: bytes = b"application/json",
+                       extra: list[tuple[bytes, bytes]] | None = None) -> None:
     await send({
         "type": "http.response.start",
         "status": status,
         "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-                    (b"x-request-id", rid.encode())],
+                    (b"x-request-id", rid.encode()), *(extra or [])],
     })
     await send({"type": "http.response.body", "body": body})

@@ -1,4 +1,4 @@
 from services.auth.app import create_app
-from services.common.serve import serve
+from fleetline.serve import serve
 
 serve("auth", create_app)

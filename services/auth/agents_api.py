@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 from services.auth import queries as q
 from services.auth.secrets import REFRESH_PREFIX, digest, new_secret
 from services.common.errors import conflict, forbidden, invalid_token
-from services.common.ethos import Log
+from fleetline.ethos import Log
 from services.common.http import client_address
 from services.common.validation import Str, StrMap, read_json_object, rfc3339, take
 

@@ -2,36 +2,70 @@
 
 from __future__ import annotations
 
-from starlette.applications import Starlette
-from starlette.routing import Route
+import contextlib
+from typing import AsyncIterator
 
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from fleetline.ethos import Log
+from fleetline.http import Metrics
+from fleetline.settings import Settings, postgres_url
 from services.auth import admin_api, agents_api
 from services.auth.keys import Signer
-from services.common.ratelimit import RateLimit
-from services.common.service import build_service
-from services.common.settings import Settings
+from services.common.admin import admin_mount
+from services.common.db import Db
+from services.common.errors import EXCEPTION_HANDLERS
+from services.common.http import ServiceMiddleware, api_route, health_routes
+from services.common.ratelimit import RateLimit, make_storage
 
-ROUTES = [
-    Route("/api/v1/agents/register", agents_api.register, methods=["POST"]),
-    Route("/api/v1/agents/renew", agents_api.renew, methods=["POST"]),
-    Route("/.well-known/jwks.json", agents_api.jwks, methods=["GET"]),
-    Route("/api/v1/admin/registration-tokens", admin_api.create_registration_token, methods=["POST"]),
-    Route("/api/v1/admin/registration-tokens", admin_api.list_registration_tokens, methods=["GET"]),
-    Route("/api/v1/admin/registration-tokens/{token_id}", admin_api.revoke_registration_token,
-          methods=["DELETE"]),
-    Route("/api/v1/admin/agents", admin_api.list_agents, methods=["GET"]),
-    Route("/api/v1/admin/agents/{agent_id}", admin_api.get_agent, methods=["GET"]),
-    Route("/api/v1/admin/agents/{agent_id}", admin_api.revoke_agent, methods=["DELETE"]),
+_log = Log("auth", "lifecycle")
+
+AGENT_ROUTES = [
+    api_route("/api/v1/agents/register", agents_api.register, "POST"),
+    api_route("/api/v1/agents/renew", agents_api.renew, "POST"),
+    api_route("/.well-known/jwks.json", agents_api.jwks, "GET"),
+]
+
+# Relative to /api/v1/admin; every one behind the admin guard.
+ADMIN_ROUTES = [
+    api_route("/registration-tokens", admin_api.create_registration_token, "POST"),
+    api_route("/registration-tokens", admin_api.list_registration_tokens, "GET"),
+    api_route("/registration-tokens/{token_id}", admin_api.revoke_registration_token, "DELETE"),
+    api_route("/agents", admin_api.list_agents, "GET"),
+    api_route("/agents/{agent_id}", admin_api.get_agent, "GET"),
+    api_route("/agents/{agent_id}", admin_api.revoke_agent, "DELETE"),
 ]
 
 
 def create_app(settings: Settings) -> Starlette:
-    settings.require("jwt_private_key_file")
-    app = build_service("auth", settings, ROUTES)
+    settings.require("database_url", "admin_token", "jwt_private_key_file")
+    db = Db(postgres_url(settings.database_url), max_size=settings.db_pool_max)
+    metrics = Metrics("auth")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.connect()
+        _log.info("service_started")
+        try:
+            yield
+        finally:
+            await db.disconnect()
+            _log.info("service_stopped")
+
+    app = Starlette(
+        routes=[*AGENT_ROUTES, admin_mount(ADMIN_ROUTES, settings.admin_token),
+                *health_routes(db.ping, metrics)],
+        middleware=[Middleware(ServiceMiddleware, metrics=metrics, component="auth")],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    storage = make_storage(settings.rate_limit_storage)
     state = app.state
+    state.settings = settings
+    state.db = db
     state.signer = Signer.from_file(settings.jwt_private_key_file, settings.jwt_issuer,
                                     settings.jwt_audience, settings.access_token_ttl_s)
-    storage = state.rate_limit_storage
     state.registration_limit = RateLimit("agent_registration", settings.registration_rate_limit, storage)
     state.renew_limit = RateLimit("agent_renew", settings.renew_rate_limit, storage)
     return app

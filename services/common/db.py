@@ -86,10 +86,3 @@ class Db:
         except Exception:
             return False
 
-
-def asyncpg_url(url: str) -> str:
-    """`databases` wants postgresql://; accept the psycopg/yoyo spellings too."""
-    for prefix in ("postgresql+psycopg://", "postgresql+asyncpg://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix):]
-    return url

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from services.common.ethos import Log
-
-_log = Log("common", "errors")
+from fleetline.http import error_body
 
 
 class ApiError(Exception):
@@ -50,10 +46,7 @@ def forbidden(code: str, detail: str) -> ApiError:
 def error_response(
     status: int, code: str, detail: str, field: str | None = None, headers: dict | None = None
 ) -> JSONResponse:
-    body: dict[str, Any] = {"error": code, "detail": detail}
-    if field is not None:
-        body["field"] = field
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(code, detail, field), status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -81,16 +74,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, detail, headers=exc.headers)
 
 
-async def _unhandled(request: Request, exc: Exception) -> Response:
-    _log.error(
-        "unhandled_exception",
-        method=request.method,
-        path=request.url.path,
-        request_id=request.headers.get("x-request-id", ""),
-        exception=type(exc).__name__,
-        error=exc,
-    )
-    return error_response(500, "internal", "An internal error occurred; it has been logged.")
 
-
-EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_error, Exception: _unhandled}
+# No handler for Exception: ServiceMiddleware (services/common/http.py) makes the one 500.
+EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_error}

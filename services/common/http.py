@@ -1,78 +1,26 @@
-"""What every service's app shares: request ids, metrics, the catch-all 500, health routes."""
+"""What every service's app shares: the request-id and metrics middleware (also the one
+place a 500 is made), health routes, API routes without HEAD, and the client address."""
 
 from __future__ import annotations
 
-import re
 import time
-import uuid
 from typing import Awaitable, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fleetline.ethos import Log
+from fleetline.http import Metrics, header_value, request_id_from
 from services.common.errors import error_response
-from services.common.ethos import Log
-
-_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_log = Log("common", "http")
-
-
-def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    """The first value of an ASGI header (names arrive lower-cased)."""
-    for k, v in headers:
-        if k == name:
-            return v.decode("latin-1")
-    return None
-
-
-def request_id_from(value: str | None) -> str:
-    """Keep a caller's well-formed request id; otherwise make one."""
-    if value and _REQUEST_ID_OK.fullmatch(value):
-        return value
-    return uuid.uuid4().hex
-
-
-class Metrics:
-    def __init__(self, service: str):
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "fleetline_http_requests_total",
-            "HTTP requests served",
-            ["service", "endpoint", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "fleetline_http_request_seconds",
-            "HTTP request latency",
-            ["service", "endpoint"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60),
-        )
-        self.service = service
-        self._children: dict[tuple[str, int], tuple] = {}
-
-    def counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-        return Counter(name, doc, list(labels), registry=self.registry)
-
-    def observe(self, endpoint: str, status: int, seconds: float) -> None:
-        """Label children are looked up once per (endpoint, status), not per request."""
-        pair = self._children.get((endpoint, status))
-        if pair is None:
-            pair = self._children[(endpoint, status)] = (
-                self.requests.labels(self.service, endpoint, str(status)),
-                self.latency.labels(self.service, endpoint),
-            )
-        pair[0].inc()
-        pair[1].observe(seconds)
 
 
 class ServiceMiddleware:
     """Pure ASGI (cheaper than BaseHTTPMiddleware): request id in and out, metrics, and
-    any exception nobody handled becomes one logged `500 internal` without a traceback."""
+    the service's only 500: any exception nobody handled becomes one logged
+    `500 internal` without a traceback."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, component: str):
         self.app, self.metrics = app, metrics
@@ -117,6 +65,15 @@ class ServiceMiddleware:
         finally:
             name = getattr(scope.get("endpoint"), "__name__", "unmatched")
             self.metrics.observe(name, status, time.perf_counter() - t0)
+
+
+def api_route(path: str, endpoint: Callable, method: str) -> Route:
+    """A route for exactly one method of the API. Starlette adds HEAD to every GET route;
+    the API lists no HEAD (a HEAD on the poll would claim commands and throw them away),
+    so it is taken out and answered 405 like any other method not listed."""
+    route = Route(path, endpoint, methods=[method])
+    route.methods = {method}
+    return route
 
 
 def health_routes(ready_check: Callable[[], Awaitable[bool]], metrics: Metrics) -> list[Route]:

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.requests import Request
 
 from services.common.errors import forbidden, invalid_token
-from services.common.ethos import Log
+from fleetline.ethos import Log
 
 LEEWAY_S = 60
 _log = Log("common", "tokens")
@@ -50,7 +50,6 @@ def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
 @dataclass(frozen=True)
 class AgentIdentity:
     agent_id: str
-    jti: str
 
 
 class KeySet:
@@ -172,22 +171,10 @@ class AccessTokenVerifier:
             or not hmac.compare_digest(machine_hash(machine_id), bound)
         ):
             raise forbidden("machine_mismatch", "X-Machine-ID is not the machine this token was issued to.")
-        return AgentIdentity(agent_id=claims["sub"], jti=str(claims.get("jti")))
+        return AgentIdentity(agent_id=claims["sub"])
 
 
 def bearer_token(request: Request) -> str:
     """The credential of `Authorization: Bearer <token>`; empty when there is none."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
-
-
-def admin_check(token_hash: bytes):
-    """The operator bearer check: the token's SHA-256 compared in constant time."""
-
-    def check(request: Request) -> None:
-        token = bearer_token(request)
-        presented = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        if not token or not hmac.compare_digest(presented, token_hash):
-            raise invalid_token("A valid admin token is required.")
-
-    return check

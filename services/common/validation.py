@@ -17,9 +17,6 @@ from starlette.requests import ClientDisconnect, Request
 
 from services.common.errors import ApiError, invalid
 
-# Services read at most this much even when called directly (the gateway's limit is lower).
-MAX_BODY_BYTES = 16 * 1024 * 1024
-
 _MISSING = object()
 
 
@@ -28,11 +25,14 @@ def _reject_constant(name: str) -> Any:
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
+    """The JSON object of the body. A service called directly enforces the same size limit
+    as the gateway (FLEETLINE_MAX_BODY_BYTES)."""
+    limit = request.app.state.settings.max_body_bytes
     body = bytearray()
     try:
         async for chunk in request.stream():
             body += chunk
-            if len(body) > MAX_BODY_BYTES:
+            if len(body) > limit:
                 raise ApiError(413, "payload_too_large", "The request body is too large.")
     except ClientDisconnect:
         # The sender gave up mid-body (the gateway does so past its size limit).

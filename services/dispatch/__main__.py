@@ -1,4 +1,4 @@
-from services.common.serve import serve
+from fleetline.serve import serve
 from services.dispatch.app import create_app
 
 serve("dispatch", create_app)

@@ -1,4 +1,5 @@
-"""The agent-facing dispatch endpoints: the poll, ack and result."""
+"""The agent-facing dispatch endpoints: the poll, ack and result. Each handler parses,
+makes one call to the state machine (commands.py) and renders a view."""
 
 from __future__ import annotations
 
@@ -8,16 +9,15 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from fleetline.ethos import Log
 from services.common.errors import forbidden, invalid, not_found
-from services.common.ethos import Log
 from services.common.tokens import AgentIdentity
 from services.common.validation import (
     Int, Str, nullable, parse_timestamp, path_uuid, query_int, read_json_object, rfc3339, take,
 )
-from services.dispatch import lifecycle
-from services.dispatch import queries as q
+from services.dispatch import commands
+from services.dispatch.views import delivery_view, state_view
 
-_log = Log("dispatch", "claim")
 _report_log = Log("dispatch", "report")
 
 # While a long poll waits, it re-checks at least this often (redeliveries come due on
@@ -46,22 +46,18 @@ async def poll(request: Request) -> JSONResponse:
     agent_uuid = uuid.UUID(identity.agent_id)
     deadline = time.monotonic() + wait
     while True:
-        rows = await state.db.fetch(q.CLAIM, agent_uuid, limit, state.settings.rapid_window_s)
-        lifecycle.check_agent(rows[0]["agent_status"] if rows else None)
-        claimed = [r for r in rows if r["id"] is not None]
+        claim = await commands.claim(state.db, agent_uuid, limit, state.poll_policy)
         remaining = deadline - time.monotonic()
-        if claimed or remaining <= 0:
+        if claim.commands or remaining <= 0:
             break
         await state.wakeups.wait(identity.agent_id, min(remaining, RECHECK_S))
 
     state.last_seen.mark(identity.agent_id)
-    if claimed:
-        state.claimed_total.inc(len(claimed))
-        _log.debug("claimed", agent_id=identity.agent_id, count=len(claimed))
-    rapid = rows[0]["rapid"]
-    interval = state.settings.rapid_poll_interval_s if rapid else state.settings.poll_interval_s
+    if claim.commands:
+        state.claimed_total.inc(len(claim.commands))
     return JSONResponse(
-        {"commands": [lifecycle.delivery_view(r) for r in claimed], "poll_interval_s": interval},
+        {"commands": [delivery_view(r) for r in claim.commands],
+         "poll_interval_s": claim.poll_interval_s},
         headers=headers,
     )
 
@@ -78,16 +74,15 @@ async def ack(request: Request) -> JSONResponse:
     state = request.app.state
     identity, agent_uuid, command_uuid = await _command_target(request)
     headers = await state.report_limit.check(identity.agent_id)
-    row = await state.db.fetchrow(q.ACK, agent_uuid, command_uuid)
-    view = lifecycle.ack_answer(row)
-    return JSONResponse(view, headers=headers)
+    command = await commands.ack(state.db, agent_uuid, command_uuid)
+    return JSONResponse(state_view(command), headers=headers)
 
 
 async def result(request: Request) -> JSONResponse:
     state = request.app.state
     identity, agent_uuid, command_uuid = await _command_target(request)
     body = await read_json_object(request)
-    outcome = take(body, "status", Str(1, 16, choices=lifecycle.OUTCOMES))
+    outcome = take(body, "status", Str(1, 16, choices=commands.OUTCOMES))
     exit_code = take(body, "exit_code", nullable(Int(-(2**31), 2**31 - 1)), None)
     output = take(body, "output", Str(0, MAX_OUTPUT_BYTES), "")
     if len(output.encode("utf-8")) > MAX_OUTPUT_BYTES:
@@ -98,10 +93,8 @@ async def result(request: Request) -> JSONResponse:
 
     reported = {"exit_code": exit_code, "output": output,
                 "started_at": rfc3339(started_at), "finished_at": rfc3339(finished_at)}
-    row = await state.db.fetchrow(q.REPORT_RESULT, agent_uuid, command_uuid, outcome, reported)
-    view = lifecycle.result_answer(row, outcome, reported)
-    if row["new_status"] is not None:
+    command, ended = await commands.report(state.db, agent_uuid, command_uuid, outcome, reported)
+    if ended:
         _report_log.info("command_finished", agent_id=identity.agent_id, command_id=command_uuid,
                          status=outcome, exit_code=exit_code)
-    return JSONResponse(view, headers=headers)
-
+    return JSONResponse(state_view(command), headers=headers)

@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
-from starlette.applications import Starlette
-from starlette.routing import Route
+import contextlib
+from typing import AsyncIterator
 
-from services.common.db import asyncpg_url
-from services.common.ratelimit import RateLimit
-from services.common.service import build_service
-from services.common.settings import Settings, SettingsError
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from fleetline.ethos import Log
+from fleetline.http import Metrics
+from fleetline.settings import Settings, SettingsError, postgres_url
+from services.common.admin import admin_mount
+from services.common.db import Db
+from services.common.http import ServiceMiddleware, api_route, health_routes
+from services.common.ratelimit import RateLimit, make_storage
 from services.common.tokens import AccessTokenVerifier, KeySet
 from services.dispatch import admin_api, agent_api
+from services.dispatch.api_errors import EXCEPTION_HANDLERS
+from services.dispatch.commands import PollPolicy
 from services.dispatch.last_seen import LastSeen
 from services.dispatch.reaper import Reaper
 from services.dispatch.wakeups import Wakeups
 
-ROUTES = [
-    Route("/api/v1/agents/{agent_id}/commands", agent_api.poll, methods=["GET"]),
-    Route("/api/v1/agents/{agent_id}/commands/{command_id}/ack", agent_api.ack, methods=["POST"]),
-    Route("/api/v1/agents/{agent_id}/commands/{command_id}/result", agent_api.result,
-          methods=["POST"]),
-    Route("/api/v1/admin/commands", admin_api.create_command, methods=["POST"]),
-    Route("/api/v1/admin/commands", admin_api.list_commands, methods=["GET"]),
-    Route("/api/v1/admin/commands/{command_id}", admin_api.get_command, methods=["GET"]),
-    Route("/api/v1/admin/commands/{command_id}/cancel", admin_api.cancel_command,
-          methods=["POST"]),
+_log = Log("dispatch", "lifecycle")
+
+AGENT_ROUTES = [
+    api_route("/api/v1/agents/{agent_id}/commands", agent_api.poll, "GET"),
+    api_route("/api/v1/agents/{agent_id}/commands/{command_id}/ack", agent_api.ack, "POST"),
+    api_route("/api/v1/agents/{agent_id}/commands/{command_id}/result", agent_api.result, "POST"),
+]
+
+# Relative to /api/v1/admin; every one behind the admin guard.
+ADMIN_ROUTES = [
+    api_route("/commands", admin_api.create_command, "POST"),
+    api_route("/commands", admin_api.list_commands, "GET"),
+    api_route("/commands/{command_id}", admin_api.get_command, "GET"),
+    api_route("/commands/{command_id}/cancel", admin_api.cancel_command, "POST"),
 ]
 
 # Pinned plans for dispatch's connections:
@@ -34,37 +46,59 @@ ROUTES = [
 #   to ~1,800/s until the connections were replaced (measured, bench/dispatch_bench.py).
 #   Statements are written so their generic plan is the right one (no `$1 IS NULL OR ...`).
 # - enable_bitmapscan=off: the planner may pick a bitmap scan + sort for an agent whose
-#   backlog its statistics do not know yet (32 claims/s instead of 1,400 at 50k, DESIGN.md).
-# tests/test_dispatch_internals.py checks both plans that matter.
+#   backlog its statistics do not know yet (32 claims/s instead of 1,400 at 50k).
+# tests/integration/test_dispatch_plans.py checks the plans that matter.
 DB_SETTINGS = {"enable_bitmapscan": "off", "plan_cache_mode": "force_generic_plan"}
 
 
 def create_app(settings: Settings) -> Starlette:
+    settings.require("database_url", "admin_token")
     if not (settings.jwks_url or settings.jwt_public_key_file):
         raise SettingsError("required setting missing: FLEETLINE_JWKS_URL or FLEETLINE_JWT_PUBLIC_KEY_FILE")
+    db = Db(postgres_url(settings.database_url), max_size=settings.db_pool_max,
+            server_settings=DB_SETTINGS)
+    metrics = Metrics("dispatch")
+    keys = KeySet(settings.jwks_url, settings.jwt_public_key_file)
+    wakeups = Wakeups(postgres_url(settings.database_url))
+    reaper = Reaper(db, settings.reaper_interval_s)
+    last_seen = LastSeen(db, settings.last_seen_flush_s)
 
-    async def on_start(app: Starlette) -> None:
-        await app.state.keys.refresh(force=True)
-        await app.state.wakeups.start()
-        app.state.reaper.start()
-        app.state.last_seen.start()
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.connect()
+        await keys.refresh(force=True)
+        await wakeups.start()
+        reaper.start()
+        last_seen.start()
+        _log.info("service_started")
+        try:
+            yield
+        finally:
+            await reaper.stop()
+            await last_seen.stop()  # flushes what was seen since the last interval
+            await wakeups.stop()
+            await db.disconnect()
+            _log.info("service_stopped")
 
-    async def on_stop(app: Starlette) -> None:
-        await app.state.reaper.stop()
-        await app.state.last_seen.stop()
-        await app.state.wakeups.stop()
-
-    app = build_service("dispatch", settings, ROUTES, db_server_settings=DB_SETTINGS,
-                        on_start=on_start, on_stop=on_stop)
+    app = Starlette(
+        routes=[*AGENT_ROUTES, admin_mount(ADMIN_ROUTES, settings.admin_token),
+                *health_routes(db.ping, metrics)],
+        middleware=[Middleware(ServiceMiddleware, metrics=metrics, component="dispatch")],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    storage = make_storage(settings.rate_limit_storage)
     state = app.state
-    state.keys = KeySet(settings.jwks_url, settings.jwt_public_key_file)
-    state.verifier = AccessTokenVerifier(state.keys, settings.jwt_issuer, settings.jwt_audience)
-    storage = state.rate_limit_storage
+    state.settings = settings
+    state.db = db
+    state.verifier = AccessTokenVerifier(keys, settings.jwt_issuer, settings.jwt_audience)
     state.checkin_limit = RateLimit("agent_checkin", settings.checkin_rate_limit, storage)
     state.report_limit = RateLimit("agent_report", settings.report_rate_limit, storage)
-    state.reaper = Reaper(state.db, settings.reaper_interval_s)
-    state.last_seen = LastSeen(state.db, settings.last_seen_flush_s)
-    state.wakeups = Wakeups(asyncpg_url(settings.database_url))
-    state.claimed_total = state.metrics.counter("fleetline_commands_claimed_total",
-                                                "Commands handed to agents by the poll")
+    state.poll_policy = PollPolicy(settings.poll_interval_s, settings.rapid_poll_interval_s,
+                                   settings.rapid_window_s)
+    state.wakeups = wakeups
+    state.last_seen = last_seen
+    metrics.gauge("fleetline_held_polls", "Long polls parked in this process", wakeups.held)
+    state.claimed_total = metrics.counter("fleetline_commands_claimed_total",
+                                          "Commands handed to agents by the poll")
     return app

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from services.common.db import Db
-from services.common.ethos import Log
+from fleetline.ethos import Log
 from services.dispatch import queries as q
 from services.dispatch.periodic import Periodic
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Callable
 
-from services.common.ethos import Log
+from fleetline.ethos import Log
 
 
 class Periodic:

@@ -1,5 +1,6 @@
 """Every SQL statement of the dispatch service, one by one, with why each lock and guard
-is there. The command state machine they enforce is described in `lifecycle.py`.
+is there. `commands.py` runs them and decides what their answers mean; each lifecycle
+rule below is one named fragment, written once and used wherever it applies.
 
 Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 - State changes are guarded by the state they expect (`AND status IN (...)`); zero rows
@@ -7,6 +8,20 @@ Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 - Times are `statement_timestamp()`, never `now()` (a transaction's start).
 - Each statement runs on its own (autocommit): no transaction is held across a round trip.
 """
+
+# --- rules, each written once ------------------------------------------------------------
+# They read a command row aliased `c`.
+
+# A lease or a pending command is due when its one due-time column has passed (pending:
+# created_at; sent: the ack timeout; running: the run timeout).
+DUE = "(c.visible_at <= statement_timestamp())"
+
+# Past expires_at a command is never delivered (it becomes expired).
+EXPIRED = "(c.expires_at <= statement_timestamp())"
+
+# A sent command may be delivered again only while it has retries left; once they are used
+# up, its lapsed lease makes it timed_out instead.
+RETRIES_LEFT = "(c.retry_count < c.max_retries)"
 
 # The columns of the command state object (API.md), shared by every statement below.
 COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, max_retries,
@@ -28,12 +43,12 @@ COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, 
 #   already `sent` (a redelivery), so it can never be counted in Python or twice: the
 #   lease is due again only after its ack timeout. delivery_count is its own counter.
 # - `ledger` records each delivery in the same statement: retry_count = deliveries - 1.
-# - `rapid` (only evaluated when nothing was claimed; CASE is lazy) says whether the agent
-#   has work in flight or received a command within the rapid window ($3 seconds).
+# - `in_flight` and `last_sent_at` are the facts the poll-interval policy needs
+#   (commands.PollPolicy decides); only read when nothing was claimed (CASE is lazy).
 # An empty poll is therefore: the agent's primary key, one probe of commands_claimable,
 # and two probes of small partial indexes (commands_in_flight, commands_recent_delivery);
-# tests/test_dispatch_internals.py checks the plan has no sequential scan and no sort.
-CLAIM = """
+# tests/integration/test_dispatch_plans.py checks the plan has no sequential scan and no sort.
+CLAIM = f"""
 WITH agent AS MATERIALIZED (
     SELECT status FROM agents WHERE id = $1
 ), due AS MATERIALIZED (
@@ -41,9 +56,9 @@ WITH agent AS MATERIALIZED (
       FROM commands c
      WHERE c.agent_id = $1
        AND c.status IN ('pending', 'sent')
-       AND c.visible_at <= statement_timestamp()
-       AND c.expires_at > statement_timestamp()
-       AND (c.status = 'pending' OR c.retry_count < c.max_retries)
+       AND {DUE}
+       AND NOT {EXPIRED}
+       AND (c.status = 'pending' OR {RETRIES_LEFT})
        AND EXISTS (SELECT 1 FROM agent WHERE agent.status = 'active')
      ORDER BY c.priority DESC, c.created_at, c.id
      LIMIT $2
@@ -64,13 +79,15 @@ WITH agent AS MATERIALIZED (
     SELECT id, delivery_count, statement_timestamp() FROM claimed
 )
 SELECT agent.status AS agent_status,
-       CASE WHEN EXISTS (SELECT 1 FROM claimed) THEN true
-            ELSE EXISTS (SELECT 1 FROM commands f
+       statement_timestamp() AS now,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM claimed)
+            THEN EXISTS (SELECT 1 FROM commands f
                           WHERE f.agent_id = $1 AND f.status IN ('sent', 'running'))
-              OR EXISTS (SELECT 1 FROM commands r
-                          WHERE r.agent_id = $1 AND r.sent_at IS NOT NULL
-                            AND r.sent_at > statement_timestamp() - make_interval(secs => $3))
-       END AS rapid,
+       END AS in_flight,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM claimed)
+            THEN (SELECT max(r.sent_at) FROM commands r
+                   WHERE r.agent_id = $1 AND r.sent_at IS NOT NULL)
+       END AS last_sent_at,
        claimed.*
   FROM agent
   LEFT JOIN claimed ON true
@@ -192,44 +209,43 @@ UPDATE commands
 RETURNING {COMMAND_COLUMNS}
 """
 
-# --- the reaper (reaper.py) -----------------------------------------------------------------
+# --- the reaper (commands.reap) -----------------------------------------------------------------
 
 # Each works in batches through its own partial index, and each row is picked with
 # FOR UPDATE SKIP LOCKED and re-checked by the outer guard, so every replica may run the
 # reaper at once and a row a poll or an ack holds right now is simply left for next time.
 
 # sent, ack timeout passed, retries used up -> timed_out (never delivered again).
-REAP_EXHAUSTED_LEASES = """
+REAP_EXHAUSTED_LEASES = f"""
 UPDATE commands c
    SET status = 'timed_out', finished_at = statement_timestamp()
-  FROM (SELECT id FROM commands
-         WHERE status = 'sent' AND visible_at <= statement_timestamp()
-           AND retry_count >= max_retries
-         ORDER BY visible_at
+  FROM (SELECT c.id FROM commands c
+         WHERE c.status = 'sent' AND {DUE} AND NOT {RETRIES_LEFT}
+         ORDER BY c.visible_at
          LIMIT $1
            FOR UPDATE SKIP LOCKED) AS stale
  WHERE c.id = stale.id AND c.status = 'sent'
 """
 
 # running past run_timeout_s since the ack -> timed_out.
-REAP_OVERDUE_RUNS = """
+REAP_OVERDUE_RUNS = f"""
 UPDATE commands c
    SET status = 'timed_out', finished_at = statement_timestamp()
-  FROM (SELECT id FROM commands
-         WHERE status = 'running' AND visible_at <= statement_timestamp()
-         ORDER BY visible_at
+  FROM (SELECT c.id FROM commands c
+         WHERE c.status = 'running' AND {DUE}
+         ORDER BY c.visible_at
          LIMIT $1
            FOR UPDATE SKIP LOCKED) AS stale
  WHERE c.id = stale.id AND c.status = 'running'
 """
 
 # pending|sent past expires_at -> expired.
-REAP_EXPIRED = """
+REAP_EXPIRED = f"""
 UPDATE commands c
    SET status = 'expired', finished_at = statement_timestamp()
-  FROM (SELECT id FROM commands
-         WHERE status IN ('pending', 'sent') AND expires_at <= statement_timestamp()
-         ORDER BY expires_at
+  FROM (SELECT c.id FROM commands c
+         WHERE c.status IN ('pending', 'sent') AND {EXPIRED}
+         ORDER BY c.expires_at
          LIMIT $1
            FOR UPDATE SKIP LOCKED) AS stale
  WHERE c.id = stale.id AND c.status IN ('pending', 'sent')

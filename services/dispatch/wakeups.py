@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import asyncpg
 
-from services.common.ethos import Log
+from fleetline.ethos import Log
 
 CHANNEL = "fleetline_commands"
 _log = Log("dispatch", "wakeups")
@@ -32,6 +32,10 @@ class Wakeups:
     async def stop(self) -> None:
         if self._conn is not None:
             await self._conn.close()
+
+    def held(self) -> int:
+        """Polls parked in this process right now."""
+        return sum(len(w) for w in self._waiters.values())
 
     def _on_notify(self, conn, pid, channel, agent_id: str) -> None:
         for event in self._waiters.get(agent_id, ()):

@@ -1,0 +1,147 @@
+"""Settings from FLEETLINE_* environment variables, validated once at start-up.
+
+A bad value stops the process with one line naming the variable, never a traceback
+deep inside a request. Any variable may instead be given as `NAME_FILE`, a path whose
+content is the value (compose and Kubernetes secrets), so secrets need not sit in the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Mapping
+
+from limits import parse as parse_rate_limit
+
+
+class SettingsError(ValueError):
+    """A FLEETLINE_* variable holds a value the services cannot use."""
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _rate_limit(raw: str) -> str:
+    parse_rate_limit(raw)
+    return raw
+
+
+def _storage_url(raw: str) -> str:
+    if not raw.startswith(("memory://", "redis://", "rediss://")):
+        raise ValueError("must be memory:// or redis://host:port/db")
+    return raw
+
+
+def _url_list(raw: str) -> tuple[str, ...]:
+    urls = tuple(u.strip().rstrip("/") for u in raw.split(",") if u.strip())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not an http(s) URL")
+    return urls
+
+
+def _str_list(raw: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in raw.split(",") if s.strip())
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _read_file(name: str, path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}={path!r} cannot be read: {exc.strerror}") from None
+
+
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+asyncpg")
+
+
+def postgres_url(url: str, scheme: str = "postgresql") -> str:
+    """One database URL in the spelling a driver wants: asyncpg (and `databases`) take
+    `postgresql://`, yoyo's psycopg 3 driver `postgresql+psycopg://`."""
+    given, sep, rest = url.partition("://")
+    return f"{scheme}://{rest}" if sep and given in _POSTGRES_SCHEMES else url
+
+
+def _env(name: str, parse: Callable[[str], Any] = str, default: Any = None) -> Any:
+    return field(default=default, metadata={"env": name, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = _env("FLEETLINE_DATABASE_URL")
+    db_pool_max: int = _env("FLEETLINE_DB_POOL_MAX", _positive_int, 10)
+    admin_token: str | None = _env("FLEETLINE_ADMIN_TOKEN")
+    jwt_private_key_file: str | None = _env("FLEETLINE_JWT_PRIVATE_KEY_FILE")
+    jwt_public_key_file: str | None = _env("FLEETLINE_JWT_PUBLIC_KEY_FILE")
+    jwks_url: str | None = _env("FLEETLINE_JWKS_URL")
+    jwt_issuer: str = _env("FLEETLINE_JWT_ISSUER", str, "fleetline-auth")
+    jwt_audience: str = _env("FLEETLINE_JWT_AUDIENCE", str, "fleetline")
+    access_token_ttl_s: int = _env("FLEETLINE_ACCESS_TOKEN_TTL_S", _positive_int, 900)
+    refresh_token_ttl_s: int = _env("FLEETLINE_REFRESH_TOKEN_TTL_S", _positive_int, 7776000)
+    checkin_rate_limit: str = _env("FLEETLINE_CHECKIN_RATE_LIMIT", _rate_limit, "60/minute")
+    registration_rate_limit: str = _env(
+        "FLEETLINE_REGISTRATION_RATE_LIMIT", _rate_limit, "10/minute"
+    )
+    renew_rate_limit: str = _env("FLEETLINE_RENEW_RATE_LIMIT", _rate_limit, "10/minute")
+    report_rate_limit: str = _env("FLEETLINE_REPORT_RATE_LIMIT", _rate_limit, "600/minute")
+    rate_limit_storage: str = _env("FLEETLINE_RATE_LIMIT_STORAGE", _storage_url, "memory://")
+    poll_interval_s: int = _env("FLEETLINE_POLL_INTERVAL_S", _positive_int, 300)
+    rapid_poll_interval_s: int = _env("FLEETLINE_RAPID_POLL_INTERVAL_S", _positive_int, 5)
+    rapid_window_s: int = _env("FLEETLINE_RAPID_WINDOW_S", _positive_int, 600)
+    reaper_interval_s: float = _env("FLEETLINE_REAPER_INTERVAL_S", _positive_float, 5.0)
+    last_seen_flush_s: float = _env("FLEETLINE_LAST_SEEN_FLUSH_S", _positive_float, 5.0)
+    auth_urls: tuple[str, ...] = _env("FLEETLINE_AUTH_URLS", _url_list, ())
+    dispatch_urls: tuple[str, ...] = _env("FLEETLINE_DISPATCH_URLS", _url_list, ())
+    max_body_bytes: int = _env("FLEETLINE_MAX_BODY_BYTES", _positive_int, 1048576)
+    upstream_timeout_s: float = _env("FLEETLINE_UPSTREAM_TIMEOUT_S", _positive_float, 30.0)
+    trusted_proxies: tuple[str, ...] = _env(
+        "FLEETLINE_TRUSTED_PROXIES", _str_list, ("127.0.0.1",)
+    )
+    log_level: str = _env("FLEETLINE_LOG_LEVEL", _log_level, "INFO")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name, parse = f.metadata["env"], f.metadata["parse"]
+            raw = environ.get(name)
+            if not raw and environ.get(name + "_FILE"):
+                raw = _read_file(name + "_FILE", environ[name + "_FILE"])
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name}={raw!r} is not valid: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def require(self, *names: str) -> None:
+        """Fail start-up with a clear message when a service lacks a setting it needs."""
+        env_of = {f.name: f.metadata["env"] for f in fields(self)}
+        missing = [env_of[n] for n in names if not getattr(self, n)]
+        if missing:
+            raise SettingsError(f"required setting missing: {', '.join(missing)}")
+
+    def env_names(self) -> set[str]:
+        return {f.metadata["env"] for f in fields(self)}

@@ -1,0 +1,354 @@
+"""The HTTP contract as an OpenAPI 3.1 document, served by the gateway at GET /openapi.json.
+
+Written by hand (it is the contract, not a by-product of the code) and kept honest by
+tests/unit/test_openapi.py: every route of both services is documented here and every
+path documented here is served. docs/api.md is the same contract in prose.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VERSION = "1.1"
+
+UUID = {"type": "string", "format": "uuid"}
+TIME = {"type": "string", "format": "date-time"}
+TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+SECRET = {"type": "string", "minLength": 1, "maxLength": 512}
+
+
+def ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: list[str], props: dict[str, Any], extra: bool = True) -> dict:
+    """An object schema. Responses may grow fields (extra=True); requests ignore unknown
+    fields, so request schemas allow them too."""
+    return {"type": "object", "required": required, "properties": props,
+            "additionalProperties": extra}
+
+
+def opt_int(lo: int, hi: int, default: int) -> dict:
+    """An optional integer field: null (or absent) means its default."""
+    return {"type": ["integer", "null"], "minimum": lo, "maximum": hi, "default": default}
+
+
+def query_int(name: str, lo: int, hi: int, default: int, about: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": about,
+            "schema": {"type": "integer", "minimum": lo, "maximum": hi, "default": default}}
+
+
+def query_str(name: str, about: str, schema: dict | None = None) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": about,
+            "schema": schema or {"type": "string"}}
+
+
+def path_id(name: str, about: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": about, "schema": UUID}
+
+
+MACHINE_HEADER = {"name": "X-Machine-ID", "in": "header", "required": True,
+                  "description": "The machine id the agent registered with.",
+                  "schema": {"type": "string", "minLength": 1, "maxLength": 256}}
+
+_ERROR_TEXT = {
+    400: "Invalid request (`invalid_request`): bad JSON, a missing or malformed field.",
+    401: "`invalid_token` (missing, malformed, expired, unknown or revoked credential).",
+    403: "`machine_mismatch`, `agent_mismatch` or `agent_revoked`.",
+    404: "`not_found`.",
+    409: "`conflict`.",
+    413: "`payload_too_large`: the body is over the gateway's limit.",
+    429: "`rate_limited`; `Retry-After` says when to come back.",
+}
+
+REQUEST_ID = {"X-Request-ID": {"description": "The request's id (the client's, or a new one).",
+                               "schema": {"type": "string"}}}
+RATE_HEADERS = {
+    "X-RateLimit-Limit": {"schema": {"type": "string"}},
+    "X-RateLimit-Remaining": {"schema": {"type": "string"}},
+    "X-RateLimit-Reset": {"schema": {"type": "string"}},
+}
+
+
+def ok(schema: dict | None, about: str, headers: dict | None = None) -> dict:
+    resp: dict[str, Any] = {"description": about, "headers": {**REQUEST_ID, **(headers or {})}}
+    if schema is not None:
+        resp["content"] = {"application/json": {"schema": schema}}
+    return resp
+
+
+def errors(*statuses: int) -> dict:
+    out = {}
+    for status in (*statuses, 405, 413, 502, 503, 504):
+        headers = {"Retry-After": {"schema": {"type": "string"}}} if status == 429 else None
+        out[str(status)] = ok(ref("Error"), _ERROR_TEXT.get(status, "See the error code."), headers)
+    return out
+
+
+def body(schema: dict) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def op(summary: str, responses: dict, *, tags: list[str], security: list | None = None,
+       parameters: list | None = None, request: dict | None = None) -> dict:
+    out: dict[str, Any] = {"summary": summary, "tags": tags, "responses": responses}
+    if security is not None:
+        out["security"] = security
+    if parameters:
+        out["parameters"] = parameters
+    if request is not None:
+        out["requestBody"] = request
+    return out
+
+
+AGENT_AUTH = [{"agentToken": []}]
+ADMIN_AUTH = [{"adminToken": []}]
+NO_AUTH: list = []
+
+SCHEMAS: dict[str, Any] = {
+    "Error": obj(["error", "detail"], {
+        "error": {"type": "string", "description": "A snake_case code."},
+        "detail": {"type": "string", "description": "One human sentence."},
+        "field": {"type": "string", "description": "The input field at fault, when one is."},
+    }),
+    "RegisterRequest": obj(["registration_token", "machine_id", "hostname"], {
+        "registration_token": SECRET,
+        "machine_id": {"type": "string", "minLength": 1, "maxLength": 256},
+        "hostname": {"type": "string", "minLength": 1, "maxLength": 255},
+        "os": {"type": ["string", "null"], "maxLength": 64},
+        "arch": {"type": ["string", "null"], "maxLength": 64},
+        "agent_version": {"type": ["string", "null"], "maxLength": 64},
+        "labels": {"type": ["object", "null"], "maxProperties": 64,
+                   "additionalProperties": {"type": "string", "maxLength": 255}},
+    }),
+    "Credentials": obj(["access_token", "access_token_expires_at", "refresh_token_expires_at"], {
+        "access_token": {"type": "string"},
+        "access_token_expires_at": TIME,
+        "refresh_token": {"type": "string"},
+        "refresh_token_expires_at": TIME,
+    }),
+    "RegisterResponse": {"allOf": [ref("Credentials"), obj(["agent_id", "refresh_token", "poll_interval_s"], {
+        "agent_id": UUID,
+        "poll_interval_s": {"type": "integer"},
+    })]},
+    "RenewRequest": obj(["agent_id", "refresh_token"], {
+        "agent_id": {"type": "string", "minLength": 1, "maxLength": 64},
+        "refresh_token": SECRET,
+    }),
+    "Jwks": obj(["keys"], {"keys": {"type": "array", "items": obj(["kty", "crv", "x", "kid"], {
+        "kty": {"const": "OKP"}, "crv": {"const": "Ed25519"}, "x": {"type": "string"},
+        "kid": {"type": "string"}, "alg": {"type": "string"}, "use": {"type": "string"},
+    })}}),
+    "Delivery": obj(["id", "type", "params", "created_at", "expires_at", "delivery", "run_timeout_s"], {
+        "id": UUID, "type": {"type": "string"}, "params": {"type": "object"},
+        "created_at": TIME, "expires_at": TIME,
+        "delivery": {"type": "integer", "minimum": 1},
+        "run_timeout_s": {"type": "integer"},
+    }),
+    "PollResponse": obj(["commands", "poll_interval_s"], {
+        "commands": {"type": "array", "items": ref("Delivery")},
+        "poll_interval_s": {"type": "integer", "minimum": 1},
+    }),
+    "ResultRequest": obj(["status"], {
+        "status": {"enum": ["succeeded", "failed"]},
+        "exit_code": {"type": ["integer", "null"], "minimum": -2147483648, "maximum": 2147483647},
+        "output": {"type": ["string", "null"], "maxLength": 65536,
+                   "description": "At most 64 KiB of UTF-8, without NUL characters."},
+        "started_at": TIME_OR_NULL,
+        "finished_at": TIME_OR_NULL,
+    }),
+    "Result": obj(["exit_code", "output", "started_at", "finished_at"], {
+        "exit_code": {"type": ["integer", "null"]}, "output": {"type": "string"},
+        "started_at": TIME_OR_NULL, "finished_at": TIME_OR_NULL,
+    }),
+    "CommandState": obj(["id", "agent_id", "type", "params", "status", "priority", "retry_count",
+                         "max_retries", "created_at", "sent_at", "acked_at", "finished_at",
+                         "expires_at", "result"], {
+        "id": UUID, "agent_id": UUID, "type": {"type": "string"}, "params": {"type": "object"},
+        "status": {"enum": ["pending", "sent", "running", "succeeded", "failed", "timed_out",
+                            "expired", "cancelled"]},
+        "priority": {"type": "integer"}, "retry_count": {"type": "integer"},
+        "max_retries": {"type": "integer"}, "delivery_count": {"type": "integer"},
+        "ack_timeout_s": {"type": "integer"}, "run_timeout_s": {"type": "integer"},
+        "idempotency_key": {"type": ["string", "null"]},
+        "created_at": TIME, "sent_at": TIME_OR_NULL, "acked_at": TIME_OR_NULL,
+        "finished_at": TIME_OR_NULL, "expires_at": TIME,
+        "result": {"oneOf": [{"type": "null"}, ref("Result")]},
+    }),
+    "CommandRequest": obj(["agent_id", "type"], {
+        "agent_id": UUID,
+        "type": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[a-z0-9_.-]+$"},
+        "params": {"type": ["object", "null"], "description": "At most 64 KiB of JSON."},
+        "priority": opt_int(-100, 100, 0),
+        "ttl_s": opt_int(1, 2592000, 14400),
+        "max_retries": opt_int(0, 100, 5),
+        "ack_timeout_s": opt_int(1, 86400, 300),
+        "run_timeout_s": opt_int(1, 604800, 3600),
+        "idempotency_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
+    }),
+    "CommandPage": obj(["commands", "next"], {
+        "commands": {"type": "array", "items": ref("CommandState")},
+        "next": {"type": ["string", "null"], "description": "Pass as `before` for the next page."},
+    }),
+    "RegistrationTokenRequest": obj([], {
+        "max_uses": opt_int(1, 100000, 1),
+        "expires_in_s": opt_int(60, 31536000, 86400),
+        "note": {"type": ["string", "null"], "maxLength": 1024},
+    }),
+    "RegistrationToken": obj(["id", "max_uses", "uses", "expires_at", "note", "created_at"], {
+        "id": UUID, "max_uses": {"type": "integer"}, "uses": {"type": "integer"},
+        "expires_at": TIME, "note": {"type": "string"}, "created_at": TIME,
+        "revoked_at": TIME_OR_NULL,
+    }),
+    "NewRegistrationToken": {"allOf": [ref("RegistrationToken"), obj(["token"], {
+        "token": {"type": "string", "description": "The secret; shown only in this answer."},
+    })]},
+    "Agent": obj(["id", "hostname", "os", "arch", "agent_version", "labels", "status",
+                  "created_at", "last_seen_at"], {
+        "id": UUID, "machine_id": {"type": "string"}, "hostname": {"type": "string"},
+        "os": {"type": "string"}, "arch": {"type": "string"},
+        "agent_version": {"type": "string"},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "status": {"enum": ["active", "revoked"]},
+        "created_at": TIME, "last_seen_at": TIME_OR_NULL, "revoked_at": TIME_OR_NULL,
+    }),
+    "Health": obj(["status"], {"status": {"type": "string"}}),
+}
+
+AGENT_PATH = path_id("agent_id", "The agent's id; it must be the token's own agent.")
+COMMAND_PATH = path_id("command_id", "The command's id.")
+BEFORE = query_str("before", "A `next` cursor from the previous page.",
+                   {"type": "string", "maxLength": 512})
+
+PATHS: dict[str, dict] = {
+    "/api/v1/agents/register": {"post": op(
+        "Register an agent with a registration token", {
+            "201": ok(ref("RegisterResponse"), "Registered (or the same machine again: same agent id)."),
+            **errors(400, 401, 409, 429)},
+        tags=["agents"], security=NO_AUTH, request=body(ref("RegisterRequest")))},
+    "/api/v1/agents/renew": {"post": op(
+        "Renew the access token with the refresh token", {
+            "200": ok(ref("Credentials"), "A fresh access token."),
+            **errors(400, 401, 403, 429)},
+        tags=["agents"], security=NO_AUTH, parameters=[MACHINE_HEADER],
+        request=body(ref("RenewRequest")))},
+    "/.well-known/jwks.json": {"get": op(
+        "The public keys that verify access tokens", {"200": ok(ref("Jwks"), "A JWK set.")},
+        tags=["agents"], security=NO_AUTH)},
+    "/api/v1/agents/{agent_id}/commands": {"get": op(
+        "Poll: claim the commands due for this agent (optionally waiting for one)", {
+            "200": ok(ref("PollResponse"), "Claimed commands, possibly none.", RATE_HEADERS),
+            **errors(400, 401, 403, 429)},
+        tags=["agents"], security=AGENT_AUTH, parameters=[
+            AGENT_PATH, MACHINE_HEADER,
+            query_int("limit", 1, 100, 10, "At most this many commands."),
+            query_int("wait", 0, 60, 0, "Seconds to hold the request while nothing is due."),
+        ])},
+    "/api/v1/agents/{agent_id}/commands/{command_id}/ack": {"post": op(
+        "Acknowledge a delivered command just before running it", {
+            "200": ok(ref("CommandState"), "The command after the ack: run it only when `running`.",
+                      RATE_HEADERS),
+            **errors(401, 403, 404, 409, 429)},
+        tags=["agents"], security=AGENT_AUTH, parameters=[AGENT_PATH, COMMAND_PATH, MACHINE_HEADER])},
+    "/api/v1/agents/{agent_id}/commands/{command_id}/result": {"post": op(
+        "Report a command's result", {
+            "200": ok(ref("CommandState"), "The command after the result.", RATE_HEADERS),
+            **errors(400, 401, 403, 404, 409, 429)},
+        tags=["agents"], security=AGENT_AUTH, parameters=[AGENT_PATH, COMMAND_PATH, MACHINE_HEADER],
+        request=body(ref("ResultRequest")))},
+    "/api/v1/admin/registration-tokens": {
+        "post": op("Create a registration token", {
+            "201": ok(ref("NewRegistrationToken"), "Created; the secret is shown only here."),
+            **errors(400, 401)},
+            tags=["operators"], security=ADMIN_AUTH, request=body(ref("RegistrationTokenRequest"))),
+        "get": op("List registration tokens (without secrets)", {
+            "200": ok(obj(["tokens"], {"tokens": {"type": "array", "items": ref("RegistrationToken")}}),
+                      "Every token, newest first."),
+            **errors(401)},
+            tags=["operators"], security=ADMIN_AUTH),
+    },
+    "/api/v1/admin/registration-tokens/{token_id}": {"delete": op(
+        "Revoke a registration token", {"204": ok(None, "Revoked."), **errors(401, 404)},
+        tags=["operators"], security=ADMIN_AUTH,
+        parameters=[path_id("token_id", "The token's id.")])},
+    "/api/v1/admin/agents": {"get": op(
+        "List agents (every agent, or one page with `limit`, `before`, `status`)", {
+            "200": ok(obj(["agents"], {
+                "agents": {"type": "array", "items": ref("Agent")},
+                "next": {"type": ["string", "null"]},
+            }), "Agents, newest first."),
+            **errors(400, 401)},
+        tags=["operators"], security=ADMIN_AUTH, parameters=[
+            query_int("limit", 1, 10000, 1000, "Page size."), BEFORE,
+            query_str("status", "Only agents in this status.", {"enum": ["active", "revoked"]}),
+        ])},
+    "/api/v1/admin/agents/{agent_id}": {
+        "get": op("One agent", {"200": ok(ref("Agent"), "The agent."), **errors(401, 404)},
+                  tags=["operators"], security=ADMIN_AUTH,
+                  parameters=[path_id("agent_id", "The agent's id.")]),
+        "delete": op("Revoke an agent: its tokens die, its endpoints answer 403 agent_revoked",
+                     {"204": ok(None, "Revoked."), **errors(401, 404)},
+                     tags=["operators"], security=ADMIN_AUTH,
+                     parameters=[path_id("agent_id", "The agent's id.")]),
+    },
+    "/api/v1/admin/commands": {
+        "post": op("Queue a command for one agent", {
+            "201": ok(ref("CommandState"), "Queued."),
+            "200": ok(ref("CommandState"), "The command this idempotency key already names."),
+            **errors(400, 401, 404, 409)},
+            tags=["operators"], security=ADMIN_AUTH, request=body(ref("CommandRequest"))),
+        "get": op("List commands, newest first", {
+            "200": ok(ref("CommandPage"), "One page."), **errors(400, 401)},
+            tags=["operators"], security=ADMIN_AUTH, parameters=[
+                query_str("agent_id", "Only this agent's commands.", UUID),
+                query_str("status", "Only commands in this status.",
+                          SCHEMAS["CommandState"]["properties"]["status"]),
+                query_int("limit", 1, 1000, 100, "Page size."), BEFORE,
+            ]),
+    },
+    "/api/v1/admin/commands/{command_id}": {"get": op(
+        "One command", {"200": ok(ref("CommandState"), "The command."), **errors(401, 404)},
+        tags=["operators"], security=ADMIN_AUTH, parameters=[COMMAND_PATH])},
+    "/api/v1/admin/commands/{command_id}/cancel": {"post": op(
+        "Cancel a command that has not ended", {
+            "200": ok(ref("CommandState"), "Cancelled."), **errors(401, 404, 409)},
+        tags=["operators"], security=ADMIN_AUTH, parameters=[COMMAND_PATH])},
+    "/openapi.json": {"get": op("This document", {"200": ok({"type": "object"}, "OpenAPI 3.1.")},
+                                tags=["health"], security=NO_AUTH)},
+    "/healthz": {"get": op("The process is up", {"200": ok(ref("Health"), "Up.")},
+                           tags=["health"], security=NO_AUTH)},
+    "/readyz": {"get": op("Ready to serve (the gateway: every service has a ready replica)", {
+        "200": ok(ref("Health"), "Ready."), "503": ok(ref("Error"), "`not_ready`.")},
+        tags=["health"], security=NO_AUTH)},
+    "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["health"], "security": NO_AUTH,
+                         "responses": {"200": {"description": "Prometheus text format.",
+                                               "headers": REQUEST_ID,
+                                               "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Fleetline",
+        "version": VERSION,
+        "description": (
+            "The control plane for fleets of machine agents. Agents and operators talk only to "
+            "the gateway. Every error is JSON: {\"error\", \"detail\", \"field\"?}. "
+            "Unknown request fields are ignored; bad input is 400 invalid_request and changes "
+            "nothing. See docs/api.md in the repository for the rules in prose."),
+    },
+    "tags": [{"name": "agents", "description": "Called by agents."},
+             {"name": "operators", "description": "Called by operators with the admin token."},
+             {"name": "health", "description": "Health, readiness, metrics and this document."}],
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "agentToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": "An access token from register or renew; every agent "
+                                          "request also carries X-Machine-ID."},
+            "adminToken": {"type": "http", "scheme": "bearer",
+                           "description": "The operator's admin token."},
+        },
+    },
+}

@@ -1,0 +1,267 @@
+"""The command state machine: the one module that decides every transition of a command.
+
+    pending --claim--> sent --ack--> running --result--> succeeded | failed
+                        |  \\                  \\
+                        |   ack timeout,       run timeout --> timed_out
+                        |   retries left --> sent (retry_count + 1, redelivered)
+                        |   ack timeout, retries used up --> timed_out
+    pending|sent --expires_at--> expired        pending|sent|running --cancel--> cancelled
+
+Each operation below runs its one guarded statement (queries.py says why each lock and
+guard is there) and returns what happened, or raises one of the exceptions below. The
+`*_outcome` functions are the pure decisions: what a row found by a statement means.
+HTTP handlers parse, call one operation and render a view (views.py); api_errors.py maps
+these exceptions to API errors in one table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Awaitable, Callable, Mapping
+
+from services.common.db import Db
+from services.dispatch import queries as q
+
+STATUSES = ("pending", "sent", "running", "succeeded", "failed", "timed_out", "expired", "cancelled")
+LIVE = frozenset({"pending", "sent", "running"})
+FINAL = frozenset(STATUSES) - LIVE
+OUTCOMES = ("succeeded", "failed")
+
+# Every legal transition; the race tests check the SQL never produces anything else.
+TRANSITIONS = frozenset({
+    ("pending", "sent"), ("sent", "sent"), ("sent", "running"),
+    ("sent", "succeeded"), ("sent", "failed"), ("running", "succeeded"), ("running", "failed"),
+    ("sent", "timed_out"), ("running", "timed_out"),
+    ("pending", "expired"), ("sent", "expired"),
+    ("pending", "cancelled"), ("sent", "cancelled"), ("running", "cancelled"),
+})
+
+Row = Mapping[str, Any]
+
+
+# --- what can go wrong ------------------------------------------------------------------
+
+
+class CommandError(Exception):
+    """A request the state machine refuses; api_errors.py says how each is answered."""
+
+
+class UnknownAgent(CommandError):
+    """The calling agent (from its token) has no row."""
+
+
+class AgentRevoked(CommandError):
+    """The calling agent was revoked."""
+
+
+class CommandNotFound(CommandError):
+    """No such command (for this agent)."""
+
+
+class NoSuchTarget(CommandError):
+    """An operator queued a command for an agent that does not exist."""
+
+
+class TargetRevoked(CommandError):
+    """An operator queued a command for a revoked agent."""
+
+
+class NotDelivered(CommandError):
+    """An ack or result for a command still pending: the agent never received it."""
+
+
+class AlreadyFinal(CommandError):
+    """The command already ended; nothing changes it any more."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
+class OtherOutcome(AlreadyFinal):
+    """A result for a command that already ended with a different outcome."""
+
+
+# --- pure decisions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """When an agent should poll next: rapidly while it has work in flight or received a
+    command within the rapid window, at the standard interval otherwise."""
+
+    standard_s: int
+    rapid_s: int
+    rapid_window_s: int
+
+    def interval_s(self, claimed: bool, in_flight: bool | None,
+                   last_sent_at: datetime | None, now: datetime) -> int:
+        recent = last_sent_at is not None and now - last_sent_at < timedelta(seconds=self.rapid_window_s)
+        return self.rapid_s if (claimed or in_flight or recent) else self.standard_s
+
+
+def check_agent(agent_status: str | None) -> None:
+    """The calling agent as a statement saw it: gone, revoked, or active."""
+    if agent_status is None:
+        raise UnknownAgent()
+    if agent_status != "active":
+        raise AgentRevoked()
+
+
+def _found(row: Row | None) -> None:
+    """What an agent's ack or result statement found: its agent, then its command."""
+    check_agent(row["agent_status"] if row is not None else None)
+    if row["id"] is None:
+        raise CommandNotFound()
+
+
+def ack_outcome(row: Row | None) -> dict:
+    """The command after an ack. sent -> running happened, or the ack was a repeat or came
+    too late: a running command answers `running`, a final one its final status (the agent
+    must not run it); a pending one was never delivered."""
+    _found(row)
+    view = dict(row)
+    if row["new_status"] is not None:
+        view.update(status=row["new_status"], acked_at=row["new_acked_at"])
+    elif row["status"] == "pending":
+        raise NotDelivered()
+    return view
+
+
+def result_outcome(row: Row | None, outcome: str, result: Mapping) -> tuple[dict, bool]:
+    """The command after a result, and whether this result ended it. The same outcome
+    again is a no-op; a final command refuses anything else and changes nothing."""
+    _found(row)
+    if row["new_status"] is not None:
+        view = dict(row)
+        view.update(status=row["new_status"], finished_at=row["new_finished_at"],
+                    result=row["new_result"])
+        return view, True
+    status = row["status"]
+    if status == "pending":
+        raise NotDelivered()
+    if status in OUTCOMES:
+        same = status == outcome and (row["result"] or {}).get("exit_code") == result.get("exit_code")
+        if same:
+            return dict(row), False
+        raise OtherOutcome(status)
+    raise AlreadyFinal(status)
+
+
+def create_outcome(row: Row | None) -> Row | None:
+    """The new command, or None when the idempotency key already names one."""
+    if row is None:
+        raise NoSuchTarget()
+    if row["agent_status"] != "active":
+        raise TargetRevoked()
+    return row if row["id"] is not None else None
+
+
+async def sweep(step: Callable[[int], Awaitable[int]], batch: int) -> int:
+    """Repeat one reaper step while it fills whole batches; returns how many rows moved."""
+    total = 0
+    while True:
+        moved = await step(batch)
+        total += moved
+        if moved < batch:
+            return total
+
+
+def updated_rows(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1])  # asyncpg's "UPDATE 17" -> 17
+
+
+# --- operations: one statement each (create also wakes the agent's polls) -----------------
+
+
+@dataclass(frozen=True)
+class NewCommand:
+    agent_id: uuid.UUID
+    type: str
+    params: dict
+    priority: int
+    ttl_s: int
+    max_retries: int
+    ack_timeout_s: int
+    run_timeout_s: int
+    idempotency_key: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    commands: list[Row]
+    poll_interval_s: int
+
+
+async def claim(db: Db, agent_id: uuid.UUID, limit: int, policy: PollPolicy) -> Claim:
+    rows = await db.fetch(q.CLAIM, agent_id, limit)
+    check_agent(rows[0]["agent_status"] if rows else None)
+    claimed = [r for r in rows if r["id"] is not None]
+    head = rows[0]
+    interval = policy.interval_s(bool(claimed), head["in_flight"], head["last_sent_at"], head["now"])
+    return Claim(claimed, interval)
+
+
+async def ack(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID) -> dict:
+    return ack_outcome(await db.fetchrow(q.ACK, agent_id, command_id))
+
+
+async def report(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID, outcome: str,
+                 result: dict) -> tuple[dict, bool]:
+    row = await db.fetchrow(q.REPORT_RESULT, agent_id, command_id, outcome, result)
+    return result_outcome(row, outcome, result)
+
+
+async def create(db: Db, new: NewCommand) -> tuple[Row, bool]:
+    """The command and whether it was created now (False: the idempotency key's twin)."""
+    row = create_outcome(await db.fetchrow(
+        q.CREATE_COMMAND, new.agent_id, uuid.uuid4(), new.type, new.params, new.priority,
+        new.max_retries, new.ack_timeout_s, new.run_timeout_s, new.idempotency_key, new.ttl_s,
+    ))
+    if row is None:
+        return await db.fetchrow(q.GET_BY_IDEMPOTENCY_KEY, new.agent_id, new.idempotency_key), False
+    await db.execute(q.NOTIFY_NEW_COMMAND, str(new.agent_id))
+    return row, True
+
+
+async def get(db: Db, command_id: uuid.UUID) -> Row:
+    row = await db.fetchrow(q.GET_COMMAND, command_id)
+    if row is None:
+        raise CommandNotFound()
+    return row
+
+
+async def page(db: Db, before: tuple, limit: int, agent_id: uuid.UUID | None = None,
+               status: str | None = None) -> list[Row]:
+    """Newest first, after the `before` cursor; limit + 1 rows, so the caller can tell
+    whether there is a next page."""
+    sql = q.LIST_COMMANDS[(agent_id is not None, status is not None)]
+    filters = [v for v in (agent_id, status) if v is not None]
+    return await db.fetch(sql, *before, limit + 1, *filters)
+
+
+async def cancel(db: Db, command_id: uuid.UUID) -> Row:
+    row = await db.fetchrow(q.CANCEL_COMMAND, command_id)
+    if row is None:
+        raise AlreadyFinal((await get(db, command_id))["status"])
+    return row
+
+
+REAPER_SWEEPS = (
+    ("exhausted_leases", q.REAP_EXHAUSTED_LEASES),
+    ("overdue_runs", q.REAP_OVERDUE_RUNS),
+    ("expired", q.REAP_EXPIRED),
+)
+
+
+async def reap(db: Db, batch: int = 1000) -> dict[str, int]:
+    """The reaper's moves, one full pass: exhausted leases and overdue runs -> timed_out,
+    past-expiry commands -> expired."""
+    moved = {}
+    for name, sql in REAPER_SWEEPS:
+        async def step(n: int, sql: str = sql) -> int:
+            return updated_rows(await db.execute(sql, n))
+        moved[name] = await sweep(step, batch)
+    return moved

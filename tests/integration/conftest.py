@@ -1,0 +1,190 @@
+"""Fixtures: a real PostgreSQL (FLEETLINE_TEST_DATABASE_URL or embedded), a fresh migrated
+database per test, keys and an admin token, and services as real uvicorn processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from fleetline.pgembed import EmbeddedPostgres, free_port
+from services.auth.keys import write_private_key
+from tests.integration.support import Databases, ServiceProcess, wait_until
+
+ADMIN_TOKEN = "test-admin-token-" + os.urandom(16).hex()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    url = os.environ.get("FLEETLINE_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="fleetline-test-pg-"))
+    pg = EmbeddedPostgres(data_dir, fast_unsafe=True)
+    pg.start()
+    try:
+        yield pg.url
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture(scope="session")
+def databases(pg_server_url):
+    dbs = Databases(pg_server_url)
+    dbs.create_template()
+    yield dbs
+    dbs.drop_template()
+
+
+@pytest.fixture
+def database_url(databases):
+    url = databases.new()
+    yield url
+    databases.drop(url)
+
+
+@pytest.fixture
+def sql(database_url):
+    """Autocommit psycopg connection for asserting what happened in the database."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def key_dir():
+    d = Path(tempfile.mkdtemp(prefix="fleetline-test-keys-"))
+    write_private_key(d / "signing.pem")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def base_env(database_url, key_dir):
+    return {
+        "FLEETLINE_DATABASE_URL": database_url,
+        "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "FLEETLINE_JWT_PRIVATE_KEY_FILE": str(key_dir / "signing.pem"),
+        "FLEETLINE_REGISTRATION_RATE_LIMIT": "100000/minute",
+        "FLEETLINE_RENEW_RATE_LIMIT": "100000/minute",
+        "FLEETLINE_CHECKIN_RATE_LIMIT": "100000/minute",
+        "FLEETLINE_REPORT_RATE_LIMIT": "100000/minute",
+        "FLEETLINE_DB_POOL_MAX": "20",
+    }
+
+
+@pytest.fixture
+def start_service(base_env, tmp_path):
+    """start_service("services.auth", FLEETLINE_X="...") -> a ready ServiceProcess."""
+    started: list[ServiceProcess] = []
+
+    def start(module: str, **env: str) -> ServiceProcess:
+        proc = ServiceProcess(module, {**base_env, **env}, tmp_path)
+        started.append(proc)
+        return proc.wait_ready()
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def auth(start_service) -> ServiceProcess:
+    return start_service("services.auth")
+
+
+@pytest.fixture
+def admin_headers():
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def _redis_up(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    url = os.environ.get("FLEETLINE_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    if _redis_up("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/15"
+        return
+    binary = shutil.which("redis-server")
+    if not binary:
+        pytest.skip("no Redis: set FLEETLINE_TEST_REDIS_URL or install redis-server")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _redis_up("127.0.0.1", port), 10, what="redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def create_registration_token(base_url: str, max_uses: int = 1, **extra) -> dict:
+    resp = httpx.post(f"{base_url}/api/v1/admin/registration-tokens",
+                      json={"max_uses": max_uses, **extra},
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def register(base_url: str, token: str, machine_id: str, hostname: str = "web-01") -> httpx.Response:
+    return httpx.post(f"{base_url}/api/v1/agents/register",
+                      json={"registration_token": token, "machine_id": machine_id,
+                            "hostname": hostname, "os": "linux", "arch": "x86_64",
+                            "agent_version": "1.0.0", "labels": {"env": "test"}})
+
+
+@pytest.fixture
+def start_dispatch(start_service, auth):
+    def start(**env: str):
+        env.setdefault("FLEETLINE_JWKS_URL", f"{auth.url}/.well-known/jwks.json")
+        return start_service("services.dispatch", **env)
+
+    return start
+
+
+@pytest.fixture
+def dispatch(start_dispatch):
+    return start_dispatch()
+
+
+@pytest.fixture
+def fleet(auth, dispatch):
+    from tests.integration.fleet import Fleet
+
+    return Fleet(auth.url, dispatch.url)
+
+
+@pytest.fixture
+def start_gateway(base_env, tmp_path):
+    """start_gateway([auth urls], [dispatch urls], **env) -> a running gateway process."""
+    started = []
+
+    def start(auth_urls, dispatch_urls, **env):
+        proc = ServiceProcess("gateway", {**base_env, "FLEETLINE_AUTH_URLS": ",".join(auth_urls),
+                                          "FLEETLINE_DISPATCH_URLS": ",".join(dispatch_urls), **env},
+                              tmp_path, ready_path="/healthz")
+        started.append(proc)
+        return proc.wait_ready()
+
+    yield start
+    for p in started:
+        p.stop()

@@ -1,0 +1,75 @@
+"""Drive a running auth + dispatch pair the way operators and agents do."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import httpx
+
+from tests.integration.conftest import ADMIN_TOKEN
+
+_machines = itertools.count()
+
+
+@dataclass
+class Agent:
+    agent_id: str
+    machine_id: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.access_token}", "X-Machine-ID": self.machine_id}
+
+
+class Fleet:
+    def __init__(self, auth_url: str, dispatch_url: str):
+        self.auth_url, self.dispatch_url = auth_url, dispatch_url
+        self.admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    def register(self, machine_id: str | None = None) -> Agent:
+        machine_id = machine_id or f"machine-{next(_machines)}"
+        tok = httpx.post(f"{self.auth_url}/api/v1/admin/registration-tokens", json={"max_uses": 1},
+                         headers=self.admin).json()
+        resp = httpx.post(f"{self.auth_url}/api/v1/agents/register",
+                          json={"registration_token": tok["token"], "machine_id": machine_id,
+                                "hostname": "host"})
+        assert resp.status_code == 201, resp.text
+        body = resp.json()
+        return Agent(body["agent_id"], machine_id, body["access_token"], body["refresh_token"])
+
+    def queue(self, agent: Agent, expect: int = 201, **fields) -> dict:
+        body = {"agent_id": agent.agent_id, "type": "ping", **fields}
+        resp = httpx.post(f"{self.dispatch_url}/api/v1/admin/commands", json=body, headers=self.admin)
+        assert resp.status_code == expect, resp.text
+        return resp.json()
+
+    def poll(self, agent: Agent, limit: int = 10, wait: int = 0, expect: int = 200,
+             path_agent: str | None = None) -> dict:
+        resp = httpx.get(f"{self.dispatch_url}/api/v1/agents/{path_agent or agent.agent_id}/commands",
+                         params={"limit": limit, "wait": wait}, headers=agent.headers, timeout=90)
+        assert resp.status_code == expect, resp.text
+        return resp.json()
+
+    def ack(self, agent: Agent, command_id: str) -> httpx.Response:
+        return httpx.post(f"{self.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{command_id}/ack",
+                          headers=agent.headers)
+
+    def result(self, agent: Agent, command_id: str, status: str = "succeeded",
+               exit_code: int = 0, output: str = "ok") -> httpx.Response:
+        return httpx.post(
+            f"{self.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{command_id}/result",
+            headers=agent.headers,
+            json={"status": status, "exit_code": exit_code, "output": output,
+                  "started_at": "2026-11-27T10:00:00Z", "finished_at": "2026-11-27T10:00:01Z"})
+
+    def command(self, command_id: str) -> dict:
+        resp = httpx.get(f"{self.dispatch_url}/api/v1/admin/commands/{command_id}", headers=self.admin)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def cancel(self, command_id: str) -> httpx.Response:
+        return httpx.post(f"{self.dispatch_url}/api/v1/admin/commands/{command_id}/cancel",
+                          headers=self.admin)

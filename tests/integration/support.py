@@ -1,0 +1,127 @@
+"""Real parts for tests: PostgreSQL databases migrated by yoyo, and services as real
+uvicorn processes on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import psycopg
+
+from fleetline.pgembed import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.02,
+               what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def held_polls(dispatch_url: str) -> float:
+    """How many long polls one dispatch process has parked right now (its metrics)."""
+    text = httpx.get(f"{dispatch_url}/metrics").text
+    match = re.search(r"^fleetline_held_polls (\S+)$", text, re.M)
+    return float(match.group(1)) if match else -1
+
+
+def with_database(server_url: str, dbname: str) -> str:
+    base, _, _ = server_url.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+class Databases:
+    """One template database migrated by yoyo; each test gets a copy of it."""
+
+    def __init__(self, server_url: str):
+        self.server_url = server_url
+        self.template = f"fl_template_{uuid.uuid4().hex[:8]}"
+
+    def admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.server_url, autocommit=True)
+
+    def create_template(self) -> None:
+        from fleetline.migrate import migrate
+
+        with self.admin() as conn:
+            conn.execute(f'CREATE DATABASE "{self.template}"')
+        migrate(with_database(self.server_url, self.template))
+
+    def new(self) -> str:
+        name = f"fl_test_{uuid.uuid4().hex[:12]}"
+        with self.admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY')
+        return with_database(self.server_url, name)
+
+    def drop(self, url: str) -> None:
+        name = url.rpartition("/")[2]
+        with self.admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def drop_template(self) -> None:
+        self.drop(with_database(self.server_url, self.template))
+
+
+class ServiceProcess:
+    """`python -m <module> --port N` with the given environment, ready when /readyz is 200."""
+
+    def __init__(self, module: str, env: dict[str, str], log_dir: Path, ready_path: str = "/readyz",
+                 port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"{module.replace('.', '_')}_{self.port}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
+        full_env.update(env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--port", str(self.port)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        self.ready_path = ready_path
+
+    def wait_ready(self, timeout: float = 20.0) -> "ServiceProcess":
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"service exited early:\n{self.log()}")
+            try:
+                return httpx.get(self.url + self.ready_path, timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout, 0.05, f"{self.url} to be ready")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, and SIGKILL if it is still there after `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -1,0 +1,141 @@
+"""Registration: use accounting per distinct machine, under real concurrency."""
+
+import asyncio
+
+import httpx
+import pytest
+
+from tests.integration.conftest import create_registration_token, register
+
+
+def _body(token: str, machine_id: str) -> dict:
+    return {"registration_token": token, "machine_id": machine_id, "hostname": "h",
+            "os": "linux", "arch": "x86_64", "agent_version": "1.0.0"}
+
+
+async def _register_many(url: str, bodies: list[dict]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(bodies))
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        return await asyncio.gather(
+            *(client.post("/api/v1/agents/register", json=b) for b in bodies)
+        )
+
+
+def test_concurrent_registrations_never_exceed_max_uses(auth, sql):
+    tok = create_registration_token(auth.url, max_uses=10)
+    bodies = [_body(tok["token"], f"machine-{i}") for i in range(50)]
+    responses = asyncio.run(_register_many(auth.url, bodies))
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(201) == 10
+    assert statuses.count(401) == 40
+    assert all(r.json()["error"] == "invalid_token" for r in responses if r.status_code == 401)
+    assert sql.execute("SELECT count(*) FROM agents").fetchone()[0] == 10
+    assert sql.execute("SELECT uses FROM registration_tokens").fetchone()[0] == 10
+    assert sql.execute("SELECT count(*) FROM refresh_tokens").fetchone()[0] == 10
+    # No orphans: every refresh token belongs to an agent that a 201 named.
+    winners = {r.json()["agent_id"] for r in responses if r.status_code == 201}
+    rows = sql.execute("SELECT agent_id::text FROM refresh_tokens").fetchall()
+    assert {r[0] for r in rows} == winners
+
+
+def test_repeated_registration_from_one_machine_is_one_agent(auth, sql):
+    tok = create_registration_token(auth.url, max_uses=1)
+    responses = asyncio.run(_register_many(auth.url, [_body(tok["token"], "same-machine")] * 20))
+
+    assert [r.status_code for r in responses] == [201] * 20
+    agent_ids = {r.json()["agent_id"] for r in responses}
+    assert len(agent_ids) == 1
+    assert sql.execute("SELECT count(*) FROM agents").fetchone()[0] == 1
+    assert sql.execute("SELECT uses FROM registration_tokens").fetchone()[0] == 1
+    live = sql.execute("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL").fetchone()[0]
+    assert live == 1
+
+    # Exactly one of the twenty refresh tokens still renews: the newest.
+    agent_id = agent_ids.pop()
+    renewals = [
+        httpx.post(f"{auth.url}/api/v1/agents/renew", headers={"X-Machine-ID": "same-machine"},
+                   json={"agent_id": agent_id, "refresh_token": r.json()["refresh_token"]})
+        for r in responses
+    ]
+    assert sorted(r.status_code for r in renewals) == [200] + [401] * 19
+
+
+def test_retry_after_lost_response_returns_same_agent_and_revokes_old_refresh(auth, sql):
+    tok = create_registration_token(auth.url, max_uses=1)
+    first = register(auth.url, tok["token"], "m-lost").json()
+    second = register(auth.url, tok["token"], "m-lost").json()
+    assert first["agent_id"] == second["agent_id"]
+    assert first["refresh_token"] != second["refresh_token"]
+    old = httpx.post(f"{auth.url}/api/v1/agents/renew", headers={"X-Machine-ID": "m-lost"},
+                     json={"agent_id": first["agent_id"], "refresh_token": first["refresh_token"]})
+    assert old.status_code == 401
+
+
+def test_used_up_token_is_refused_for_a_new_machine(auth, sql):
+    tok = create_registration_token(auth.url, max_uses=1)
+    assert register(auth.url, tok["token"], "m-a").status_code == 201
+    resp = register(auth.url, tok["token"], "m-b")
+    assert resp.status_code == 401
+    assert resp.json()["error"] == "invalid_token"
+    assert sql.execute("SELECT count(*) FROM agents").fetchone()[0] == 1
+
+
+def test_machine_held_by_another_tokens_agent_is_conflict_until_revoked(auth, admin_headers, sql):
+    t1 = create_registration_token(auth.url)
+    t2 = create_registration_token(auth.url)
+    first = register(auth.url, t1["token"], "shared-machine").json()
+    resp = register(auth.url, t2["token"], "shared-machine")
+    assert resp.status_code == 409
+    assert resp.json()["error"] == "conflict"
+    assert sql.execute("SELECT uses FROM registration_tokens WHERE id = %s", (t2["id"],)).fetchone()[0] == 0
+
+    assert httpx.delete(f"{auth.url}/api/v1/admin/agents/{first['agent_id']}",
+                        headers=admin_headers).status_code == 204
+    again = register(auth.url, t2["token"], "shared-machine")
+    assert again.status_code == 201
+    assert again.json()["agent_id"] != first["agent_id"]
+
+
+@pytest.mark.parametrize("change", ["revoked", "expired"])
+def test_revoked_or_expired_token_registers_nobody(auth, admin_headers, sql, change):
+    tok = create_registration_token(auth.url, max_uses=5)
+    if change == "revoked":
+        assert httpx.delete(f"{auth.url}/api/v1/admin/registration-tokens/{tok['id']}",
+                            headers=admin_headers).status_code == 204
+    else:
+        sql.execute("UPDATE registration_tokens SET expires_at = now() - interval '1 s'")
+    resp = register(auth.url, tok["token"], "m-x")
+    assert resp.status_code == 401
+    assert sql.execute("SELECT count(*) FROM agents").fetchone()[0] == 0
+
+
+def test_failed_refresh_insert_rolls_back_agent_and_token_use(auth, sql, database_url):
+    # Fault injection: a trigger in this test's database makes the refresh-token insert fail
+    # inside the registration transaction.
+    sql.execute("""
+        CREATE FUNCTION fail_insert() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+        CREATE TRIGGER refresh_insert_fails BEFORE INSERT ON refresh_tokens
+        FOR EACH ROW EXECUTE FUNCTION fail_insert();
+    """)
+    tok = create_registration_token(auth.url, max_uses=1)
+    resp = register(auth.url, tok["token"], "m-fault")
+    assert resp.status_code == 500
+    assert resp.json() == {"error": "internal",
+                           "detail": "An internal error occurred; it has been logged."}
+    assert sql.execute("SELECT count(*) FROM agents").fetchone()[0] == 0
+    assert sql.execute("SELECT uses FROM registration_tokens").fetchone()[0] == 0
+
+    sql.execute("DROP TRIGGER refresh_insert_fails ON refresh_tokens")
+    assert register(auth.url, tok["token"], "m-fault").status_code == 201
+    assert "injected failure" in auth.log() and "Traceback" not in auth.log()
+
+
+def test_registration_rate_limited_per_client_address(start_service, sql):
+    svc = start_service("services.auth", FLEETLINE_REGISTRATION_RATE_LIMIT="3/minute")
+    statuses = [register(svc.url, "flreg_unknown", f"m-{i}").status_code for i in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+    limited = register(svc.url, "flreg_unknown", "m-9")
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert limited.json()["error"] == "rate_limited"

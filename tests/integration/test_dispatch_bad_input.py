@@ -1,0 +1,85 @@
+"""Bad input on every dispatch endpoint: JSON 400/404 naming the field, nothing changed."""
+
+import httpx
+
+from tests.integration.dbstate import snapshot
+
+BIG = "x" * (512 * 1024)  # far over every field's limit, under the 1 MiB body limit
+
+
+def test_poll_query_and_result_body_errors(fleet, sql):
+    agent = fleet.register()
+    cmd = fleet.queue(agent)
+    before = snapshot(sql)
+    url = f"{fleet.dispatch_url}/api/v1/agents/{agent.agent_id}/commands"
+    for params, field in [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"limit": "ten"}, "limit"),
+                          ({"limit": "1e3"}, "limit"), ({"wait": 61}, "wait"), ({"wait": -1}, "wait"),
+                          ({"wait": "9" * 40}, "wait")]:
+        resp = httpx.get(url, params=params, headers=agent.headers)
+        assert (resp.status_code, resp.json()["error"], resp.json()["field"]) == (400, "invalid_request", field)
+    result_url = f"{url}/{cmd['id']}/result"
+    cases = [
+        ({}, "status"), ({"status": "done"}, "status"), ({"status": "running"}, "status"),
+        ({"status": "succeeded", "exit_code": "0"}, "exit_code"),
+        ({"status": "succeeded", "exit_code": 2**40}, "exit_code"),
+        ({"status": "succeeded", "output": "x" * 65537}, "output"),
+        ({"status": "succeeded", "output": "\u00e9" * 40000}, "output"),  # 80 KB of UTF-8
+        ({"status": "succeeded", "output": BIG}, "output"),
+        ({"status": "succeeded", "output": "a\u0000b"}, "output"),
+        ({"status": "succeeded", "started_at": "yesterday"}, "started_at"),
+        ({"status": "succeeded", "finished_at": "2026-11-27T10:00:00"}, "finished_at"),
+        ({"status": "succeeded", "finished_at": 12}, "finished_at"),
+    ]
+    for body, field in cases:
+        resp = httpx.post(result_url, json=body, headers=agent.headers, timeout=30)
+        assert resp.status_code == 400, (field, resp.text[:200])
+        assert resp.json()["field"] == field
+    for raw in (b"", b"nope", b"[]", b"\xff"):
+        resp = httpx.post(result_url, content=raw, headers=agent.headers)
+        assert (resp.status_code, resp.json()["error"]) == (400, "invalid_request")
+    assert snapshot(sql) == before
+
+
+def test_admin_create_and_list_errors(fleet, sql):
+    agent = fleet.register()
+    before = snapshot(sql)
+    good = {"agent_id": agent.agent_id, "type": "ping"}
+    cases = [
+        ({"type": "ping"}, "agent_id"), ({**good, "agent_id": "nope"}, "agent_id"),
+        ({**good, "agent_id": 5}, "agent_id"), ({"agent_id": agent.agent_id}, "type"),
+        ({**good, "type": ""}, "type"), ({**good, "type": "Ping"}, "type"), ({**good, "type": "a b"}, "type"),
+        ({**good, "type": "x" * 65}, "type"), ({**good, "params": []}, "params"),
+        ({**good, "params": "x"}, "params"), ({**good, "params": {"a": "x" * 70000}}, "params"),
+        ({**good, "params": {"a": "\u0000"}}, "params"),
+        ({**good, "priority": 101}, "priority"), ({**good, "priority": 1.5}, "priority"),
+        ({**good, "ttl_s": 0}, "ttl_s"), ({**good, "ttl_s": 2592001}, "ttl_s"),
+        ({**good, "max_retries": -1}, "max_retries"), ({**good, "max_retries": 101}, "max_retries"),
+        ({**good, "ack_timeout_s": 0}, "ack_timeout_s"), ({**good, "ack_timeout_s": 86401}, "ack_timeout_s"),
+        ({**good, "run_timeout_s": 604801}, "run_timeout_s"),
+        ({**good, "idempotency_key": ""}, "idempotency_key"), ({**good, "idempotency_key": 7}, "idempotency_key"),
+    ]
+    for body, field in cases:
+        resp = httpx.post(f"{fleet.dispatch_url}/api/v1/admin/commands", json=body, headers=fleet.admin)
+        assert resp.status_code == 400, (body, resp.text[:200])
+        assert resp.json()["field"] == field, body
+    for params, field in [({"agent_id": "x"}, "agent_id"), ({"status": "done"}, "status"),
+                          ({"limit": 0}, "limit"), ({"before": "!!"}, "before"),
+                          ({"before": "bm9wZQ"}, "before")]:
+        resp = httpx.get(f"{fleet.dispatch_url}/api/v1/admin/commands", params=params, headers=fleet.admin)
+        assert (resp.status_code, resp.json()["field"]) == (400, field), params
+    for method, path in [("GET", "/api/v1/admin/commands/nope"), ("POST", "/api/v1/admin/commands/nope/cancel"),
+                         ("GET", "/api/v1/admin/commands/00000000-0000-0000-0000-000000000000")]:
+        resp = httpx.request(method, fleet.dispatch_url + path, headers=fleet.admin)
+        assert (resp.status_code, resp.json()["error"]) == (404, "not_found")
+    resp = httpx.get(f"{fleet.dispatch_url}/api/v1/admin/commands")
+    assert (resp.status_code, resp.json()["error"]) == (401, "invalid_token")
+    assert snapshot(sql) == before
+
+
+def test_a_body_over_the_limit_is_413_even_sent_to_the_service_directly(fleet, sql):
+    agent = fleet.register()
+    before = snapshot(sql)
+    body = {"agent_id": agent.agent_id, "type": "ping", "params": {"x": "y" * (1024 * 1024)}}
+    resp = httpx.post(f"{fleet.dispatch_url}/api/v1/admin/commands", json=body, headers=fleet.admin, timeout=30)
+    assert (resp.status_code, resp.json()["error"]) == (413, "payload_too_large")
+    assert snapshot(sql) == before

@@ -1,0 +1,73 @@
+"""Dispatch's background economy: batched last_seen_at, and long polls woken by NOTIFY."""
+
+import re
+import threading
+import time
+
+import httpx
+
+from tests.integration.support import held_polls, wait_until
+
+# Counts UPDATE *statements* on agents (not rows): a trigger sees every one at once,
+# where pg_stat counters lag behind.
+COUNT_AGENT_UPDATES = """
+CREATE TABLE agent_update_statements (at timestamptz DEFAULT clock_timestamp());
+CREATE FUNCTION count_agent_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO agent_update_statements DEFAULT VALUES; RETURN NULL; END $$;
+CREATE TRIGGER agents_update_count AFTER UPDATE ON agents
+    FOR EACH STATEMENT EXECUTE FUNCTION count_agent_update();
+"""
+
+
+def test_last_seen_is_written_in_batches_not_per_poll(start_dispatch, auth, sql):
+    from tests.integration.fleet import Fleet
+
+    svc = start_dispatch(FLEETLINE_LAST_SEEN_FLUSH_S="1")
+    fleet = Fleet(auth.url, svc.url)
+    agents = [fleet.register() for _ in range(3)]
+    sql.execute(COUNT_AGENT_UPDATES)
+    for agent in agents:
+        for _ in range(5):
+            fleet.poll(agent)
+    wait_until(lambda: sql.execute("SELECT count(*) FROM agents WHERE last_seen_at IS NOT NULL")
+               .fetchone()[0] == 3, timeout=10, what="last_seen flush")
+    statements = sql.execute("SELECT count(*) FROM agent_update_statements").fetchone()[0]
+    # 15 polls within about a second: one flush, perhaps two if the polls straddled one.
+    assert 1 <= statements <= 2
+
+
+def test_a_held_poll_is_woken_by_notify_well_before_its_recheck(fleet):
+    agent = fleet.register()
+    results = {}
+
+    def waiter():
+        results["body"] = fleet.poll(agent, wait=30)
+        results["answered"] = time.monotonic()
+
+    th = threading.Thread(target=waiter)
+    th.start()
+    wait_until(lambda: held_polls(fleet.dispatch_url) == 1, 10, what="the poll to park")
+    queued = time.monotonic()
+    cmd = fleet.queue(agent)
+    th.join(35)
+    assert [c["id"] for c in results["body"]["commands"]] == [cmd["id"]]
+    # A parked poll re-checks only every 5 s: an answer within 1 s can only be NOTIFY's.
+    assert results["answered"] - queued < 1.0
+
+
+def test_a_long_poll_with_nothing_due_waits_its_wait_then_answers_empty(fleet):
+    agent = fleet.register()
+    t0 = time.monotonic()
+    body = fleet.poll(agent, wait=1)
+    elapsed = time.monotonic() - t0
+    assert body["commands"] == []
+    assert 1.0 <= elapsed < 5.0
+
+
+def test_metrics_count_the_requests_served(fleet):
+    agent = fleet.register()
+    fleet.poll(agent)
+    fleet.poll(agent)
+    text = httpx.get(f"{fleet.dispatch_url}/metrics").text
+    match = re.search(r'fleetline_http_requests_total\{endpoint="poll",service="dispatch",status="200"\} (\S+)', text)
+    assert match and float(match.group(1)) >= 2, text

@@ -1,0 +1,129 @@
+"""`fleetline up` end to end, driven by the operator CLI; nothing survives its stop."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.integration.support import ROOT, wait_until
+
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def cli(data_dir: Path, url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleetline", *args, "--url", url, "--data-dir", str(data_dir)],
+                          cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def launched(tmp_path):
+    data_dir = tmp_path / "fleet"
+    proc = subprocess.Popen([sys.executable, "-m", "fleetline", "up", "--data-dir", str(data_dir),
+                             "--port", "0", "--dispatch-replicas", "2"],
+                            cwd=ROOT, env=CLEAN_ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = ""
+    deadline = time.monotonic() + 90
+    while "ready" not in line:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, "launcher exited before ready"
+        assert time.monotonic() < deadline, "launcher not ready in 90 s"
+    fields = dict(part.split("=", 1) for part in line.split()[1:])
+    yield proc, data_dir, fields
+    if proc.poll() is None:
+        proc.kill()
+
+
+def test_fleetline_up_runs_the_fleet_and_stops_everything(launched):
+    proc, data_dir, fields = launched
+    gw = fields["gateway"]
+    assert len(fields["dispatch"].split(",")) == 2 and fields["auth"].startswith("http://127.0.0.1:")
+    assert (data_dir / "admin-token").stat().st_mode & 0o777 == 0o600
+
+    created = cli(data_dir, gw, "tokens", "create", "--max-uses", "1", "--json")
+    assert created.returncode == 0, created.stderr
+    token = json.loads(created.stdout)["token"]
+    token_file = data_dir / "enroll-token"
+    made = cli(data_dir, gw, "tokens", "create", "--token-file", str(token_file))
+    assert made.returncode == 0, made.stderr
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    secret = token_file.read_text().strip()
+    assert secret.startswith("flreg_") and secret not in made.stdout
+    reg = httpx.post(f"{gw}/api/v1/agents/register",
+                     json={"registration_token": token, "machine_id": "m-up", "hostname": "up-host"}).json()
+    listed = cli(data_dir, gw, "agents", "list")
+    assert "up-host" in listed.stdout and "HOSTNAME" in listed.stdout
+
+    sent = cli(data_dir, gw, "commands", "send", "--agent", reg["agent_id"], "--type", "ping", "--json")
+    assert sent.returncode == 0, sent.stderr
+    cmd_id = json.loads(sent.stdout)["id"]
+    polled = httpx.get(f"{gw}/api/v1/agents/{reg['agent_id']}/commands",
+                       headers={"Authorization": f"Bearer {reg['access_token']}", "X-Machine-ID": "m-up"}).json()
+    assert [c["id"] for c in polled["commands"]] == [cmd_id]
+    shown = cli(data_dir, gw, "commands", "show", cmd_id)
+    assert "sent" in shown.stdout
+
+    refused = cli(data_dir, gw, "agents", "show", "00000000-0000-0000-0000-000000000000")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert "not_found" in refused.stderr and "Traceback" not in refused.stderr
+    cancelled = cli(data_dir, gw, "commands", "send", "--agent", reg["agent_id"], "--type", "ping",
+                    "--ttl", "1", "--wait", "--timeout", "30")
+    assert cancelled.returncode == 1 and "expired" in cancelled.stdout
+
+    launcher = psutil.Process(proc.pid)
+    started = launcher.children(recursive=True)
+    pg_pid = int((data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().split()[0])
+    assert len(started) >= 4 and psutil.pid_exists(pg_pid)
+
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert time.monotonic() - t0 < 10
+    alive = [p.pid for p in started if _running(p.pid)]
+    assert alive == []
+    # The postmaster removes its pid file (pg_ctl's signal that it stopped) just before it
+    # exits; give init a moment to reap it.
+    wait_until(lambda: not _running(pg_pid), 5, what="postgres to exit")
+
+    down = cli(data_dir, gw, "agents", "list")
+    assert down.returncode == 1 and "cannot reach the gateway" in down.stderr and "Traceback" not in down.stderr
+
+
+def test_demo_agents_answer_a_ping_from_the_cli(tmp_path):
+    data_dir = tmp_path / "demo"
+    env = {**CLEAN_ENV, "FLEETLINE_POLL_INTERVAL_S": "1", "FLEETLINE_RAPID_POLL_INTERVAL_S": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fleetline", "up", "--data-dir", str(data_dir),
+                             "--port", "0", "--agents", "2"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "ready" in line, line
+        gw = dict(p.split("=", 1) for p in line.split()[1:])["gateway"]
+
+        def two_agents():
+            out = cli(data_dir, gw, "agents", "list", "--json")
+            return out.returncode == 0 and len(json.loads(out.stdout)["agents"]) == 2 and json.loads(out.stdout)
+
+        agents = wait_until(two_agents, 60, 0.2, "two demo agents")["agents"]
+        assert {a["machine_id"] for a in agents} == {"demo-machine-1", "demo-machine-2"}
+        for a in agents:
+            sent = cli(data_dir, gw, "commands", "send", "--agent", a["id"], "--type", "ping",
+                       "--wait", "--timeout", "60")
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            assert "succeeded" in sent.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0

@@ -1,0 +1,52 @@
+"""The yoyo chain applies, rolls back and re-applies; concurrent runs are safe."""
+
+import subprocess
+import sys
+
+import psycopg
+
+from tests.integration.support import ROOT, with_database
+
+
+def _tables(url):
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                            "AND tablename NOT LIKE '\\_yoyo%%' AND tablename NOT LIKE 'yoyo%%'").fetchall()
+    return {r[0] for r in rows}
+
+
+def test_apply_rollback_reapply(pg_server_url):
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE fl_migrate_chain")
+    url = with_database(pg_server_url, "fl_migrate_chain")
+    try:
+        from fleetline.migrate import migrate
+
+        assert migrate(url) == 2
+        assert _tables(url) == {"registration_tokens", "agents", "refresh_tokens", "commands", "deliveries"}
+        assert migrate(url) == 0  # twice is a no-op
+        assert migrate(url, rollback=True) == 2
+        assert _tables(url) == set()
+        assert migrate(url) == 2
+        assert "commands" in _tables(url)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute("DROP DATABASE fl_migrate_chain WITH (FORCE)")
+
+
+def test_three_concurrent_migrate_processes(pg_server_url):
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE fl_migrate_race")
+    url = with_database(pg_server_url, "fl_migrate_race")
+    try:
+        procs = [subprocess.Popen([sys.executable, "-m", "fleetline", "migrate", "--database-url", url],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                 for _ in range(3)]
+        outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], outputs
+        with psycopg.connect(url) as conn:
+            applied = conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0]
+        assert applied == 2
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute("DROP DATABASE fl_migrate_race WITH (FORCE)")

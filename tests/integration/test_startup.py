@@ -1,0 +1,14 @@
+"""A service with a bad setting stops at once with one clear line, never a traceback."""
+
+import subprocess
+import sys
+
+from tests.integration.support import ROOT
+
+
+def test_service_refuses_to_start_with_one_clear_line():
+    proc = subprocess.run([sys.executable, "-m", "services.auth", "--port", "1"], cwd=ROOT,
+                          env={"FLEETLINE_POLL_INTERVAL_S": "soon", "PATH": "/usr/bin"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "FLEETLINE_POLL_INTERVAL_S" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,49 @@
+"""ETHOS log lines: one line per event, values that split back into their fields, and the
+agent writing values exactly as the services do."""
+
+import io
+import logging
+import shlex
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.log import Log as AgentLog
+from fleetline import ethos
+
+
+@given(st.text())
+def test_any_value_stays_on_one_line_and_reads_back(value):
+    line = ethos.format_fields({"k": value, "after": "x"})
+    assert "\n" not in line and "\r" not in line
+    fields = dict(part.split("=", 1) for part in shlex.split(line, posix=True)) if "\\" not in value else None
+    if fields is not None and value.isprintable():
+        assert fields["k"] == value and fields["after"] == "x"
+
+
+def test_plain_words_stay_bare_and_the_rest_is_quoted():
+    assert ethos.format_fields({"a": "word", "b": 3}) == "a=word b=3"
+    assert ethos.format_fields({"a": "two words"}) == 'a="two words"'
+    assert ethos.format_fields({"a": "tab\there"}) == 'a="tab\\there"'
+    assert ethos.format_fields({"a": ""}) == 'a=""'
+
+
+def test_the_agent_writes_values_as_the_services_do():
+    out = io.StringIO()
+    log = AgentLog(out)
+    fields = {"reason": "HTTP 503\tretry", "n": 3}
+    log.warning("polling", "server_unavailable", **fields)
+    assert out.getvalue() == f"[WARNING] [agent] [polling] server_unavailable {ethos.format_fields(fields)}\n"
+
+
+def test_service_events_and_library_records_share_the_format():
+    out = io.StringIO()
+    ethos.configure("INFO", out)
+    try:
+        ethos.Log("dispatch", "claim").info("claimed", agent_id="a1", count=2)
+        logging.getLogger("uvicorn.error").warning("Something odd")
+    finally:
+        ethos.configure("INFO")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[INFO] [dispatch] [claim] claimed agent_id=a1 count=2"
+    assert lines[1] == '[WARNING] [lib] [uvicorn] library_message message="Something odd"'
