@@ -116,6 +116,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = _env(
         "FLEETLINE_TRUSTED_PROXIES", _str_list, ("127.0.0.1",)
     )
+    gateway_trusted_proxies: tuple[str, ...] = _env(
+        "FLEETLINE_GATEWAY_TRUSTED_PROXIES", _str_list, ()
+    )
     log_level: str = _env("FLEETLINE_LOG_LEVEL", _log_level, "INFO")
 
     @classmethod

@@ -121,11 +121,24 @@ class Gateway:
         rid = request_id_from(header_value(headers, b"x-request-id"))
         service = route(scope["path"])
         status = 500
+        started = False
+
+        async def tracked_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
             if service is None:
-                status = await self._local(scope, receive, send, rid)
+                status = await self._local(scope, receive, tracked_send, rid)
             else:
-                status = await self._proxy(service, scope, receive, send, rid)
+                status = await self._proxy(service, scope, receive, tracked_send, rid)
+        except Exception as exc:  # the gateway's one 500: JSON, with the request id, logged once
+            _log.error("unhandled_exception", method=scope["method"], path=scope["path"],
+                       request_id=rid, exception=type(exc).__name__, error=exc)
+            if not started:
+                status, body = _json_error(500, "internal", "An internal error occurred; it has been logged.")
+                await _send_simple(send, status, body, rid)
         finally:
             self.metrics.observe(service or "gateway", status, time.perf_counter() - t0)
 
@@ -181,13 +194,17 @@ class Gateway:
             return bytes(body)
         return BodyStream(receive, limit)
 
-    def _timeout(self, scope: dict) -> aiohttp.ClientTimeout:
-        extra = 0
+    @staticmethod
+    def _long_poll_wait(scope: dict) -> int:
+        """The seconds a poll asks to be held (0 for anything else). Its validity is the
+        service's to judge; only a short run of ASCII digits counts here."""
         query = scope.get("query_string", b"")
-        if b"wait=" in query and scope["method"] == "GET" and scope["path"].endswith(LONG_POLL_SUFFIX):
-            wait = parse_qs(query.decode("latin-1")).get("wait", ["0"])[-1]
-            if wait.isdigit():
-                extra = min(int(wait), 60)
+        if b"wait=" not in query or scope["method"] != "GET" or not scope["path"].endswith(LONG_POLL_SUFFIX):
+            return 0
+        wait = parse_qs(query.decode("latin-1")).get("wait", ["0"])[-1]
+        return min(int(wait), 60) if wait.isascii() and wait.isdigit() and len(wait) <= 3 else 0
+
+    def _timeout(self, extra: int) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(extra)
         if timeout is None:  # at most 61 distinct values: made once each
             timeout = self._timeouts[extra] = aiohttp.ClientTimeout(total=self.settings.upstream_timeout_s + extra)
@@ -206,7 +223,13 @@ class Gateway:
             out.append((name.decode("latin-1"), value.decode("latin-1")))
         client = scope.get("client")
         addr = client[0] if client else "unknown"
-        out.append(("X-Forwarded-For", f"{forwarded_for}, {addr}" if forwarded_for else addr))
+        # The edge: a client's own X-Forwarded-For is believed (and extended) only from a
+        # proxy in front of the gateway that we trust; anyone else's is replaced, so nobody
+        # chooses the address the services key rate limits by.
+        if forwarded_for and addr in self.settings.gateway_trusted_proxies:
+            out.append(("X-Forwarded-For", f"{forwarded_for}, {addr}"))
+        else:
+            out.append(("X-Forwarded-For", addr))
         out.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
         out.append(("X-Request-ID", rid))
         return out
@@ -226,16 +249,26 @@ class Gateway:
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         headers = self._upstream_headers(scope, rid)
-        timeout = self._timeout(scope)
+        held = self._long_poll_wait(scope)
+        timeout = self._timeout(held)
 
         for url in upstream.candidates():
             try:
                 # encoded=True: the client's path and query go upstream byte for byte.
-                resp = await self.session.request(
+                request = self.session.request(
                     scope["method"], URL(url + target, encoded=True), headers=headers,
                     data=(streamed.__aiter__() if streamed else body or None),
                     timeout=timeout, allow_redirects=False,
                 )
+                if held:
+                    resp = await _unless_client_leaves(request, receive)
+                    if resp is None:
+                        # Closing the upstream connection tells the service its client left
+                        # (a held poll then claims nothing); nobody is left to answer.
+                        _log.debug("client_left", service=service, request_id=rid)
+                        return 499
+                else:
+                    resp = await request
             except aiohttp.ClientConnectorError as exc:
                 # Never sent (nor any of a streamed body read): safe to try the next replica.
                 upstream.mark_down(url)
@@ -296,6 +329,27 @@ class Gateway:
             return resp.status
         finally:
             resp.release()
+
+
+async def _unless_client_leaves(request: Any, receive: Any) -> aiohttp.ClientResponse | None:
+    """Await the upstream answer, or cancel the upstream request (None) when the client
+    disconnects first. Only for requests whose body was read in full (a held poll)."""
+
+    async def departure() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    answer = asyncio.ensure_future(request)
+    gone = asyncio.ensure_future(departure())
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if answer.done():
+        return answer.result()
+    answer.cancel()
+    await asyncio.gather(answer, return_exceptions=True)
+    return None
 
 
 def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:

@@ -22,19 +22,18 @@ from services.common.ratelimit import RateLimit, make_storage
 _log = Log("auth", "lifecycle")
 
 AGENT_ROUTES = [
-    api_route("/api/v1/agents/register", agents_api.register, "POST"),
-    api_route("/api/v1/agents/renew", agents_api.renew, "POST"),
-    api_route("/.well-known/jwks.json", agents_api.jwks, "GET"),
+    api_route("/api/v1/agents/register", POST=agents_api.register),
+    api_route("/api/v1/agents/renew", POST=agents_api.renew),
+    api_route("/.well-known/jwks.json", GET=agents_api.jwks),
 ]
 
 # Relative to /api/v1/admin; every one behind the admin guard.
 ADMIN_ROUTES = [
-    api_route("/registration-tokens", admin_api.create_registration_token, "POST"),
-    api_route("/registration-tokens", admin_api.list_registration_tokens, "GET"),
-    api_route("/registration-tokens/{token_id}", admin_api.revoke_registration_token, "DELETE"),
-    api_route("/agents", admin_api.list_agents, "GET"),
-    api_route("/agents/{agent_id}", admin_api.get_agent, "GET"),
-    api_route("/agents/{agent_id}", admin_api.revoke_agent, "DELETE"),
+    api_route("/registration-tokens", POST=admin_api.create_registration_token,
+              GET=admin_api.list_registration_tokens),
+    api_route("/registration-tokens/{token_id}", DELETE=admin_api.revoke_registration_token),
+    api_route("/agents", GET=admin_api.list_agents),
+    api_route("/agents/{agent_id}", GET=admin_api.get_agent, DELETE=admin_api.revoke_agent),
 ]
 
 
@@ -60,6 +59,8 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    # Nothing under /api/ redirects: a trailing slash is a 404, not a 307 to our own address.
+    app.router.redirect_slashes = False
     storage = make_storage(settings.rate_limit_storage)
     state = app.state
     state.settings = settings

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.routing import BaseRoute, Match, Mount
+from starlette.routing import BaseRoute, Match, Mount, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.common.errors import invalid_token
@@ -38,5 +38,6 @@ class AdminGuard:
 
 def admin_mount(routes: Sequence[BaseRoute], token: str) -> Mount:
     """The admin routes (paths relative to /api/v1/admin) behind one AdminGuard."""
-    return Mount(ADMIN_PREFIX, routes=list(routes),
+    # No trailing-slash redirects in here either: nothing under /api/ redirects.
+    return Mount(ADMIN_PREFIX, app=Router(list(routes), redirect_slashes=False),
                  middleware=[Middleware(AdminGuard, token=token, routes=routes)])

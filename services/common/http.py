@@ -67,12 +67,20 @@ class ServiceMiddleware:
             self.metrics.observe(name, status, time.perf_counter() - t0)
 
 
-def api_route(path: str, endpoint: Callable, method: str) -> Route:
-    """A route for exactly one method of the API. Starlette adds HEAD to every GET route;
-    the API lists no HEAD (a HEAD on the poll would claim commands and throw them away),
-    so it is taken out and answered 405 like any other method not listed."""
-    route = Route(path, endpoint, methods=[method])
-    route.methods = {method}
+def api_route(path: str, **endpoints: Callable) -> Route:
+    """One route per path with an endpoint per method: `api_route("/x", GET=a, POST=b)`.
+    Any other method is 405 with an Allow header naming all of them (separate routes per
+    method would each name only their own). Starlette adds HEAD to GET routes; the API
+    lists no HEAD (a HEAD on the poll would claim commands and throw them away), so it is
+    taken out and answered 405 like any other method not listed."""
+
+    async def by_method(request: Request) -> Response:
+        endpoint = endpoints[request.method]
+        request.scope["endpoint"] = endpoint  # metrics name the real endpoint
+        return await endpoint(request)
+
+    route = Route(path, by_method, methods=list(endpoints))
+    route.methods = set(endpoints)
     return route
 
 

@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timezone
 
 from services.common.errors import invalid
+from services.common.validation import to_utc
 
 # Sorts after every real (created_at, id): the cursor of the first page.
 FIRST_PAGE = (datetime.max.replace(tzinfo=timezone.utc), uuid.UUID(int=2**128 - 1))
@@ -26,9 +27,10 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created, _, rid = raw.partition("|")
         parsed = datetime.fromisoformat(created)
-        if parsed.tzinfo is None:
-            raise ValueError("naive")
-        return parsed, uuid.UUID(rid)
+        utc = to_utc(parsed) if parsed.tzinfo is not None else None
+        if utc is None:
+            raise ValueError("not an instant PostgreSQL can compare")
+        return utc, uuid.UUID(rid)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise invalid("before is not a cursor this API returned.", "before") from None
 

@@ -7,6 +7,7 @@ Everything PostgreSQL would refuse (NUL characters, lone surrogates) is refused 
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -22,6 +23,14 @@ _MISSING = object()
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """1e999 parses as infinity, which JSON cannot carry and PostgreSQL refuses."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
@@ -42,7 +51,8 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant,
+                          parse_float=_finite_float)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise invalid("The body is not valid UTF-8 JSON.") from None
     if not isinstance(data, dict):
@@ -149,7 +159,19 @@ def parse_timestamp(value: Any, name: str) -> datetime:
         raise invalid(f"{name} must be an RFC 3339 timestamp.", name) from None
     if parsed.tzinfo is None:
         raise invalid(f"{name} must carry a time zone (use Z for UTC).", name)
-    return parsed.astimezone(timezone.utc)
+    utc = to_utc(parsed)
+    if utc is None:
+        raise invalid(f"{name} must fall within the years 1 to 9999 in UTC.", name)
+    return utc
+
+
+def to_utc(moment: datetime) -> datetime | None:
+    """An aware instant in UTC, or None when UTC would leave the years 1 to 9999
+    (0001-01-01T00:00:00+01:00 is in year 0 in UTC)."""
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        return None
 
 
 def nullable(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:

@@ -3,6 +3,7 @@ makes one call to the state machine (commands.py) and renders a view."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -17,7 +18,9 @@ from services.common.validation import (
 )
 from services.dispatch import commands
 from services.dispatch.views import delivery_view, state_view
+from services.dispatch.wakeups import departure
 
+_log = Log("dispatch", "poll")
 _report_log = Log("dispatch", "report")
 
 # While a long poll waits, it re-checks at least this often (redeliveries come due on
@@ -45,12 +48,22 @@ async def poll(request: Request) -> JSONResponse:
 
     agent_uuid = uuid.UUID(identity.agent_id)
     deadline = time.monotonic() + wait
-    while True:
-        claim = await commands.claim(state.db, agent_uuid, limit, state.poll_policy)
-        remaining = deadline - time.monotonic()
-        if claim.commands or remaining <= 0:
-            break
-        await state.wakeups.wait(identity.agent_id, min(remaining, RECHECK_S))
+    departed: asyncio.Future | None = None  # ends when the client goes away
+    try:
+        while True:
+            claim = await commands.claim(state.db, agent_uuid, limit, state.poll_policy)
+            remaining = deadline - time.monotonic()
+            if claim.commands or remaining <= 0:
+                break
+            departed = departed or asyncio.ensure_future(departure(request.receive))
+            await state.wakeups.wait(identity.agent_id, min(remaining, RECHECK_S), departed)
+            if departed.done():
+                # Nobody would receive what we claimed now: claim nothing.
+                _log.debug("poll_abandoned", agent_id=identity.agent_id)
+                return JSONResponse({"commands": [], "poll_interval_s": claim.poll_interval_s})
+    finally:
+        if departed is not None:
+            departed.cancel()
 
     state.last_seen.mark(identity.agent_id)
     if claim.commands:

@@ -26,17 +26,16 @@ from services.dispatch.wakeups import Wakeups
 _log = Log("dispatch", "lifecycle")
 
 AGENT_ROUTES = [
-    api_route("/api/v1/agents/{agent_id}/commands", agent_api.poll, "GET"),
-    api_route("/api/v1/agents/{agent_id}/commands/{command_id}/ack", agent_api.ack, "POST"),
-    api_route("/api/v1/agents/{agent_id}/commands/{command_id}/result", agent_api.result, "POST"),
+    api_route("/api/v1/agents/{agent_id}/commands", GET=agent_api.poll),
+    api_route("/api/v1/agents/{agent_id}/commands/{command_id}/ack", POST=agent_api.ack),
+    api_route("/api/v1/agents/{agent_id}/commands/{command_id}/result", POST=agent_api.result),
 ]
 
 # Relative to /api/v1/admin; every one behind the admin guard.
 ADMIN_ROUTES = [
-    api_route("/commands", admin_api.create_command, "POST"),
-    api_route("/commands", admin_api.list_commands, "GET"),
-    api_route("/commands/{command_id}", admin_api.get_command, "GET"),
-    api_route("/commands/{command_id}/cancel", admin_api.cancel_command, "POST"),
+    api_route("/commands", POST=admin_api.create_command, GET=admin_api.list_commands),
+    api_route("/commands/{command_id}", GET=admin_api.get_command),
+    api_route("/commands/{command_id}/cancel", POST=admin_api.cancel_command),
 ]
 
 # Pinned plans for dispatch's connections:
@@ -87,6 +86,8 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    # Nothing under /api/ redirects: a trailing slash is a 404, not a 307 to our own address.
+    app.router.redirect_slashes = False
     storage = make_storage(settings.rate_limit_storage)
     state = app.state
     state.settings = settings

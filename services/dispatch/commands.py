@@ -124,7 +124,8 @@ def ack_outcome(row: Row | None) -> dict:
     _found(row)
     view = dict(row)
     if row["new_status"] is not None:
-        view.update(status=row["new_status"], acked_at=row["new_acked_at"])
+        view.update(status=row["new_status"], acked_at=row["new_acked_at"],
+                    finished_at=row["new_finished_at"])
     elif row["status"] == "pending":
         raise NotDelivered()
     return view
@@ -205,7 +206,12 @@ async def claim(db: Db, agent_id: uuid.UUID, limit: int, policy: PollPolicy) -> 
 
 
 async def ack(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID) -> dict:
-    return ack_outcome(await db.fetchrow(q.ACK, agent_id, command_id))
+    command = ack_outcome(await db.fetchrow(q.ACK, agent_id, command_id))
+    if command["new_status"] is None and command["status"] in ("sent", "running"):
+        # The guard found the command live in the statement's snapshot yet matched nothing:
+        # something ended it meanwhile (the reaper, a cancel). Answer what it is now.
+        command = dict(await get(db, command_id))
+    return command
 
 
 async def report(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID, outcome: str,

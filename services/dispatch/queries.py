@@ -23,6 +23,10 @@ EXPIRED = "(c.expires_at <= statement_timestamp())"
 # up, its lapsed lease makes it timed_out instead.
 RETRIES_LEFT = "(c.retry_count < c.max_retries)"
 
+# A sent command whose lease lapsed with no retry left: it will never be delivered again
+# and must not start (the reaper makes it timed_out; so does a late ack).
+LEASE_EXHAUSTED = f"({DUE} AND NOT {RETRIES_LEFT})"
+
 # The columns of the command state object (API.md), shared by every statement below.
 COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, max_retries,
     delivery_count, ack_timeout_s, run_timeout_s, idempotency_key, created_at, sent_at,
@@ -107,10 +111,16 @@ UPDATE agents a
 
 # --- ack and result (agent) -------------------------------------------------------------
 
-# sent -> running, guarded by `status = 'sent'` and by the agent being active, in one
-# statement. The run deadline goes into visible_at for the reaper. When the guard fails
-# (already running, final, or not delivered) the caller answers from `current`, the row
-# as the statement found it: repeating an ack is a no-op, a final command stays final.
+# sent -> running, in one statement guarded by the agent being active and by the command
+# being live for it:
+# - an ack never starts a command past expires_at (it becomes expired here) nor one whose
+#   lease lapsed with its retries used up (timed_out here), whenever the reaper last ran;
+# - a repeated or racing ack for a running command updates it to what it is: the UPDATE
+#   waits for the first ack's row lock and answers from the row as it is after it, so
+#   every answer for a running command says running (the row as the statement began
+#   would still say sent);
+# - the run deadline goes into visible_at for the reaper.
+# A final or pending command matches nothing and is answered from `current`.
 ACK = f"""
 WITH agent AS MATERIALIZED (
     SELECT status FROM agents WHERE id = $1
@@ -118,15 +128,23 @@ WITH agent AS MATERIALIZED (
     SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $2 AND agent_id = $1
 ), acked AS (
     UPDATE commands c
-       SET status = 'running',
-           acked_at = statement_timestamp(),
-           visible_at = statement_timestamp() + make_interval(secs => c.run_timeout_s)
-     WHERE c.id = $2 AND c.agent_id = $1 AND c.status = 'sent'
+       SET status = CASE WHEN c.status = 'running' THEN 'running'
+                         WHEN {EXPIRED} THEN 'expired'
+                         WHEN {LEASE_EXHAUSTED} THEN 'timed_out'
+                         ELSE 'running' END,
+           acked_at = CASE WHEN c.status = 'sent' AND NOT {EXPIRED} AND NOT {LEASE_EXHAUSTED}
+                           THEN statement_timestamp() ELSE c.acked_at END,
+           finished_at = CASE WHEN c.status = 'sent' AND ({EXPIRED} OR {LEASE_EXHAUSTED})
+                              THEN statement_timestamp() ELSE c.finished_at END,
+           visible_at = CASE WHEN c.status = 'sent' AND NOT {EXPIRED} AND NOT {LEASE_EXHAUSTED}
+                             THEN statement_timestamp() + make_interval(secs => c.run_timeout_s)
+                             ELSE c.visible_at END
+     WHERE c.id = $2 AND c.agent_id = $1 AND c.status IN ('sent', 'running')
        AND EXISTS (SELECT 1 FROM agent WHERE agent.status = 'active')
-    RETURNING c.status, c.acked_at
+    RETURNING c.status, c.acked_at, c.finished_at
 )
 SELECT agent.status AS agent_status, acked.status AS new_status,
-       acked.acked_at AS new_acked_at, current.*
+       acked.acked_at AS new_acked_at, acked.finished_at AS new_finished_at, current.*
   FROM agent
   LEFT JOIN current ON true
   LEFT JOIN acked ON true
@@ -220,7 +238,7 @@ REAP_EXHAUSTED_LEASES = f"""
 UPDATE commands c
    SET status = 'timed_out', finished_at = statement_timestamp()
   FROM (SELECT c.id FROM commands c
-         WHERE c.status = 'sent' AND {DUE} AND NOT {RETRIES_LEFT}
+         WHERE c.status = 'sent' AND {LEASE_EXHAUSTED}
          ORDER BY c.visible_at
          LIMIT $1
            FOR UPDATE SKIP LOCKED) AS stale

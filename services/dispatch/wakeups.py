@@ -41,15 +41,25 @@ class Wakeups:
         for event in self._waiters.get(agent_id, ()):
             event.set()
 
-    async def wait(self, agent_id: str, timeout: float) -> None:
+    async def wait(self, agent_id: str, timeout: float, departed: asyncio.Future) -> None:
+        """Until a command is queued for the agent, `timeout` passes, or the client leaves
+        (`departed` is done)."""
         event = asyncio.Event()
         self._waiters[agent_id].add(event)
+        woken = asyncio.ensure_future(event.wait())
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+            await asyncio.wait((woken, departed), timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
+            woken.cancel()
             waiters = self._waiters[agent_id]
             waiters.discard(event)
             if not waiters:
                 del self._waiters[agent_id]
+
+
+async def departure(receive) -> None:
+    """Ends when the HTTP client goes away. Only for requests whose body nobody reads
+    (the poll is a GET): every message but the disconnect is the empty body."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

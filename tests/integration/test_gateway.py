@@ -152,7 +152,7 @@ def test_request_id_forwarded_headers_and_hop_by_hop(start_gateway, stub, dispat
     seen = resp.json()
     assert resp.headers.get_list("x-request-id") == ["trace-123"]
     assert seen["x-request-id"] == ["trace-123"]
-    assert seen["x-forwarded-for"] == ["10.9.9.9, 127.0.0.1"]
+    assert seen["x-forwarded-for"] == ["127.0.0.1"]  # a client's own hops are not believed
     assert "x-drop-me" not in seen  # named in Connection: hop-by-hop, not forwarded
     assert "x-secret-hop" not in resp.headers
     assert resp.headers.get_list("set-cookie") == ["a=1", "b=2"]
@@ -160,3 +160,10 @@ def test_request_id_forwarded_headers_and_hop_by_hop(start_gateway, stub, dispat
     assert "cookie" not in again  # the upstream's cookies never come back from the gateway
     generated = httpx.get(f"{gw.url}/nope").headers.get_list("x-request-id")
     assert len(generated) == 1 and len(generated[0]) == 32
+
+
+def test_forwarded_for_is_extended_only_from_a_trusted_proxy_in_front(start_gateway, stub, dispatch):
+    echo, _ = stub("echo")
+    gw = start_gateway([echo], [dispatch.url], FLEETLINE_GATEWAY_TRUSTED_PROXIES="127.0.0.1")
+    seen = httpx.get(f"{gw.url}/.well-known/jwks.json", headers={"X-Forwarded-For": "10.9.9.9"}).json()
+    assert seen["x-forwarded-for"] == ["10.9.9.9, 127.0.0.1"]

@@ -15,7 +15,7 @@ async def hello(request):
     return JSONResponse({"hello": request.path_params.get("x", "all")})
 
 
-ROUTES = [api_route("/things", hello, "GET"), api_route("/things/{x}", hello, "DELETE")]
+ROUTES = [api_route("/things", GET=hello), api_route("/things/{x}", DELETE=hello)]
 APP = Starlette(routes=[admin_mount(ROUTES, TOKEN)], exception_handlers=EXCEPTION_HANDLERS)
 AUTHORISED = {"Authorization": f"Bearer {TOKEN}"}
 
