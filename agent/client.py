@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 
 from agent import __version__
@@ -28,6 +30,40 @@ class Refused(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
+# The largest answer the agent reads: a poll of 100 commands with 64 KiB params each fits.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+
+
+def _read_capped(resp: httpx.Response) -> bytes | None:
+    """The body, or None when it is larger than MAX_ANSWER_BYTES (not read any further)."""
+    data = bytearray()
+    for chunk in resp.iter_bytes():
+        data += chunk
+        if len(data) > MAX_ANSWER_BYTES:
+            return None
+    return bytes(data)
+
+
+def poll_answer_problem(body: dict) -> str | None:
+    """What is wrong with a poll answer, or None. A malformed answer is logged and retried
+    like a server error; it never reaches the command handling (or stops the agent)."""
+    interval = body.get("poll_interval_s")
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval <= 86400:
+        return "poll_interval_s is not a number of seconds"
+    commands = body.get("commands")
+    if not isinstance(commands, list):
+        return "commands is not a list"
+    for c in commands:
+        if not isinstance(c, dict) or not isinstance(c.get("id"), str) or not c["id"]:
+            return "a command without an id"
+        if not isinstance(c.get("type"), str) or not isinstance(c.get("params", {}), dict):
+            return f"command {c['id'][:36]} has no type or params object"
+        timeout = c.get("run_timeout_s", 3600)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            return f"command {c['id'][:36]} has no valid run_timeout_s"
+    return None
+
+
 class Client:
     def __init__(self, server: str, machine_id: str, timeout_s: float = 30.0):
         self.machine_id = machine_id
@@ -40,17 +76,23 @@ class Client:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            resp = self.http.request(method, path, headers=headers,
-                                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT, **kw)
+            with self.http.stream(method, path, headers=headers,
+                                  timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                                  **kw) as resp:
+                raw = _read_capped(resp)
         except httpx.HTTPError as exc:
             raise Retryable(f"{type(exc).__name__}: {exc}") from None
+        if raw is None:
+            raise Retryable(f"HTTP {resp.status_code} answer over {MAX_ANSWER_BYTES} bytes")
         if resp.status_code == 429 or resp.status_code >= 500:
             raise Retryable(f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("retry-after")))
         try:
-            body = resp.json()
+            body = json.loads(raw)
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             if resp.status_code < 400:
-                raise Retryable(f"HTTP {resp.status_code} without a JSON body") from None
+                raise Retryable(f"HTTP {resp.status_code} without a JSON object")
             body = {}
         if resp.status_code == 401:
             raise Unauthorized(body.get("detail", "unauthorized"))
@@ -67,8 +109,12 @@ class Client:
                           json={"agent_id": agent_id, "refresh_token": refresh_token})
 
     def poll(self, token: str, agent_id: str, limit: int = 10, wait: int = 0) -> dict:
-        return self._call("GET", f"/api/v1/agents/{agent_id}/commands", token,
+        body = self._call("GET", f"/api/v1/agents/{agent_id}/commands", token,
                           params={"limit": limit, "wait": wait}, timeout=30.0 + wait)
+        problem = poll_answer_problem(body)
+        if problem:
+            raise Retryable(f"malformed poll answer: {problem}")
+        return body
 
     def ack(self, token: str, agent_id: str, command_id: str) -> dict:
         return self._call("POST", f"/api/v1/agents/{agent_id}/commands/{command_id}/ack", token)

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -18,15 +19,22 @@ from typing import Callable
 from agent import __version__
 from agent.stopper import Stopper
 
-MAX_OUTPUT_BYTES = 64 * 1024
 GRACE_S = 5.0  # a running command's time to finish after SIGTERM
+READ_LIMIT = 1024 * 1024  # keep at most this much of a command's output (its end) in memory
+# The umask commands run with: the operator's, from before the agent tightened its own.
+COMMAND_UMASK = 0o022
+# What a command inherits: a usable PATH, HOME and locale, nothing of the agent's
+# configuration or secrets. `params.env` adds to it.
+BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": "/", "LANG": "C.UTF-8"}
 
 
 @dataclass
 class Outcome:
     status: str  # succeeded | failed
     exit_code: int | None
-    output: str
+    output: bytes | str  # made acceptable (UTF-8, no NUL, 64 KiB) by agent.results.fit_output
+    note: str = ""  # the agent's own word on how it ended, kept within the output's budget
 
 
 @dataclass
@@ -42,13 +50,20 @@ class Context:
 INTERRUPTED = Outcome("failed", None, "interrupted")
 
 
-def cap_output(data: bytes) -> str:
-    """At most 64 KiB of UTF-8, whatever the command printed."""
-    text = data.decode("utf-8", errors="replace")
-    encoded = text.encode("utf-8")
-    if len(encoded) <= MAX_OUTPUT_BYTES:
-        return text
-    return encoded[:MAX_OUTPUT_BYTES].decode("utf-8", errors="ignore")
+def command_env(extra: object) -> dict[str, str] | str:
+    """The clean environment for a command, or why `params.env` is unusable."""
+    env = dict(BASE_ENV)
+    env["PATH"] = os.environ.get("PATH", BASE_ENV["PATH"])
+    env["HOME"] = os.environ.get("HOME", BASE_ENV["HOME"])
+    env["LANG"] = os.environ.get("LANG", BASE_ENV["LANG"])
+    if extra is None:
+        return env
+    if not isinstance(extra, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\x00" not in k + v
+            for k, v in extra.items()):
+        return "params.env must map variable names to strings"
+    env.update(extra)
+    return env
 
 
 def ping(params: dict, ctx: Context) -> Outcome:
@@ -104,34 +119,39 @@ def sleep(params: dict, ctx: Context) -> Outcome:
             return INTERRUPTED
         time.sleep(max(0.0, left))  # within the grace: let it finish
     if allowed < seconds:
-        return Outcome("failed", None, f"run timeout: stopped after {allowed:.0f} s")
+        return Outcome("failed", None, "", f"[run timeout: stopped after {allowed:.0f} s]")
     return Outcome("succeeded", 0, f"slept {seconds} s")
 
 
 def shell(params: dict, ctx: Context) -> Outcome:
-    """Runs argv directly (never through a shell), output capped, killed at its timeout."""
+    """Runs argv directly (never through a shell) in a clean environment, reading its
+    output as it comes; killed at its timeout, and its whole process group killed when it
+    exits, so background children neither outlive it nor hold its output open."""
     if not ctx.allow_shell:
         return Outcome("failed", None, "shell commands are disabled on this agent (start it with --allow-shell)")
     argv = params.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and "\x00" not in a for a in argv):
         return Outcome("failed", None, "params.argv must be a non-empty list of strings")
     timeout = params.get("timeout_s", 60)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         return Outcome("failed", None, "params.timeout_s must be a positive number")
+    env = command_env(params.get("env"))
+    if isinstance(env, str):
+        return Outcome("failed", None, env)
     limit = min(float(timeout), max(0.0, ctx.remaining()))
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                umask=COMMAND_UMASK, close_fds=True)
     except OSError as exc:
         return Outcome("failed", None, f"cannot start {argv[0]}: {exc.strerror}")
-    chunks: list[bytes] = []
+    output = bytearray()
 
     def read() -> None:  # keep reading so the child never blocks on a full pipe
-        size = 0
-        for chunk in iter(lambda: proc.stdout.read(8192), b""):
-            if size <= MAX_OUTPUT_BYTES:
-                chunks.append(chunk)
-                size += len(chunk)
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            output.extend(chunk)
+            if len(output) > READ_LIMIT:
+                del output[: len(output) - READ_LIMIT]  # keep the end
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
@@ -141,21 +161,20 @@ def shell(params: dict, ctx: Context) -> Outcome:
         if ctx.stopper.stopping:
             if not _wait_exit(proc, GRACE_S):
                 killed_for = "interrupted"
-                _kill(proc)
             break
         if time.monotonic() - started >= limit:
-            killed_for = f"timeout: killed after {limit:.0f} s"
-            _kill(proc)
+            killed_for = f"[timeout: killed after {limit:.0f} s]"
             break
         ctx.stopper.sleep(0.05)
+    _kill(proc)  # the group: whatever it left behind goes too, and the pipe closes
     proc.wait()
     reader.join(5)
-    output = cap_output(b"".join(chunks))
+    proc.stdout.close()
     if killed_for == "interrupted":
         return INTERRUPTED
     if killed_for:
-        return Outcome("failed", proc.returncode, (output + f"\n[{killed_for}]").lstrip("\n"))
-    return Outcome("succeeded" if proc.returncode == 0 else "failed", proc.returncode, output)
+        return Outcome("failed", proc.returncode, bytes(output), killed_for)
+    return Outcome("succeeded" if proc.returncode == 0 else "failed", proc.returncode, bytes(output))
 
 
 def _wait_exit(proc: subprocess.Popen, seconds: float) -> bool:
@@ -168,8 +187,8 @@ def _wait_exit(proc: subprocess.Popen, seconds: float) -> bool:
 
 def _kill(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, 9)  # the whole process group: children of argv die too
-    except ProcessLookupError:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: children of argv die too
+    except (ProcessLookupError, PermissionError):
         pass
 
 

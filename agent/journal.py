@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -26,47 +27,59 @@ CREATE TABLE IF NOT EXISTS commands (
 
 
 class Journal:
+    """One connection shared by the poll loop and the command threads, one statement at a
+    time under a lock."""
+
     def __init__(self, path: Path):
-        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute(SCHEMA)
+        for name in (path.name, path.name + "-wal", path.name + "-shm"):
+            if (path.parent / name).exists():
+                (path.parent / name).chmod(0o600)  # command outputs are nobody else's
+
+    def _run(self, sql: str, args: tuple = ()) -> list:
+        with self._lock:
+            return self.db.execute(sql, args).fetchall()
 
     def status(self, command_id: str) -> str | None:
-        row = self.db.execute("SELECT status FROM commands WHERE id = ?", (command_id,)).fetchone()
-        return row[0] if row else None
+        rows = self._run("SELECT status FROM commands WHERE id = ?", (command_id,))
+        return rows[0][0] if rows else None
 
     def receive(self, command_id: str, ctype: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO commands (id, type, status, updated_at) VALUES (?, ?, 'received', ?)",
+        self._run("INSERT OR IGNORE INTO commands (id, type, status, updated_at) VALUES (?, ?, 'received', ?)",
                         (command_id, ctype, time.time()))
 
     def start(self, command_id: str) -> None:
         """Durable before the command runs: after a crash it is `running`, never re-run."""
-        self.db.execute("UPDATE commands SET status = 'running', executions = executions + 1, updated_at = ? "
+        self._run("UPDATE commands SET status = 'running', executions = executions + 1, updated_at = ? "
                         "WHERE id = ? AND status = 'received'", (time.time(), command_id))
 
     def finish(self, command_id: str, result: dict) -> None:
-        self.db.execute("UPDATE commands SET status = 'done', result = ?, updated_at = ? WHERE id = ?",
+        self._run("UPDATE commands SET status = 'done', result = ?, updated_at = ? WHERE id = ?",
                         (json.dumps(result), time.time(), command_id))
 
     def skip(self, command_id: str) -> None:
-        self.db.execute("UPDATE commands SET status = 'skipped', reported = 1, updated_at = ? WHERE id = ?",
+        self._run("UPDATE commands SET status = 'skipped', reported = 1, updated_at = ? WHERE id = ?",
                         (time.time(), command_id))
 
     def reported(self, command_id: str) -> None:
-        self.db.execute("UPDATE commands SET reported = 1 WHERE id = ?", (command_id,))
+        self._run("UPDATE commands SET reported = 1 WHERE id = ?", (command_id,))
 
     def result(self, command_id: str) -> dict | None:
-        row = self.db.execute("SELECT result FROM commands WHERE id = ?", (command_id,)).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
+        rows = self._run("SELECT result FROM commands WHERE id = ?", (command_id,))
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
     def interrupted(self) -> list[str]:
         """Commands that were running when a previous process died."""
-        return [r[0] for r in self.db.execute("SELECT id FROM commands WHERE status = 'running'")]
+        return [r[0] for r in self._run("SELECT id FROM commands WHERE status = 'running'")]
 
     def unreported(self) -> list[tuple[str, dict]]:
-        rows = self.db.execute("SELECT id, result FROM commands WHERE status = 'done' AND reported = 0")
+        rows = self._run("SELECT id, result FROM commands WHERE status = 'done' AND reported = 0")
         return [(r[0], json.loads(r[1])) for r in rows]
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()

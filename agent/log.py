@@ -5,6 +5,7 @@ library only); the agent never imports services."""
 from __future__ import annotations
 
 import sys
+import threading
 
 from fleetline.ethos import format_fields
 
@@ -15,6 +16,7 @@ class Log:
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
         self.level = LEVELS["INFO"]
+        self._lock = threading.Lock()
 
     def configure(self, level: str) -> None:
         self.level = LEVELS.get(level.upper(), LEVELS["INFO"])
@@ -23,8 +25,9 @@ class Log:
         if LEVELS[level] < self.level:
             return
         kv = format_fields(fields)
-        self.stream.write(f"[{level}] [agent] [{subsystem}] {event}{' ' + kv if kv else ''}\n")
-        self.stream.flush()
+        with self._lock:  # command threads log too: one whole line at a time
+            self.stream.write(f"[{level}] [agent] [{subsystem}] {event}{' ' + kv if kv else ''}\n")
+            self.stream.flush()
 
     def info(self, subsystem: str, event: str, **fields) -> None:
         self._emit("INFO", subsystem, event, fields)

@@ -30,6 +30,16 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
+def secure_dir(path: Path) -> None:
+    """The state directory and everything in it readable by the agent's user only: it
+    holds credentials and the outputs of past commands."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    for entry in path.iterdir():
+        if entry.is_file() and not entry.is_symlink():
+            entry.chmod(0o600)
+
+
 class Credentials:
     def __init__(self, state_dir: Path):
         self.path = state_dir / "state.json"

@@ -13,16 +13,17 @@ from tests.integration.support import ROOT, stop_process, wait_until
 
 class AgentProcess:
     def __init__(self, server: str, state_dir: Path, machine_id: str, token: str | None = None,
-                 allow_shell: bool = True):
+                 allow_shell: bool = True, extra_args: list[str] | None = None):
         self.state_dir = state_dir
         self.log_path = state_dir.parent / f"{state_dir.name}.log"
         args = [sys.executable, "-m", "agent", "--server", server, "--state-dir", str(state_dir),
                 "--machine-id", machine_id]
-        if token:
-            args += ["--registration-token", token]
         if allow_shell:
             args.append("--allow-shell")
+        args += extra_args or []
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
+        if token:  # a secret: never in argv
+            env["FLEETLINE_AGENT_REGISTRATION_TOKEN"] = token
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT)
 

@@ -3,14 +3,19 @@
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 import time
+from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
-from tests.integration.support import ServiceProcess, wait_until
+from fleetline.pgembed import free_port
+from tests.integration.support import ROOT, ServiceProcess, wait_until
 
 FAST = {"FLEETLINE_POLL_INTERVAL_S": "1", "FLEETLINE_RAPID_POLL_INTERVAL_S": "1",
         "FLEETLINE_REAPER_INTERVAL_S": "0.5"}
@@ -105,15 +110,17 @@ def test_sigkill_during_a_command_reports_interrupted_and_never_reruns(fleet_sta
 def test_a_redelivered_command_runs_exactly_once(fleet_stack, tmp_path):
     marker = tmp_path / "executions.txt"
     agent_id = fleet_stack.enrol()
-    # One poll hands over both (queued while the agent is down): it starts the long one
-    # first and dies in it, so the shell command's ack never happens and its 1 s lease runs out.
-    blocker = fleet_stack.queue(agent_id, "sleep", params={"seconds": 60}, priority=10)
     once = fleet_stack.queue(agent_id, "shell", ack_timeout_s=1,
                              params={"argv": ["sh", "-c", f"echo run >> {marker}"]})
-    agent = fleet_stack.agent()
-    fleet_stack.wait_status(blocker["id"], {"running"})
-    assert fleet_stack.command(once["id"])["status"] == "sent"
-    agent.kill()
+    # The agent's previous life: it polled with its own credentials, journaled the command
+    # as received and was SIGKILLed before its ack, so the 1 s lease runs out unacked.
+    state = json.loads((tmp_path / "a1" / "state.json").read_text())
+    first = httpx.get(f"{fleet_stack.url}/api/v1/agents/{agent_id}/commands",
+                      headers={"Authorization": f"Bearer {state['access_token']}", "X-Machine-ID": "machine-a1"})
+    assert [c["id"] for c in first.json()["commands"]] == [once["id"]]
+    with sqlite3.connect(tmp_path / "a1" / "journal.sqlite3") as db:
+        db.execute("INSERT INTO commands (id, type, status, updated_at) VALUES (?, 'shell', 'received', 0)",
+                   (once["id"],))
     fleet_stack.agent()
     done = fleet_stack.wait_status(once["id"], {"succeeded", "failed"})
     assert done["status"] == "succeeded"
@@ -232,3 +239,121 @@ def test_a_refused_refresh_token_leads_to_registering_again_as_the_same_agent(fl
     assert "refresh_refused" in log and f"agent_registered agent_id={agent_id}" in log
     tokens = httpx.get(f"{fleet_stack.url}/api/v1/admin/registration-tokens", headers=ADMIN).json()["tokens"]
     assert [t["uses"] for t in tokens if t["id"] == token["id"]] == [1]  # same machine: no new use
+
+
+# --- every command received ends with a result; nothing of the agent leaks into it -------
+
+def test_output_over_64_kib_with_nul_and_a_timeout_note_is_still_accepted(fleet_stack):
+    fleet_stack.agent()
+    agent_id = fleet_stack.agent_id()
+    cmd = fleet_stack.queue(agent_id, "shell", params={
+        "argv": ["sh", "-c", "head -c 100000 /dev/zero; printf 'tail-end'; sleep 30"], "timeout_s": 1})
+    done = fleet_stack.wait_status(cmd["id"], {"succeeded", "failed"}, timeout=30)
+    output = done["result"]["output"]
+    assert done["status"] == "failed" and "\x00" not in output
+    assert len(output.encode()) <= 64 * 1024
+    assert output.endswith("tail-end\n[timeout: killed after 1 s]")
+
+
+def test_a_short_ack_timeout_behind_a_long_command_still_runs(fleet_stack):
+    agent_id = fleet_stack.enrol()
+    slow = fleet_stack.queue(agent_id, "sleep", params={"seconds": 5}, priority=10)
+    quick = fleet_stack.queue(agent_id, "ping", ack_timeout_s=2, max_retries=0)
+    fleet_stack.agent()
+    assert fleet_stack.wait_status(quick["id"], {"succeeded", "failed", "timed_out"})["status"] == "succeeded"
+    assert fleet_stack.wait_status(slow["id"], {"succeeded", "failed"})["status"] == "succeeded"
+
+
+def test_max_parallel_bounds_what_is_claimed_and_run_at_once(fleet_stack, tmp_path):
+    agent_id = fleet_stack.enrol()
+    ids = [fleet_stack.queue(agent_id, "sleep", params={"seconds": 2})["id"] for _ in range(5)]
+    fleet_stack.agent(extra_args=["--max-parallel", "2"])
+    running_max = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # one listing is one statement: a consistent sample
+        listed = httpx.get(f"{fleet_stack.url}/api/v1/admin/commands", params={"agent_id": agent_id},
+                           headers=ADMIN).json()["commands"]
+        states = [c["status"] for c in listed]
+        running_max = max(running_max, sum(s in ("sent", "running") for s in states))
+        if states.count("succeeded") == len(ids):
+            break
+        time.sleep(0.1)
+    assert all(fleet_stack.command(i)["status"] == "succeeded" for i in ids)
+    assert running_max == 2
+
+
+def _pids_running(pattern: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and pattern in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_background_child_neither_stalls_the_result_nor_outlives_the_command(fleet_stack):
+    fleet_stack.agent()
+    agent_id = fleet_stack.agent_id()
+    cmd = fleet_stack.queue(agent_id, "shell", params={"argv": ["sh", "-c", "(sleep 47.25 &); echo started"]})
+    done = fleet_stack.wait_status(cmd["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded" and done["result"]["output"] == "started\n"
+    started = datetime.fromisoformat(done["result"]["started_at"].replace("Z", "+00:00"))
+    finished = datetime.fromisoformat(done["result"]["finished_at"].replace("Z", "+00:00"))
+    assert (finished - started).total_seconds() < 3  # no 5 s stall waiting on the pipe
+    assert _pids_running("sleep 47.25") == []
+
+
+def test_commands_run_in_a_clean_environment(fleet_stack, tmp_path):
+    token = create_registration_token(fleet_stack.url)["token"]
+    fleet_stack.agent(token=token)
+    agent_id = fleet_stack.agent_id()
+    cmd = fleet_stack.queue(agent_id, "shell", params={"argv": ["env"], "env": {"EXTRA": "yes"}})
+    output = fleet_stack.wait_status(cmd["id"], {"succeeded"})["result"]["output"]
+    names = {line.split("=", 1)[0] for line in output.splitlines() if "=" in line}
+    assert {"PATH", "HOME", "LANG", "EXTRA"} <= names
+    assert not any(n.startswith("FLEETLINE") for n in names) and token not in output
+
+
+def test_the_state_directory_and_journal_are_private(fleet_stack, tmp_path):
+    state = tmp_path / "a1"
+    state.mkdir(mode=0o755)
+    state.chmod(0o755)
+    fleet_stack.agent().wait_log("agent_started")
+    assert state.stat().st_mode & 0o777 == 0o700
+    for name in ("state.json", "journal.sqlite3", "machine-id"):
+        if (state / name).exists():
+            assert (state / name).stat().st_mode & 0o777 == 0o600, name
+
+
+def test_the_registration_token_cannot_be_given_in_argv(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "agent", "--server", "http://127.0.0.1:9",
+                           "--state-dir", str(tmp_path / "s"), "--registration-token", "flreg_secret"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "--registration-token" in proc.stderr
+
+
+def test_malformed_or_oversized_poll_answers_are_retried_never_fatal(tmp_path):
+    port = free_port()
+    stub = subprocess.Popen([sys.executable, "-m", "tests.integration.upstream_stub", "--port", str(port),
+                             "--mode", "garbage"], cwd=ROOT)
+    try:
+        wait_until(lambda: _listening(port), 15, what="stub")
+        agent = AgentProcess(f"http://127.0.0.1:{port}", tmp_path / "g", "m-g", token="flreg_x")
+        agent.wait_log("malformed poll answer", timeout=30)
+        assert agent.proc.poll() is None and "Traceback" not in agent.log()
+        agent.stop()
+    finally:
+        stub.kill()
+        stub.wait()
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False

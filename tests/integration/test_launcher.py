@@ -119,6 +119,11 @@ def test_demo_agents_answer_a_ping_from_the_cli(tmp_path):
 
         agents = wait_until(two_agents, 60, 0.2, "two demo agents")["agents"]
         assert {a["machine_id"] for a in agents} == {"demo-machine-1", "demo-machine-2"}
+        for demo in ("demo-1", "demo-2"):  # credentials and past outputs: the agent's alone
+            state = data_dir / "agents" / demo
+            assert state.stat().st_mode & 0o777 == 0o700
+            assert (state / "state.json").stat().st_mode & 0o777 == 0o600
+            assert (state / "journal.sqlite3").stat().st_mode & 0o777 == 0o600
         for a in agents:
             sent = cli(data_dir, gw, "commands", "send", "--agent", a["id"], "--type", "ping",
                        "--wait", "--timeout", "60")

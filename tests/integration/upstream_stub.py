@@ -1,7 +1,8 @@
 """A misbehaving upstream for gateway tests, as a real process on a raw socket:
 `slow` answers after 30 s; `drop` records each request in a file and closes the connection
 without answering (it may have acted on it); `echo` answers with the headers it received,
-two cookies and a hop-by-hop header the gateway must strip."""
+two cookies and a hop-by-hop header the gateway must strip; `garbage` plays a server that
+lets an agent register and then answers its polls with malformed or oversized bodies."""
 
 import argparse
 import asyncio
@@ -33,10 +34,39 @@ async def handle(reader, writer, mode, count_file):
         if mode == "drop":
             writer.close()
             return
+        if mode == "garbage":
+            await garbage(writer, path)
+            return
     body = json.dumps(headers).encode()
     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                  b"set-cookie: a=1\r\nset-cookie: b=2\r\n"
                  b"connection: close, x-secret-hop\r\nx-secret-hop: 1\r\n"
+                 + f"content-length: {len(body)}\r\n\r\n".encode() + body)
+    await writer.drain()
+    writer.close()
+
+
+GARBAGE = [
+    b'{"commands": [{"type": "ping", "params": {}}], "poll_interval_s": 5}',  # no id
+    b'{"commands": [], "poll_interval_s": "soon"}',
+    b'{"commands": {"id": "x"}, "poll_interval_s": 5}',
+    b'["not", "an", "object"]',
+    b'{"commands": [' + b'{"id": "x", "type": "ping", "params": {"pad": "' + b"x" * (17 * 1024 * 1024) + b'"}}],'
+    b' "poll_interval_s": 5}',
+]
+_polls = [0]
+
+
+async def garbage(writer, path):
+    if path.endswith("/register"):
+        status, body = b"201 Created", json.dumps({
+            "agent_id": "00000000-0000-4000-8000-000000000001", "access_token": "t",
+            "access_token_expires_at": "2099-01-01T00:00:00Z", "refresh_token": "r",
+            "refresh_token_expires_at": "2099-01-01T00:00:00Z", "poll_interval_s": 1}).encode()
+    else:
+        status, body = b"200 OK", GARBAGE[_polls[0] % len(GARBAGE)]
+        _polls[0] += 1
+    writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
                  + f"content-length: {len(body)}\r\n\r\n".encode() + body)
     await writer.drain()
     writer.close()
@@ -51,7 +81,7 @@ async def main(port, mode, count_file):
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--mode", choices=["slow", "drop", "echo"], required=True)
+    p.add_argument("--mode", choices=["slow", "drop", "echo", "garbage"], required=True)
     p.add_argument("--count-file")
     a = p.parse_args()
     asyncio.run(main(a.port, a.mode, a.count_file))
