@@ -119,6 +119,7 @@ SCHEMAS: dict[str, Any] = {
         "arch": {"type": ["string", "null"], "maxLength": 64},
         "agent_version": {"type": ["string", "null"], "maxLength": 64},
         "labels": {"type": ["object", "null"], "maxProperties": 64,
+                   "propertyNames": {"minLength": 1, "maxLength": 255},
                    "additionalProperties": {"type": "string", "maxLength": 255}},
     }),
     "Credentials": obj(["access_token", "access_token_expires_at", "refresh_token_expires_at"], {
