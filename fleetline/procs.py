@@ -24,19 +24,35 @@ def _die_with_parent() -> None:  # runs in the child, between fork and exec
 
 
 class Child:
-    """`python -m <module> [args]`; SIGTERM'd if the launcher itself dies."""
+    """`python -m <module> [args]`; SIGTERM'd if the launcher itself dies. `respawn()`
+    starts it again exactly as before (same arguments, so the same address)."""
 
     def __init__(self, name: str, module: str, args: list[str], env: dict[str, str],
-                 log: IO[bytes] | int | None, cwd: Path | None = None):
+                 log: Path | None, cwd: Path | None = None):
         self.name = name
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-        )
+        self._argv = [sys.executable, "-m", module, *args]
+        self._env, self._log, self._cwd = env, log, cwd
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        log: IO[bytes] | int = open(self._log, "ab") if self._log else subprocess.DEVNULL
+        try:
+            return subprocess.Popen(self._argv, env=self._env, cwd=self._cwd, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        finally:
+            if self._log:
+                log.close()
+
+    def respawn(self) -> None:
+        self.proc = self._spawn()
 
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
 
     def terminate(self) -> None:
         if self.alive:

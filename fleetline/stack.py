@@ -1,11 +1,15 @@
 """The whole fleet on one machine: (embedded) PostgreSQL, migrations, keys, auth, N dispatch
 replicas and the gateway as real uvicorn processes, plus optional demo agents.
-Used by `fleetline up`, the benchmarks and the end-to-end tests."""
+Used by `fleetline up`, the benchmarks and the end-to-end tests.
+
+`supervise()` is the supervisor's step: a child that died is restarted on the same address
+after a backoff (fleetline/restarts.py); a crash loop is reported to the caller."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +18,7 @@ import httpx
 from fleetline.migrate import migrate
 from fleetline.pgembed import EmbeddedPostgres, free_port
 from fleetline.procs import Child, child_env, stop_all, wait_ready
+from fleetline.restarts import Restarts
 from fleetline.secrets_cmd import write_secret_file
 from services.auth.keys import write_private_key
 from fleetline.ethos import Log
@@ -38,14 +43,16 @@ class Stack:
         self.gateway_url = self.auth_url = ""
         self.dispatch_urls: list[str] = []
         self.admin_token = ""
+        self._restarts: dict[str, Restarts] = {}
+        self._due: dict[str, float] = {}  # name -> when a dead child starts again
 
     def _setting(self, name: str) -> str | None:
         return self.env.get(name) or os.environ.get(name) or None
 
-    def _log_file(self, name: str):
+    def _log_file(self, name: str) -> Path:
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
-        return open(logs / f"{name}.log", "ab")
+        return logs / f"{name}.log"
 
     def _start(self, name: str, module: str, port: int, env: dict[str, str]) -> tuple[str, Child]:
         child = Child(name, module, ["--port", str(port)], child_env({**self.env, **env}),
@@ -127,6 +134,39 @@ class Stack:
     def ready_line(self) -> str:
         return (f"ready gateway={self.gateway_url} auth={self.auth_url} "
                 f"dispatch={','.join(self.dispatch_urls)} admin_token_file={self.data_dir / 'admin-token'}")
+
+    # --- supervision ----------------------------------------------------------------------
+
+    def supervise(self, now: float | None = None) -> str | None:
+        """One supervisor step: restart what died (after its backoff). Returns the name of a
+        child in a crash loop, for the caller to stop everything."""
+        now = time.monotonic() if now is None else now
+        watched: list[tuple[str, object]] = []
+        if self.pg is not None:
+            watched.append(("postgres", self.pg))
+        watched += [(c.name, c) for c in self.children + self.agent_children]
+        for name, child in watched:
+            if child.alive:
+                continue
+            if name not in self._due:
+                if name.startswith("agent-") and child.returncode == 1:
+                    continue  # an agent that stopped itself (revoked, refused): not a crash
+                restarts = self._restarts.setdefault(name, Restarts())
+                restarts.died(now)
+                if restarts.crash_loop():
+                    return name
+                delay = restarts.delay_s()
+                self._due[name] = now + delay
+                _log.warning("child_exited", child=name, code=child.returncode, restart_in=f"{delay:.0f}s")
+            elif now >= self._due[name]:
+                del self._due[name]
+                try:
+                    child.respawn()
+                except Exception as exc:  # e.g. postgres failed to come up: counts as a death
+                    _log.error("restart_failed", child=name, error=exc)
+                    continue
+                _log.info("child_restarted", child=name)
+        return None
 
     def stop(self) -> None:
         # Agents first (they talk to the gateway), then the services, then the database.

@@ -84,7 +84,8 @@ class Gateway:
 
     async def startup(self) -> None:
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300,
+                                         keepalive_timeout=self.settings.upstream_keepalive_s),
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookie to another
             auto_decompress=False,  # pass bodies through byte for byte
             skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),

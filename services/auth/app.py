@@ -18,6 +18,7 @@ from services.common.db import Db
 from services.common.errors import EXCEPTION_HANDLERS
 from services.common.http import ServiceMiddleware, api_route, health_routes
 from services.common.ratelimit import RateLimit, make_storage
+from services.common.readiness import SchemaCheck
 
 _log = Log("auth", "lifecycle")
 
@@ -54,7 +55,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[*AGENT_ROUTES, admin_mount(ADMIN_ROUTES, settings.admin_token),
-                *health_routes(db.ping, metrics)],
+                *health_routes(SchemaCheck(db), metrics)],
         middleware=[Middleware(ServiceMiddleware, metrics=metrics, component="auth")],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -3,9 +3,11 @@ place a 500 is made), health routes, API routes without HEAD, and the client add
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Awaitable, Callable
 
+import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,6 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fleetline.ethos import Log
 from fleetline.http import Metrics, header_value, request_id_from
 from services.common.errors import error_response
+
+
+# Failures that mean "no database right now", not "a bug": connections refused or lost,
+# a server starting up or shutting down.
+DATABASE_DOWN = (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
+                 asyncpg.AdminShutdownError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
 class ServiceMiddleware:
@@ -50,6 +58,14 @@ class ServiceMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except DATABASE_DOWN as exc:
+            # The database is restarting or unreachable: say so, so clients retry (every
+            # agent call and queueing with an idempotency key is safe to repeat).
+            self.log.warning("database_unavailable", path=scope["path"], request_id=rid, error=exc)
+            if not started:
+                resp = error_response(503, "not_ready", "The database is not reachable right now; retry shortly.",
+                                      headers={"Retry-After": "1"})
+                await resp(scope, receive, send_wrapper)
         except Exception as exc:
             self.log.error(
                 "unhandled_exception",

@@ -15,6 +15,7 @@ from services.common.admin import admin_mount
 from services.common.db import Db
 from services.common.http import ServiceMiddleware, api_route, health_routes
 from services.common.ratelimit import RateLimit, make_storage
+from services.common.readiness import SchemaCheck
 from services.common.tokens import AccessTokenVerifier, KeySet
 from services.dispatch import admin_api, agent_api
 from services.dispatch.api_errors import EXCEPTION_HANDLERS
@@ -61,6 +62,10 @@ def create_app(settings: Settings) -> Starlette:
     wakeups = Wakeups(postgres_url(settings.database_url))
     reaper = Reaper(db, settings.reaper_interval_s)
     last_seen = LastSeen(db, settings.last_seen_flush_s)
+    schema_ready = SchemaCheck(db)
+
+    async def ready() -> bool:  # the expected schema, and LISTEN up (or held polls go deaf)
+        return wakeups.listening and await schema_ready()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -81,7 +86,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[*AGENT_ROUTES, admin_mount(ADMIN_ROUTES, settings.admin_token),
-                *health_routes(db.ping, metrics)],
+                *health_routes(ready, metrics)],
         middleware=[Middleware(ServiceMiddleware, metrics=metrics, component="dispatch")],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

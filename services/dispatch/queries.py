@@ -197,6 +197,16 @@ GET_BY_IDEMPOTENCY_KEY = f"""
 SELECT {COMMAND_COLUMNS} FROM commands WHERE agent_id = $1 AND idempotency_key = $2
 """
 
+# After the LISTEN connection was re-established (wakeups.py): which of the agents parked
+# in this process got a command during the gap. One statement for all of them, on
+# commands_claimable; the woken polls claim as usual.
+CATCH_UP = f"""
+SELECT DISTINCT c.agent_id::text
+  FROM commands c
+ WHERE c.agent_id = ANY($1::uuid[])
+   AND c.status IN ('pending', 'sent') AND {DUE}
+"""
+
 # Wakes long polls waiting for this agent, in every dispatch replica.
 NOTIFY_NEW_COMMAND = "SELECT pg_notify('fleetline_commands', $1::text)"
 

@@ -12,6 +12,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.integration.launch import read_ready_line
 from tests.integration.support import ROOT, wait_until
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
@@ -35,13 +36,7 @@ def launched(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "fleetline", "up", "--data-dir", str(data_dir),
                              "--port", "0", "--dispatch-replicas", "2"],
                             cwd=ROOT, env=CLEAN_ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = ""
-    deadline = time.monotonic() + 90
-    while "ready" not in line:
-        line = proc.stdout.readline()
-        assert line or proc.poll() is None, "launcher exited before ready"
-        assert time.monotonic() < deadline, "launcher not ready in 90 s"
-    fields = dict(part.split("=", 1) for part in line.split()[1:])
+    fields = read_ready_line(proc)
     yield proc, data_dir, fields
     if proc.poll() is None:
         proc.kill()
@@ -85,7 +80,7 @@ def test_fleetline_up_runs_the_fleet_and_stops_everything(launched):
 
     launcher = psutil.Process(proc.pid)
     started = launcher.children(recursive=True)
-    pg_pid = int((data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().split()[0])
+    pg_pid = next(p.pid for p in launcher.children() if p.name() == "postgres")  # its child, not a daemon
     assert len(started) >= 4 and psutil.pid_exists(pg_pid)
 
     t0 = time.monotonic()

@@ -78,3 +78,21 @@ def test_secret_files_are_the_ones_fleetline_secrets_creates(compose, tmp_path):
     for secret in compose["secrets"].values():
         assert (tmp_path / Path(secret["file"]).name).exists(), secret["file"]
         assert (tmp_path / Path(secret["file"]).name).stat().st_mode & 0o777 == 0o600
+
+
+def test_the_trusted_gateway_address_is_outside_the_dynamic_range(compose):
+    import ipaddress
+
+    pool = compose["networks"]["default"]["ipam"]["config"][0]
+    fixed = ipaddress.ip_address(compose["services"]["gateway"]["networks"]["default"]["ipv4_address"])
+    assert fixed in ipaddress.ip_network(pool["subnet"]) and fixed not in ipaddress.ip_network(pool["ip_range"])
+    trusted = compose["services"]["auth"]["environment"]["FLEETLINE_TRUSTED_PROXIES"]
+    assert trusted == str(fixed)
+
+
+def test_services_keep_connections_longer_than_the_gateway_reuses_them(compose):
+    gateway = Settings.from_env({k: str(v) for k, v in compose["services"]["gateway"]["environment"].items()})
+    gateway.check_keepalive_order()
+    for name in ("auth", "dispatch"):
+        env = compose["services"][name]["environment"]
+        assert float(env["FLEETLINE_KEEPALIVE_S"]) > gateway.upstream_keepalive_s

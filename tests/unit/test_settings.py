@@ -39,3 +39,9 @@ def test_any_setting_can_come_from_a_file(tmp_path):
 ])
 def test_one_database_url_in_each_drivers_spelling(given, scheme, expected):
     assert postgres_url(given, scheme) == expected
+
+
+def test_the_gateway_must_let_go_of_connections_before_the_services_do():
+    Settings.from_env({}).check_keepalive_order()  # the defaults are in order
+    with pytest.raises(SettingsError, match="FLEETLINE_UPSTREAM_KEEPALIVE_S"):
+        Settings.from_env({"FLEETLINE_KEEPALIVE_S": "5", "FLEETLINE_UPSTREAM_KEEPALIVE_S": "30"}).check_keepalive_order()
