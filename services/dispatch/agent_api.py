@@ -4,7 +4,7 @@ makes one call to the state machine (commands.py) and renders a view."""
 from __future__ import annotations
 
 import asyncio
-import time
+import random
 import uuid
 
 from starlette.requests import Request
@@ -18,14 +18,11 @@ from services.common.validation import (
 )
 from services.dispatch import commands
 from services.dispatch.views import delivery_view, state_view
-from services.dispatch.wakeups import departure
+from services.dispatch.waiters import DEADLINE, DEPARTED, RECHECK_S, departure
 
 _log = Log("dispatch", "poll")
 _report_log = Log("dispatch", "report")
 
-# While a long poll waits, it re-checks at least this often (redeliveries come due on
-# their own; new commands wake it at once through NOTIFY).
-RECHECK_S = 5.0
 MAX_OUTPUT_BYTES = 64 * 1024
 
 
@@ -47,32 +44,54 @@ async def poll(request: Request) -> JSONResponse:
     headers = await state.checkin_limit.check(identity.agent_id)
 
     agent_uuid = uuid.UUID(identity.agent_id)
-    deadline = time.monotonic() + wait
-    departed: asyncio.Future | None = None  # ends when the client goes away
-    try:
-        while True:
-            claim = await commands.claim(state.db, agent_uuid, limit, state.poll_policy)
-            remaining = deadline - time.monotonic()
-            if claim.commands or remaining <= 0:
-                break
-            departed = departed or asyncio.ensure_future(departure(request.receive))
-            await state.wakeups.wait(identity.agent_id, min(remaining, RECHECK_S), departed)
-            if departed.done():
-                # Nobody would receive what we claimed now: claim nothing.
-                _log.debug("poll_abandoned", agent_id=identity.agent_id)
-                return JSONResponse({"commands": [], "poll_interval_s": claim.poll_interval_s})
-    finally:
-        if departed is not None:
-            departed.cancel()
-
+    claim = await _claim(state, agent_uuid, identity.agent_id, limit)
+    if not claim.commands and wait > 0:
+        held = await _hold(request, agent_uuid, identity.agent_id, limit, wait)
+        if held is None:  # the client left: nobody would receive what we claimed
+            return JSONResponse({"commands": [], "poll_interval_s": claim.poll_interval_s})
+        if held.commands:
+            claim = held
     state.last_seen.mark(identity.agent_id)
-    if claim.commands:
-        state.claimed_total.inc(len(claim.commands))
     return JSONResponse(
         {"commands": [delivery_view(r) for r in claim.commands],
          "poll_interval_s": claim.poll_interval_s},
         headers=headers,
     )
+
+
+async def _claim(state, agent_uuid: uuid.UUID, agent_id: str, limit: int) -> commands.Claim:
+    claim = await commands.claim(state.db, agent_uuid, limit, state.poll_policy)
+    state.claim_statements.inc()
+    if claim.commands:
+        state.claimed_total.inc(len(claim.commands))
+        # Wake this agent's next held poll when the lease runs out (a redelivery).
+        state.waiters.lease_due_in(agent_id, min(r["ack_timeout_s"] for r in claim.commands))
+    return claim
+
+
+async def _hold(request: Request, agent_uuid: uuid.UUID, agent_id: str, limit: int,
+                wait: int) -> commands.Claim | None:
+    """Park until something may be due, then claim; no SQL while parked. Returns what was
+    claimed (nothing at the deadline), or None when the client left."""
+    state = request.app.state
+    loop = asyncio.get_running_loop()
+    # A little random jitter off the wait, so a fleet's polls do not all end in step.
+    deadline = loop.time() + wait - random.uniform(0.0, min(wait * 0.1, 3.0))
+    departed = asyncio.ensure_future(departure(request.receive))
+    try:
+        while True:
+            recheck = None if state.listener.listening else RECHECK_S
+            reason = await state.waiters.park(agent_id, deadline, departed, recheck)
+            if reason == DEPARTED:
+                _log.debug("poll_abandoned", agent_id=agent_id)
+                return None
+            if reason == DEADLINE:
+                return commands.Claim([], 0)  # nothing claimed: the caller keeps its answer
+            claim = await _claim(state, agent_uuid, agent_id, limit)
+            if claim.commands:
+                return claim
+    finally:
+        departed.cancel()
 
 
 async def _command_target(request: Request) -> tuple[AgentIdentity, uuid.UUID, uuid.UUID]:

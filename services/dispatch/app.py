@@ -22,7 +22,9 @@ from services.dispatch.api_errors import EXCEPTION_HANDLERS
 from services.dispatch.commands import PollPolicy
 from services.dispatch.last_seen import LastSeen
 from services.dispatch.reaper import Reaper
-from services.dispatch.wakeups import Wakeups
+from services.dispatch.lease_sweep import LeaseSweep
+from services.dispatch.listener import Listener
+from services.dispatch.waiters import Waiters
 
 _log = Log("dispatch", "lifecycle")
 
@@ -59,19 +61,22 @@ def create_app(settings: Settings) -> Starlette:
             server_settings=DB_SETTINGS)
     metrics = Metrics("dispatch")
     keys = KeySet(settings.jwks_url, settings.jwt_public_key_file)
-    wakeups = Wakeups(postgres_url(settings.database_url))
+    waiters = Waiters()
+    listener = Listener(postgres_url(settings.database_url), waiters)
+    lease_sweep = LeaseSweep(db, waiters)
     reaper = Reaper(db, settings.reaper_interval_s)
     last_seen = LastSeen(db, settings.last_seen_flush_s)
     schema_ready = SchemaCheck(db)
 
     async def ready() -> bool:  # the expected schema, and LISTEN up (or held polls go deaf)
-        return wakeups.listening and await schema_ready()
+        return listener.listening and await schema_ready()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await db.connect()
         await keys.refresh(force=True)
-        await wakeups.start()
+        await listener.start()
+        lease_sweep.start()
         reaper.start()
         last_seen.start()
         _log.info("service_started")
@@ -79,8 +84,9 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await reaper.stop()
+            await lease_sweep.stop()
             await last_seen.stop()  # flushes what was seen since the last interval
-            await wakeups.stop()
+            await listener.stop()
             await db.disconnect()
             _log.info("service_stopped")
 
@@ -102,9 +108,12 @@ def create_app(settings: Settings) -> Starlette:
     state.report_limit = RateLimit("agent_report", settings.report_rate_limit, storage)
     state.poll_policy = PollPolicy(settings.poll_interval_s, settings.rapid_poll_interval_s,
                                    settings.rapid_window_s)
-    state.wakeups = wakeups
+    state.waiters = waiters
+    state.listener = listener
     state.last_seen = last_seen
-    metrics.gauge("fleetline_held_polls", "Long polls parked in this process", wakeups.held)
+    metrics.gauge("fleetline_held_polls", "Long polls parked in this process", waiters.held)
     state.claimed_total = metrics.counter("fleetline_commands_claimed_total",
                                           "Commands handed to agents by the poll")
+    state.claim_statements = metrics.counter("fleetline_claim_statements_total",
+                                             "Claim statements run by polls (none while parked)")
     return app

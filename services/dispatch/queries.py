@@ -77,7 +77,7 @@ WITH agent AS MATERIALIZED (
       FROM due
      WHERE c.id = due.id
     RETURNING c.id, c.type, c.params, c.priority, c.created_at, c.expires_at,
-              c.delivery_count, c.run_timeout_s
+              c.delivery_count, c.run_timeout_s, c.ack_timeout_s
 ), ledger AS (
     INSERT INTO deliveries (command_id, delivery, delivered_at)
     SELECT id, delivery_count, statement_timestamp() FROM claimed
@@ -197,7 +197,7 @@ GET_BY_IDEMPOTENCY_KEY = f"""
 SELECT {COMMAND_COLUMNS} FROM commands WHERE agent_id = $1 AND idempotency_key = $2
 """
 
-# After the LISTEN connection was re-established (wakeups.py): which of the agents parked
+# After the LISTEN connection was re-established (listener.py): which of the agents parked
 # in this process got a command during the gap. One statement for all of them, on
 # commands_claimable; the woken polls claim as usual.
 CATCH_UP = f"""
@@ -205,6 +205,20 @@ SELECT DISTINCT c.agent_id::text
   FROM commands c
  WHERE c.agent_id = ANY($1::uuid[])
    AND c.status IN ('pending', 'sent') AND {DUE}
+"""
+
+# The look-ahead sweep (lease_sweep.py): leases of any replica coming due within $1 s
+# (or gone due within the last $1 s), per agent, so a parked poll wakes for its
+# redelivery without polling the table itself. A range scan of commands_deadline: its cost
+# follows the leases coming due, not the number of idle agents.
+LEASES_COMING_DUE = """
+SELECT c.agent_id::text AS agent_id,
+       EXTRACT(EPOCH FROM min(c.visible_at) - statement_timestamp())::float8 AS due_in_s
+  FROM commands c
+ WHERE c.status = 'sent'
+   AND c.visible_at > statement_timestamp() - make_interval(secs => $1)
+   AND c.visible_at <= statement_timestamp() + make_interval(secs => $1)
+ GROUP BY c.agent_id
 """
 
 # Wakes long polls waiting for this agent, in every dispatch replica.

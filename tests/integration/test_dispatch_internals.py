@@ -61,7 +61,7 @@ def test_a_long_poll_with_nothing_due_waits_its_wait_then_answers_empty(fleet):
     body = fleet.poll(agent, wait=1)
     elapsed = time.monotonic() - t0
     assert body["commands"] == []
-    assert 1.0 <= elapsed < 5.0
+    assert 0.9 <= elapsed < 5.0  # the server takes up to 10 % off a wait, so a fleet spreads out
 
 
 def test_metrics_count_the_requests_served(fleet):

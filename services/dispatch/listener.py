@@ -1,33 +1,32 @@
-"""Long-poll wake-ups: one LISTEN connection per process on `fleetline_commands` (notified
-with the agent id when a command is queued) wakes the polls parked for that agent here.
+"""The LISTEN connection: one per dispatch process on `fleetline_commands` (notified with
+the agent id when a command is queued), handing each agent id to `wake`.
 
 The connection is supervised: pinged every PING_S, reconnected with backoff when it
 drops, and after each reconnect one catch-up query wakes the parked agents that got
 commands meanwhile. While it is down, /readyz says so (`listening` is False) and parked
-polls still find their commands at their next re-check."""
+polls fall back to re-checking on a timer (waiters.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 
 import asyncpg
 
 from fleetline.ethos import Log
 from services.dispatch import queries as q
+from services.dispatch.waiters import Waiters
 
 CHANNEL = "fleetline_commands"
 PING_S = 5.0
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0
-_log = Log("dispatch", "wakeups")
+_log = Log("dispatch", "listener")
 
-class Wakeups:
-    def __init__(self, dsn: str):
-        self.dsn = dsn
+class Listener:
+    def __init__(self, dsn: str, waiters: Waiters):
+        self.dsn, self.waiters = dsn, waiters
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task | None = None
         self._lost = asyncio.Event()
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
 
     @property
     def listening(self) -> bool:
@@ -87,42 +86,11 @@ class Wakeups:
             return False
 
     async def _catch_up(self) -> None:
-        parked = list(self._waiters)
+        parked = self.waiters.parked_agents()
         if not parked:
             return
         for (agent_id,) in await self._conn.fetch(q.CATCH_UP, parked):
-            self._wake(agent_id)
-
-    def held(self) -> int:
-        """Polls parked in this process right now."""
-        return sum(len(w) for w in self._waiters.values())
+            self.waiters.wake(agent_id)
 
     def _on_notify(self, conn, pid, channel, agent_id: str) -> None:
-        self._wake(agent_id)
-
-    def _wake(self, agent_id: str) -> None:
-        for event in self._waiters.get(agent_id, ()):
-            event.set()
-
-    async def wait(self, agent_id: str, timeout: float, departed: asyncio.Future) -> None:
-        """Until a command is queued for the agent, `timeout` passes, or the client leaves
-        (`departed` is done)."""
-        event = asyncio.Event()
-        self._waiters[agent_id].add(event)
-        woken = asyncio.ensure_future(event.wait())
-        try:
-            await asyncio.wait((woken, departed), timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-            waiters = self._waiters[agent_id]
-            waiters.discard(event)
-            if not waiters:
-                del self._waiters[agent_id]
-
-
-async def departure(receive) -> None:
-    """Ends when the HTTP client goes away. Only for requests whose body nobody reads
-    (the poll is a GET): every message but the disconnect is the empty body."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+        self.waiters.wake(agent_id)

@@ -1,0 +1,114 @@
+"""Held long polls, parked at no cost (the shape of Elastic Fleet Server's dispatcher and
+River's notifier): a held poll claims once when it arrives, then waits on one future in an
+`agent -> polls` map and runs no SQL until something is due for its agent.
+
+What wakes a parked poll:
+- a command queued for its agent: the LISTEN connection (listener.py) calls `wake`;
+- a lease coming due (a redelivery), with no event to say so: a min-heap of
+  `(due, agent)` for the leases this process handed out, with one timer on its head, plus
+  a look-ahead sweep every SWEEP_S for leases handed out by other replicas (lease_sweep.py);
+- its deadline (one timer), or its client going away (then it claims nothing).
+While LISTEN is down, parked polls also re-check every RECHECK_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections import defaultdict
+from typing import Callable
+
+RECHECK_S = 5.0  # only while the LISTEN connection is down
+LEASE_SLACK_S = 0.05  # wake just after a lease's due time, so the database agrees it is due
+
+WOKEN, DEADLINE, DEPARTED = "woken", "deadline", "departed"
+
+
+def _settle(fut: asyncio.Future, reason: str) -> None:
+    if not fut.done():
+        fut.set_result(reason)
+
+
+class Waiters:
+    def __init__(self) -> None:
+        self._parked: dict[str, set[asyncio.Future]] = defaultdict(set)
+        self._leases: list[tuple[float, str]] = []  # (loop time due, agent id), a min-heap
+        self._next_due: dict[str, float] = {}  # each agent's earliest entry in the heap
+        self._lease_timer: asyncio.TimerHandle | None = None
+
+    # --- parking --------------------------------------------------------------------------
+
+    async def park(self, agent_id: str, deadline: float, departed: asyncio.Future,
+                   recheck_s: float | None = None) -> str:
+        """Wait until something may be due for the agent (WOKEN), `deadline` (loop time)
+        passes (DEADLINE), or `departed` completes (DEPARTED)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        timers = [loop.call_at(deadline, _settle, fut, DEADLINE)]
+        if recheck_s is not None and loop.time() + recheck_s < deadline:
+            timers.append(loop.call_later(recheck_s, _settle, fut, WOKEN))
+
+        def on_departure(_: asyncio.Future) -> None:
+            _settle(fut, DEPARTED)
+
+        departed.add_done_callback(on_departure)
+        self._parked[agent_id].add(fut)
+        try:
+            return await fut
+        finally:
+            for timer in timers:
+                timer.cancel()
+            departed.remove_done_callback(on_departure)
+            polls = self._parked.get(agent_id)
+            if polls is not None:
+                polls.discard(fut)
+                if not polls:
+                    del self._parked[agent_id]
+
+    def wake(self, agent_id: str) -> None:
+        for fut in self._parked.get(agent_id, ()):
+            _settle(fut, WOKEN)
+
+    def parked_agents(self) -> list[str]:
+        return list(self._parked)
+
+    def held(self) -> int:
+        """Polls parked in this process right now."""
+        return sum(len(polls) for polls in self._parked.values())
+
+    # --- leases coming due -------------------------------------------------------------------
+
+    def lease_due_in(self, agent_id: str, seconds: float) -> None:
+        """A lease of this agent's comes due in `seconds`: wake its parked polls then.
+        One entry per agent (its earliest), so the heap stays as small as the set of agents
+        with leases out; later leases of a woken agent are found by the look-ahead sweep."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + max(0.0, seconds) + LEASE_SLACK_S
+        if self._next_due.get(agent_id, float("inf")) <= due:
+            return
+        self._next_due[agent_id] = due
+        heapq.heappush(self._leases, (due, agent_id))
+        if self._leases[0] == (due, agent_id):
+            self._arm(loop)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
+        self._lease_timer = loop.call_at(self._leases[0][0], self._leases_due) if self._leases else None
+
+    def _leases_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._leases and self._leases[0][0] <= now:
+            due, agent_id = heapq.heappop(self._leases)
+            if self._next_due.get(agent_id) == due:
+                del self._next_due[agent_id]
+                self.wake(agent_id)
+        self._arm(loop)
+
+
+async def departure(receive: Callable) -> None:
+    """Ends when the HTTP client goes away. Only for requests whose body nobody reads
+    (the poll is a GET): every message but the disconnect is the empty body."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

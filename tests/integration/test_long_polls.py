@@ -1,0 +1,92 @@
+"""Long polls at fleet scale: parked polls cost no SQL, and they answer within a second of
+anything coming due (a queued command, a lapsed lease), whoever handed the lease out."""
+
+import re
+import threading
+import time
+from datetime import datetime
+
+import httpx
+
+from tests.integration.agentproc import AgentProcess
+from tests.integration.conftest import create_registration_token
+from tests.integration.fleet import Fleet
+from tests.integration.support import held_polls, wait_until
+
+
+def _metric(url: str, name: str) -> float:
+    match = re.search(rf"^{name} (\S+)$", httpx.get(f"{url}/metrics").text, re.M)
+    return float(match.group(1)) if match else -1
+
+
+def _stamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _hold_in_background(fleet, agent, wait=30):
+    answer = {}
+
+    def hold():
+        answer["body"] = fleet.poll(agent, wait=wait)
+        answer["at"] = time.time()
+
+    th = threading.Thread(target=hold)
+    th.start()
+    return th, answer
+
+
+def test_a_parked_poll_runs_no_sql_until_its_deadline(fleet):
+    agent = fleet.register()
+    before = _metric(fleet.dispatch_url, "fleetline_claim_statements_total")
+    th, answer = _hold_in_background(fleet, agent, wait=7)
+    wait_until(lambda: held_polls(fleet.dispatch_url) == 1, 10, what="the poll to park")
+    th.join(15)
+    assert answer["body"]["commands"] == []
+    # One claim on arrival; none in the 6+ s parked (the old re-check ran one every 5 s),
+    # none at the deadline.
+    assert _metric(fleet.dispatch_url, "fleetline_claim_statements_total") - before == 1
+
+
+def test_a_redelivery_reaches_a_held_poll_within_a_second_of_its_ack_timeout(fleet):
+    agent = fleet.register()
+    cmd = fleet.queue(agent, ack_timeout_s=2)
+    first = fleet.poll(agent)["commands"]
+    assert [c["id"] for c in first] == [cmd["id"]]  # delivered, never acked
+    sent_at = _stamp(fleet.command(cmd["id"])["sent_at"])
+    th, answer = _hold_in_background(fleet, agent)
+    th.join(35)
+    assert [(c["id"], c["delivery"]) for c in answer["body"]["commands"]] == [(cmd["id"], 2)]
+    assert answer["at"] - (sent_at + 2) < 1.0
+
+
+def test_a_lease_handed_out_by_another_replica_wakes_a_poll_held_here(start_dispatch, auth):
+    a, b = start_dispatch(), start_dispatch()
+    via_a, via_b = Fleet(auth.url, a.url), Fleet(auth.url, b.url)
+    agent = via_a.register()
+    cmd = via_a.queue(agent, ack_timeout_s=3)
+    assert [c["id"] for c in via_a.poll(agent)["commands"]] == [cmd["id"]]
+    sent_at = _stamp(via_a.command(cmd["id"])["sent_at"])
+    th, answer = _hold_in_background(via_b, agent)
+    th.join(35)
+    assert [c["id"] for c in answer["body"]["commands"]] == [cmd["id"]]
+    assert answer["at"] - (sent_at + 3) < 1.0  # found by B's look-ahead sweep
+
+
+def test_the_real_agent_gets_a_command_within_a_second_with_a_300_s_interval(start_service, start_gateway, tmp_path):
+    slow = {"FLEETLINE_POLL_INTERVAL_S": "300", "FLEETLINE_RAPID_POLL_INTERVAL_S": "300"}
+    auth = start_service("services.auth", **slow)
+    dispatch = start_service("services.dispatch", FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json", **slow)
+    gw = start_gateway([auth.url], [dispatch.url])
+    agent = AgentProcess(gw.url, tmp_path / "a1", "machine-a1", create_registration_token(gw.url)["token"])
+    try:
+        agent.wait_log("agent_started")
+        wait_until(lambda: held_polls(dispatch.url) == 1, 60, what="the agent's poll to park")
+        fleet = Fleet(auth.url, dispatch.url)
+        agent_id = httpx.get(f"{auth.url}/api/v1/admin/agents", headers=fleet.admin).json()["agents"][0]["id"]
+        cmd = httpx.post(f"{dispatch.url}/api/v1/admin/commands", headers=fleet.admin,
+                         json={"agent_id": agent_id, "type": "ping"}).json()
+        done = wait_until(lambda: (c := fleet.command(cmd["id"]))["status"] == "succeeded" and c, 10, 0.05,
+                          "the ping to succeed")
+        assert _stamp(done["sent_at"]) - _stamp(done["created_at"]) < 1.0
+    finally:
+        agent.stop()
