@@ -30,7 +30,7 @@ def serve(name: str, create_app: Callable[[Settings], ASGIApp], argv: list[str] 
     except (SettingsError, OSError, ValueError) as exc:
         sys.stderr.write(f"[ERROR] [{name}] [config] invalid_configuration {ethos.format_fields({'error': exc})}\n")
         raise SystemExit(2) from None
-    _raise_file_limit()
+    raise_file_limit()
     uvicorn.run(
         app,
         host=args.host,
@@ -47,8 +47,14 @@ def serve(name: str, create_app: Callable[[Settings], ASGIApp], argv: list[str] 
     )
 
 
-def _raise_file_limit() -> None:
-    """Every held poll is an open socket (two through the gateway): use the hard limit."""
+def raise_file_limit(wanted: int = 65536) -> int:
+    """Every held poll is an open socket (two in the gateway): as many as allowed, up to
+    `wanted` (root may raise the hard limit too). Returns the limit now in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    for limit in (max(wanted, hard), hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            return limit
+        except (ValueError, OSError):
+            continue
+    return soft

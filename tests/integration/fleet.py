@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from dataclasses import dataclass
 
 import httpx
 
 from tests.integration.conftest import ADMIN_TOKEN
+from tests.integration.support import held_polls, wait_until
 
 _machines = itertools.count()
 
@@ -73,3 +76,36 @@ class Fleet:
     def cancel(self, command_id: str) -> httpx.Response:
         return httpx.post(f"{self.dispatch_url}/api/v1/admin/commands/{command_id}/cancel",
                           headers=self.admin)
+
+    def hold(self, agent: Agent, wait: int = 30) -> "HeldPoll":
+        """A long poll held in a background thread."""
+        return HeldPoll(self, agent, wait)
+
+    def queue_to_held_poll(self, agent: Agent) -> float:
+        """Queue a command while a poll of the agent is parked; the seconds until that poll
+        answered with it."""
+        held = self.hold(agent)
+        wait_until(lambda: held_polls(self.dispatch_url) == 1, 10, what="the poll to park")
+        queued = time.time()
+        cmd = self.queue(agent)
+        body = held.join()
+        assert [c["id"] for c in body["commands"]] == [cmd["id"]]
+        return held.answered_at - queued
+
+
+class HeldPoll:
+    def __init__(self, fleet: Fleet, agent: Agent, wait: int):
+        self.body: dict | None = None
+        self.answered_at = 0.0  # time.time(), comparable with the database's stamps
+
+        def hold() -> None:
+            self.body = fleet.poll(agent, wait=wait)
+            self.answered_at = time.time()
+
+        self._thread = threading.Thread(target=hold)
+        self._thread.start()
+
+    def join(self, timeout: float = 70) -> dict:
+        self._thread.join(timeout)
+        assert self.body is not None, "the held poll did not answer"
+        return self.body

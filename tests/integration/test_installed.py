@@ -2,6 +2,7 @@
 directory) migrates and serves: nothing it needs comes from the checkout."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -15,12 +16,15 @@ from tests.integration.support import ROOT
 def test_a_wheel_installed_elsewhere_migrates_and_serves(tmp_path):
     wheels, venv, elsewhere = tmp_path / "wheels", tmp_path / "venv", tmp_path / "elsewhere"
     elsewhere.mkdir()
+    # Nothing may leak the checkout into the new environment (a PYTHONPATH would let pip
+    # think Fleetline is installed already).
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("FLEETLINE_")}
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
-                   cwd=tmp_path, check=True, timeout=600, capture_output=True)
+                   cwd=tmp_path, env=clean, check=True, timeout=600, capture_output=True)
     wheel = next(wheels.glob("fleetline-*.whl"))
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], cwd=tmp_path, check=True,
-                   timeout=900, capture_output=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], env=clean, check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], cwd=tmp_path, env=clean,
+                   check=True, timeout=900, capture_output=True)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # nothing of the checkout, no PYTHONPATH
     proc = subprocess.Popen([str(venv / "bin" / "fleetline"), "up", "--data-dir", "fleet", "--port", "0"],
                             cwd=elsewhere, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

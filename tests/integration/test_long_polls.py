@@ -2,8 +2,6 @@
 anything coming due (a queued command, a lapsed lease), whoever handed the lease out."""
 
 import re
-import threading
-import time
 from datetime import datetime
 
 import httpx
@@ -23,25 +21,12 @@ def _stamp(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _hold_in_background(fleet, agent, wait=30):
-    answer = {}
-
-    def hold():
-        answer["body"] = fleet.poll(agent, wait=wait)
-        answer["at"] = time.time()
-
-    th = threading.Thread(target=hold)
-    th.start()
-    return th, answer
-
-
 def test_a_parked_poll_runs_no_sql_until_its_deadline(fleet):
     agent = fleet.register()
     before = _metric(fleet.dispatch_url, "fleetline_claim_statements_total")
-    th, answer = _hold_in_background(fleet, agent, wait=7)
+    held = fleet.hold(agent, wait=7)
     wait_until(lambda: held_polls(fleet.dispatch_url) == 1, 10, what="the poll to park")
-    th.join(15)
-    assert answer["body"]["commands"] == []
+    assert held.join(15)["commands"] == []
     # One claim on arrival; none in the 6+ s parked (the old re-check ran one every 5 s),
     # none at the deadline.
     assert _metric(fleet.dispatch_url, "fleetline_claim_statements_total") - before == 1
@@ -53,10 +38,9 @@ def test_a_redelivery_reaches_a_held_poll_within_a_second_of_its_ack_timeout(fle
     first = fleet.poll(agent)["commands"]
     assert [c["id"] for c in first] == [cmd["id"]]  # delivered, never acked
     sent_at = _stamp(fleet.command(cmd["id"])["sent_at"])
-    th, answer = _hold_in_background(fleet, agent)
-    th.join(35)
-    assert [(c["id"], c["delivery"]) for c in answer["body"]["commands"]] == [(cmd["id"], 2)]
-    assert answer["at"] - (sent_at + 2) < 1.0
+    held = fleet.hold(agent)
+    assert [(c["id"], c["delivery"]) for c in held.join()["commands"]] == [(cmd["id"], 2)]
+    assert held.answered_at - (sent_at + 2) < 1.0
 
 
 def test_a_lease_handed_out_by_another_replica_wakes_a_poll_held_here(start_dispatch, auth):
@@ -66,10 +50,9 @@ def test_a_lease_handed_out_by_another_replica_wakes_a_poll_held_here(start_disp
     cmd = via_a.queue(agent, ack_timeout_s=3)
     assert [c["id"] for c in via_a.poll(agent)["commands"]] == [cmd["id"]]
     sent_at = _stamp(via_a.command(cmd["id"])["sent_at"])
-    th, answer = _hold_in_background(via_b, agent)
-    th.join(35)
-    assert [c["id"] for c in answer["body"]["commands"]] == [cmd["id"]]
-    assert answer["at"] - (sent_at + 3) < 1.0  # found by B's look-ahead sweep
+    held = via_b.hold(agent)
+    assert [c["id"] for c in held.join()["commands"]] == [cmd["id"]]
+    assert held.answered_at - (sent_at + 3) < 1.0  # found by B's look-ahead sweep
 
 
 def test_the_real_agent_gets_a_command_within_a_second_with_a_300_s_interval(start_service, start_gateway, tmp_path):
