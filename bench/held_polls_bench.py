@@ -120,14 +120,32 @@ def _pct(data: list[float], p: float) -> float:
     return round(data[min(len(data) - 1, int(p / 100 * len(data)))], 1)
 
 
+def _fresh(stack, gateways: list[Child]) -> None:
+    """New dispatch and gateway processes, so each size's memory is measured from the same
+    start (a process keeps what an earlier, larger round made it allocate)."""
+    for child, url in [(stack.children[1], stack.dispatch_urls[0]),
+                       *[(g, f"http://127.0.0.1:{g.port}") for g in gateways]]:
+        child.terminate()
+        child.wait(10)
+        child.respawn()
+        wait_ready(url, child, timeout=60)
+
+
 async def _measure(stack, gateways: list[Child], fleet: Fleet, session, n: int, dsn: str) -> dict:
+    _fresh(stack, gateways)
     dispatch_url = stack.dispatch_urls[0]
     dispatch_pid = stack.children[1].proc.pid
     gateway_pids = [g.proc.pid for g in gateways]
+    await fleet.start(session, min(n, 50))  # warm both up (imports, pools, caches) first
+    await _until(lambda: _metric(dispatch_url, "fleetline_held_polls") >= min(n, 50), 60, "warm-up polls")
+    await fleet.stop()
+    await _until(lambda: _metric(dispatch_url, "fleetline_held_polls") == 0, 60, "warm-up polls to end")
     rss0 = (_rss(dispatch_pid), sum(_rss(p) for p in gateway_pids))
     await fleet.start(session, n)
     await _until(lambda: _metric(dispatch_url, "fleetline_held_polls") >= n, 180, f"{n} held polls")
-    await asyncio.sleep(2)  # let the arrival burst settle before measuring idleness
+    # Backends report their counters up to 10 s late (PostgreSQL's idle stats interval):
+    # wait that out, so the arrival burst's claims are not counted as idle statements.
+    await asyncio.sleep(12)
     rss1 = (_rss(dispatch_pid), sum(_rss(p) for p in gateway_pids))
     cpu0 = (_cpu_s(dispatch_pid), sum(_cpu_s(p) for p in gateway_pids))
     commits0, t0 = _commits(dsn), time.monotonic()

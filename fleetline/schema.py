@@ -12,12 +12,18 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _candidates() -> Iterator[Path]:
+    spec = importlib.util.find_spec("migrations")
+    yield from (Path(p) for p in ((spec.submodule_search_locations or []) if spec else []))
+    # An editable install does not expose namespace packages: the checkout's own folder.
+    yield Path(__file__).resolve().parent.parent / "migrations"
+
+
 @contextmanager
 def migrations_dir() -> Iterator[Path]:
-    spec = importlib.util.find_spec("migrations")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        if any(Path(location).glob("0001.*.sql")):  # ours, should a namespace be shared
-            yield Path(location)
+    for location in _candidates():
+        if any(location.glob("0001.*.sql")):  # ours, should a namespace be shared
+            yield location
             return
     raise RuntimeError("the migrations this Fleetline needs are not installed")
 
