@@ -242,8 +242,53 @@ def _extra_gateways(stack, count: int) -> list[Child]:
     return out
 
 
+def _real_agents(count: int = 4, commands: int = 100) -> dict:
+    """The shipped agent with its default settings (long polls): queue -> sent, from the
+    database's own stamps, for commands queued 50 ms apart to random agents."""
+    import tempfile
+    from pathlib import Path
+
+    from fleetline.stack import Stack
+
+    stack = Stack(Path(tempfile.mkdtemp(prefix="fleetline-bench-agents-")), port=0, agents=count,
+                  fast_unsafe_db=True, env={"FLEETLINE_LOG_LEVEL": "WARNING"})
+    stack.start()
+    try:
+        admin = {"Authorization": f"Bearer {stack.admin_token}"}
+        url = stack.dispatch_urls[0]
+
+        def held() -> bool:
+            return _metric(url, "fleetline_held_polls") >= count
+
+        deadline = time.monotonic() + 120
+        while not held() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ids = [a["id"] for a in httpx.get(f"{stack.gateway_url}/api/v1/admin/agents", headers=admin).json()["agents"]]
+        rng = random.Random(3)
+        queued = []
+        for _ in range(commands):
+            r = httpx.post(f"{stack.gateway_url}/api/v1/admin/commands", headers=admin,
+                           json={"agent_id": rng.choice(ids), "type": "ping"})
+            queued.append(r.json()["id"])
+            time.sleep(0.05)
+        with psycopg.connect(stack.pg.url, autocommit=True) as conn:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                rows = conn.execute("SELECT EXTRACT(EPOCH FROM sent_at - created_at) * 1000 FROM commands "
+                                    "WHERE id = ANY(%s) AND sent_at IS NOT NULL", (queued,)).fetchall()
+                if len(rows) == len(queued):
+                    break
+                time.sleep(0.5)
+        lat = sorted(float(r[0]) for r in rows)
+        return {"agents": count, "commands": len(lat), "queue_to_sent_p50_ms": _pct(lat, 50),
+                "queue_to_sent_p99_ms": _pct(lat, 99)}
+    finally:
+        stack.stop()
+
+
 def run() -> dict:
     raise_file_limit()
+    real = _real_agents()
     stack = start_stack()
     try:
         dsn = database_url(stack)
@@ -253,6 +298,7 @@ def run() -> dict:
     finally:
         stack.stop()
     result["gateways"] = len(gateways)
+    result["real_agents"] = real
     print_table(f"held long polls through {len(gateways)} gateway process(es), idle {IDLE_S:.0f} s, "
                 f"{LATENCY_COMMANDS} commands queued meanwhile", result["sizes"],
                 ["held", "dispatch_idle_cpu_pct", "gateway_idle_cpu_pct", "db_statements_per_s",
@@ -261,6 +307,8 @@ def run() -> dict:
     print(f"redelivery reaches a held poll {result['redelivery_after_ack_timeout_ms']} ms after its ack timeout")
     print(f"herd: {result['herd']['agents']} agents held again {result['herd']['all_back_s']} s after a "
           f"dispatch SIGKILL and restart; {result['herd']['errors_seen']} failed polls meanwhile")
+    print(f"real agents (defaults, long polls): queue -> sent p50 {real['queue_to_sent_p50_ms']} ms, "
+          f"p99 {real['queue_to_sent_p99_ms']} ms over {real['commands']} commands")
     write_result("held_polls", result)
     return result
 

@@ -12,3 +12,13 @@ def test_service_refuses_to_start_with_one_clear_line():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "FLEETLINE_POLL_INTERVAL_S" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_migrations_are_found_from_any_directory(tmp_path):
+    # As `fleetline up` started elsewhere finds them (an editable install hides the
+    # namespace package that carries them).
+    env = {"PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", "from fleetline.schema import expected_versions as e; print(e())"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "0001.auth-schema" in proc.stdout and "0002.dispatch-schema" in proc.stdout
