@@ -19,7 +19,12 @@ class Retryable(Exception):
 
 
 class Unauthorized(Exception):
-    """401: the credential is no longer accepted."""
+    """401: the credential is no longer accepted (`code` says why: `token_reused` means
+    the refresh token's family was revoked)."""
+
+    def __init__(self, detail: str, code: str = "invalid_token"):
+        super().__init__(detail)
+        self.code = code
 
 
 class Refused(Exception):
@@ -95,7 +100,7 @@ class Client:
                 raise Retryable(f"HTTP {resp.status_code} without a JSON object")
             body = {}
         if resp.status_code == 401:
-            raise Unauthorized(body.get("detail", "unauthorized"))
+            raise Unauthorized(str(body.get("detail", "unauthorized")), str(body.get("error", "invalid_token")))
         if resp.status_code >= 400:
             raise Refused(resp.status_code, body.get("error", "error"), body.get("detail", ""))
         return body
@@ -115,6 +120,9 @@ class Client:
         if problem:
             raise Retryable(f"malformed poll answer: {problem}")
         return body
+
+    def keyset(self, token: str) -> dict:
+        return self._call("GET", "/api/v1/agents/keyset", token)
 
     def ack(self, token: str, agent_id: str, command_id: str) -> dict:
         return self._call("POST", f"/api/v1/agents/{agent_id}/commands/{command_id}/ack", token)

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from agent import __version__, handlers
+from agent import __version__, handlers, trust
 from agent.client import Client, Refused, Retryable, Unauthorized
 from agent.journal import Journal
 from agent.log import Log
@@ -92,7 +92,7 @@ class Slots:
 class Agent:
     def __init__(self, server: str, state_dir: Path, registration_token: str | None,
                  machine_id: str | None, allow_shell: bool, stopper: Stopper,
-                 max_parallel: int = 4, long_poll: bool = True):
+                 max_parallel: int = 4, long_poll: bool = True, root_key: str | None = None):
         secure_dir(state_dir)
         self.stopper = stopper
         self.registration_token = registration_token
@@ -108,6 +108,12 @@ class Agent:
         self.fatal: Fatal | None = None  # set by a command thread that must stop the agent
         # Renewal and registration one at a time, whichever thread needs fresh credentials.
         self._auth_lock = threading.Lock()
+        # What signs commands we run: a root pinned from a file (else on first use) and the
+        # keyset it vouches for.
+        self.configured_root = root_key
+        self.root = trust.public_key(root_key) if root_key else None
+        self.keyset: trust.Keyset | None = None
+        self._trust_lock = threading.Lock()
 
     # --- credentials --------------------------------------------------------------------
 
@@ -135,6 +141,7 @@ class Agent:
                         refresh_token=body["refresh_token"], refresh_token_expires_at=body["refresh_token_expires_at"])
         self.interval = float(body.get("poll_interval_s", 300))
         log.info("auth", "agent_registered", agent_id=body["agent_id"], machine_id=self.machine_id)
+        self._trust_registration(body)
 
     def _renew_or_reregister(self, stale_token: str | None) -> None:
         """Fresh credentials, unless another thread got them since `stale_token` failed."""
@@ -143,18 +150,25 @@ class Agent:
                 return
             try:
                 body = self.client.renew(self.creds.data["agent_id"], self.creds.data["refresh_token"])
-            except Unauthorized:
+            except Unauthorized as exc:
+                if exc.code == "token_reused":
+                    # Someone else renewed with a copy of our token: the server revoked them all.
+                    log.error("auth", "refresh_token_reused", agent_id=self.creds.data["agent_id"],
+                              hint="the refresh token was used elsewhere; its family is revoked")
                 if not self.registration_token:
                     raise Fatal("the refresh token was refused and no registration token is configured "
                                 "to register again") from None
-                log.warning("auth", "refresh_refused", action="register_again")
+                log.warning("auth", "refresh_refused", reason=exc.code, action="register_again")
                 self.creds.clear()
                 self._register()
                 return
             except Refused as exc:
                 raise Fatal(self._fatal_text(exc)) from None
+            # The new refresh token is on disk (atomically, 0600, fsynced) before it is used:
+            # a crash now leaves the old one, which the server's grace still accepts.
             self.creds.save(access_token=body["access_token"],
                             access_token_expires_at=body["access_token_expires_at"],
+                            refresh_token=body.get("refresh_token", self.creds.data["refresh_token"]),
                             refresh_token_expires_at=body["refresh_token_expires_at"])
             log.info("auth", "token_renewed", agent_id=self.creds.data["agent_id"])
 
@@ -184,6 +198,67 @@ class Agent:
                 raise
         raise AssertionError("unreachable")
 
+    # --- trust (agent/trust.py) -------------------------------------------------------------
+
+    def _load_trust(self) -> None:
+        """The pinned root and the keyset held, from the state file (checked again)."""
+        if self.root is None and self.creds.data.get("root_public_key"):
+            self.root = trust.public_key(self.creds.data["root_public_key"])
+        document = self.creds.data.get("command_keyset")
+        if self.root is not None and document:
+            try:
+                self.keyset = trust.read_keyset(self.root, document)
+            except trust.Untrusted as exc:
+                log.warning("trust", "keyset_not_usable", reason=exc)
+
+    def _trust_registration(self, body: dict) -> None:
+        offered = body.get("root_public_key")
+        if self.root is None and isinstance(offered, str):
+            try:
+                self.root = trust.public_key(offered)
+            except trust.Untrusted as exc:
+                log.error("trust", "root_key_refused", reason=exc)
+                return
+            self.creds.save(root_public_key=offered)
+            log.warning("trust", "root_key_pinned", source="first_registration", root_key=offered,
+                        hint="pin it beforehand with --root-key-file")
+        if body.get("command_keyset"):
+            self._accept_keyset(body["command_keyset"])
+
+    def _accept_keyset(self, document: object) -> None:
+        if self.root is None:
+            return
+        with self._trust_lock:
+            held = self.keyset.version if self.keyset else 0
+            try:
+                self.keyset = trust.read_keyset(self.root, document, held)
+            except trust.Untrusted as exc:
+                log.warning("trust", "keyset_refused", reason=exc)
+                return
+            self.creds.save(command_keyset=document)
+            log.info("trust", "keyset_accepted", version=self.keyset.version, keys=len(self.keyset.keys))
+
+    def _signed_payload(self, command: dict) -> dict:
+        """The verified payload of a command (fetching the keyset once on an unknown key),
+        or trust.Untrusted with the reason it must not run."""
+        try:
+            return trust.verify_command(self.keyset, command, self.creds.data["agent_id"])
+        except trust.UnknownKey:
+            try:
+                self._accept_keyset(self._authed(lambda t, a: self.client.keyset(t)))
+            except (Retryable, Refused) as exc:
+                log.warning("trust", "keyset_fetch_failed", reason=exc)
+            return trust.verify_command(self.keyset, command, self.creds.data["agent_id"])
+
+    def _reject(self, command_id: str, ctype: str, reason: str) -> None:
+        """Refused, never run: no ack; the server hears `rejected` and why."""
+        log.warning("trust", "command_rejected", command_id=command_id, reason=reason)
+        self.journal.receive(command_id, ctype)
+        result = {"status": "rejected", "exit_code": None, "output": fit_output(f"rejected: {reason}"),
+                  "started_at": None, "finished_at": _now()}
+        self.journal.finish(command_id, result)
+        self._report(command_id, result)
+
     # --- the loop -------------------------------------------------------------------------
 
     def _back_off(self, subsystem: str, exc: Retryable, backoff: Backoff) -> None:
@@ -196,7 +271,9 @@ class Agent:
         code = 0
         try:
             with self._auth_lock:
-                if not self.creds.load() or self.creds.data.get("machine_id") != self.machine_id:
+                loaded = self.creds.load()
+                self._load_trust()
+                if not loaded or self.creds.data.get("machine_id") != self.machine_id:
                     self._register()
             log.info("lifecycle", "agent_started", agent_id=self.creds.data["agent_id"],
                      machine_id=self.machine_id, version=__version__, long_poll=self.long_poll,
@@ -309,6 +386,12 @@ class Agent:
             return
         if known in ("skipped", "running"):
             return
+        try:
+            payload = self._signed_payload(command)
+        except trust.Untrusted as exc:
+            self._reject(command_id, ctype, str(exc))
+            return
+        ctype = payload["type"]  # from here on, only what the signature covers
         self.journal.receive(command_id, ctype)
         state = self._ack(command_id)
         if state is None:
@@ -320,9 +403,9 @@ class Agent:
         self.journal.start(command_id)
         started_at = _now()
         log.info("commands", "command_started", command_id=command_id, type=ctype)
-        ctx = handlers.Context(self.stopper, time.monotonic() + float(command.get("run_timeout_s", 3600)),
+        ctx = handlers.Context(self.stopper, time.monotonic() + float(payload["run_timeout_s"]),
                                self.allow_shell)
-        outcome = handlers.run(ctype, command.get("params") or {}, ctx)
+        outcome = handlers.run(ctype, payload["params"], ctx)
         result = self._result(outcome, started_at)
         self.journal.finish(command_id, result)
         log.info("commands", "command_finished", command_id=command_id, status=outcome.status,
@@ -412,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=Path(_env("FLEETLINE_AGENT_STATE_DIR") or "/var/lib/fleetline-agent"))
     p.add_argument("--machine-id", default=_env("FLEETLINE_AGENT_MACHINE_ID"))
     p.add_argument("--allow-shell", action="store_true", default=_flag("FLEETLINE_AGENT_ALLOW_SHELL"))
+    p.add_argument("--root-key-file", default=_env("FLEETLINE_AGENT_ROOT_KEY_FILE"),
+                   help="the command-signing root public key to pin (base64url, from `fleetline keys root`); "
+                        "without it the first registration's is pinned [FLEETLINE_AGENT_ROOT_KEY_FILE]")
     p.add_argument("--max-parallel", type=int, default=int(_env("FLEETLINE_AGENT_MAX_PARALLEL") or 4),
                    help="commands run at once [FLEETLINE_AGENT_MAX_PARALLEL, 4]")
     p.add_argument("--no-long-poll", action="store_true", default=_flag("FLEETLINE_AGENT_NO_LONG_POLL"),
@@ -436,8 +522,14 @@ def main(argv: list[str] | None = None) -> int:
     handlers.COMMAND_UMASK = os.umask(0o077)
     stopper = Stopper()
     stopper.install()
-    return Agent(args.server, args.state_dir, token, args.machine_id, args.allow_shell, stopper,
-                 max_parallel=args.max_parallel, long_poll=not args.no_long_poll).run()
+    root_key = _read_secret("--root-key-file", args.root_key_file) if args.root_key_file else None
+    try:
+        agent = Agent(args.server, args.state_dir, token, args.machine_id, args.allow_shell, stopper,
+                      max_parallel=args.max_parallel, long_poll=not args.no_long_poll, root_key=root_key)
+    except trust.Untrusted as exc:
+        log.error("config", "bad_root_key", file=args.root_key_file, reason=exc)
+        return 2
+    return agent.run()
 
 
 if __name__ == "__main__":

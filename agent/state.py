@@ -57,9 +57,14 @@ class Credentials:
         self.data.update(fields)
         write_private(self.path, json.dumps(self.data, indent=2))
 
-    def clear(self) -> None:
+    def clear(self, keep: tuple[str, ...] = ("root_public_key", "command_keyset")) -> None:
+        """Forget the credentials; what the agent trusts (its pinned root) stays."""
+        kept = {k: self.data[k] for k in keep if k in self.data}
         self.data = {}
-        self.path.unlink(missing_ok=True)
+        if kept:
+            self.save(**kept)
+        else:
+            self.path.unlink(missing_ok=True)
 
 
 def resolve_machine_id(explicit: str | None, state_dir: Path,

@@ -33,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--break-lock", action="store_true", help="clear a stale migration lock first")
     mig.set_defaults(func=_cmd_migrate)
 
-    from fleetline import launcher, operator_cli, secrets_cmd
+    from fleetline import keys_cmd, launcher, operator_cli, secrets_cmd
 
     launcher.add_parser(sub)
+    keys_cmd.add_parser(sub)
     secrets_cmd.add_parser(sub)
     operator_cli.add_parsers(sub)
     return parser

@@ -16,6 +16,20 @@ def write_secret_file(path: Path | str, value: str) -> None:
         fh.write(value + "\n")
 
 
+def _command_keys(out: Path) -> list[str]:
+    """The root key (to keep offline), dispatch's online key and keyset version 1."""
+    import json
+
+    from fleetline.keys_cmd import keyset, write_key
+    from fleetline.signing import b64url, public_raw
+
+    root = write_key(out / "command-root.key")
+    write_secret_file(out / "command-root.pub", b64url(public_raw(root.public_key())))
+    online = write_key(out / "command-signing-key.pem")
+    write_secret_file(out / "command-keyset.json", json.dumps(keyset(root, [online.public_key()], 1, 90)))
+    return ["command-root.key", "command-root.pub", "command-signing-key.pem", "command-keyset.json"]
+
+
 def run(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -31,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
         write_secret_file(out / "postgres-password", password)
         write_secret_file(out / "database-url", f"postgresql://fleetline:{password}@postgres:5432/fleetline")
         made += ["postgres-password", "database-url"]
+    if not (out / "command-signing-key.pem").exists():
+        made += _command_keys(out)
     print(f"secrets in {out}: {', '.join(made) if made else 'all present, none changed'}")
+    if "command-root.key" in made:
+        print(f"move {out / 'command-root.key'} offline: it signs keysets (fleetline keys keyset) and "
+              "no container needs it")
     return 0
 
 

@@ -121,6 +121,12 @@ class Settings:
     )
     # Connections: a service keeps an idle connection open longer than the gateway reuses one,
     # or the gateway sends a request on a connection the service is closing (a 502).
+    # Signed commands: dispatch's online signing key (never in the database), the keyset
+    # (signed offline by the root key) it starts with, and the root's public half, which
+    # verifies uploaded keysets and is offered to agents that pin on first use.
+    command_signing_key_file: str | None = _env("FLEETLINE_COMMAND_SIGNING_KEY_FILE")
+    command_keyset_file: str | None = _env("FLEETLINE_COMMAND_KEYSET_FILE")
+    command_root_public_key: str | None = _env("FLEETLINE_COMMAND_ROOT_PUBLIC_KEY")
     keepalive_s: float = _env("FLEETLINE_KEEPALIVE_S", _positive_float, 75.0)
     upstream_keepalive_s: float = _env("FLEETLINE_UPSTREAM_KEEPALIVE_S", _positive_float, 30.0)
     backlog: int = _env("FLEETLINE_BACKLOG", _positive_int, 4096)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from fleetline.keys_cmd import make_command_keys
 from fleetline.migrate import migrate
 from fleetline.pgembed import EmbeddedPostgres, free_port
 from fleetline.procs import Child, child_env, stop_all, wait_ready
@@ -89,10 +90,21 @@ class Stack:
             self.admin_token = token_path.read_text().strip()
         elif not token_path.exists():
             write_secret_file(token_path, self.admin_token)
+        # Signed commands: unless configured, a root key (kept here, as the embedded default
+        # allows; production keeps it offline), an online key and keyset version 1.
+        keys = self.data_dir / "command-keys"
+        if self._setting("FLEETLINE_COMMAND_SIGNING_KEY_FILE") is None:
+            make_command_keys(keys)
         common = {
             "FLEETLINE_DATABASE_URL": database_url,
             "FLEETLINE_ADMIN_TOKEN": self.admin_token,
             "FLEETLINE_JWT_PRIVATE_KEY_FILE": key_file,
+            "FLEETLINE_COMMAND_SIGNING_KEY_FILE": self._setting("FLEETLINE_COMMAND_SIGNING_KEY_FILE")
+            or str(keys / "online.key"),
+            "FLEETLINE_COMMAND_KEYSET_FILE": self._setting("FLEETLINE_COMMAND_KEYSET_FILE")
+            or str(keys / "keyset.json"),
+            "FLEETLINE_COMMAND_ROOT_PUBLIC_KEY": self._setting("FLEETLINE_COMMAND_ROOT_PUBLIC_KEY")
+            or (keys / "root.pub").read_text().strip(),
         }
         if self.dispatch_replicas > 1 and not (self._setting("FLEETLINE_RATE_LIMIT_STORAGE") or "").startswith("redis"):
             _log.warning("rate_limits_not_shared", dispatch_replicas=self.dispatch_replicas,

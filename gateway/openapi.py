@@ -53,7 +53,8 @@ MACHINE_HEADER = {"name": "X-Machine-ID", "in": "header", "required": True,
 
 _ERROR_TEXT = {
     400: "Invalid request (`invalid_request`): bad JSON, a missing or malformed field.",
-    401: "`invalid_token` (missing, malformed, expired, unknown or revoked credential).",
+    401: "`invalid_token` (missing, malformed, expired, unknown or revoked credential); "
+         "`token_reused` (a rotated-out refresh token again: its family is revoked).",
     403: "`machine_mismatch`, `agent_mismatch` or `agent_revoked`.",
     404: "`not_found`.",
     409: "`conflict`.",
@@ -131,7 +132,26 @@ SCHEMAS: dict[str, Any] = {
     "RegisterResponse": {"allOf": [ref("Credentials"), obj(["agent_id", "refresh_token", "poll_interval_s"], {
         "agent_id": UUID,
         "poll_interval_s": {"type": "integer"},
+        "command_keyset": {"oneOf": [{"type": "null"}, ref("SignedKeyset")]},
+        "root_public_key": {"type": ["string", "null"],
+                            "description": "The keyset root's public key (base64url), for agents that pin on first use."},
     })]},
+    "SignedKeyset": obj(["payload", "sig", "root_kid"], {
+        "payload": {"type": "string", "description": "base64url of the canonical JSON (RFC 8785) of "
+                    "{v, version, expires_at, keys: [{kid, public_key, not_after}]}"},
+        "sig": {"type": "string", "description": "Ed25519 by the root key over "
+                "'fleetline.keyset.v1\\x00' + the payload bytes, base64url"},
+        "root_kid": {"type": "string"},
+    }),
+    "InstalledKeyset": {"allOf": [ref("SignedKeyset"), obj(["version"], {"version": {"type": "integer"}})]},
+    "SignedCommand": obj(["kid", "payload", "sig"], {
+        "kid": {"type": "string"},
+        "payload": {"type": "string", "description": "base64url of the canonical JSON (RFC 8785) of "
+                    "{v, aud, command_id, agent_id, type, params, issued_at, expires_at, run_timeout_s}"},
+        "sig": {"type": "string", "description": "Ed25519 by key `kid` over "
+                "'fleetline.cmd.v1\\x00' + the payload bytes, base64url"},
+    }),
+    "RenewResponse": {"allOf": [ref("Credentials"), obj(["refresh_token"], {})]},
     "RenewRequest": obj(["agent_id", "refresh_token"], {
         "agent_id": {"type": "string", "minLength": 1, "maxLength": 64},
         "refresh_token": SECRET,
@@ -145,13 +165,15 @@ SCHEMAS: dict[str, Any] = {
         "created_at": TIME, "expires_at": TIME,
         "delivery": {"type": "integer", "minimum": 1},
         "run_timeout_s": {"type": "integer"},
+        "signed": {"oneOf": [{"type": "null"}, ref("SignedCommand")],
+                   "description": "What the agent verifies and runs; the other fields are an unsigned copy."},
     }),
     "PollResponse": obj(["commands", "poll_interval_s"], {
         "commands": {"type": "array", "items": ref("Delivery")},
         "poll_interval_s": {"type": "integer", "minimum": 1},
     }),
     "ResultRequest": obj(["status"], {
-        "status": {"enum": ["succeeded", "failed"]},
+        "status": {"enum": ["succeeded", "failed", "rejected"]},
         "exit_code": {"type": ["integer", "null"], "minimum": -2147483648, "maximum": 2147483647},
         "output": {"type": ["string", "null"], "maxLength": 65536,
                    "description": "At most 64 KiB of UTF-8, without NUL characters."},
@@ -166,8 +188,8 @@ SCHEMAS: dict[str, Any] = {
                          "max_retries", "created_at", "sent_at", "acked_at", "finished_at",
                          "expires_at", "result"], {
         "id": UUID, "agent_id": UUID, "type": {"type": "string"}, "params": {"type": "object"},
-        "status": {"enum": ["pending", "sent", "running", "succeeded", "failed", "timed_out",
-                            "expired", "cancelled"]},
+        "status": {"enum": ["pending", "sent", "running", "succeeded", "failed", "rejected",
+                            "timed_out", "expired", "cancelled"]},
         "priority": {"type": "integer"}, "retry_count": {"type": "integer"},
         "max_retries": {"type": "integer"}, "delivery_count": {"type": "integer"},
         "ack_timeout_s": {"type": "integer"}, "run_timeout_s": {"type": "integer"},
@@ -229,13 +251,22 @@ PATHS: dict[str, dict] = {
         tags=["agents"], security=NO_AUTH, request=body(ref("RegisterRequest")))},
     "/api/v1/agents/renew": {"post": op(
         "Renew the access token with the refresh token", {
-            "200": ok(ref("Credentials"), "A fresh access token."),
+            "200": ok(ref("RenewResponse"), "A fresh access token and the next refresh token "
+                      "(the one presented is consumed)."),
             **errors(400, 401, 403, 429)},
         tags=["agents"], security=NO_AUTH, parameters=[MACHINE_HEADER],
         request=body(ref("RenewRequest")))},
     "/.well-known/jwks.json": {"get": op(
         "The public keys that verify access tokens", {"200": ok(ref("Jwks"), "A JWK set.")},
         tags=["agents"], security=NO_AUTH)},
+    "/api/v1/agents/keyset": {"get": op(
+        "The current command keyset, signed by the root key", {
+            "200": ok(ref("SignedKeyset"), "The keyset."), **errors(401, 403, 404)},
+        tags=["agents"], security=AGENT_AUTH, parameters=[MACHINE_HEADER])},
+    "/api/v1/admin/command-keyset": {"put": op(
+        "Install a keyset signed offline with the root key (`fleetline keys keyset`)", {
+            "200": ok(ref("InstalledKeyset"), "Installed."), **errors(400, 401, 409)},
+        tags=["operators"], security=ADMIN_AUTH, request=body(ref("SignedKeyset")))},
     "/api/v1/agents/{agent_id}/commands": {"get": op(
         "Poll: claim the commands due for this agent (optionally waiting for one)", {
             "200": ok(ref("PollResponse"), "Claimed commands, possibly none.", RATE_HEADERS),

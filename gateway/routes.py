@@ -16,9 +16,10 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("prefix", "/api/v1/admin/registration-tokens/", AUTH),
     ("exact", "/api/v1/admin/agents", AUTH),
     ("prefix", "/api/v1/admin/agents/", AUTH),
-    ("prefix", "/api/v1/agents/", DISPATCH),  # /api/v1/agents/{id}/commands[...]
+    ("prefix", "/api/v1/agents/", DISPATCH),  # /api/v1/agents/{id}/commands[...], keyset
     ("exact", "/api/v1/admin/commands", DISPATCH),
     ("prefix", "/api/v1/admin/commands/", DISPATCH),
+    ("exact", "/api/v1/admin/command-keyset", DISPATCH),
 )
 
 # Long polls: the request's `wait` is added to the upstream timeout.

@@ -109,6 +109,6 @@ async def revoke_agent(request: Request) -> Response:
     async with db.transaction():
         if await db.fetchval(q.REVOKE_AGENT, uuid.UUID(agent_id)) is None:
             raise not_found("No such agent.")
-        await db.execute(q.REVOKE_AGENT_REFRESH_TOKENS, uuid.UUID(agent_id))
+        await db.execute(q.REVOKE_AGENT_REFRESH_TOKENS, uuid.UUID(agent_id), "agent_revoked")
     _log.info("agent_revoked", agent_id=agent_id)
     return Response(status_code=204)

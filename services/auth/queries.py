@@ -50,47 +50,108 @@ UPDATE agents
  WHERE id = $1 AND status = 'active'
 """
 
-# A re-registration replaces the agent's credentials: earlier refresh tokens die.
+# A re-registration replaces the agent's credentials: its earlier families and their
+# tokens die (in the registration's transaction).
 REVOKE_AGENT_REFRESH_TOKENS = """
+WITH families AS (
+    UPDATE refresh_token_families
+       SET revoked_at = COALESCE(revoked_at, statement_timestamp()),
+           revoked_reason = COALESCE(revoked_reason, $2)
+     WHERE agent_id = $1 AND revoked_at IS NULL
+)
 UPDATE refresh_tokens
    SET revoked_at = statement_timestamp()
  WHERE agent_id = $1 AND revoked_at IS NULL
 """
 
-INSERT_REFRESH_TOKEN = """
-INSERT INTO refresh_tokens (id, agent_id, token_hash, expires_at)
-VALUES ($1, $2, $3, statement_timestamp() + make_interval(secs => $4))
+# Each registration starts a family; its expiry slides forward at every renewal.
+INSERT_FAMILY = """
+INSERT INTO refresh_token_families (id, agent_id, expires_at)
+VALUES ($1, $2, statement_timestamp() + make_interval(secs => $3))
 RETURNING expires_at
 """
 
-# --- renewal (one statement, so validation and the sliding expiry are one transaction) ---
-
-# `found` tells apart "no such credential" (401), "agent revoked" (403) and "wrong
-# machine" (403) in one round trip. The UPDATE re-checks revoked_at/expires_at on the
-# row itself, so a revocation that commits concurrently can never be renewed past.
-# The agent's status is implied: revoking an agent revokes its refresh tokens in the
-# same transaction.
-RENEW_REFRESH_TOKEN = """
-WITH found AS MATERIALIZED (
-    SELECT rt.id, a.status AS agent_status, a.machine_id
-      FROM refresh_tokens rt
-      JOIN agents a ON a.id = rt.agent_id
-     WHERE rt.token_hash = $1 AND rt.agent_id = $2
-), renewed AS (
-    UPDATE refresh_tokens rt
-       SET expires_at = statement_timestamp() + make_interval(secs => $4),
-           last_used_at = statement_timestamp()
-      FROM found
-     WHERE rt.id = found.id
-       AND found.agent_status = 'active'
-       AND found.machine_id = $3
-       AND rt.revoked_at IS NULL
-       AND rt.expires_at > statement_timestamp()
-    RETURNING rt.expires_at
-)
-SELECT found.agent_status, found.machine_id, renewed.expires_at
-  FROM found LEFT JOIN renewed ON true
+INSERT_REFRESH_TOKEN = """
+INSERT INTO refresh_tokens (id, agent_id, family_id, token_hash, expires_at)
+SELECT $1, f.agent_id, f.id, $3, f.expires_at FROM refresh_token_families f WHERE f.id = $2
+RETURNING expires_at
 """
+
+# --- renewal (one transaction: find -> lock the family -> decide -> write) ---
+
+# Which token this is and whose, read without a lock: to find the family to lock, and to
+# tell "unknown or another agent's" (401), "agent revoked" (403) and "wrong machine" (403)
+# apart before anything is written.
+FIND_REFRESH_TOKEN = """
+SELECT rt.id, rt.family_id, rt.agent_id, a.status AS agent_status, a.machine_id
+  FROM refresh_tokens rt
+  JOIN agents a ON a.id = rt.agent_id
+ WHERE rt.token_hash = $1
+"""
+
+# FOR UPDATE on the family serializes every renewal of one registration: the consumed and
+# successor state read next cannot change under us, so renewals racing with the same token
+# leave exactly one live token, and a theft is judged on settled facts.
+LOCK_FAMILY = """
+SELECT revoked_at, revoked_reason, expires_at > statement_timestamp() AS live
+  FROM refresh_token_families
+ WHERE id = $1
+   FOR UPDATE
+"""
+
+# The presented token and its newest successor, read under the family lock.
+TOKEN_STATE = """
+SELECT t.consumed_at, t.revoked_at, t.superseded_by,
+       s.consumed_at AS successor_consumed_at, s.revoked_at AS successor_revoked_at
+  FROM refresh_tokens t
+  LEFT JOIN refresh_tokens s ON s.id = t.superseded_by
+ WHERE t.id = $1
+"""
+
+# Rotation: the presented token is consumed (once: a grace renewal keeps the first time)
+# and points to its new successor, which expires with the family, slid forward.
+ISSUE_SUCCESSOR = """
+WITH family AS (
+    UPDATE refresh_token_families
+       SET expires_at = statement_timestamp() + make_interval(secs => $4)
+     WHERE id = $2
+    RETURNING agent_id, expires_at
+), successor AS (
+    INSERT INTO refresh_tokens (id, agent_id, family_id, token_hash, expires_at)
+    SELECT $3, family.agent_id, $2, $5, family.expires_at FROM family
+    RETURNING id, expires_at
+)
+UPDATE refresh_tokens t
+   SET consumed_at = COALESCE(t.consumed_at, statement_timestamp()),
+       superseded_by = successor.id
+  FROM successor
+ WHERE t.id = $1
+RETURNING successor.expires_at
+"""
+
+# The grace: a successor never used is replaced by a fresh one (the agent lost it).
+REVOKE_REFRESH_TOKEN = """
+UPDATE refresh_tokens SET revoked_at = COALESCE(revoked_at, statement_timestamp()) WHERE id = $1
+"""
+
+# Reuse of a consumed token: the whole family dies, the thief's tokens with the agent's.
+REVOKE_FAMILY = """
+WITH family AS (
+    UPDATE refresh_token_families
+       SET revoked_at = COALESCE(revoked_at, statement_timestamp()),
+           revoked_reason = COALESCE(revoked_reason, $2)
+     WHERE id = $1
+)
+UPDATE refresh_tokens
+   SET revoked_at = COALESCE(revoked_at, statement_timestamp())
+ WHERE family_id = $1
+"""
+
+# --- signed commands -----------------------------------------------------------------------
+
+# The keyset handed to a new agent that pins the root key on first use (dispatch keeps
+# this table; auth only reads the newest document).
+CURRENT_KEYSET = "SELECT document FROM command_keysets ORDER BY version DESC LIMIT 1"
 
 # --- admin: registration tokens ---
 

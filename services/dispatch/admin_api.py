@@ -9,12 +9,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from fleetline.ethos import Log
-from services.common.errors import invalid, not_found
+from fleetline.signing import NotCanonical, check_signable
+from services.common.errors import conflict, invalid, not_found
 from services.common.paging import decode_cursor, next_cursor
 from services.common.validation import (
     Int, JsonObject, Str, nullable, parse_uuid, path_uuid, query_int, read_json_object, take,
 )
-from services.dispatch import commands
+from services.dispatch import commands, keysets
+from services.dispatch.signer import BadKeyset, read_keyset
 from services.dispatch.views import state_view
 
 _log = Log("dispatch", "admin")
@@ -33,7 +35,11 @@ async def create_command(request: Request) -> JSONResponse:
         run_timeout_s=take(body, "run_timeout_s", Int(1, 604800), 3600),
         idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None),
     )
-    row, created = await commands.create(request.app.state.db, new)
+    try:
+        check_signable(new.params, "params")
+    except NotCanonical as exc:
+        raise invalid(f"params cannot be signed: {exc}", "params") from None
+    row, created = await commands.create(request.app.state.db, new, request.app.state.signer)
     if created:
         _log.info("command_queued", command_id=row["id"], agent_id=new.agent_id, type=new.type)
     return JSONResponse(state_view(row), status_code=201 if created else 200)
@@ -68,3 +74,19 @@ async def cancel_command(request: Request) -> JSONResponse:
     row = await commands.cancel(request.app.state.db, command_id)
     _log.info("command_cancelled", command_id=command_id)
     return JSONResponse(state_view(row))
+
+
+async def install_keyset(request: Request) -> JSONResponse:
+    """A keyset signed offline by the root key; only above the current version."""
+    state = request.app.state
+    body = await read_json_object(request)
+    try:
+        keyset = read_keyset(body, state.settings.command_root_public_key)
+    except BadKeyset as exc:
+        raise invalid(str(exc)) from None
+    if not await keysets.install(state.db, keyset):
+        raise conflict("This keyset's version is not above the current one.")
+    if state.signer.kid not in keyset.kids:
+        _log.warning("signing_key_not_in_keyset", kid=state.signer.kid, version=keyset.version)
+    _log.info("keyset_installed", version=keyset.version, keys=len(keyset.kids))
+    return JSONResponse({"version": keyset.version, **keyset.document})

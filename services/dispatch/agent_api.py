@@ -16,7 +16,7 @@ from services.common.tokens import AgentIdentity
 from services.common.validation import (
     Int, Str, nullable, parse_timestamp, path_uuid, query_int, read_json_object, rfc3339, take,
 )
-from services.dispatch import commands
+from services.dispatch import commands, keysets
 from services.dispatch.views import delivery_view, state_view
 from services.dispatch.waiters import DEADLINE, DEPARTED, RECHECK_S, departure
 
@@ -130,3 +130,12 @@ async def result(request: Request) -> JSONResponse:
         _report_log.info("command_finished", agent_id=identity.agent_id, command_id=command_uuid,
                          status=outcome, exit_code=exit_code)
     return JSONResponse(state_view(command), headers=headers)
+
+
+async def keyset(request: Request) -> JSONResponse:
+    """The current keyset (signed by the root key) for an agent that met an unknown kid."""
+    await request.app.state.verifier.authenticate_agent(request)
+    document = await keysets.current(request.app.state.db)
+    if document is None:
+        raise not_found("No command keyset is installed.")
+    return JSONResponse(document)

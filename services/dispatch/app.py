@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from pathlib import Path
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
@@ -17,11 +19,12 @@ from services.common.http import ServiceMiddleware, api_route, health_routes
 from services.common.ratelimit import RateLimit, make_storage
 from services.common.readiness import SchemaCheck
 from services.common.tokens import AccessTokenVerifier, KeySet
-from services.dispatch import admin_api, agent_api
+from services.dispatch import admin_api, agent_api, keysets
 from services.dispatch.api_errors import EXCEPTION_HANDLERS
 from services.dispatch.commands import PollPolicy
 from services.dispatch.last_seen import LastSeen
 from services.dispatch.reaper import Reaper
+from services.dispatch.signer import CommandSigner, read_keyset
 from services.dispatch.lease_sweep import LeaseSweep
 from services.dispatch.listener import Listener
 from services.dispatch.waiters import Waiters
@@ -29,6 +32,7 @@ from services.dispatch.waiters import Waiters
 _log = Log("dispatch", "lifecycle")
 
 AGENT_ROUTES = [
+    api_route("/api/v1/agents/keyset", GET=agent_api.keyset),
     api_route("/api/v1/agents/{agent_id}/commands", GET=agent_api.poll),
     api_route("/api/v1/agents/{agent_id}/commands/{command_id}/ack", POST=agent_api.ack),
     api_route("/api/v1/agents/{agent_id}/commands/{command_id}/result", POST=agent_api.result),
@@ -39,6 +43,7 @@ ADMIN_ROUTES = [
     api_route("/commands", POST=admin_api.create_command, GET=admin_api.list_commands),
     api_route("/commands/{command_id}", GET=admin_api.get_command),
     api_route("/commands/{command_id}/cancel", POST=admin_api.cancel_command),
+    api_route("/command-keyset", PUT=admin_api.install_keyset),
 ]
 
 # Pinned plans for dispatch's connections:
@@ -54,7 +59,7 @@ DB_SETTINGS = {"enable_bitmapscan": "off", "plan_cache_mode": "force_generic_pla
 
 
 def create_app(settings: Settings) -> Starlette:
-    settings.require("database_url", "admin_token")
+    settings.require("database_url", "admin_token", "command_signing_key_file", "command_root_public_key")
     if not (settings.jwks_url or settings.jwt_public_key_file):
         raise SettingsError("required setting missing: FLEETLINE_JWKS_URL or FLEETLINE_JWT_PUBLIC_KEY_FILE")
     db = Db(postgres_url(settings.database_url), max_size=settings.db_pool_max,
@@ -67,6 +72,10 @@ def create_app(settings: Settings) -> Starlette:
     reaper = Reaper(db, settings.reaper_interval_s)
     last_seen = LastSeen(db, settings.last_seen_flush_s)
     schema_ready = SchemaCheck(db)
+    signer = CommandSigner(settings.command_signing_key_file)
+    initial_keyset = (read_keyset(json.loads(Path(settings.command_keyset_file).read_text()),
+                                  settings.command_root_public_key)
+                      if settings.command_keyset_file else None)
 
     async def ready() -> bool:  # the expected schema, and LISTEN up (or held polls go deaf)
         return listener.listening and await schema_ready()
@@ -74,6 +83,8 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await db.connect()
+        if initial_keyset is not None and await keysets.install(db, initial_keyset):
+            _log.info("keyset_installed", version=initial_keyset.version, source="file")
         await keys.refresh(force=True)
         await listener.start()
         lease_sweep.start()
@@ -106,6 +117,7 @@ def create_app(settings: Settings) -> Starlette:
     state.verifier = AccessTokenVerifier(keys, settings.jwt_issuer, settings.jwt_audience)
     state.checkin_limit = RateLimit("agent_checkin", settings.checkin_rate_limit, storage)
     state.report_limit = RateLimit("agent_report", settings.report_rate_limit, storage)
+    state.signer = signer
     state.poll_policy = PollPolicy(settings.poll_interval_s, settings.rapid_poll_interval_s,
                                    settings.rapid_window_s)
     state.waiters = waiters

@@ -6,6 +6,7 @@
                         |   retries left --> sent (retry_count + 1, redelivered)
                         |   ack timeout, retries used up --> timed_out
     pending|sent --expires_at--> expired        pending|sent|running --cancel--> cancelled
+    sent|running --the agent refuses it (bad signature, unknown type)--> rejected
 
 Each operation below runs its one guarded statement (queries.py says why each lock and
 guard is there) and returns what happened, or raises one of the exceptions below. The
@@ -18,21 +19,24 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Mapping
 
 from services.common.db import Db
 from services.dispatch import queries as q
+from services.dispatch.signer import CommandSigner
 
-STATUSES = ("pending", "sent", "running", "succeeded", "failed", "timed_out", "expired", "cancelled")
+STATUSES = ("pending", "sent", "running", "succeeded", "failed", "rejected", "timed_out", "expired",
+            "cancelled")
 LIVE = frozenset({"pending", "sent", "running"})
 FINAL = frozenset(STATUSES) - LIVE
-OUTCOMES = ("succeeded", "failed")
+OUTCOMES = ("succeeded", "failed", "rejected")  # what an agent reports
 
 # Every legal transition; the race tests check the SQL never produces anything else.
 TRANSITIONS = frozenset({
     ("pending", "sent"), ("sent", "sent"), ("sent", "running"),
     ("sent", "succeeded"), ("sent", "failed"), ("running", "succeeded"), ("running", "failed"),
+    ("sent", "rejected"), ("running", "rejected"),
     ("sent", "timed_out"), ("running", "timed_out"),
     ("pending", "expired"), ("sent", "expired"),
     ("pending", "cancelled"), ("sent", "cancelled"), ("running", "cancelled"),
@@ -220,11 +224,19 @@ async def report(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID, outcome: st
     return result_outcome(row, outcome, result)
 
 
-async def create(db: Db, new: NewCommand) -> tuple[Row, bool]:
-    """The command and whether it was created now (False: the idempotency key's twin)."""
+async def create(db: Db, new: NewCommand, signer: CommandSigner) -> tuple[Row, bool]:
+    """The command, signed now, and whether it was created now (False: the idempotency
+    key's twin, which keeps its own signature)."""
+    command_id = uuid.uuid4()
+    issued_at = datetime.now(timezone.utc)
+    expires_at = issued_at + timedelta(seconds=new.ttl_s)
+    signed = signer.sign(command_id=str(command_id), agent_id=str(new.agent_id), type=new.type,
+                         params=new.params, issued_at=issued_at, expires_at=expires_at,
+                         run_timeout_s=new.run_timeout_s)
     row = create_outcome(await db.fetchrow(
-        q.CREATE_COMMAND, new.agent_id, uuid.uuid4(), new.type, new.params, new.priority,
-        new.max_retries, new.ack_timeout_s, new.run_timeout_s, new.idempotency_key, new.ttl_s,
+        q.CREATE_COMMAND, new.agent_id, command_id, new.type, new.params, new.priority,
+        new.max_retries, new.ack_timeout_s, new.run_timeout_s, new.idempotency_key, issued_at,
+        expires_at, signed,
     ))
     if row is None:
         return await db.fetchrow(q.GET_BY_IDEMPOTENCY_KEY, new.agent_id, new.idempotency_key), False

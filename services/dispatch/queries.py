@@ -30,7 +30,7 @@ LEASE_EXHAUSTED = f"({DUE} AND NOT {RETRIES_LEFT})"
 # The columns of the command state object (API.md), shared by every statement below.
 COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, max_retries,
     delivery_count, ack_timeout_s, run_timeout_s, idempotency_key, created_at, sent_at,
-    acked_at, finished_at, expires_at, result"""
+    acked_at, finished_at, expires_at, result, signed"""
 
 # --- the poll -------------------------------------------------------------------------
 
@@ -77,7 +77,7 @@ WITH agent AS MATERIALIZED (
       FROM due
      WHERE c.id = due.id
     RETURNING c.id, c.type, c.params, c.priority, c.created_at, c.expires_at,
-              c.delivery_count, c.run_timeout_s, c.ack_timeout_s
+              c.delivery_count, c.run_timeout_s, c.ack_timeout_s, c.signed
 ), ledger AS (
     INSERT INTO deliveries (command_id, delivery, delivered_at)
     SELECT id, delivery_count, statement_timestamp() FROM claimed
@@ -176,14 +176,15 @@ SELECT agent.status AS agent_status, done.status AS new_status,
 # The agent check and the insert are one statement: a command is only ever queued for an
 # agent that is active at that instant. ON CONFLICT on the partial unique index makes a
 # repeated idempotency key insert nothing (a racing twin waits for the first to commit).
+# created_at and expires_at are the instants the signature carries ($10, $11), so the
+# server and the agent agree on when the command expires.
 CREATE_COMMAND = f"""
 WITH agent AS MATERIALIZED (
     SELECT id, status FROM agents WHERE id = $1
 ), ins AS (
     INSERT INTO commands (id, agent_id, type, params, priority, max_retries, ack_timeout_s,
-                          run_timeout_s, idempotency_key, expires_at, visible_at)
-    SELECT $2, agent.id, $3, $4, $5, $6, $7, $8, $9,
-           statement_timestamp() + make_interval(secs => $10), statement_timestamp()
+                          run_timeout_s, idempotency_key, created_at, expires_at, visible_at, signed)
+    SELECT $2, agent.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, statement_timestamp(), $12
       FROM agent
      WHERE agent.status = 'active'
     ON CONFLICT (agent_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -219,6 +220,20 @@ SELECT c.agent_id::text AS agent_id,
    AND c.visible_at > statement_timestamp() - make_interval(secs => $1)
    AND c.visible_at <= statement_timestamp() + make_interval(secs => $1)
  GROUP BY c.agent_id
+"""
+
+# --- keysets ----------------------------------------------------------------------------
+
+CURRENT_KEYSET = "SELECT version, document FROM command_keysets ORDER BY version DESC LIMIT 1"
+
+# Only above every version there is: an older keyset (a replay) inserts nothing. Two
+# uploads racing with the same version: the primary key lets one win.
+INSTALL_KEYSET = """
+INSERT INTO command_keysets (version, document, expires_at)
+SELECT $1, $2, $3
+ WHERE NOT EXISTS (SELECT 1 FROM command_keysets WHERE version >= $1)
+ON CONFLICT (version) DO NOTHING
+RETURNING version
 """
 
 # Wakes long polls waiting for this agent, in every dispatch replica.

@@ -42,4 +42,6 @@ def delivery_view(row: Mapping[str, Any]) -> dict:
         "expires_at": rfc3339(row["expires_at"]),
         "delivery": row["delivery_count"],
         "run_timeout_s": row["run_timeout_s"],
+        # What the agent verifies and runs; the fields above are an unsigned copy.
+        "signed": row["signed"],
     }

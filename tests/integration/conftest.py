@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from fleetline.pgembed import EmbeddedPostgres, free_port
+from fleetline.keys_cmd import make_command_keys
 from services.auth.keys import write_private_key
 from tests.integration.support import Databases, ServiceProcess, wait_until
 
@@ -60,10 +61,19 @@ def sql(database_url):
 
 @pytest.fixture(scope="session")
 def key_dir():
+    """The access-token key, and the command-signing keys: a root (root.key, root.pub),
+    an online key for dispatch (online.key) and keyset version 1 listing it."""
     d = Path(tempfile.mkdtemp(prefix="fleetline-test-keys-"))
     write_private_key(d / "signing.pem")
+    make_command_keys(d)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+def signing_env(key_dir: Path) -> dict[str, str]:
+    return {"FLEETLINE_COMMAND_SIGNING_KEY_FILE": str(key_dir / "online.key"),
+            "FLEETLINE_COMMAND_KEYSET_FILE": str(key_dir / "keyset.json"),
+            "FLEETLINE_COMMAND_ROOT_PUBLIC_KEY_FILE": str(key_dir / "root.pub")}
 
 
 @pytest.fixture
@@ -72,6 +82,7 @@ def base_env(database_url, key_dir):
         "FLEETLINE_DATABASE_URL": database_url,
         "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN,
         "FLEETLINE_JWT_PRIVATE_KEY_FILE": str(key_dir / "signing.pem"),
+        **signing_env(key_dir),
         "FLEETLINE_REGISTRATION_RATE_LIMIT": "100000/minute",
         "FLEETLINE_RENEW_RATE_LIMIT": "100000/minute",
         "FLEETLINE_CHECKIN_RATE_LIMIT": "100000/minute",

@@ -1,6 +1,7 @@
 """A fingerprint of every table, to prove that a refused request changed nothing."""
 
-TABLES = ("registration_tokens", "agents", "refresh_tokens", "commands", "deliveries")
+TABLES = ("registration_tokens", "agents", "refresh_token_families", "refresh_tokens", "commands", "deliveries",
+          "command_keysets")
 
 
 def snapshot(sql) -> dict:

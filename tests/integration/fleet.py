@@ -40,11 +40,12 @@ class Fleet:
                           json={"registration_token": tok["token"], "machine_id": machine_id,
                                 "hostname": "host"})
         assert resp.status_code == 201, resp.text
-        body = resp.json()
+        body = self.registration = resp.json()
         return Agent(body["agent_id"], machine_id, body["access_token"], body["refresh_token"])
 
     def queue(self, agent: Agent, expect: int = 201, **fields) -> dict:
-        body = {"agent_id": agent.agent_id, "type": "ping", **fields}
+        body = {"agent_id": agent.agent_id, "type": "ping"}
+        body.update(fields)
         resp = httpx.post(f"{self.dispatch_url}/api/v1/admin/commands", json=body, headers=self.admin)
         assert resp.status_code == expect, resp.text
         return resp.json()

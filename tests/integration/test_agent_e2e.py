@@ -357,3 +357,70 @@ def _listening(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+# --- refresh-token rotation, seen from the agent ----------------------------------------
+
+def test_the_agent_saves_each_new_refresh_token_before_using_it(fleet_stack, tmp_path, key_dir):
+    agent_id = fleet_stack.enrol()
+    before = json.loads((tmp_path / "a1" / "state.json").read_text())["refresh_token"]
+    _plant_expired_access_token(tmp_path / "a1", key_dir, agent_id)
+    cmd = fleet_stack.queue(agent_id, "ping")
+    agent = fleet_stack.agent()
+    fleet_stack.wait_status(cmd["id"], {"succeeded"})
+    assert "token_renewed" in agent.log()
+    state = tmp_path / "a1" / "state.json"
+    assert json.loads(state.read_text())["refresh_token"] != before
+    assert state.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_stolen_refresh_token_stops_working_at_the_real_agents_next_renewal(fleet_stack, tmp_path, key_dir):
+    token = create_registration_token(fleet_stack.url, max_uses=1)["token"]
+    agent_id = fleet_stack.enrol(token=token)
+    stolen = json.loads((tmp_path / "a1" / "state.json").read_text())["refresh_token"]
+
+    def renew(refresh):
+        return httpx.post(f"{fleet_stack.url}/api/v1/agents/renew", headers={"X-Machine-ID": "machine-a1"},
+                          json={"agent_id": agent_id, "refresh_token": refresh})
+
+    # The thief renews with the copy, and again with what it got: the agent's token is now
+    # a consumed one whose successor was used.
+    renew(renew(stolen).json()["refresh_token"])
+    _plant_expired_access_token(tmp_path / "a1", key_dir, agent_id)
+    cmd = fleet_stack.queue(agent_id, "ping")
+    agent = fleet_stack.agent(token=token)
+    fleet_stack.wait_status(cmd["id"], {"succeeded"})
+    log = agent.log().split("agent_started")[-1]
+    assert "refresh_token_reused" in log and f"agent_registered agent_id={agent_id}" in log
+    assert "token_reused" in fleet_stack.services["auth"].log()
+
+
+# --- signed commands, seen from the agent --------------------------------------------------
+
+def test_a_database_side_change_of_a_queued_command_is_never_run(fleet_stack, sql, tmp_path):
+    marker = tmp_path / "ran.txt"
+    agent_id = fleet_stack.enrol()
+    cmd = fleet_stack.queue(agent_id, "shell", params={"argv": ["sh", "-c", f"echo signed >> {marker}"]})
+    sql.execute("UPDATE commands SET params = %s, type = 'shell' WHERE id = %s",
+                (json.dumps({"argv": ["sh", "-c", f"echo tampered >> {marker}"]}), cmd["id"]))
+    fleet_stack.agent()
+    done = fleet_stack.wait_status(cmd["id"], {"succeeded", "failed", "rejected"})
+    assert done["status"] == "succeeded"
+    assert marker.read_text().splitlines() == ["signed"]
+
+
+def test_another_agents_signed_command_replayed_here_is_rejected_and_never_run(fleet_stack, sql, tmp_path):
+    marker = tmp_path / "ran.txt"
+    mine = fleet_stack.enrol("a1")
+    theirs = fleet_stack.enrol("a2")
+    decoy = fleet_stack.queue(mine, "ping")
+    foreign = fleet_stack.queue(theirs, "shell", params={"argv": ["sh", "-c", f"echo ran >> {marker}"]})
+    # Whoever writes the database copies a real signature onto this agent's command.
+    sql.execute("UPDATE commands SET signed = (SELECT signed FROM commands WHERE id = %s), type = 'shell', "
+                "params = (SELECT params FROM commands WHERE id = %s) WHERE id = %s",
+                (foreign["id"], foreign["id"], decoy["id"]))
+    agent = fleet_stack.agent("a1")
+    done = fleet_stack.wait_status(decoy["id"], {"succeeded", "failed", "rejected"})
+    assert done["status"] == "rejected" and "another" in done["result"]["output"]
+    assert done["acked_at"] is None and not marker.exists()
+    assert "command_rejected" in agent.log()

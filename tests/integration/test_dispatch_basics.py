@@ -10,7 +10,7 @@ def test_queue_poll_ack_result_roundtrip(fleet, sql):
 
     body = fleet.poll(agent)
     (item,) = body["commands"]
-    assert set(item) == {"id", "type", "params", "created_at", "expires_at", "delivery", "run_timeout_s"}
+    assert set(item) == {"id", "type", "params", "created_at", "expires_at", "delivery", "run_timeout_s", "signed"}
     assert (item["id"], item["delivery"], item["params"]) == (cmd["id"], 1, {"x": 1})
     assert body["poll_interval_s"] == 5  # rapid: it just received a command
 

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 
 from gateway.openapi import DOCUMENT
 from gateway.routes import route
-from tests.integration.conftest import ADMIN_TOKEN, create_registration_token, register
+from tests.integration.conftest import ADMIN_TOKEN, create_registration_token, register, signing_env
 from tests.integration.dbstate import snapshot
 from tests.integration.support import ServiceProcess
 
@@ -57,7 +57,7 @@ def world(databases, key_dir, tmp_path_factory):
     database_url = databases.new()
     logs = tmp_path_factory.mktemp("fuzz")
     env = {"FLEETLINE_DATABASE_URL": database_url, "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN,
-           "FLEETLINE_JWT_PRIVATE_KEY_FILE": str(key_dir / "signing.pem"),
+           "FLEETLINE_JWT_PRIVATE_KEY_FILE": str(key_dir / "signing.pem"), **signing_env(key_dir),
            "FLEETLINE_REGISTRATION_RATE_LIMIT": "1000000/minute", "FLEETLINE_RENEW_RATE_LIMIT": "1000000/minute",
            "FLEETLINE_CHECKIN_RATE_LIMIT": "1000000/minute", "FLEETLINE_REPORT_RATE_LIMIT": "1000000/minute"}
     auth = ServiceProcess("services.auth", env, logs).wait_ready()

@@ -5,6 +5,7 @@ import sys
 
 import psycopg
 
+from fleetline.schema import expected_versions
 from tests.integration.support import ROOT, with_database
 
 
@@ -22,12 +23,13 @@ def test_apply_rollback_reapply(pg_server_url):
     try:
         from fleetline.migrate import migrate
 
-        assert migrate(url) == 2
-        assert _tables(url) == {"registration_tokens", "agents", "refresh_tokens", "commands", "deliveries"}
+        assert migrate(url) == len(expected_versions())
+        assert _tables(url) == {"registration_tokens", "agents", "refresh_token_families", "refresh_tokens",
+                                "commands", "deliveries", "command_keysets"}
         assert migrate(url) == 0  # twice is a no-op
-        assert migrate(url, rollback=True) == 2
+        assert migrate(url, rollback=True) == len(expected_versions())
         assert _tables(url) == set()
-        assert migrate(url) == 2
+        assert migrate(url) == len(expected_versions())
         assert "commands" in _tables(url)
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
@@ -46,7 +48,7 @@ def test_three_concurrent_migrate_processes(pg_server_url):
         assert [p.returncode for p in procs] == [0, 0, 0], outputs
         with psycopg.connect(url) as conn:
             applied = conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0]
-        assert applied == 2
+        assert applied == len(expected_versions())
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute("DROP DATABASE fl_migrate_race WITH (FORCE)")

@@ -1,0 +1,19 @@
+"""The keysets agents trust, kept in the database (they are public and signed by the root
+key, so whoever writes the database can at most replay an older one, which agents refuse
+for its version)."""
+
+from __future__ import annotations
+
+from services.common.db import Db
+from services.dispatch import queries as q
+from services.dispatch.signer import Keyset
+
+
+async def install(db: Db, keyset: Keyset) -> bool:
+    """True when installed; False when its version is not above the current one."""
+    return await db.fetchval(q.INSTALL_KEYSET, keyset.version, keyset.document, keyset.expires_at) is not None
+
+
+async def current(db: Db) -> dict | None:
+    row = await db.fetchrow(q.CURRENT_KEYSET)
+    return None if row is None else row["document"]

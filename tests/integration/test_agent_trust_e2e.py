@@ -1,0 +1,144 @@
+"""A real agent behind a tampering network: only commands signed for it by a key its
+pinned root vouches for ever run, and exactly as signed; anything else ends `rejected`
+and runs nothing."""
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from fleetline.keys_cmd import keyset, public_key_of
+from fleetline.pgembed import free_port
+from fleetline.signing import load_private
+from tests.integration.agentproc import AgentProcess
+from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
+from tests.integration.support import ROOT, wait_until
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def hostile(start_service, start_gateway, tmp_path, key_dir):
+    auth = start_service("services.auth")
+    dispatch = start_service("services.dispatch", FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json")
+    gw = start_gateway([auth.url], [dispatch.url])
+    folder = tmp_path / "tamper"
+    folder.mkdir()
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, "-m", "tests.integration.tamper_proxy", "--port", str(port),
+                              "--upstream", gw.url, "--dir", str(folder)], cwd=ROOT)
+    wait_until(lambda: _up(f"http://127.0.0.1:{port}"), 20, what="the tampering proxy")
+    agents = []
+
+    class World:
+        url, direct, dispatch_url = f"http://127.0.0.1:{port}", gw.url, dispatch.url
+
+        def modes(self, text: str) -> None:
+            (folder / "mode").write_text(text)
+
+        def write(self, name: str, document: dict) -> None:
+            (folder / name).write_text(json.dumps(document))
+
+        def agent(self) -> tuple[AgentProcess, str]:
+            token = create_registration_token(gw.url)["token"]
+            a = AgentProcess(self.url, tmp_path / "a1", "machine-a1", token,
+                             extra_args=["--root-key-file", str(key_dir / "root.pub")])
+            agents.append(a)
+            a.wait_log("agent_started")
+            agent_id = json.loads((tmp_path / "a1" / "state.json").read_text())["agent_id"]
+            return a, agent_id
+
+        def queue(self, agent_id, **fields) -> dict:
+            r = httpx.post(f"{gw.url}/api/v1/admin/commands", headers=ADMIN, json={"agent_id": agent_id, **fields})
+            assert r.status_code == 201, r.text
+            return r.json()
+
+        def final(self, cid) -> dict:
+            return wait_until(lambda: (c := httpx.get(f"{gw.url}/api/v1/admin/commands/{cid}", headers=ADMIN)
+                                       .json())["status"] not in ("pending", "sent", "running") and c,
+                              30, 0.1, "the command to end")
+
+    yield World()
+    for a in agents:
+        a.stop()
+    proxy.kill()
+    proxy.wait()
+
+
+def _up(url):
+    try:
+        httpx.get(url + "/healthz", timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def _shell(marker) -> dict:
+    return {"type": "shell", "params": {"argv": ["sh", "-c", f"echo signed-ok >> {marker}"]}}
+
+
+def test_a_rewritten_unsigned_copy_runs_the_signed_command_and_nothing_else(hostile, tmp_path):
+    marker = tmp_path / "ran"
+    _, agent_id = hostile.agent()
+    hostile.modes("unsigned")
+    done = hostile.final(hostile.queue(agent_id, **_shell(marker))["id"])
+    assert done["status"] == "succeeded" and marker.read_text() == "signed-ok\n"
+    assert "tampered" not in done["result"]["output"]
+
+
+@pytest.mark.parametrize("modes,reason", [
+    ("payload", "does not verify"),
+    ("unknown-kid", "not in keyset"),
+    ("unknown-kid foreign-keyset", "not in keyset"),
+])
+def test_a_tampered_or_unknown_command_is_rejected_and_never_run(hostile, tmp_path, modes, reason):
+    marker = tmp_path / "ran"
+    agent, agent_id = hostile.agent()
+    if "foreign-keyset" in modes:
+        stranger = load_private(str(_stranger_root(tmp_path)))
+        hostile.write("keyset.json", keyset(stranger, [stranger.public_key()], 99, 30))
+    hostile.modes(modes)
+    done = hostile.final(hostile.queue(agent_id, **_shell(marker))["id"])
+    assert not marker.exists() and done["acked_at"] is None and done["status"] == "rejected"
+    wait_until(lambda: "command_rejected" in agent.log(), 10, what="the rejection logged")
+    assert reason in agent.log().split("command_rejected")[-1].splitlines()[0]
+    if "foreign-keyset" in modes:
+        assert "keyset_refused" in agent.log()
+
+
+def test_another_agents_signed_command_is_rejected_here(hostile, tmp_path):
+    marker = tmp_path / "ran"
+    other_token = create_registration_token(hostile.direct)["token"]
+    other = httpx.post(f"{hostile.direct}/api/v1/agents/register",
+                       json={"registration_token": other_token, "machine_id": "m-other", "hostname": "h"}).json()
+    hostile.queue(other["agent_id"], **_shell(marker))
+    theirs = httpx.get(f"{hostile.direct}/api/v1/agents/{other['agent_id']}/commands",
+                       headers={"Authorization": f"Bearer {other['access_token']}", "X-Machine-ID": "m-other"}
+                       ).json()["commands"][0]
+    hostile.write("replay.json", theirs["signed"])
+    _, agent_id = hostile.agent()
+    hostile.modes("replay")
+    done = hostile.final(hostile.queue(agent_id, **_shell(marker))["id"])
+    assert done["status"] == "rejected" and "another" in done["result"]["output"]
+    assert not marker.exists()
+
+
+def test_an_older_keyset_is_refused(hostile, tmp_path, key_dir):
+    root, online = load_private(str(key_dir / "root.key")), public_key_of(str(key_dir / "online.key"))
+    put = httpx.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=keyset(root, [online], 2, 30))
+    assert put.status_code == 200
+    agent, agent_id = hostile.agent()  # registers with version 2
+    hostile.write("keyset.json", keyset(root, [online, public_key_of(str(key_dir / "signing.pem"))], 1, 30))
+    hostile.modes("unknown-kid old-keyset")
+    done = hostile.final(hostile.queue(agent_id, **_shell(tmp_path / "ran"))["id"])
+    assert done["status"] == "rejected" and not (tmp_path / "ran").exists()
+    assert "not above" in agent.log()
+
+
+def _stranger_root(tmp_path):
+    from fleetline.keys_cmd import make_root
+
+    make_root(tmp_path / "stranger")
+    return tmp_path / "stranger" / "root.key"
