@@ -34,6 +34,10 @@ def hostile(start_service, start_gateway, tmp_path, key_dir):
 
     class World:
         url, direct, dispatch_url = f"http://127.0.0.1:{port}", gw.url, dispatch.url
+        jwks_url = f"{auth.url}/.well-known/jwks.json"
+
+        def stop_dispatch(self) -> None:
+            dispatch.stop()
 
         def modes(self, text: str) -> None:
             (folder / "mode").write_text(text)
@@ -142,3 +146,31 @@ def _stranger_root(tmp_path):
 
     make_root(tmp_path / "stranger")
     return tmp_path / "stranger" / "root.key"
+
+
+def test_rotating_the_online_key_under_a_running_agent_rejects_nothing(hostile, tmp_path, key_dir, base_env):
+    from fleetline.keys_cmd import write_key
+    from tests.integration.support import ServiceProcess
+
+    agent, agent_id = hostile.agent()
+    before = hostile.final(hostile.queue(agent_id, type="ping")["id"])
+    assert before["status"] == "succeeded"
+    # 1. A new online key joins the keyset (version 2, both keys).
+    root, old = load_private(str(key_dir / "root.key")), public_key_of(str(key_dir / "online.key"))
+    new_key = tmp_path / "online-2.key"
+    write_key(new_key)
+    v2 = keyset(root, [old, public_key_of(str(new_key))], 2, 30)
+    assert httpx.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=v2).status_code == 200
+    # 2. Dispatch restarts signing with it, on the same address.
+    port = int(hostile.dispatch_url.rsplit(":", 1)[1])
+    hostile.stop_dispatch()
+    env = {**base_env, "FLEETLINE_COMMAND_SIGNING_KEY_FILE": str(new_key),
+           "FLEETLINE_JWKS_URL": hostile.jwks_url}
+    replacement = ServiceProcess("services.dispatch", env, tmp_path, port=port).wait_ready()
+    try:
+        # 3. The agent meets the new kid, fetches the keyset once, and runs the command.
+        after = [hostile.final(hostile.queue(agent_id, type="ping")["id"]) for _ in range(3)]
+        assert [c["status"] for c in after] == ["succeeded"] * 3
+        assert "keyset_accepted version=2" in agent.log() and "command_rejected" not in agent.log()
+    finally:
+        replacement.stop()
