@@ -7,6 +7,7 @@ import platform
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
@@ -56,16 +57,26 @@ def seed_agents(stack: Stack, n: int) -> list[dict]:
     return agents
 
 
+def _a_signature(stack: Stack) -> str:
+    """A real signature of a ping, so claimed rows carry what a queued command carries."""
+    from services.dispatch.signer import CommandSigner
+
+    signer = CommandSigner(str(stack.data_dir / "command-keys" / "online.key"))
+    now = datetime.now(timezone.utc)
+    return json.dumps(signer.sign(command_id=str(uuid.uuid4()), agent_id=str(uuid.uuid4()), type="ping",
+                                  params={}, issued_at=now, expires_at=now, run_timeout_s=3600))
+
+
 def seed_backlog(stack: Stack, agents: list[dict], per_agent: int) -> int:
     with psycopg.connect(database_url(stack), autocommit=True) as conn:
         conn.execute("TRUNCATE deliveries, commands")
         conn.execute(
             """INSERT INTO commands (id, agent_id, type, max_retries, ack_timeout_s, run_timeout_s,
-                                     expires_at, visible_at, created_at)
+                                     expires_at, visible_at, created_at, signed)
                SELECT gen_random_uuid(), a::uuid, 'ping', 5, 3600, 3600, now() + interval '1 day',
-                      now(), now() - make_interval(secs => g)
+                      now(), now() - make_interval(secs => g), %s::jsonb
                  FROM unnest(%s::text[]) a, generate_series(1, %s) g""",
-            ([a["agent_id"] for a in agents], per_agent))
+            (_a_signature(stack), [a["agent_id"] for a in agents], per_agent))
         conn.execute("VACUUM ANALYZE commands")
     return len(agents) * per_agent
 
