@@ -20,7 +20,7 @@ up: $(STAMP)
 	FLEETLINE_POLL_INTERVAL_S=$${FLEETLINE_POLL_INTERVAL_S:-10} $(BIN)/fleetline up --data-dir .fleetline --agents 2 --hints
 
 test: $(STAMP)
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

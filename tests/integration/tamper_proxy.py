@@ -63,6 +63,8 @@ def build(upstream: str, folder: Path) -> Starlette:
         resp = await client.request(request.method, path, params=request.query_params,
                                     headers=headers, content=await request.body())
         content = resp.content
+        # Read again now: a long poll may have been held since before the mode changed.
+        modes = set((folder / "mode").read_text().split()) if (folder / "mode").exists() else set()
         if request.method == "GET" and path.endswith("/commands") and resp.status_code == 200:
             body = json.loads(content)
             if body.get("commands"):
