@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.launch import read_ready_line
 from tests.integration.support import ROOT, wait_until
 
@@ -196,22 +195,22 @@ def test_bursts_around_the_keepalive_timeouts_meet_no_5xx(start_service, start_g
     auth = start_service("services.auth", **keep, FLEETLINE_REGISTRATION_RATE_LIMIT="1000000/minute")
     dispatch = start_service("services.dispatch", **keep, FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json")
     gw = start_gateway([auth.url], [dispatch.url], **keep)
-    token = httpx.post(f"{auth.url}/api/v1/admin/registration-tokens", json={"max_uses": 2000},
-                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()["token"]
     statuses: list[int] = []
 
     async def burst(round_no: int) -> None:
         async with httpx.AsyncClient(base_url=gw.url, timeout=30,
                                      limits=httpx.Limits(max_connections=200)) as client:
+            # POSTs with a body, as the failures were; refused quickly (an unknown token), so
+            # the burst is about the connections, not the registrations' token lock.
             answers = await asyncio.gather(*(client.post("/api/v1/agents/register", json={
-                "registration_token": token, "machine_id": f"b{round_no}-{i}", "hostname": "h"})
-                for i in range(200)), return_exceptions=True)
+                "registration_token": f"flreg_unknown-{round_no}-{i}", "machine_id": f"b{round_no}-{i}",
+                "hostname": "h"}) for i in range(200)), return_exceptions=True)
         statuses.extend(a.status_code if isinstance(a, httpx.Response) else 599 for a in answers)
 
     for round_no, pause in enumerate((0, 1.9, 2.0, 2.1, 2.9, 3.0, 3.1, 3.3)):
         time.sleep(pause)  # the pause is the point: connections idle right up to a timeout
         asyncio.run(burst(round_no))
-    assert len(statuses) == 1600 and all(s < 500 for s in statuses), sorted(set(statuses))
+    assert len(statuses) == 1600 and set(statuses) == {401}, sorted(set(statuses))
 
 
 def test_the_gateway_refuses_to_keep_connections_longer_than_the_services():

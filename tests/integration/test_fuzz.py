@@ -34,7 +34,7 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 # Valid requests and invalid ones (wrong types, out of range, missing fields, NUL).
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
                                 allow_x00=True)
-EXAMPLES = int(os.environ.get("FLEETLINE_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("FLEETLINE_FUZZ_EXAMPLES", "20"))
 # What the document promises about answers. (Not "schema-valid requests are accepted": the
 # document cannot say every rule, such as 64 KiB of JSON or no NUL in text, which the
 # services refuse with a 400 that the other checks here hold to the contract.)
