@@ -33,7 +33,8 @@ def test_keys_are_sorted_and_there_is_no_whitespace(obj):
 
 
 def test_strings_escape_only_what_rfc_8785_escapes():
-    assert canonical("é€😀\u2028\x7f") == '"é€😀\u2028\x7f"'.encode()
+    text = "\u00e9\u20ac\U0001f600\u2028\x7f"  # beyond ASCII, beyond the BMP, separators, DEL
+    assert canonical(text) == f'"{text}"'.encode()
     assert canonical("\x00\x1f\"\\\n\t\b\f\r") == b'"\\u0000\\u001f\\"\\\\\\n\\t\\b\\f\\r"'
 
 
