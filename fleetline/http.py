@@ -40,6 +40,13 @@ def request_id_from(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
+async def departure(receive: Callable) -> None:
+    """Ends when the HTTP client goes away. Only for a request whose body was already read
+    or is empty (a held poll): every message but the disconnect is the empty body."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 class Metrics:
     def __init__(self, service: str):
         self.registry = CollectorRegistry()

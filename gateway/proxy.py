@@ -21,7 +21,7 @@ from gateway import openapi
 from gateway.routes import LONG_POLL_SUFFIX, route
 from gateway.upstreams import Upstream
 from fleetline.ethos import Log
-from fleetline.http import Metrics, error_bytes, header_value, request_id_from
+from fleetline.http import Metrics, departure, error_bytes, header_value, request_id_from
 from fleetline.settings import Settings
 
 HOP_BY_HOP = frozenset({
@@ -336,12 +336,8 @@ async def _unless_client_leaves(request: Any, receive: Any) -> aiohttp.ClientRes
     """Await the upstream answer, or cancel the upstream request (None) when the client
     disconnects first. Only for requests whose body was read in full (a held poll)."""
 
-    async def departure() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
     answer = asyncio.ensure_future(request)
-    gone = asyncio.ensure_future(departure())
+    gone = asyncio.ensure_future(departure(receive))
     try:
         await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:

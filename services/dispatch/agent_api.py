@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from fleetline.ethos import Log
+from fleetline.http import departure
 from services.common.errors import forbidden, invalid, not_found
 from services.common.tokens import AgentIdentity
 from services.common.validation import (
@@ -18,7 +19,7 @@ from services.common.validation import (
 )
 from services.dispatch import commands, keysets
 from services.dispatch.views import delivery_view, state_view
-from services.dispatch.waiters import DEADLINE, DEPARTED, RECHECK_S, departure
+from services.dispatch.waiters import DEADLINE, DEPARTED, RECHECK_S
 
 _log = Log("dispatch", "poll")
 _report_log = Log("dispatch", "report")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import defaultdict
-from typing import Callable
 
 RECHECK_S = 5.0  # only while the LISTEN connection is down
 LEASE_SLACK_S = 0.05  # wake just after a lease's due time, so the database agrees it is due
@@ -106,9 +105,3 @@ class Waiters:
                 self.wake(agent_id)
         self._arm(loop)
 
-
-async def departure(receive: Callable) -> None:
-    """Ends when the HTTP client goes away. Only for requests whose body nobody reads
-    (the poll is a GET): every message but the disconnect is the empty body."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
