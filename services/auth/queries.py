@@ -4,6 +4,8 @@ Secrets arrive here only as SHA-256 digests (`bytea`). Times come from
 `statement_timestamp()`, never `now()`: inside a transaction `now()` is its start.
 """
 
+from services.common.db import NOTIFY_AGENT
+
 # --- registration (one transaction: lock token -> find machine -> use -> agent -> refresh) ---
 
 # FOR UPDATE on the token row serializes every registration that uses this token: the
@@ -192,6 +194,11 @@ SELECT {_AGENT_COLUMNS}
 """
 LIST_AGENTS_PAGE = _AGENT_PAGE.format(filters="")
 LIST_AGENTS_PAGE_BY_STATUS = _AGENT_PAGE.format(filters="AND status = $4")
+
+# In the revocation's transaction, so the notification goes out only once it commits: the
+# agent's held poll (in any dispatch replica) wakes, claims, and is answered 403
+# agent_revoked at once instead of at the end of its wait.
+NOTIFY_REVOKED = NOTIFY_AGENT
 
 GET_AGENT = f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = $1"
 

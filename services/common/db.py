@@ -13,6 +13,12 @@ from typing import Any, AsyncIterator, Mapping
 
 import databases
 
+# One channel, notified with an agent id whenever that agent's held poll should look again:
+# a command was queued or released for it (dispatch), or it was revoked (auth). Each
+# dispatch process LISTENs on it (services/dispatch/listener.py).
+AGENT_CHANNEL = "fleetline_commands"
+NOTIFY_AGENT = f"SELECT pg_notify('{AGENT_CHANNEL}', $1::text)"
+
 
 async def _keep_session(conn: Any) -> None:
     """Pool release without asyncpg's default reset query (one more round trip per

@@ -13,10 +13,10 @@ import asyncio
 import asyncpg
 
 from fleetline.ethos import Log
+from services.common.db import AGENT_CHANNEL
 from services.dispatch import queries as q
 from services.dispatch.waiters import Waiters
 
-CHANNEL = "fleetline_commands"
 PING_S = 5.0
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0
 _log = Log("dispatch", "listener")
@@ -69,7 +69,7 @@ class Listener:
         self._lost.clear()
         conn = await asyncpg.connect(self.dsn, timeout=5)
         conn.add_termination_listener(lambda _conn: self._lost.set())
-        await conn.add_listener(CHANNEL, self._on_notify)
+        await conn.add_listener(AGENT_CHANNEL, self._on_notify)
         self._conn = conn
 
     async def _healthy(self) -> bool:

@@ -9,6 +9,8 @@ Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 - Each statement runs on its own (autocommit): no transaction is held across a round trip.
 """
 
+from services.common.db import NOTIFY_AGENT
+
 # --- rules, each written once ------------------------------------------------------------
 # They read a command row aliased `c`.
 
@@ -237,7 +239,7 @@ RETURNING version
 """
 
 # Wakes long polls waiting for this agent, in every dispatch replica.
-NOTIFY_NEW_COMMAND = "SELECT pg_notify('fleetline_commands', $1::text)"
+NOTIFY_NEW_COMMAND = NOTIFY_AGENT
 
 GET_COMMAND = f"SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"
 

@@ -78,9 +78,9 @@ class Fleet:
         return httpx.post(f"{self.dispatch_url}/api/v1/admin/commands/{command_id}/cancel",
                           headers=self.admin)
 
-    def hold(self, agent: Agent, wait: int = 30) -> "HeldPoll":
+    def hold(self, agent: Agent, wait: int = 30, expect: int = 200) -> "HeldPoll":
         """A long poll held in a background thread."""
-        return HeldPoll(self, agent, wait)
+        return HeldPoll(self, agent, wait, expect)
 
     def queue_to_held_poll(self, agent: Agent) -> float:
         """Queue a command while a poll of the agent is parked; the seconds until that poll
@@ -95,12 +95,12 @@ class Fleet:
 
 
 class HeldPoll:
-    def __init__(self, fleet: Fleet, agent: Agent, wait: int):
+    def __init__(self, fleet: Fleet, agent: Agent, wait: int, expect: int = 200):
         self.body: dict | None = None
         self.answered_at = 0.0  # time.time(), comparable with the database's stamps
 
         def hold() -> None:
-            self.body = fleet.poll(agent, wait=wait)
+            self.body = fleet.poll(agent, wait=wait, expect=expect)
             self.answered_at = time.time()
 
         self._thread = threading.Thread(target=hold)

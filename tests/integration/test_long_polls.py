@@ -2,6 +2,7 @@
 anything coming due (a queued command, a lapsed lease), whoever handed the lease out."""
 
 import re
+import time
 from datetime import datetime
 
 import httpx
@@ -41,6 +42,17 @@ def test_a_redelivery_reaches_a_held_poll_within_a_second_of_its_ack_timeout(fle
     held = fleet.hold(agent)
     assert [(c["id"], c["delivery"]) for c in held.join()["commands"]] == [(cmd["id"], 2)]
     assert held.answered_at - (sent_at + 2) < 1.0
+
+
+def test_revoking_an_agent_ends_its_held_poll_with_403_at_once(fleet):
+    agent = fleet.register()
+    held = fleet.hold(agent, wait=30, expect=403)
+    wait_until(lambda: held_polls(fleet.dispatch_url) == 1, 10, what="the poll to park")
+    revoked = time.time()
+    assert httpx.delete(f"{fleet.auth_url}/api/v1/admin/agents/{agent.agent_id}",
+                        headers=fleet.admin).status_code == 204
+    assert held.join(35)["error"] == "agent_revoked"
+    assert held.answered_at - revoked < 1.0  # not at the end of its 30 s wait
 
 
 def test_a_lease_handed_out_by_another_replica_wakes_a_poll_held_here(start_dispatch, auth):
