@@ -52,6 +52,9 @@ class AgentIdentity:
     agent_id: str
 
 
+RETRY_FAILED_FETCH_S = 0.5
+
+
 class KeySet:
     """Public keys by `kid`."""
 
@@ -61,6 +64,7 @@ class KeySet:
         self.refetch_interval_s = refetch_interval_s
         self.keys: dict[str, Ed25519PublicKey] = {}
         self._last_fetch = 0.0
+        self._fetched = False  # did the last fetch succeed
         self._lock = asyncio.Lock()
         if public_key_file:
             with open(public_key_file, "rb") as fh:
@@ -77,10 +81,14 @@ class KeySet:
         self.keys.update(keys)
 
     async def refresh(self, force: bool = False) -> None:
+        """Fetch the JWKS again: at most every refetch_interval_s after a success (unknown
+        kids must not hammer auth), but soon again after a failure: dispatch started
+        before auth, or auth restarting, must not turn valid tokens away for long."""
         if not self.jwks_url:
             return
         async with self._lock:
-            if not force and time.monotonic() - self._last_fetch < self.refetch_interval_s:
+            since = time.monotonic() - self._last_fetch
+            if not force and since < (self.refetch_interval_s if self._fetched else RETRY_FAILED_FETCH_S):
                 return
             self._last_fetch = time.monotonic()
             try:
@@ -88,8 +96,10 @@ class KeySet:
                     resp = await client.get(self.jwks_url)
                     resp.raise_for_status()
                     self.load_jwks(resp.json())
+                self._fetched = True
                 _log.info("jwks_loaded", url=self.jwks_url, keys=len(self.keys))
             except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+                self._fetched = False
                 _log.warning("jwks_fetch_failed", url=self.jwks_url, error=exc)
 
     async def get(self, kid: str) -> Ed25519PublicKey | None:

@@ -93,13 +93,14 @@ def base_env(database_url, key_dir):
 
 @pytest.fixture
 def start_service(base_env, tmp_path):
-    """start_service("services.auth", FLEETLINE_X="...") -> a ready ServiceProcess."""
+    """start_service("services.auth", FLEETLINE_X="...") -> a ready ServiceProcess
+    (wait=False: started, not waited for; its wait_ready() later waits once)."""
     started: list[ServiceProcess] = []
 
-    def start(module: str, **env: str) -> ServiceProcess:
+    def start(module: str, wait: bool = True, **env: str) -> ServiceProcess:
         proc = ServiceProcess(module, {**base_env, **env}, tmp_path)
         started.append(proc)
-        return proc.wait_ready()
+        return proc.wait_ready() if wait else proc
 
     yield start
     for proc in started:
@@ -107,8 +108,14 @@ def start_service(base_env, tmp_path):
 
 
 @pytest.fixture
-def auth(start_service) -> ServiceProcess:
-    return start_service("services.auth")
+def auth_started(start_service) -> ServiceProcess:
+    """Auth, starting: dispatch and the gateway start beside it instead of after it."""
+    return start_service("services.auth", wait=False)
+
+
+@pytest.fixture
+def auth(auth_started) -> ServiceProcess:
+    return auth_started.wait_ready()
 
 
 @pytest.fixture
@@ -164,10 +171,12 @@ def register(base_url: str, token: str, machine_id: str, hostname: str = "web-01
 
 
 @pytest.fixture
-def start_dispatch(start_service, auth):
+def start_dispatch(start_service, auth_started):
     def start(**env: str):
-        env.setdefault("FLEETLINE_JWKS_URL", f"{auth.url}/.well-known/jwks.json")
-        return start_service("services.dispatch", **env)
+        env.setdefault("FLEETLINE_JWKS_URL", f"{auth_started.url}/.well-known/jwks.json")
+        proc = start_service("services.dispatch", wait=False, **env)
+        auth_started.wait_ready()
+        return proc.wait_ready()
 
     return start
 
@@ -178,10 +187,10 @@ def dispatch(start_dispatch):
 
 
 @pytest.fixture
-def fleet(auth, dispatch):
+def fleet(auth_started, dispatch):
     from tests.integration.fleet import Fleet
 
-    return Fleet(auth.url, dispatch.url)
+    return Fleet(auth_started.url, dispatch.url)
 
 
 @pytest.fixture
@@ -189,12 +198,12 @@ def start_gateway(base_env, tmp_path):
     """start_gateway([auth urls], [dispatch urls], **env) -> a running gateway process."""
     started = []
 
-    def start(auth_urls, dispatch_urls, **env):
+    def start(auth_urls, dispatch_urls, wait=True, **env):
         proc = ServiceProcess("gateway", {**base_env, "FLEETLINE_AUTH_URLS": ",".join(auth_urls),
                                           "FLEETLINE_DISPATCH_URLS": ",".join(dispatch_urls), **env},
                               tmp_path, ready_path="/healthz")
         started.append(proc)
-        return proc.wait_ready()
+        return proc.wait_ready() if wait else proc
 
     yield start
     for p in started:

@@ -96,8 +96,12 @@ class ServiceProcess:
             stdin=subprocess.DEVNULL,
         )
         self.ready_path = ready_path
+        self._ready = False
 
     def wait_ready(self, timeout: float = 20.0) -> "ServiceProcess":
+        if self._ready:
+            return self
+
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"service exited early:\n{self.log()}")
@@ -107,6 +111,7 @@ class ServiceProcess:
                 return False
 
         wait_until(ready, timeout, 0.05, f"{self.url} to be ready")
+        self._ready = True
         return self
 
     def log(self) -> str:

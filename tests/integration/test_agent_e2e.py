@@ -24,9 +24,13 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 @pytest.fixture
 def fleet_stack(start_service, start_gateway, tmp_path):
-    auth = start_service("services.auth", **FAST)
-    dispatch = start_service("services.dispatch", FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json", **FAST)
-    gw = start_gateway([auth.url], [dispatch.url])
+    # Started side by side, then waited for.
+    auth = start_service("services.auth", wait=False, **FAST)
+    dispatch = start_service("services.dispatch", wait=False,
+                             FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json", **FAST)
+    gw = start_gateway([auth.url], [dispatch.url], wait=False)
+    for proc in (auth, dispatch, gw):
+        proc.wait_ready()
     agents: list[AgentProcess] = []
 
     class Stack:

@@ -60,11 +60,13 @@ def world(databases, key_dir, tmp_path_factory):
            "FLEETLINE_JWT_PRIVATE_KEY_FILE": str(key_dir / "signing.pem"), **signing_env(key_dir),
            "FLEETLINE_REGISTRATION_RATE_LIMIT": "1000000/minute", "FLEETLINE_RENEW_RATE_LIMIT": "1000000/minute",
            "FLEETLINE_CHECKIN_RATE_LIMIT": "1000000/minute", "FLEETLINE_REPORT_RATE_LIMIT": "1000000/minute"}
-    auth = ServiceProcess("services.auth", env, logs).wait_ready()
+    auth = ServiceProcess("services.auth", env, logs)
     dispatch = ServiceProcess("services.dispatch", {**env, "FLEETLINE_JWKS_URL": f"{auth.url}/.well-known/jwks.json"},
-                              logs).wait_ready()
+                              logs)
     gateway = ServiceProcess("gateway", {**env, "FLEETLINE_AUTH_URLS": auth.url,
-                                         "FLEETLINE_DISPATCH_URLS": dispatch.url}, logs).wait_ready()
+                                         "FLEETLINE_DISPATCH_URLS": dispatch.url}, logs)
+    for proc in (auth, dispatch, gateway):  # started side by side, then waited for
+        proc.wait_ready()
     machine_id = "fuzz-machine"
     reg = register(auth.url, create_registration_token(auth.url, max_uses=5)["token"], machine_id).json()
     command = httpx.post(f"{dispatch.url}/api/v1/admin/commands", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},

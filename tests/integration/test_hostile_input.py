@@ -14,8 +14,8 @@ from tests.integration.support import held_polls, wait_until
 
 
 @pytest.fixture
-def gw(start_gateway, auth, dispatch):
-    return start_gateway([auth.url], [dispatch.url])
+def gw(start_gateway, auth_started, dispatch):
+    return start_gateway([auth_started.url], [dispatch.url])
 
 
 def _json_error(resp, status, field=None):

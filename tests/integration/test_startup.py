@@ -22,3 +22,20 @@ def test_the_migrations_are_found_from_any_directory(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "0001.auth-schema" in proc.stdout and "0002.dispatch-schema" in proc.stdout
+
+
+def test_dispatch_started_before_auth_accepts_tokens_as_soon_as_auth_answers(start_service, base_env, tmp_path):
+    from tests.integration.fleet import Fleet
+    from tests.integration.support import ServiceProcess, free_port
+
+    auth_port = free_port()
+    # Dispatch first: its JWKS fetch at start fails (nothing listens yet).
+    dispatch = start_service("services.dispatch", FLEETLINE_JWKS_URL=f"http://127.0.0.1:{auth_port}/.well-known/jwks.json")
+    auth = ServiceProcess("services.auth", base_env, tmp_path, port=auth_port).wait_ready()
+    try:
+        fleet = Fleet(auth.url, dispatch.url)
+        agent = fleet.register()
+        # At once, not after the 10 s between fetches meant for unknown kids.
+        assert fleet.poll(agent)["commands"] == []
+    finally:
+        auth.stop()
