@@ -92,8 +92,10 @@ class Slots:
 class Agent:
     def __init__(self, server: str, state_dir: Path, registration_token: str | None,
                  machine_id: str | None, allow_shell: bool, stopper: Stopper,
-                 max_parallel: int = 4, long_poll: bool = True, root_key: str | None = None):
+                 max_parallel: int = 4, long_poll: bool = True, root_key: str | None = None,
+                 labels: dict[str, str] | None = None):
         secure_dir(state_dir)
+        self.labels = labels or {}
         self.stopper = stopper
         self.registration_token = registration_token
         self.allow_shell = allow_shell
@@ -122,7 +124,7 @@ class Agent:
             raise Fatal("not registered and no registration token configured "
                         "(FLEETLINE_AGENT_REGISTRATION_TOKEN or --registration-token-file)")
         facts = {"hostname": socket.gethostname()[:255] or "unknown", "os": platform.system().lower(),
-                 "arch": platform.machine(), "agent_version": __version__}
+                 "arch": platform.machine(), "agent_version": __version__, "labels": self.labels}
         backoff = Backoff()
         while True:
             try:
@@ -502,8 +504,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="commands run at once [FLEETLINE_AGENT_MAX_PARALLEL, 4]")
     p.add_argument("--no-long-poll", action="store_true", default=_flag("FLEETLINE_AGENT_NO_LONG_POLL"),
                    help="poll at the server's interval instead of holding a poll open")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE",
+                   help="a label sent at registration, for jobs to select by (repeatable) "
+                        "[FLEETLINE_AGENT_LABELS, comma-separated]")
     p.add_argument("--log-level", default=_env("FLEETLINE_AGENT_LOG_LEVEL") or "INFO")
     return p
+
+
+def parse_labels(pairs: list[str]) -> dict[str, str]:
+    """KEY=VALUE pairs as the labels object; ValueError names a pair that is not one."""
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.strip().partition("=")
+        if not sep or not key.strip():
+            raise ValueError(pair)
+        labels[key.strip()] = value.strip()
+    return labels
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -524,8 +540,15 @@ def main(argv: list[str] | None = None) -> int:
     stopper.install()
     root_key = _read_secret("--root-key-file", args.root_key_file) if args.root_key_file else None
     try:
+        labels = parse_labels(args.label if args.label is not None
+                              else [p for p in (_env("FLEETLINE_AGENT_LABELS") or "").split(",") if p.strip()])
+    except ValueError as exc:
+        log.error("config", "bad_label", value=str(exc), hint="KEY=VALUE")
+        return 2
+    try:
         agent = Agent(args.server, args.state_dir, token, args.machine_id, args.allow_shell, stopper,
-                      max_parallel=args.max_parallel, long_poll=not args.no_long_poll, root_key=root_key)
+                      max_parallel=args.max_parallel, long_poll=not args.no_long_poll, root_key=root_key,
+                      labels=labels)
     except trust.Untrusted as exc:
         log.error("config", "bad_root_key", file=args.root_key_file, reason=exc)
         return 2

@@ -1,4 +1,4 @@
-"""Operator subcommands: `fleetline tokens|agents|commands ...`, talking to the gateway.
+"""Operator subcommands: `fleetline tokens|agents|commands|jobs ...`, talking to the gateway.
 
 Readable tables by default, `--json` for scripts; any refusal or unreachable server is one
 line on stderr and a non-zero exit, never a traceback.
@@ -14,39 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from fleetline import jobs_cli
+from fleetline.admin_client import Api, CliError
 from fleetline.secrets_cmd import write_secret_file
 from fleetline.settings import Settings, SettingsError
 
-FINAL = {"succeeded", "failed", "timed_out", "expired", "cancelled"}
-
-
-class CliError(Exception):
-    pass
-
-
-class Api:
-    def __init__(self, url: str, token: str):
-        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=30.0,
-                                   headers={"Authorization": f"Bearer {token}"})
-        self.url = url
-
-    def call(self, method: str, path: str, **kw: Any) -> Any:
-        try:
-            resp = self.client.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise CliError(f"cannot reach the gateway at {self.url}: {exc}") from None
-        if resp.status_code == 204:
-            return None
-        try:
-            body = resp.json()
-        except ValueError:
-            raise CliError(f"unexpected answer from {self.url} (HTTP {resp.status_code})") from None
-        if resp.status_code >= 400:
-            field = f" [{body['field']}]" if body.get("field") else ""
-            raise CliError(f"{body.get('detail', 'refused')}{field} ({body.get('error')}, HTTP {resp.status_code})")
-        return body
+FINAL = {"succeeded", "failed", "rejected", "timed_out", "expired", "cancelled"}
 
 
 def _admin_token(args: argparse.Namespace) -> str:
@@ -141,14 +114,18 @@ def _wait_final(api: Api, command_id: str, timeout: float) -> dict:
         time.sleep(0.5)
 
 
-def commands_send(api: Api, a) -> Any:
+def _command(a) -> dict:
+    """The command settings shared by `commands send` and `jobs run`."""
     try:
         params = json.loads(a.params)
     except ValueError:
         raise CliError("--params must be a JSON object") from None
-    body = {"agent_id": a.agent, "type": a.type, "params": params, "priority": a.priority,
-            "ttl_s": a.ttl, "max_retries": a.max_retries, "ack_timeout_s": a.ack_timeout,
-            "run_timeout_s": a.run_timeout, "idempotency_key": a.idempotency_key}
+    return {"type": a.type, "params": params, "priority": a.priority, "ttl_s": a.ttl,
+            "max_retries": a.max_retries, "ack_timeout_s": a.ack_timeout, "run_timeout_s": a.run_timeout}
+
+
+def commands_send(api: Api, a) -> Any:
+    body = {"agent_id": a.agent, **_command(a), "idempotency_key": a.idempotency_key}
     cmd = api.call("POST", "/api/v1/admin/commands", json=body)
     return _wait_final(api, cmd["id"], a.timeout) if a.wait else cmd
 
@@ -171,6 +148,35 @@ def commands_wait(api: Api, a) -> Any:
     return _wait_final(api, a.id, a.timeout)
 
 
+def jobs_run(api: Api, a) -> Any:
+    job = api.call("POST", "/api/v1/admin/jobs", json=jobs_cli.job_request(a, _command(a)))
+    if a.wait and not a.dry_run:
+        return jobs_cli.follow(lambda: api.call("GET", f"/api/v1/admin/jobs/{job['id']}"), a.timeout)
+    return job
+
+
+def jobs_list(api: Api, a) -> Any:
+    query = {"status": a.status, "limit": a.limit, "before": a.before}
+    return api.call("GET", "/api/v1/admin/jobs", params={k: v for k, v in query.items() if v})
+
+
+def jobs_show(api: Api, a) -> Any:
+    return api.call("GET", f"/api/v1/admin/jobs/{a.id}")
+
+
+def jobs_targets(api: Api, a) -> Any:
+    query = {"status": a.status, "limit": a.limit, "before": a.before}
+    return api.call("GET", f"/api/v1/admin/jobs/{a.id}/targets", params={k: v for k, v in query.items() if v})
+
+
+def jobs_cancel(api: Api, a) -> Any:
+    return api.call("POST", f"/api/v1/admin/jobs/{a.id}/cancel")
+
+
+def jobs_wait(api: Api, a) -> Any:
+    return jobs_cli.follow(lambda: api.call("GET", f"/api/v1/admin/jobs/{a.id}"), a.timeout)
+
+
 # How each result is printed as a table (key in the body, columns); others as key/value.
 LISTINGS = {"tokens": TOKEN_COLUMNS, "agents": AGENT_COLUMNS, "commands": COMMAND_COLUMNS}
 
@@ -178,6 +184,12 @@ LISTINGS = {"tokens": TOKEN_COLUMNS, "agents": AGENT_COLUMNS, "commands": COMMAN
 def _render(result: Any, as_json: bool) -> str:
     if as_json:
         return json.dumps(result, indent=2)
+    listing = jobs_cli.rows(result)
+    if listing is not None:
+        text = _table(*listing)
+        return text + (f"\n(more: --before {result['next']})" if result.get("next") else "")
+    if isinstance(result, dict) and isinstance(result.get("counts"), dict):  # a job
+        return _show(jobs_cli.show(result))
     for key, columns in LISTINGS.items():
         if isinstance(result, dict) and isinstance(result.get(key), list):
             text = _table(result[key], columns)
@@ -188,7 +200,10 @@ def _render(result: Any, as_json: bool) -> str:
 
 
 def _exit_code(result: Any) -> int:
-    """A waited-for command that did not succeed is a failure for scripts."""
+    """A waited-for command that did not succeed, or a waited-for job where any target did
+    not, is a failure for scripts."""
+    if isinstance(result, dict) and isinstance(result.get("counts"), dict):
+        return 0 if jobs_cli.all_succeeded(result) else 1
     if isinstance(result, dict) and result.get("status") in FINAL - {"succeeded"}:
         return 1
     return 0
@@ -203,7 +218,7 @@ def _run(handler):
             print(f"fleetline: {exc}", file=sys.stderr)
             return 1
         print(_render(result, args.json))
-        waited = getattr(args, "wait", False) or handler is commands_wait
+        waited = getattr(args, "wait", False) or handler in (commands_wait, jobs_wait)
         return _exit_code(result) if waited else 0
 
     return run
@@ -242,19 +257,22 @@ def add_parsers(sub) -> None:
     cmd(agents, "show", agents_show, "show one agent").add_argument("id")
     cmd(agents, "revoke", agents_revoke, "revoke an agent").add_argument("id")
 
+    def command_settings(p) -> None:
+        p.add_argument("--type", required=True)
+        p.add_argument("--params", default="{}", help="JSON object")
+        p.add_argument("--priority", type=int, default=0)
+        p.add_argument("--ttl", type=int, default=14400)
+        p.add_argument("--max-retries", type=int, default=5)
+        p.add_argument("--ack-timeout", type=int, default=300)
+        p.add_argument("--run-timeout", type=int, default=3600)
+        p.add_argument("--idempotency-key")
+        p.add_argument("--timeout", type=float, default=600, help="seconds to wait")
+
     commands = group("commands", "commands for agents")
     p = cmd(commands, "send", commands_send, "queue a command for an agent")
     p.add_argument("--agent", required=True, help="agent id")
-    p.add_argument("--type", required=True)
-    p.add_argument("--params", default="{}", help="JSON object")
-    p.add_argument("--priority", type=int, default=0)
-    p.add_argument("--ttl", type=int, default=14400)
-    p.add_argument("--max-retries", type=int, default=5)
-    p.add_argument("--ack-timeout", type=int, default=300)
-    p.add_argument("--run-timeout", type=int, default=3600)
-    p.add_argument("--idempotency-key")
+    command_settings(p)
     p.add_argument("--wait", action="store_true", help="wait for the final status; non-zero unless succeeded")
-    p.add_argument("--timeout", type=float, default=600, help="seconds to wait")
     p = cmd(commands, "list", commands_list, "list commands, newest first")
     p.add_argument("--agent")
     p.add_argument("--status")
@@ -263,5 +281,32 @@ def add_parsers(sub) -> None:
     cmd(commands, "show", commands_show, "show one command").add_argument("id")
     cmd(commands, "cancel", commands_cancel, "cancel a command").add_argument("id")
     p = cmd(commands, "wait", commands_wait, "wait for a command's final status")
+    p.add_argument("id")
+    p.add_argument("--timeout", type=float, default=600)
+
+    jobs = group("jobs", "one command on many agents")
+    p = cmd(jobs, "run", jobs_run, "run a command on every agent a selector matches")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="target agents with this label (repeatable: all must match)")
+    p.add_argument("--agent", action="append", default=[], metavar="ID", help="target this agent (repeatable)")
+    p.add_argument("--all-active", action="store_true", help="target every active agent")
+    command_settings(p)
+    p.add_argument("--max-in-flight", metavar="N|N%", help="at most this many delivered and not final")
+    p.add_argument("--max-failures", type=int, help="halt once more targets than this fail")
+    p.add_argument("--dry-run", action="store_true", help="only count the targets")
+    p.add_argument("--wait", action="store_true",
+                   help="show progress until every target is final; non-zero unless all succeeded")
+    p = cmd(jobs, "list", jobs_list, "list jobs, newest first")
+    p.add_argument("--status", choices=["running", "completed", "halted", "cancelled"])
+    p.add_argument("--limit", type=int)
+    p.add_argument("--before", help="the cursor a previous page printed")
+    cmd(jobs, "show", jobs_show, "show one job and its counts").add_argument("id")
+    p = cmd(jobs, "targets", jobs_targets, "a job's targets and their commands")
+    p.add_argument("id")
+    p.add_argument("--status")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--before", help="the cursor a previous page printed")
+    cmd(jobs, "cancel", jobs_cancel, "cancel a job: its undelivered commands too").add_argument("id")
+    p = cmd(jobs, "wait", jobs_wait, "show a job's progress until every target is final")
     p.add_argument("id")
     p.add_argument("--timeout", type=float, default=600)

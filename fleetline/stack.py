@@ -140,6 +140,7 @@ class Stack:
             child = Child(f"agent-{i}", "agent", [
                 "--server", self.gateway_url, "--state-dir", str(state_dir),
                 "--machine-id", f"demo-machine-{i}",
+                "--label", "env=demo", "--label", f"role={'web' if i % 2 else 'db'}",
             ], env, self._log_file(f"agent-{i}"))
             self.agent_children.append(child)
 

@@ -15,6 +15,9 @@ UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
 TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 SECRET = {"type": "string", "minLength": 1, "maxLength": 512}
+# How a job shows each target (its command's status, plus waiting and skipped).
+TARGET_STATUSES = ("waiting", "pending", "sent", "running", "succeeded", "failed", "timed_out",
+                   "expired", "rejected", "cancelled", "skipped")
 
 
 def ref(name: str) -> dict:
@@ -105,6 +108,17 @@ def op(summary: str, responses: dict, *, tags: list[str], security: list | None 
 AGENT_AUTH = [{"agentToken": []}]
 ADMIN_AUTH = [{"adminToken": []}]
 NO_AUTH: list = []
+
+# What a command is queued with, alone or as a job's `command`.
+_COMMAND_SETTINGS = {
+    "type": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[a-z0-9_.-]+$"},
+    "params": {"type": ["object", "null"], "description": "At most 64 KiB of JSON."},
+    "priority": opt_int(-100, 100, 0),
+    "ttl_s": opt_int(1, 2592000, 14400),
+    "max_retries": opt_int(0, 100, 5),
+    "ack_timeout_s": opt_int(1, 86400, 300),
+    "run_timeout_s": opt_int(1, 604800, 3600),
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": obj(["error", "detail"], {
@@ -197,16 +211,12 @@ SCHEMAS: dict[str, Any] = {
         "created_at": TIME, "sent_at": TIME_OR_NULL, "acked_at": TIME_OR_NULL,
         "finished_at": TIME_OR_NULL, "expires_at": TIME,
         "result": {"oneOf": [{"type": "null"}, ref("Result")]},
+        "job_id": {"type": ["string", "null"], "format": "uuid",
+                   "description": "The job this command belongs to, if any."},
     }),
     "CommandRequest": obj(["agent_id", "type"], {
         "agent_id": UUID,
-        "type": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[a-z0-9_.-]+$"},
-        "params": {"type": ["object", "null"], "description": "At most 64 KiB of JSON."},
-        "priority": opt_int(-100, 100, 0),
-        "ttl_s": opt_int(1, 2592000, 14400),
-        "max_retries": opt_int(0, 100, 5),
-        "ack_timeout_s": opt_int(1, 86400, 300),
-        "run_timeout_s": opt_int(1, 604800, 3600),
+        **_COMMAND_SETTINGS,
         "idempotency_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
     }),
     "CommandPage": obj(["commands", "next"], {
@@ -236,10 +246,65 @@ SCHEMAS: dict[str, Any] = {
         "created_at": TIME, "last_seen_at": TIME_OR_NULL, "revoked_at": TIME_OR_NULL,
     }),
     "Health": obj(["status"], {"status": {"type": "string"}}),
+    "JobSelector": {
+        "description": "Exactly one of agent_ids, labels, all_active. Targets are the active "
+                       "agents matching when the job is created.",
+        "oneOf": [
+            obj(["agent_ids"], {"agent_ids": {"type": "array", "minItems": 1, "maxItems": 10000,
+                                              "items": UUID}}),
+            obj(["labels"], {"labels": {"type": "object", "minProperties": 1, "maxProperties": 64,
+                                        "additionalProperties": {"type": "string", "maxLength": 255}}}),
+            obj(["all_active"], {"all_active": {"const": True}}),
+        ]},
+    "JobCommand": obj(["type"], _COMMAND_SETTINGS),
+    "Rollout": obj([], {
+        "max_in_flight": {"oneOf": [
+            {"type": "null"}, {"type": "integer", "minimum": 1, "maximum": 10000},
+            {"type": "string", "pattern": "^[0-9]{1,3}%$",
+             "description": "A percentage of the targets, 1% to 100%, rounded up."}],
+            "description": "At most this many of the job's commands released or delivered and not final."},
+        "max_failures": {"type": ["integer", "null"], "minimum": 0, "maximum": 10000,
+                         "description": "Halt once more targets than this end failed, timed_out, "
+                                        "expired or rejected."},
+    }),
+    "JobRequest": obj(["selector", "command"], {
+        "selector": ref("JobSelector"),
+        "command": ref("JobCommand"),
+        "rollout": {"oneOf": [{"type": "null"}, ref("Rollout")]},
+        "idempotency_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 255},
+        "dry_run": {"type": ["boolean", "null"], "default": False},
+    }),
+    "JobCounts": obj(list(TARGET_STATUSES), {s: {"type": "integer", "minimum": 0} for s in TARGET_STATUSES}),
+    "Job": obj(["id", "status", "selector", "command", "rollout", "target_count", "counts",
+                "created_at", "finished_at", "halted_reason"], {
+        "id": UUID,
+        "status": {"enum": ["running", "completed", "halted", "cancelled"]},
+        "selector": {"type": "object"}, "command": {"type": "object"}, "rollout": {"type": "object"},
+        "target_count": {"type": "integer", "minimum": 1},
+        "counts": ref("JobCounts"),
+        "created_at": TIME, "finished_at": TIME_OR_NULL,
+        "halted_reason": {"type": ["string", "null"]},
+        "idempotency_key": {"type": ["string", "null"]},
+    }),
+    "DryRun": obj(["target_count"], {"target_count": {"type": "integer", "minimum": 1}}),
+    "JobPage": obj(["jobs", "next"], {
+        "jobs": {"type": "array", "items": ref("Job")},
+        "next": {"type": ["string", "null"], "description": "Pass as `before` for the next page."},
+    }),
+    "Target": obj(["agent_id", "hostname", "command_id", "status", "result"], {
+        "agent_id": UUID, "hostname": {"type": "string"}, "command_id": UUID,
+        "status": {"enum": list(TARGET_STATUSES)},
+        "result": {"oneOf": [{"type": "null"}, ref("Result")]},
+    }),
+    "TargetPage": obj(["targets", "next"], {
+        "targets": {"type": "array", "items": ref("Target")},
+        "next": {"type": ["string", "null"], "description": "Pass as `before` for the next page."},
+    }),
 }
 
 AGENT_PATH = path_id("agent_id", "The agent's id; it must be the token's own agent.")
 COMMAND_PATH = path_id("command_id", "The command's id.")
+JOB_PATH = path_id("job_id", "The job's id.")
 BEFORE = query_str("before", "A `next` cursor from the previous page.",
                    {"type": "string", "maxLength": 512})
 
@@ -345,6 +410,36 @@ PATHS: dict[str, dict] = {
         "Cancel a command that has not ended", {
             "200": ok(ref("CommandState"), "Cancelled."), **errors(401, 404, 409)},
         tags=["operators"], security=ADMIN_AUTH, parameters=[COMMAND_PATH])},
+    "/api/v1/admin/jobs": {
+        "post": op("Run a command on many agents: one command per target, with a rollout", {
+            "201": ok(ref("Job"), "Created, with one command per target."),
+            "200": ok({"oneOf": [ref("Job"), ref("DryRun")]},
+                      "A dry run's target count (nothing created), or the job this idempotency "
+                      "key already names (same request)."),
+            **errors(400, 401, 409)},
+            tags=["jobs"], security=ADMIN_AUTH, request=body(ref("JobRequest"))),
+        "get": op("List jobs, newest first", {
+            "200": ok(ref("JobPage"), "One page."), **errors(400, 401)},
+            tags=["jobs"], security=ADMIN_AUTH, parameters=[
+                query_str("status", "Only jobs in this status.", SCHEMAS["Job"]["properties"]["status"]),
+                query_int("limit", 1, 1000, 100, "Page size."), BEFORE,
+            ]),
+    },
+    "/api/v1/admin/jobs/{job_id}": {"get": op(
+        "One job, with counts by target status", {"200": ok(ref("Job"), "The job."), **errors(401, 404)},
+        tags=["jobs"], security=ADMIN_AUTH, parameters=[JOB_PATH])},
+    "/api/v1/admin/jobs/{job_id}/targets": {"get": op(
+        "A job's targets and their commands", {
+            "200": ok(ref("TargetPage"), "One page."), **errors(400, 401, 404)},
+        tags=["jobs"], security=ADMIN_AUTH, parameters=[
+            JOB_PATH,
+            query_str("status", "Only targets in this status.", SCHEMAS["Target"]["properties"]["status"]),
+            query_int("limit", 1, 1000, 100, "Page size."), BEFORE,
+        ])},
+    "/api/v1/admin/jobs/{job_id}/cancel": {"post": op(
+        "Cancel a running job: it and its undelivered commands, at once", {
+            "200": ok(ref("Job"), "Cancelled."), **errors(401, 404, 409)},
+        tags=["jobs"], security=ADMIN_AUTH, parameters=[JOB_PATH])},
     "/openapi.json": {"get": op("This document", {"200": ok({"type": "object"}, "OpenAPI 3.1.")},
                                 tags=["health"], security=NO_AUTH)},
     "/healthz": {"get": op("The process is up", {"200": ok(ref("Health"), "Up.")},
@@ -371,6 +466,7 @@ DOCUMENT: dict[str, Any] = {
     },
     "tags": [{"name": "agents", "description": "Called by agents."},
              {"name": "operators", "description": "Called by operators with the admin token."},
+             {"name": "jobs", "description": "One command for many agents (operators)."},
              {"name": "health", "description": "Health, readiness, metrics and this document."}],
     "paths": PATHS,
     "components": {

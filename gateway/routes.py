@@ -20,6 +20,8 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("exact", "/api/v1/admin/commands", DISPATCH),
     ("prefix", "/api/v1/admin/commands/", DISPATCH),
     ("exact", "/api/v1/admin/command-keyset", DISPATCH),
+    ("exact", "/api/v1/admin/jobs", DISPATCH),
+    ("prefix", "/api/v1/admin/jobs/", DISPATCH),
 )
 
 # Long polls: the request's `wait` is added to the upstream timeout.

@@ -110,6 +110,7 @@ async def revoke_agent(request: Request) -> Response:
         if await db.fetchval(q.REVOKE_AGENT, uuid.UUID(agent_id)) is None:
             raise not_found("No such agent.")
         await db.execute(q.REVOKE_AGENT_REFRESH_TOKENS, uuid.UUID(agent_id), "agent_revoked")
+        await db.execute(q.CANCEL_REVOKED_AGENT_JOB_COMMANDS, uuid.UUID(agent_id))
         await db.execute(q.NOTIFY_REVOKED, agent_id)
     _log.info("agent_revoked", agent_id=agent_id)
     return Response(status_code=204)

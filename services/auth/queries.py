@@ -195,6 +195,16 @@ SELECT {_AGENT_COLUMNS}
 LIST_AGENTS_PAGE = _AGENT_PAGE.format(filters="")
 LIST_AGENTS_PAGE_BY_STATUS = _AGENT_PAGE.format(filters="AND status = $4")
 
+# In the revocation's transaction: a revoked agent never polls again, so its job commands
+# not delivered yet would wait for ever (or expire, and count as failures); they end
+# cancelled, which a job counts as final. Walks commands_claimable. Commands queued to it
+# one by one stay as they are (the operator sees them pending, and may cancel them).
+CANCEL_REVOKED_AGENT_JOB_COMMANDS = """
+UPDATE commands
+   SET status = 'cancelled', finished_at = statement_timestamp()
+ WHERE agent_id = $1 AND status = 'pending' AND job_id IS NOT NULL
+"""
+
 # In the revocation's transaction, so the notification goes out only once it commits: the
 # agent's held poll (in any dispatch replica) wakes, claims, and is answered 403
 # agent_revoked at once instead of at the end of its wait.

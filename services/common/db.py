@@ -23,7 +23,8 @@ NOTIFY_AGENT = f"SELECT pg_notify('{AGENT_CHANNEL}', $1::text)"
 async def _keep_session(conn: Any) -> None:
     """Pool release without asyncpg's default reset query (one more round trip per
     statement). Safe because nothing here leaves session state on a pooled connection:
-    no SET, LISTEN, advisory lock or temp table, and transactions always end."""
+    no SET (SET LOCAL ends with its transaction), LISTEN, advisory lock or temp table, and
+    transactions always end."""
 
 
 async def _init_connection(conn: Any) -> None:

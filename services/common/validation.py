@@ -182,15 +182,17 @@ def nullable(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
 
 
 def take(
-    data: dict[str, Any], name: str, check: Callable[[Any, str], Any], default: Any = _MISSING
+    data: dict[str, Any], name: str, check: Callable[[Any, str], Any], default: Any = _MISSING,
+    *, within: str = "",
 ) -> Any:
-    """One field of a body: required unless a default is given; null means the default."""
+    """One field of a body: required unless a default is given; null means the default.
+    `within` names the object it sits in (`command.`), so errors name the field in full."""
     value = data.get(name, _MISSING)
     if value is _MISSING or (value is None and default is not _MISSING):
         if default is _MISSING:
-            raise invalid(f"{name} is required.", name)
+            raise invalid(f"{within}{name} is required.", f"{within}{name}")
         return default
-    return check(value, name)
+    return check(value, f"{within}{name}")
 
 
 def query_int(request: Request, name: str, lo: int, hi: int, default: int) -> int:

@@ -3,6 +3,8 @@ Mounted behind the admin guard (app.py): none of them checks the admin token its
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import uuid
 
 from starlette.requests import Request
@@ -15,30 +17,41 @@ from services.common.paging import decode_cursor, next_cursor
 from services.common.validation import (
     Int, JsonObject, Str, nullable, parse_uuid, path_uuid, query_int, read_json_object, take,
 )
-from services.dispatch import commands, keysets
+from services.dispatch import commands, jobs, keysets
 from services.dispatch.signer import BadKeyset, read_keyset
 from services.dispatch.views import state_view
 
 _log = Log("dispatch", "admin")
 
 
-async def create_command(request: Request) -> JSONResponse:
-    body = await read_json_object(request)
+def read_command(body: dict, agent_id: uuid.UUID | None, within: str = "") -> commands.NewCommand:
+    """A command's settings from a request body (a job's `command` object too), checked,
+    defaults filled in, params signable."""
+    field = functools.partial(take, body, within=within)
     new = commands.NewCommand(
-        agent_id=uuid.UUID(take(body, "agent_id", parse_uuid)),
-        type=take(body, "type", Str(1, 64, pattern=r"[a-z0-9_.-]+")),
-        params=take(body, "params", JsonObject(65536), {}),
-        priority=take(body, "priority", Int(-100, 100), 0),
-        ttl_s=take(body, "ttl_s", Int(1, 2592000), 14400),
-        max_retries=take(body, "max_retries", Int(0, 100), 5),
-        ack_timeout_s=take(body, "ack_timeout_s", Int(1, 86400), 300),
-        run_timeout_s=take(body, "run_timeout_s", Int(1, 604800), 3600),
-        idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None),
+        agent_id=agent_id,
+        type=field("type", Str(1, 64, pattern=r"[a-z0-9_.-]+")),
+        params=field("params", JsonObject(65536), {}),
+        priority=field("priority", Int(-100, 100), 0),
+        ttl_s=field("ttl_s", Int(1, 2592000), 14400),
+        max_retries=field("max_retries", Int(0, 100), 5),
+        ack_timeout_s=field("ack_timeout_s", Int(1, 86400), 300),
+        run_timeout_s=field("run_timeout_s", Int(1, 604800), 3600),
+        idempotency_key=None,
     )
     try:
         check_signable(new.params, "params")
     except NotCanonical as exc:
-        raise invalid(f"params cannot be signed: {exc}", "params") from None
+        raise invalid(f"params cannot be signed: {exc}", f"{within}params") from None
+    return new
+
+
+async def create_command(request: Request) -> JSONResponse:
+    body = await read_json_object(request)
+    agent_id = uuid.UUID(take(body, "agent_id", parse_uuid))
+    new = dataclasses.replace(
+        read_command(body, agent_id),
+        idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None))
     row, created = await commands.create(request.app.state.db, new, request.app.state.signer)
     if created:
         _log.info("command_queued", command_id=row["id"], agent_id=new.agent_id, type=new.type)
@@ -73,6 +86,8 @@ async def cancel_command(request: Request) -> JSONResponse:
     command_id = _command_id(request)
     row = await commands.cancel(request.app.state.db, command_id)
     _log.info("command_cancelled", command_id=command_id)
+    if row["job_id"] is not None:
+        await jobs.advance(request.app.state.db, row["job_id"])
     return JSONResponse(state_view(row))
 
 

@@ -17,7 +17,7 @@ from services.common.tokens import AgentIdentity
 from services.common.validation import (
     Int, Str, nullable, parse_timestamp, path_uuid, query_int, read_json_object, rfc3339, take,
 )
-from services.dispatch import commands, keysets
+from services.dispatch import commands, jobs, keysets
 from services.dispatch.views import delivery_view, state_view
 from services.dispatch.waiters import DEADLINE, DEPARTED, RECHECK_S
 
@@ -130,6 +130,8 @@ async def result(request: Request) -> JSONResponse:
     if ended:
         _report_log.info("command_finished", agent_id=identity.agent_id, command_id=command_uuid,
                          status=outcome, exit_code=exit_code)
+        if command["job_id"] is not None:  # its job's window has room, or it may halt
+            await jobs.advance(state.db, command["job_id"])
     return JSONResponse(state_view(command), headers=headers)
 
 

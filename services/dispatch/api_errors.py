@@ -1,4 +1,4 @@
-"""The one table from the state machine's refusals (commands.py) to API errors."""
+"""The one table from the refusals of the state machines (commands.py, jobs.py) to API errors."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.common.errors import ApiError, conflict, forbidden, invalid_token, not_found
+from services.common.errors import ApiError, conflict, forbidden, invalid, invalid_token, not_found
 from services.common.errors import EXCEPTION_HANDLERS as COMMON_HANDLERS
 from services.dispatch import commands as c
+from services.dispatch import jobs as j
 
-ERRORS: dict[type[c.CommandError], Callable[[c.CommandError], ApiError]] = {
+ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     c.UnknownAgent: lambda e: invalid_token("The token's agent does not exist."),
     c.AgentRevoked: lambda e: forbidden("agent_revoked", "This agent has been revoked."),
     c.CommandNotFound: lambda e: not_found("No such command."),
@@ -20,19 +21,29 @@ ERRORS: dict[type[c.CommandError], Callable[[c.CommandError], ApiError]] = {
     c.NotDelivered: lambda e: conflict("This command has not been delivered yet; poll for it first."),
     c.OtherOutcome: lambda e: conflict(f"This command already ended {e.status} with another outcome."),
     c.AlreadyFinal: lambda e: conflict(f"This command is already {e.status}; it can no longer change."),
+    j.JobNotFound: lambda e: not_found("No such job."),
+    j.NoTargets: lambda e: invalid("The selector matches no active agent.", "selector"),
+    j.InactiveTargets: lambda e: invalid(
+        f"These agent ids are unknown or revoked: {_listed(e.ids)}.", "selector.agent_ids"),
+    j.JobFinished: lambda e: conflict(f"This job is already {e.status}; it can no longer be cancelled."),
+    j.KeyReused: lambda e: conflict("This idempotency key was used for a job with a different request."),
 }
 
 
-def to_api_error(exc: c.CommandError) -> ApiError:
+def _listed(ids: list[str], shown: int = 20) -> str:
+    more = len(ids) - shown
+    return ", ".join(ids[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+def to_api_error(exc: Exception) -> ApiError:
     for cls in type(exc).__mro__:  # the most specific entry wins (OtherOutcome < AlreadyFinal)
         if cls in ERRORS:
             return ERRORS[cls](exc)
     raise exc
 
 
-async def _command_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, c.CommandError)
+async def _refusal(request: Request, exc: Exception) -> Response:
     return await COMMON_HANDLERS[ApiError](request, to_api_error(exc))
 
 
-EXCEPTION_HANDLERS = {**COMMON_HANDLERS, c.CommandError: _command_error}
+EXCEPTION_HANDLERS = {**COMMON_HANDLERS, c.CommandError: _refusal, j.JobError: _refusal}

@@ -19,7 +19,7 @@ from services.common.http import ServiceMiddleware, api_route, health_routes
 from services.common.ratelimit import RateLimit, make_storage
 from services.common.readiness import SchemaCheck
 from services.common.tokens import AccessTokenVerifier, KeySet
-from services.dispatch import admin_api, agent_api, keysets
+from services.dispatch import admin_api, agent_api, jobs_api, keysets
 from services.dispatch.api_errors import EXCEPTION_HANDLERS
 from services.dispatch.commands import PollPolicy
 from services.dispatch.last_seen import LastSeen
@@ -44,6 +44,10 @@ ADMIN_ROUTES = [
     api_route("/commands/{command_id}", GET=admin_api.get_command),
     api_route("/commands/{command_id}/cancel", POST=admin_api.cancel_command),
     api_route("/command-keyset", PUT=admin_api.install_keyset),
+    api_route("/jobs", POST=jobs_api.create_job, GET=jobs_api.list_jobs),
+    api_route("/jobs/{job_id}", GET=jobs_api.get_job),
+    api_route("/jobs/{job_id}/targets", GET=jobs_api.list_targets),
+    api_route("/jobs/{job_id}/cancel", POST=jobs_api.cancel_job),
 ]
 
 # Pinned plans for dispatch's connections:

@@ -9,7 +9,7 @@ Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 - Each statement runs on its own (autocommit): no transaction is held across a round trip.
 """
 
-from services.common.db import NOTIFY_AGENT
+from services.common.db import AGENT_CHANNEL, NOTIFY_AGENT
 
 # --- rules, each written once ------------------------------------------------------------
 # They read a command row aliased `c`.
@@ -32,7 +32,7 @@ LEASE_EXHAUSTED = f"({DUE} AND NOT {RETRIES_LEFT})"
 # The columns of the command state object (API.md), shared by every statement below.
 COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, max_retries,
     delivery_count, ack_timeout_s, run_timeout_s, idempotency_key, created_at, sent_at,
-    acked_at, finished_at, expires_at, result, signed"""
+    acked_at, finished_at, expires_at, result, signed, job_id"""
 
 # --- the poll -------------------------------------------------------------------------
 
@@ -309,3 +309,161 @@ UPDATE commands c
            FOR UPDATE SKIP LOCKED) AS stale
  WHERE c.id = stale.id AND c.status IN ('pending', 'sent')
 """
+
+
+# --- jobs (jobs.py) -------------------------------------------------------------------------
+# A job's commands are ordinary commands (the claim, ack, result and reaper treat them like
+# any other); what is particular to jobs is here.
+
+# What an operator sees for one target: the command's status, except that a command held
+# back by the rollout window is `waiting` and one cancelled by a halt is `skipped`
+# (rollout.TARGET_STATUSES). Reads a command row aliased `c`.
+TARGET_STATUS = """(CASE WHEN c.skipped THEN 'skipped'
+            WHEN c.status = 'pending' AND c.visible_at = 'infinity' THEN 'waiting'
+            ELSE c.status END)"""
+
+JOB_COLUMNS = """id, status, selector, command, rollout, max_in_flight, max_failures,
+    target_count, idempotency_key, created_at, finished_at, halted_reason"""
+
+# The targets of a new job: active agents matching the selector, in a stable order. FOR
+# SHARE: a revocation racing with the job's creation waits for it to commit, so its
+# "cancel this agent's pending job commands" then sees (and cancels) the new command; the
+# last_seen flush waits too, for the length of one job's transaction.
+_TARGETS = """
+SELECT a.id FROM agents a
+ WHERE a.status = 'active' AND {match}
+ ORDER BY a.id
+   FOR SHARE
+"""
+TARGETS_BY_LABELS = _TARGETS.format(match="a.labels @> $1::jsonb")  # agents_labels (GIN)
+# A GIN index is read only by bitmap scans, which dispatch's sessions turn off (app.py:
+# they made the claim sort); the job's transaction allows them again for its own length.
+ALLOW_BITMAP_SCANS = "SET LOCAL enable_bitmapscan = on"
+TARGETS_ALL_ACTIVE = _TARGETS.format(match="true")
+TARGETS_BY_IDS = _TARGETS.format(match="a.id = ANY($1::uuid[])")
+# For a dry run: the same selectors, counted without locks.
+COUNT_BY_LABELS = "SELECT count(*) FROM agents a WHERE a.status = 'active' AND a.labels @> $1::jsonb"
+COUNT_ALL_ACTIVE = "SELECT count(*) FROM agents a WHERE a.status = 'active'"
+COUNT_BY_IDS = "SELECT count(*) FROM agents a WHERE a.status = 'active' AND a.id = ANY($1::uuid[])"
+
+# Which of the ids an operator named are not active agents (unknown or revoked): the 400
+# names them.
+NOT_ACTIVE_IDS = """
+SELECT v.id::text FROM unnest($1::uuid[]) AS v(id)
+ WHERE NOT EXISTS (SELECT 1 FROM agents a WHERE a.id = v.id AND a.status = 'active')
+ ORDER BY 1
+"""
+
+JOB_BY_IDEMPOTENCY_KEY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
+
+# The job row. A concurrent creation with the same key waits on the unique index for the
+# first to commit, then inserts nothing; the caller reads the winner and compares bodies.
+CREATE_JOB = f"""
+INSERT INTO jobs (id, selector, command, rollout, max_in_flight, max_failures, target_count,
+                  idempotency_key, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING {JOB_COLUMNS}
+"""
+
+# The fan-out: every target's command in one statement, in the job's transaction. The first
+# $14 (the window; all of them without one) are due at once, the rest wait
+# (visible_at = 'infinity') for the releaser. Each command carries its own signature,
+# made for its own id and agent.
+CREATE_JOB_COMMANDS = """
+INSERT INTO commands (id, agent_id, job_id, type, params, priority, max_retries, ack_timeout_s,
+                      run_timeout_s, created_at, expires_at, visible_at, signed)
+SELECT t.id, t.agent_id, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+       CASE WHEN t.n <= $12 THEN $10 ELSE 'infinity'::timestamptz END, t.signed
+  FROM unnest($1::uuid[], $2::uuid[], $13::jsonb[]) WITH ORDINALITY AS t(id, agent_id, signed, n)
+"""
+
+# Wakes the held polls of every agent given, in every replica (sent on commit).
+NOTIFY_AGENTS = f"""
+SELECT pg_notify('{AGENT_CHANNEL}', a::text) FROM unnest($1::uuid[]) AS a
+"""
+
+GET_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+
+# Serializes everything that moves one job on (advance, cancel), in every replica: taken
+# first in their transactions, so each statement after it sees what the previous holder
+# committed (READ COMMITTED takes a new snapshot per statement). Without it two releasers
+# could both count the same free slots and over-release. NO KEY UPDATE does not block the
+# foreign-key checks of commands referencing the job.
+LOCK_RUNNING_JOB = f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND status = 'running' FOR NO KEY UPDATE
+"""
+
+# Counts by target status for some jobs: per job, an index-only scan of its entries in
+# commands_job_status (a LATERAL per job: with `job_id = ANY($1)` the generic plan reads
+# the whole table).
+JOB_COUNTS = f"""
+SELECT j.id AS job_id, t.status, t.n
+  FROM unnest($1::uuid[]) AS j(id)
+ CROSS JOIN LATERAL (
+    SELECT {TARGET_STATUS} AS status, count(*)::int AS n
+      FROM commands c
+     WHERE c.job_id = j.id AND c.job_id IS NOT NULL  -- (proves the partial index applies)
+     GROUP BY 1
+ ) AS t
+"""
+
+# The sliding window: make the next $2 waiting commands due now, and wake their agents.
+# Run under LOCK_RUNNING_JOB, which decided $2 from counts read after the lock. The
+# status guard leaves a waiting command that was cancelled or expired meanwhile alone.
+RELEASE_WAITING = f"""
+WITH next AS (
+    SELECT c.id FROM commands c
+     WHERE c.job_id = $1 AND c.status = 'pending' AND c.visible_at = 'infinity'
+     ORDER BY c.id
+     LIMIT $2
+       FOR NO KEY UPDATE
+), released AS (
+    UPDATE commands c
+       SET visible_at = statement_timestamp()
+      FROM next
+     WHERE c.id = next.id AND c.status = 'pending' AND c.visible_at = 'infinity'
+    RETURNING c.agent_id
+)
+SELECT pg_notify('{AGENT_CHANNEL}', agent_id::text) FROM released
+"""
+
+# running -> completed | halted | cancelled; the status guard makes each happen once.
+END_JOB = f"""
+UPDATE jobs
+   SET status = $2, finished_at = statement_timestamp(), halted_reason = $3
+ WHERE id = $1 AND status = 'running'
+RETURNING {JOB_COLUMNS}
+"""
+
+# What a job's halt or cancel stops: every command of it not delivered yet (waiting or
+# pending). A claim holding such a row right now wins (it is delivered, and finishes); the
+# guard re-checks the status after waiting for its lock.
+CANCEL_UNDELIVERED = """
+UPDATE commands
+   SET status = 'cancelled', skipped = $2, finished_at = statement_timestamp()
+ WHERE job_id = $1 AND status = 'pending'
+"""
+
+RUNNING_JOBS = "SELECT id FROM jobs WHERE status = 'running' ORDER BY created_at"
+
+_JOB_PAGE = f"""
+SELECT {JOB_COLUMNS}
+  FROM jobs
+ WHERE (created_at, id) < ($1, $2) {{filters}}
+ ORDER BY created_at DESC, id DESC
+ LIMIT $3
+"""
+LIST_JOBS = {False: _JOB_PAGE.format(filters=""), True: _JOB_PAGE.format(filters="AND status = $4")}
+
+# One job's targets, by agent id descending (`before` is the last agent id of a page), on
+# commands_job_target; a status filter reads the rows it walks.
+_TARGET_PAGE = f"""
+SELECT c.agent_id, a.hostname, c.id AS command_id, {TARGET_STATUS} AS status, c.result
+  FROM commands c JOIN agents a ON a.id = c.agent_id
+ WHERE c.job_id = $1 AND c.agent_id < $2 {{filters}}
+ ORDER BY c.agent_id DESC
+ LIMIT $3
+"""
+LIST_TARGETS = {False: _TARGET_PAGE.format(filters=""),
+                True: _TARGET_PAGE.format(filters=f"AND {TARGET_STATUS} = $4")}

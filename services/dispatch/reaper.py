@@ -4,6 +4,8 @@ Every `FLEETLINE_REAPER_INTERVAL_S` it runs commands.reap(), which moves in batc
   unacked leases with retries used up -> timed_out
   running commands past run_timeout_s  -> timed_out
   pending|sent commands past expires_at -> expired
+and then moves every running job on (jobs.advance_running: halts, completions and the
+rollout window's releases that those ends, or ends elsewhere, made due).
 Safe with many replicas running it at once: each row is picked FOR UPDATE SKIP LOCKED
 and re-checked by the state guard of its UPDATE (queries.py).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from fleetline.ethos import Log
 from services.common.db import Db
-from services.dispatch import commands
+from services.dispatch import commands, jobs
 from services.dispatch.periodic import Periodic
 
 _log = Log("dispatch", "reaper")
@@ -27,3 +29,6 @@ class Reaper(Periodic):
         moved = await commands.reap(self.db)
         if any(moved.values()):
             _log.info("reaped", **moved)
+        advanced = await jobs.advance_running(self.db)
+        if any(advanced.values()):
+            _log.info("jobs_advanced", **advanced)

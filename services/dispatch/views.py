@@ -29,6 +29,7 @@ def state_view(row: Mapping[str, Any]) -> dict:
         "finished_at": rfc3339(row["finished_at"]),
         "expires_at": rfc3339(row["expires_at"]),
         "result": row["result"],
+        "job_id": str(row["job_id"]) if row["job_id"] is not None else None,
     }
 
 
@@ -44,4 +45,31 @@ def delivery_view(row: Mapping[str, Any]) -> dict:
         "run_timeout_s": row["run_timeout_s"],
         # What the agent verifies and runs; the fields above are an unsigned copy.
         "signed": row["signed"],
+    }
+
+
+def job_view(row: Mapping[str, Any], counts: Mapping[str, int]) -> dict:
+    """The job object: its request as normalized, and counts read from its commands."""
+    return {
+        "id": str(row["id"]),
+        "status": row["status"],
+        "selector": row["selector"],
+        "command": row["command"],
+        "rollout": row["rollout"],
+        "target_count": row["target_count"],
+        "counts": dict(counts),
+        "created_at": rfc3339(row["created_at"]),
+        "finished_at": rfc3339(row["finished_at"]),
+        "halted_reason": row["halted_reason"],
+        "idempotency_key": row["idempotency_key"],
+    }
+
+
+def target_view(row: Mapping[str, Any]) -> dict:
+    return {
+        "agent_id": str(row["agent_id"]),
+        "hostname": row["hostname"],
+        "command_id": str(row["command_id"]),
+        "status": row["status"],
+        "result": row["result"],
     }

@@ -2,7 +2,7 @@
 (`last_seen_at` is left out: dispatch writes it in the background, every few seconds.)"""
 
 TABLES = ("registration_tokens", "agents", "refresh_token_families", "refresh_tokens", "commands", "deliveries",
-          "command_keysets")
+          "command_keysets", "jobs")
 
 
 def snapshot(sql) -> dict:

@@ -32,13 +32,13 @@ class Fleet:
         self.auth_url, self.dispatch_url = auth_url, dispatch_url
         self.admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
-    def register(self, machine_id: str | None = None) -> Agent:
+    def register(self, machine_id: str | None = None, labels: dict | None = None) -> Agent:
         machine_id = machine_id or f"machine-{next(_machines)}"
         tok = httpx.post(f"{self.auth_url}/api/v1/admin/registration-tokens", json={"max_uses": 1},
                          headers=self.admin).json()
         resp = httpx.post(f"{self.auth_url}/api/v1/agents/register",
                           json={"registration_token": tok["token"], "machine_id": machine_id,
-                                "hostname": "host"})
+                                "hostname": f"host-{machine_id}", "labels": labels or {}})
         assert resp.status_code == 201, resp.text
         body = self.registration = resp.json()
         return Agent(body["agent_id"], machine_id, body["access_token"], body["refresh_token"])
@@ -73,6 +73,22 @@ class Fleet:
         resp = httpx.get(f"{self.dispatch_url}/api/v1/admin/commands/{command_id}", headers=self.admin)
         assert resp.status_code == 200, resp.text
         return resp.json()
+
+    def admin_call(self, method: str, path: str, expect: int = 200, **kw) -> dict:
+        resp = httpx.request(method, f"{self.dispatch_url}/api/v1/admin{path}", headers=self.admin,
+                             timeout=60, **kw)
+        assert resp.status_code == expect, resp.text
+        return resp.json()
+
+    def run_job(self, selector: dict, expect: int = 201, **fields) -> dict:
+        body = {"selector": selector, "command": {"type": "ping"}, **fields}
+        return self.admin_call("POST", "/jobs", expect, json=body)
+
+    def job(self, job_id: str) -> dict:
+        return self.admin_call("GET", f"/jobs/{job_id}")
+
+    def targets(self, job_id: str, **params) -> list[dict]:
+        return self.admin_call("GET", f"/jobs/{job_id}/targets", params=params)["targets"]
 
     def cancel(self, command_id: str) -> httpx.Response:
         return httpx.post(f"{self.dispatch_url}/api/v1/admin/commands/{command_id}/cancel",

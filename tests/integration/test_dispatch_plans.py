@@ -61,3 +61,57 @@ def test_admin_listing_walks_an_index_under_generic_plans(fleet, sql, database_u
             conn.execute("DEALLOCATE l")
             assert "Seq Scan" not in plan and "Sort" not in plan, plan
             assert "Index Scan" in plan, plan
+
+
+# Counts INSERT *statements* on commands: a 10,000-target job must fan out in one.
+COUNT_COMMAND_INSERTS = """
+CREATE TABLE command_insert_statements (at timestamptz DEFAULT clock_timestamp());
+CREATE FUNCTION count_command_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO command_insert_statements DEFAULT VALUES; RETURN NULL; END $$;
+CREATE TRIGGER commands_insert_count AFTER INSERT ON commands
+    FOR EACH STATEMENT EXECUTE FUNCTION count_command_insert();
+"""
+
+
+def _explain(conn, name: str, types: list[str], statement: str, args: list[str]) -> str:
+    conn.execute(f"PREPARE {name}({', '.join(types)}) AS {statement}")
+    plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE {name}({', '.join(args)})"))
+    conn.execute(f"DEALLOCATE {name}")
+    return plan
+
+
+def test_a_job_of_10000_targets_fans_out_in_one_statement_and_its_reads_use_indexes(fleet, sql, database_url):
+    fleet.register()  # leaves a registration token the bulk-inserted agents can name
+    token = sql.execute("SELECT id FROM registration_tokens LIMIT 1").fetchone()[0]
+    sql.execute("""
+        INSERT INTO agents (id, machine_id, registration_token_id, hostname, labels)
+        SELECT gen_random_uuid(), 'bulk-' || n, %s, 'bulk-' || n,
+               jsonb_build_object('env', CASE WHEN n <= 10000 THEN 'prod' ELSE 'dev' END, 'n', n::text)
+          FROM generate_series(1, 20000) AS n""", (token,))
+    sql.execute("ANALYZE agents")
+    sql.execute(COUNT_COMMAND_INSERTS)
+    job = fleet.run_job({"labels": {"env": "prod"}}, rollout={"max_in_flight": 100})
+    assert job["target_count"] == 10000 and sum(job["counts"].values()) == 10000
+    assert job["counts"]["pending"] == 100 and job["counts"]["waiting"] == 9900
+    assert sql.execute("SELECT count(*) FROM command_insert_statements").fetchone()[0] == 1
+    # Job commands are a small share of all commands, as in a fleet that has run a while
+    # (with few other commands, reading the whole table is rightly the cheaper plan).
+    sql.execute("""
+        INSERT INTO commands (id, agent_id, type, max_retries, ack_timeout_s, run_timeout_s,
+                              expires_at, visible_at, status)
+        SELECT gen_random_uuid(), a.id, 'ping', 5, 300, 3600, now() + interval '1 day', now(), 'succeeded'
+          FROM (SELECT id FROM agents LIMIT 10000) AS a, generate_series(1, 30)""")
+    sql.execute("VACUUM ANALYZE commands")
+    job_id = f"'{job['id']}'"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for k, v in DB_SETTINGS.items():
+            conn.execute(f"SET {k} = {v}")
+        counts = _explain(conn, "c", ["uuid[]"], q.JOB_COUNTS, [f"ARRAY[{job_id}]::uuid[]"])
+        assert "Index" in counts and "Seq Scan on commands" not in counts, counts
+        release = _explain(conn, "r", ["uuid", "int"], q.RELEASE_WAITING, [job_id, "10"])
+        assert "commands_job_waiting" in release and "Seq Scan" not in release, release
+        for filtered, statement in q.LIST_TARGETS.items():
+            types = ["uuid", "uuid", "int"] + ["text"] * filtered
+            args = [job_id, "'ffffffff-ffff-ffff-ffff-ffffffffffff'", "101"] + ["'waiting'"] * filtered
+            plan = _explain(conn, "t", types, statement, args)
+            assert "commands_job_target" in plan and "Sort" not in plan, plan

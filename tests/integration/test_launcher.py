@@ -124,6 +124,17 @@ def test_demo_agents_answer_a_ping_from_the_cli(tmp_path):
                        "--wait", "--timeout", "60")
             assert sent.returncode == 0, sent.stdout + sent.stderr
             assert "succeeded" in sent.stdout
+        # A job on the demo label, one agent at a time: progress on stderr, 0 when all succeeded.
+        ran = cli(data_dir, gw, "jobs", "run", "--label", "env=demo", "--type", "ping",
+                  "--max-in-flight", "1", "--wait", "--timeout", "60", "--json")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        job = json.loads(ran.stdout)
+        assert job["status"] == "completed" and job["counts"]["succeeded"] == 2
+        assert "] 2/2 completed  succeeded=2" in ran.stderr.splitlines()[-1]
+        targets = cli(data_dir, gw, "jobs", "targets", job["id"])
+        assert targets.returncode == 0 and targets.stdout.count("succeeded") == 2
+        web = cli(data_dir, gw, "jobs", "run", "--label", "role=web", "--type", "ping", "--dry-run", "--json")
+        assert json.loads(web.stdout) == {"target_count": 1}
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

@@ -1,0 +1,237 @@
+"""Jobs: one operator request, many agents. The one module that moves a job on.
+
+    running --every target final--> completed
+    running --more failures than max_failures--> halted   (undelivered commands: skipped)
+    running --operator--> cancelled                        (undelivered commands: cancelled)
+
+A job is a row plus one ordinary command per target, created in one transaction. Its
+progress is read from those commands (rollout.py decides from the counts); `advance` is
+the only place a running job changes, always under the job's row lock, so any number of
+replicas may call it at once. It runs after a job command ends here (a result, a cancel)
+and for every running job on the reaper's beat (commands ended by the reaper, by a
+revocation, or in another replica).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+from services.common.db import Db
+from services.dispatch import queries as q
+from services.dispatch import rollout
+from services.dispatch.commands import NewCommand, Row
+from services.dispatch.signer import CommandSigner
+
+
+class JobError(Exception):
+    """A job request the rules refuse; api_errors.py says how each is answered."""
+
+
+class JobNotFound(JobError):
+    pass
+
+
+class NoTargets(JobError):
+    """The selector matches no active agent."""
+
+
+class InactiveTargets(JobError):
+    """Ids in an `agent_ids` selector that are unknown or revoked."""
+
+    def __init__(self, ids: list[str]):
+        super().__init__(", ".join(ids))
+        self.ids = ids
+
+
+class JobFinished(JobError):
+    """Cancel of a job that is no longer running."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
+class KeyReused(JobError):
+    """The idempotency key names a job created from a different request."""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    selector: dict          # exactly one of agent_ids, labels, all_active (as given)
+    command: NewCommand     # the settings every target's command gets (agent_id unused)
+    rollout: dict           # {"max_in_flight": int | "N%" | None, "max_failures": int | None}
+    idempotency_key: str | None
+
+    def request(self) -> dict:
+        """What an idempotent repeat must match: the whole request, defaults filled in."""
+        return {"selector": self.selector, "command": command_settings(self.command),
+                "rollout": self.rollout}
+
+
+def command_settings(new: NewCommand) -> dict:
+    return {"type": new.type, "params": new.params, "priority": new.priority, "ttl_s": new.ttl_s,
+            "max_retries": new.max_retries, "ack_timeout_s": new.ack_timeout_s,
+            "run_timeout_s": new.run_timeout_s}
+
+
+def _selection(selector: Mapping[str, Any]) -> tuple[str, str, list]:
+    """The targets statement, the count statement and their arguments for a selector."""
+    if "agent_ids" in selector:
+        return q.TARGETS_BY_IDS, q.COUNT_BY_IDS, [[uuid.UUID(i) for i in selector["agent_ids"]]]
+    if "labels" in selector:
+        return q.TARGETS_BY_LABELS, q.COUNT_BY_LABELS, [selector["labels"]]
+    return q.TARGETS_ALL_ACTIVE, q.COUNT_ALL_ACTIVE, []
+
+
+async def _check_named_ids(db: Db, selector: Mapping[str, Any]) -> None:
+    if "agent_ids" in selector:
+        inactive = [r[0] for r in await db.fetch(q.NOT_ACTIVE_IDS, [uuid.UUID(i) for i in selector["agent_ids"]])]
+        if inactive:
+            raise InactiveTargets(inactive)
+
+
+async def count_targets(db: Db, selector: Mapping[str, Any]) -> int:
+    """A dry run: how many agents the job would target now. Creates nothing."""
+    await _check_named_ids(db, selector)
+    _, count_sql, args = _selection(selector)
+    async with db.transaction():
+        await db.execute(q.ALLOW_BITMAP_SCANS)
+        count = await db.fetchval(count_sql, *args)
+    if not count:
+        raise NoTargets()
+    return count
+
+
+async def create(db: Db, new: NewJob, signer: CommandSigner) -> tuple[Row, bool]:
+    """The job and one signed command per target, in one transaction; and whether it was
+    created now (False: the idempotency key's job, for the same request)."""
+    if new.idempotency_key is not None:
+        existing = await _same_request(db, new)
+        if existing is not None:
+            return existing, False
+    targets_sql, _, args = _selection(new.selector)
+    job_id, settings = uuid.uuid4(), new.command
+    created_at = datetime.now(timezone.utc)
+    expires_at = created_at + timedelta(seconds=settings.ttl_s)
+    async with db.transaction():
+        await db.execute(q.ALLOW_BITMAP_SCANS)
+        await _check_named_ids(db, new.selector)
+        agents = [r[0] for r in await db.fetch(targets_sql, *args)]
+        if not agents:
+            raise NoTargets()
+        window = rollout.window_size(new.rollout["max_in_flight"], len(agents))
+        job = await db.fetchrow(
+            q.CREATE_JOB, job_id, new.selector, command_settings(settings), new.rollout, window,
+            new.rollout["max_failures"], len(agents), new.idempotency_key, created_at)
+        if job is None:  # a racing request with the same key won
+            raise _Raced()
+        command_ids = [uuid.uuid4() for _ in agents]
+        signed = [signer.sign(command_id=str(c), agent_id=str(a), type=settings.type,
+                              params=settings.params, issued_at=created_at, expires_at=expires_at,
+                              run_timeout_s=settings.run_timeout_s)
+                  for c, a in zip(command_ids, agents)]
+        await db.execute(
+            q.CREATE_JOB_COMMANDS, command_ids, agents, job_id, settings.type, settings.params,
+            settings.priority, settings.max_retries, settings.ack_timeout_s, settings.run_timeout_s,
+            created_at, expires_at, window if window is not None else len(agents), signed)
+        await db.execute(q.NOTIFY_AGENTS, agents[:window])
+    return job, True
+
+
+class _Raced(Exception):
+    pass
+
+
+async def _same_request(db: Db, new: NewJob) -> Row | None:
+    existing = await db.fetchrow(q.JOB_BY_IDEMPOTENCY_KEY, new.idempotency_key)
+    if existing is None:
+        return None
+    stored = {"selector": existing["selector"], "command": existing["command"],
+              "rollout": existing["rollout"]}
+    if stored != new.request():
+        raise KeyReused()
+    return existing
+
+
+async def create_once(db: Db, new: NewJob, signer: CommandSigner) -> tuple[Row, bool]:
+    """create(), where losing a race for the idempotency key answers the winner's job."""
+    try:
+        return await create(db, new, signer)
+    except _Raced:
+        existing = await _same_request(db, new)
+        if existing is None:  # the winner rolled back: nothing holds the key any more
+            return await create(db, new, signer)
+        return existing, False
+
+
+async def get(db: Db, job_id: uuid.UUID) -> Row:
+    row = await db.fetchrow(q.GET_JOB, job_id)
+    if row is None:
+        raise JobNotFound()
+    return row
+
+
+async def counts(db: Db, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
+    """Each job's counts by target status, from its commands."""
+    by_job: dict[uuid.UUID, list] = {j: [] for j in job_ids}
+    for row in await db.fetch(q.JOB_COUNTS, job_ids):
+        by_job[row["job_id"]].append(row)
+    return {j: rollout.tally(rows) for j, rows in by_job.items()}
+
+
+async def page(db: Db, before: tuple, limit: int, status: str | None = None) -> list[Row]:
+    filters = [status] if status is not None else []
+    return await db.fetch(q.LIST_JOBS[status is not None], *before, limit + 1, *filters)
+
+
+async def targets(db: Db, job_id: uuid.UUID, before_agent: uuid.UUID, limit: int,
+                  status: str | None = None) -> list[Row]:
+    await get(db, job_id)
+    filters = [status] if status is not None else []
+    return await db.fetch(q.LIST_TARGETS[status is not None], job_id, before_agent, limit + 1, *filters)
+
+
+async def cancel(db: Db, job_id: uuid.UUID) -> Row:
+    """The job and every command of it not delivered yet, in one transaction."""
+    async with db.transaction():
+        if await db.fetchrow(q.LOCK_RUNNING_JOB, job_id) is None:
+            raise JobFinished((await get(db, job_id))["status"])
+        job = await db.fetchrow(q.END_JOB, job_id, "cancelled", None)
+        await db.execute(q.CANCEL_UNDELIVERED, job_id, False)
+    return job
+
+
+async def advance(db: Db, job_id: uuid.UUID) -> rollout.Step | None:
+    """Move one running job on: halt, complete or refill its window, as rollout.next_step
+    decides from counts read under the job's lock. None when the job is not running."""
+    async with db.transaction():
+        job = await db.fetchrow(q.LOCK_RUNNING_JOB, job_id)
+        if job is None:
+            return None
+        tally = (await counts(db, [job_id]))[job_id]
+        step = rollout.next_step(tally, job["max_in_flight"], job["max_failures"])
+        if step.halt:
+            reason = (f"{rollout.failures(tally)} targets failed, more than max_failures "
+                      f"{job['max_failures']}")
+            await db.execute(q.END_JOB, job_id, "halted", reason)
+            await db.execute(q.CANCEL_UNDELIVERED, job_id, True)
+        elif step.complete:
+            await db.execute(q.END_JOB, job_id, "completed", None)
+        elif step.release:
+            await db.execute(q.RELEASE_WAITING, job_id, step.release)
+    return step
+
+
+async def advance_running(db: Db) -> dict[str, int]:
+    """advance() for every running job (the reaper's beat); what happened, counted."""
+    moved = {"halted": 0, "completed": 0, "released": 0}
+    for (job_id,) in await db.fetch(q.RUNNING_JOBS):
+        step = await advance(db, job_id)
+        if step is not None:
+            moved["halted"] += step.halt
+            moved["completed"] += step.complete
+            moved["released"] += step.release
+    return moved

@@ -1,0 +1,151 @@
+"""Operator endpoints for jobs: create (idempotent, or a dry run), list, get, targets,
+cancel. Mounted behind the admin guard (app.py). Handlers parse, call jobs.py, render."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from fleetline.ethos import Log
+from services.common.errors import invalid, not_found
+from services.common.paging import decode_cursor, encode_cursor
+from services.common.validation import (
+    Int, Str, StrMap, nullable, parse_uuid, path_uuid, query_int, read_json_object, take,
+)
+from services.dispatch import jobs, rollout
+from services.dispatch.admin_api import read_command
+from services.dispatch.views import job_view, target_view
+
+_log = Log("dispatch", "jobs")
+
+MAX_AGENT_IDS = 10000
+
+
+def _object(value: Any, name: str) -> dict:
+    if not isinstance(value, dict):
+        raise invalid(f"{name} must be a JSON object.", name)
+    return value
+
+
+def read_selector(value: Any, name: str = "selector") -> dict:
+    """Exactly one of agent_ids (1-10,000 UUIDs, repeats dropped), labels (at least one
+    pair) or all_active (true)."""
+    selector = _object(value, name)
+    kinds = [k for k in ("agent_ids", "labels", "all_active") if k in selector]
+    if len(kinds) != 1:
+        raise invalid("selector must have exactly one of agent_ids, labels, all_active.", "selector")
+    kind = kinds[0]
+    name = f"selector.{kind}"
+    given = selector[kind]
+    if kind == "agent_ids":
+        if not isinstance(given, list) or not 1 <= len(given) <= MAX_AGENT_IDS:
+            raise invalid(f"{name} must be a list of 1 to {MAX_AGENT_IDS} agent ids.", name)
+        return {kind: list(dict.fromkeys(parse_uuid(i, name) for i in given))}
+    if kind == "labels":
+        labels = StrMap()(given, name)
+        if not labels:
+            raise invalid(f"{name} must have at least one label.", name)
+        return {kind: labels}
+    if given is not True:
+        raise invalid(f"{name} must be true.", name)
+    return {kind: True}
+
+
+def _window(value: Any, name: str) -> int | str:
+    if isinstance(value, str):
+        if not rollout.percentage(value):
+            raise invalid(f"{name} must be 1 to 10000, or a percentage from \"1%\" to \"100%\".", name)
+        return value
+    return Int(1, 10000)(value, name)
+
+
+def read_rollout(value: Any, name: str = "rollout") -> dict:
+    body = _object(value, name)
+    return {"max_in_flight": take(body, "max_in_flight", _window, None, within="rollout."),
+            "max_failures": take(body, "max_failures", Int(0, 10000), None, within="rollout.")}
+
+
+def _dry_run(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise invalid(f"{name} must be true or false.", name)
+    return value
+
+
+async def create_job(request: Request) -> JSONResponse:
+    state = request.app.state
+    body = await read_json_object(request)
+    new = jobs.NewJob(
+        selector=take(body, "selector", read_selector),
+        command=read_command(take(body, "command", _object), None, within="command."),
+        rollout=take(body, "rollout", read_rollout, {"max_in_flight": None, "max_failures": None}),
+        idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None),
+    )
+    if take(body, "dry_run", _dry_run, False):
+        return JSONResponse({"target_count": await jobs.count_targets(state.db, new.selector)})
+    job, created = await jobs.create_once(state.db, new, state.signer)
+    if created:
+        _log.info("job_created", job_id=job["id"], targets=job["target_count"],
+                  type=new.command.type, max_in_flight=job["max_in_flight"],
+                  max_failures=job["max_failures"])
+    return await _render(request, job, 201 if created else 200)
+
+
+async def _render(request: Request, job, status_code: int = 200) -> JSONResponse:
+    counts = await jobs.counts(request.app.state.db, [job["id"]])
+    return JSONResponse(job_view(job, counts[job["id"]]), status_code=status_code)
+
+
+def _status(request: Request, choices: tuple[str, ...]) -> str | None:
+    status = request.query_params.get("status") or None
+    if status is not None and status not in choices:
+        raise invalid(f"status must be one of: {', '.join(choices)}.", "status")
+    return status
+
+
+def _job_id(request: Request) -> uuid.UUID:
+    job_id = path_uuid(request, "job_id")
+    if job_id is None:
+        raise not_found("No such job.")
+    return uuid.UUID(job_id)
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    db = request.app.state.db
+    status = _status(request, rollout.JOB_STATUSES)
+    limit = query_int(request, "limit", 1, 1000, 100)
+    rows = (await jobs.page(db, decode_cursor(request.query_params.get("before")), limit, status))
+    page, more = rows[:limit], len(rows) > limit
+    counts = await jobs.counts(db, [r["id"] for r in page])
+    return JSONResponse({
+        "jobs": [job_view(r, counts[r["id"]]) for r in page],
+        "next": encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None,
+    })
+
+
+async def get_job(request: Request) -> JSONResponse:
+    return await _render(request, await jobs.get(request.app.state.db, _job_id(request)))
+
+
+async def list_targets(request: Request) -> JSONResponse:
+    db = request.app.state.db
+    job_id = _job_id(request)
+    status = _status(request, rollout.TARGET_STATUSES)
+    limit = query_int(request, "limit", 1, 1000, 100)
+    _, before_agent = decode_cursor(request.query_params.get("before"))
+    rows = await jobs.targets(db, job_id, before_agent, limit, status)
+    page, more = rows[:limit], len(rows) > limit
+    job = await jobs.get(db, job_id)
+    return JSONResponse({
+        "targets": [target_view(r) for r in page],
+        "next": encode_cursor(job["created_at"], page[-1]["agent_id"]) if more else None,
+    })
+
+
+async def cancel_job(request: Request) -> JSONResponse:
+    job_id = _job_id(request)
+    job = await jobs.cancel(request.app.state.db, job_id)
+    _log.info("job_cancelled", job_id=job_id)
+    return await _render(request, job)

@@ -1,0 +1,74 @@
+"""The rollout rules of a job, as pure decisions over its counts (no I/O).
+
+A job's targets are counted by what an operator sees (`TARGET_STATUSES`): its commands'
+statuses, with two more words: `waiting` (held back by the rollout window, not yet
+claimable) and `skipped` (cancelled because the job halted). From those counts alone,
+`next_step` decides what the job does next: halt, complete, or release more commands.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+TARGET_STATUSES = ("waiting", "pending", "sent", "running", "succeeded", "failed", "timed_out",
+                   "expired", "rejected", "cancelled", "skipped")
+# Ends that count against max_failures (cancelled and skipped do not).
+FAILURES = frozenset({"failed", "timed_out", "expired", "rejected"})
+# Occupies the window: released (claimable now) or delivered, and not final.
+IN_WINDOW = frozenset({"pending", "sent", "running"})
+NOT_FINAL = IN_WINDOW | {"waiting"}
+JOB_STATUSES = ("running", "completed", "halted", "cancelled")
+
+_PERCENT = re.compile(r"([0-9]{1,3})%")
+
+
+def window_size(max_in_flight: int | str | None, target_count: int) -> int | None:
+    """The window as a number of commands: a percentage of the targets is rounded up (a
+    window of at least one), a number is itself, None means no window."""
+    if max_in_flight is None or isinstance(max_in_flight, int):
+        return max_in_flight
+    percent = int(_PERCENT.fullmatch(max_in_flight).group(1))
+    return max(1, math.ceil(target_count * percent / 100))
+
+
+def percentage(text: str) -> bool:
+    """Whether `text` is a window percentage this API accepts: "1%" to "100%"."""
+    match = _PERCENT.fullmatch(text)
+    return match is not None and 1 <= int(match.group(1)) <= 100
+
+
+def tally(rows: Iterable[Mapping]) -> dict[str, int]:
+    """Every target status with its count (zeros included), from (status, n) rows."""
+    counts = dict.fromkeys(TARGET_STATUSES, 0)
+    for row in rows:
+        counts[row["status"]] += row["n"]
+    return counts
+
+
+@dataclass(frozen=True)
+class Step:
+    halt: bool = False
+    complete: bool = False
+    release: int = 0
+
+
+def failures(counts: Mapping[str, int]) -> int:
+    return sum(counts[s] for s in FAILURES)
+
+
+def next_step(counts: Mapping[str, int], max_in_flight: int | None,
+              max_failures: int | None) -> Step:
+    """What a running job does next. Halting comes first: once more targets failed than
+    allowed (exceeded, not equalled), nothing more is delivered. A job whose targets are
+    all final completes. Otherwise the window is refilled from the waiting commands."""
+    if max_failures is not None and failures(counts) > max_failures:
+        return Step(halt=True)
+    if not any(counts[s] for s in NOT_FINAL):
+        return Step(complete=True)
+    if max_in_flight is None or not counts["waiting"]:
+        return Step()
+    free = max_in_flight - sum(counts[s] for s in IN_WINDOW)
+    return Step(release=min(max(free, 0), counts["waiting"]))
