@@ -45,6 +45,9 @@ async def poll(request: Request) -> JSONResponse:
     headers = await state.checkin_limit.check(identity.agent_id)
 
     agent_uuid = uuid.UUID(identity.agent_id)
+    # Seen when it checks in, and again when a held poll answers: an agent holding a poll
+    # is there the whole time (the console shows it online from its first poll).
+    state.last_seen.mark(identity.agent_id)
     claim = await _claim(state, agent_uuid, identity.agent_id, limit)
     if not claim.commands and wait > 0:
         held = await _hold(request, agent_uuid, identity.agent_id, limit, wait)
@@ -52,7 +55,7 @@ async def poll(request: Request) -> JSONResponse:
             return JSONResponse({"commands": [], "poll_interval_s": claim.poll_interval_s})
         if held.commands:
             claim = held
-    state.last_seen.mark(identity.agent_id)
+        state.last_seen.mark(identity.agent_id)
     return JSONResponse(
         {"commands": [delivery_view(r) for r in claim.commands],
          "poll_interval_s": claim.poll_interval_s},
