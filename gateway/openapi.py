@@ -369,7 +369,7 @@ PATHS: dict[str, dict] = {
         tags=["operators"], security=ADMIN_AUTH,
         parameters=[path_id("token_id", "The token's id.")])},
     "/api/v1/admin/agents": {"get": op(
-        "List agents (every agent, or one page with `limit`, `before`, `status`)", {
+        "List agents (every agent, or one page with `limit`, `before`, `status`, `label`)", {
             "200": ok(obj(["agents"], {
                 "agents": {"type": "array", "items": ref("Agent")},
                 "next": {"type": ["string", "null"]},
@@ -378,6 +378,10 @@ PATHS: dict[str, dict] = {
         tags=["operators"], security=ADMIN_AUTH, parameters=[
             query_int("limit", 1, 10000, 1000, "Page size."), BEFORE,
             query_str("status", "Only agents in this status.", {"enum": ["active", "revoked"]}),
+            {"name": "label", "in": "query", "required": False, "explode": True,
+             "description": "key=value: only agents with this label (repeatable: every one must match).",
+             "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^=]+=.*$",
+                                                   "maxLength": 511}}},
         ])},
     "/api/v1/admin/agents/{agent_id}": {
         "get": op("One agent", {"200": ok(ref("Agent"), "The agent."), **errors(401, 404)},

@@ -12,7 +12,9 @@ from services.auth.secrets import REGISTRATION_PREFIX, digest, new_secret
 from services.common.errors import invalid, not_found
 from fleetline.ethos import Log
 from services.common.paging import decode_cursor, next_cursor
-from services.common.validation import Int, Str, path_uuid, query_int, read_json_object, rfc3339, take
+from services.common.validation import (
+    Int, Str, check_text, path_uuid, query_int, read_json_object, rfc3339, take,
+)
 
 _log = Log("auth", "admin")
 
@@ -75,22 +77,37 @@ async def revoke_registration_token(request: Request) -> Response:
 
 
 async def list_agents(request: Request) -> JSONResponse:
-    """Every agent, as API.md says; with `limit` (and `before`, `status`), one page of them
-    and a `next` cursor, for fleets too large for one answer."""
+    """Every agent, as API.md says; with `limit` (and `before`, `status`, `label`), one page
+    of them and a `next` cursor, for fleets too large for one answer."""
     db, params = request.app.state.db, request.query_params
     status = params.get("status") or None
     if status is not None and status not in ("active", "revoked"):
         raise invalid("status must be active or revoked.", "status")
-    if not any(k in params for k in ("limit", "before", "status")):
+    labels = _labels(params.getlist("label"))
+    if not any(k in params for k in ("limit", "before", "status", "label")):
         rows = await db.fetch(q.LIST_AGENTS)
         return JSONResponse({"agents": [agent_view(r) for r in rows], "next": None})
     limit = query_int(request, "limit", 1, 10000, 1000)
     before_at, before_id = decode_cursor(params.get("before"))
-    if status is None:
+    if labels:
+        rows = await db.fetch(q.LIST_AGENTS_PAGE_BY_LABELS, before_at, before_id, limit + 1, status, labels)
+    elif status is None:
         rows = await db.fetch(q.LIST_AGENTS_PAGE, before_at, before_id, limit + 1)
     else:
         rows = await db.fetch(q.LIST_AGENTS_PAGE_BY_STATUS, before_at, before_id, limit + 1, status)
     return JSONResponse({"agents": [agent_view(r) for r in rows[:limit]], "next": next_cursor(rows, limit)})
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    """`label=key=value` query parameters (repeatable: every pair must match)."""
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or len(key) > 255 or len(value) > 255:
+            raise invalid("label must be key=value (each at most 255 characters).", "label")
+        check_text(pair, "label")
+        labels[key] = value
+    return labels
 
 
 async def get_agent(request: Request) -> JSONResponse:

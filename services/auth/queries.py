@@ -194,6 +194,10 @@ SELECT {_AGENT_COLUMNS}
 """
 LIST_AGENTS_PAGE = _AGENT_PAGE.format(filters="")
 LIST_AGENTS_PAGE_BY_STATUS = _AGENT_PAGE.format(filters="AND status = $4")
+# With labels (every pair must match), as a job's label selector chooses: still a walk of
+# agents_created_at, filtered as it goes.
+LIST_AGENTS_PAGE_BY_LABELS = _AGENT_PAGE.format(
+    filters="AND ($4::text IS NULL OR status = $4) AND labels @> $5::jsonb")
 
 # In the revocation's transaction: a revoked agent never polls again, so its job commands
 # not delivered yet would wait for ever (or expire, and count as failures); they end

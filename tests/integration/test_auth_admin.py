@@ -71,3 +71,26 @@ def test_agents_can_be_listed_in_pages(auth, admin_headers):
     for params, field in [({"limit": 0}, "limit"), ({"before": "zz"}, "before"), ({"status": "gone"}, "status")]:
         resp = httpx.get(url, headers=admin_headers, params=params)
         assert (resp.status_code, resp.json()["field"]) == (400, field)
+
+
+def test_agents_can_be_listed_by_label_as_a_job_would_select_them(auth, admin_headers):
+    tok = create_registration_token(auth.url, max_uses=3)
+    made = {}
+    for name, labels in (("web", {"env": "prod", "role": "web"}), ("db", {"env": "prod", "role": "db"}),
+                         ("dev", {"env": "dev", "role": "web"})):
+        made[name] = httpx.post(f"{auth.url}/api/v1/agents/register", json={
+            "registration_token": tok["token"], "machine_id": f"m-label-{name}", "hostname": name,
+            "labels": labels}).json()["agent_id"]
+    url = f"{auth.url}/api/v1/admin/agents"
+
+    def listed(*labels: str, **extra) -> set[str]:
+        page = httpx.get(url, headers=admin_headers, params={"label": list(labels), **extra}).json()
+        return {a["id"] for a in page["agents"]}
+
+    assert listed("env=prod") == {made["web"], made["db"]}
+    assert listed("env=prod", "role=web") == {made["web"]}
+    assert listed("role=web", status="active") == {made["web"], made["dev"]}
+    assert listed("env=nowhere") == set()
+    for bad in ("noequals", "=x"):
+        resp = httpx.get(url, headers=admin_headers, params={"label": bad})
+        assert (resp.status_code, resp.json()["field"]) == (400, "label")
