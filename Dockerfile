@@ -1,4 +1,4 @@
-# One image for every Fleetline process: migrate, auth, dispatch, gateway and the agent.
+# One image for every Fleetline process: migrate, auth, dispatch, console, gateway and the agent.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -18,10 +18,11 @@ from fleetline.ethos import Log
 _log = Log("launcher", "up")
 
 NEXT_STEPS = """\
-Try it (the admin token is read from the data directory):
+Open the console at {console} and sign in with the admin token in {token_file}.
+Or from the command line (the admin token is read from the data directory):
   .venv/bin/fleetline agents list
   .venv/bin/fleetline commands send --agent <AGENT_ID> --type ping --wait
-  .venv/bin/fleetline commands list
+  .venv/bin/fleetline jobs run --label env=demo --type ping --max-in-flight 1 --wait
 Stop with Ctrl-C."""
 
 
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(stack.ready_line(), flush=True)
     if args.hints:
-        print(NEXT_STEPS, flush=True)
+        print(NEXT_STEPS.format(console=f"{stack.gateway_url}/console/",
+                                token_file=stack.data_dir / "admin-token"), flush=True)
     code = 0
     while not received:
         time.sleep(0.2)

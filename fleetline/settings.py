@@ -52,6 +52,20 @@ def _url_list(raw: str) -> tuple[str, ...]:
     return urls
 
 
+def _url(raw: str) -> str:
+    urls = _url_list(raw)
+    if len(urls) != 1:
+        raise ValueError("must be one http(s) URL")
+    return urls[0]
+
+
+def _session_length(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > 43200:
+        raise ValueError("must be at most 43200 (12 hours)")
+    return value
+
+
 def _str_list(raw: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in raw.split(",") if s.strip())
 
@@ -111,6 +125,10 @@ class Settings:
     last_seen_flush_s: float = _env("FLEETLINE_LAST_SEEN_FLUSH_S", _positive_float, 5.0)
     auth_urls: tuple[str, ...] = _env("FLEETLINE_AUTH_URLS", _url_list, ())
     dispatch_urls: tuple[str, ...] = _env("FLEETLINE_DISPATCH_URLS", _url_list, ())
+    console_urls: tuple[str, ...] = _env("FLEETLINE_CONSOLE_URLS", _url_list, ())
+    # The console: the gateway it calls the admin API through, and how long a sign-in lasts.
+    console_api_url: str = _env("FLEETLINE_CONSOLE_API_URL", _url, "http://127.0.0.1:8080")
+    console_session_s: int = _env("FLEETLINE_CONSOLE_SESSION_S", _session_length, 43200)
     max_body_bytes: int = _env("FLEETLINE_MAX_BODY_BYTES", _positive_int, 1048576)
     upstream_timeout_s: float = _env("FLEETLINE_UPSTREAM_TIMEOUT_S", _positive_float, 30.0)
     trusted_proxies: tuple[str, ...] = _env(

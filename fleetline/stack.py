@@ -1,5 +1,5 @@
 """The whole fleet on one machine: (embedded) PostgreSQL, migrations, keys, auth, N dispatch
-replicas and the gateway as real uvicorn processes, plus optional demo agents.
+replicas, the console and the gateway as real uvicorn processes, plus optional demo agents.
 Used by `fleetline up`, the benchmarks and the end-to-end tests.
 
 `supervise()` is the supervisor's step: a child that died is restarted on the same address
@@ -41,7 +41,7 @@ class Stack:
         self.children: list[Child] = []
         self.agent_children: list[Child] = []
         self.pg: EmbeddedPostgres | None = None
-        self.gateway_url = self.auth_url = ""
+        self.gateway_url = self.auth_url = self.console_url = ""
         self.dispatch_urls: list[str] = []
         self.admin_token = ""
         self._restarts: dict[str, Restarts] = {}
@@ -119,9 +119,15 @@ class Stack:
             wait_ready(url, child)
         self.dispatch_urls = [url for url, _ in replicas]
         port = self.port or free_port()
+        # The console calls the admin API through the gateway, like any operator.
+        self.console_url, console = self._start("console", "services.console", free_port(), {
+            "FLEETLINE_CONSOLE_API_URL": f"http://127.0.0.1:{port}",
+        })
+        wait_ready(self.console_url, console)
         self.gateway_url, gateway = self._start("gateway", "gateway", port, {
             "FLEETLINE_AUTH_URLS": self.auth_url,
             "FLEETLINE_DISPATCH_URLS": ",".join(self.dispatch_urls),
+            "FLEETLINE_CONSOLE_URLS": self.console_url,
         })
         wait_ready(self.gateway_url, gateway)
         if self.agents:
@@ -146,7 +152,8 @@ class Stack:
 
     def ready_line(self) -> str:
         return (f"ready gateway={self.gateway_url} auth={self.auth_url} "
-                f"dispatch={','.join(self.dispatch_urls)} admin_token_file={self.data_dir / 'admin-token'}")
+                f"dispatch={','.join(self.dispatch_urls)} console={self.gateway_url}/console/ "
+                f"admin_token_file={self.data_dir / 'admin-token'}")
 
     # --- supervision ----------------------------------------------------------------------
 

@@ -76,6 +76,8 @@ class Gateway:
             "auth": Upstream("auth", settings.auth_urls),
             "dispatch": Upstream("dispatch", settings.dispatch_urls),
         }
+        if settings.console_urls:  # optional: without one, /console/ is a 404
+            self.upstreams["console"] = Upstream("console", settings.console_urls)
         self.metrics = Metrics("gateway")
         self.session: aiohttp.ClientSession | None = None
         self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
@@ -121,6 +123,8 @@ class Gateway:
         headers = scope["headers"]
         rid = request_id_from(header_value(headers, b"x-request-id"))
         service = route(scope["path"])
+        if service not in self.upstreams:  # a console path with no console configured
+            service = None
         status = 500
         started = False
 

@@ -5,7 +5,7 @@ Checked in order; the first match wins. Anything else is the gateway's own 404.
 
 from __future__ import annotations
 
-AUTH, DISPATCH = "auth", "dispatch"
+AUTH, DISPATCH, CONSOLE = "auth", "dispatch", "console"
 
 # (match kind, path, service). "exact" compares the whole path; "prefix" its start.
 ROUTES: tuple[tuple[str, str, str], ...] = (
@@ -22,6 +22,8 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("exact", "/api/v1/admin/command-keyset", DISPATCH),
     ("exact", "/api/v1/admin/jobs", DISPATCH),
     ("prefix", "/api/v1/admin/jobs/", DISPATCH),
+    ("exact", "/console", CONSOLE),
+    ("prefix", "/console/", CONSOLE),  # the web console, when one is configured
 )
 
 # Long polls: the request's `wait` is added to the upstream timeout.

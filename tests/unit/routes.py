@@ -21,6 +21,14 @@ def service_routes() -> list[tuple[str, str, str]]:
     return out
 
 
+def console_paths() -> list[str]:
+    """Every path the console serves (pages, forms, events, static files): HTML, so not in
+    the API's OpenAPI document, but routed by the gateway all the same."""
+    from services.console.app import ROUTES
+
+    return [r.path for r in ROUTES]
+
+
 def example(template: str) -> str:
     """A concrete path for a template: every {param} becomes a UUID."""
     import re

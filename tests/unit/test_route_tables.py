@@ -2,7 +2,7 @@
 every service route is routed to its service, and every gateway entry leads somewhere."""
 
 from gateway.routes import ROUTES, route
-from tests.unit.routes import example, service_routes
+from tests.unit.routes import console_paths, example, service_routes
 
 
 def test_every_service_route_is_routed_to_the_service_that_serves_it():
@@ -13,6 +13,8 @@ def test_every_service_route_is_routed_to_the_service_that_serves_it():
 def test_every_gateway_entry_leads_to_a_route_of_its_service():
     for kind, pattern, service in ROUTES:
         served = [t for s, _m, t in service_routes() if s == service]
+        if service == "console":
+            served = console_paths()
         if kind == "exact":
             assert pattern in served, pattern
         else:
@@ -20,8 +22,13 @@ def test_every_gateway_entry_leads_to_a_route_of_its_service():
 
 
 def test_paths_no_service_serves_are_the_gateways_own_404():
-    for path in ("/", "/api", "/api/v1", "/api/v1/admin", "/api/v2/agents/register", "/console"):
+    for path in ("/", "/api", "/api/v1", "/api/v1/admin", "/api/v2/agents/register", "/consoles", "/console.js"):
         assert route(path) is None, path
+
+
+def test_every_console_path_is_routed_to_the_console():
+    for template in console_paths():
+        assert route(example(template)) == "console", template
 
 
 def test_no_route_answers_head():

@@ -1,0 +1,61 @@
+"""The admin API as the console calls it: through the gateway, with the signed-in
+operator's admin token, like the CLI. The console has no database and no other way in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+class Refused(Exception):
+    """The API answered 4xx: its JSON error is shown to the operator as it is."""
+
+    def __init__(self, status: int, body: dict):
+        super().__init__(body.get("detail", "refused"))
+        self.status, self.body = status, body
+
+    @property
+    def signed_out(self) -> bool:
+        """The admin token no longer works (rotated): the session is over."""
+        return self.status == 401
+
+
+class Unavailable(Exception):
+    """The API could not be reached, or failed (5xx)."""
+
+
+class AdminApi:
+    def __init__(self, base_url: str):
+        self.client = httpx.AsyncClient(base_url=base_url, timeout=15.0, follow_redirects=False)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def call(self, token: str, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = await self.client.request(method, f"/api/v1/admin{path}",
+                                             headers={"Authorization": f"Bearer {token}"}, **kw)
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"the admin API cannot be reached: {exc}") from None
+        if resp.status_code == 204:
+            return None
+        try:
+            body = resp.json()
+        except ValueError:
+            raise Unavailable(f"the admin API answered HTTP {resp.status_code} without JSON") from None
+        if resp.status_code >= 500:
+            raise Unavailable(body.get("detail", f"HTTP {resp.status_code}"))
+        if resp.status_code >= 400:
+            raise Refused(resp.status_code, body)
+        return body
+
+    async def token_works(self, token: str) -> bool:
+        """Whether the API accepts this admin token (the sign-in check)."""
+        try:
+            await self.call(token, "GET", "/jobs", params={"limit": 1})
+        except Refused as exc:
+            if exc.signed_out:
+                return False
+            raise
+        return True

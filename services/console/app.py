@@ -1,0 +1,122 @@
+"""The console: the operators' web pages under /console/, served through the gateway.
+
+A client of the admin API only (api.py): no database, no signing key. Pages are rendered
+on the server (Jinja2); live progress arrives as server-sent events (events.py) and one
+small script (static/console.js) applies them. Every response carries a strict CSP and
+no-store (security.py); sessions live in this process (sessions.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from fleetline.ethos import Log
+from fleetline.http import Metrics
+from fleetline.settings import Settings
+from services.common.http import ServiceMiddleware, health_routes
+from services.console import events, job_pages, pages, signin
+from services.console.api import AdminApi
+from services.console.security import SecurityHeaders
+from services.console.sessions import Sessions
+from services.console.web import error_page
+
+HERE = Path(__file__).parent
+_log = Log("console", "lifecycle")
+
+
+@dataclass
+class Console:
+    settings: Settings
+    api: AdminApi
+    sessions: Sessions
+    templates: Jinja2Templates
+
+
+def page(path: str, GET=None, POST=None) -> Route:
+    """A route with exactly the methods given (no HEAD added for a POST-only form)."""
+    methods = [m for m, h in (("GET", GET), ("POST", POST)) if h]
+    handlers = {m: h for m, h in (("GET", GET), ("POST", POST)) if h}
+
+    async def endpoint(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return Route(path, endpoint if len(handlers) > 1 else next(iter(handlers.values())), methods=methods)
+
+
+async def _to_slash(request: Request) -> Response:
+    return RedirectResponse("console/", status_code=308)  # relative: stays on this host
+
+
+ROUTES = [
+    page("/console", GET=_to_slash),
+    page("/console/", GET=pages.home),
+    page("/console/sign-in", GET=signin.sign_in_form, POST=signin.sign_in),
+    page("/console/sign-out", POST=signin.sign_out),
+    page("/console/agents", GET=pages.agents),
+    page("/console/agents/{agent_id}", GET=pages.agent),
+    page("/console/agents/{agent_id}/commands", POST=pages.queue_command),
+    page("/console/agents/{agent_id}/revoke", POST=pages.revoke_agent),
+    page("/console/commands", GET=pages.commands),
+    page("/console/commands/{command_id}", GET=pages.command),
+    page("/console/commands/{command_id}/cancel", POST=pages.cancel_command),
+    page("/console/jobs", GET=job_pages.jobs, POST=job_pages.create_job),
+    page("/console/jobs/{job_id}", GET=job_pages.job),
+    page("/console/jobs/{job_id}/cancel", POST=job_pages.cancel_job),
+    page("/console/events/jobs", GET=events.jobs_events),
+    page("/console/events/jobs/{job_id}", GET=events.job_events),
+    page("/console/events/agents/{agent_id}", GET=events.agent_events),
+    Mount("/console/static", StaticFiles(directory=HERE / "static"), name="static"),
+]
+
+
+def when(stamp: str | None) -> str:
+    """An API timestamp as a page shows it: to the second, in UTC."""
+    return f"{stamp[:19].replace('T', ' ')} UTC" if stamp else "-"
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error_page(request, 404, "No such page.")
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    return error_page(request, 405, "This page does not take that method.")
+
+
+def create_app(settings: Settings) -> Starlette:
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.filters["when"] = when
+    console = Console(settings, AdminApi(settings.console_api_url), Sessions(settings.console_session_s),
+                      templates)
+    metrics = Metrics("console")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        _log.info("service_started", api=settings.console_api_url)
+        try:
+            yield
+        finally:
+            await console.api.close()
+            _log.info("service_stopped")
+
+    async def ready() -> bool:
+        return True  # no dependency of its own: the API's health is the gateway's to report
+
+    app = Starlette(
+        routes=[*health_routes(ready, metrics), *ROUTES],
+        middleware=[Middleware(SecurityHeaders), Middleware(ServiceMiddleware, metrics=metrics, component="console")],
+        exception_handlers={404: _not_found, 405: _not_allowed},
+        lifespan=lifespan,
+    )
+    app.state.console = console
+    app.router.redirect_slashes = False
+    return app

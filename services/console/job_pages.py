@@ -1,0 +1,115 @@
+"""Jobs: the list with live progress bars and a form to start one; one job with its targets
+(filterable by status) and a cancel button."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.console.api import Refused
+from services.console.pages import COMMAND_TYPES, PAGE, label_pairs
+from services.console.sessions import Session
+from services.console.web import form_action, path_id, redirect, render, signed_in
+
+JOB_STATUSES = ("running", "completed", "halted", "cancelled")
+TARGET_STATUSES = ("waiting", "pending", "sent", "running", "succeeded", "failed", "timed_out",
+                   "expired", "rejected", "cancelled", "skipped")
+# The progress bar, left to right: how targets ended, then what is still under way.
+BAR_ORDER = ("succeeded", "failed", "timed_out", "expired", "rejected", "cancelled", "skipped",
+             "running", "sent", "pending", "waiting")
+
+
+def bar(counts: dict, total: int) -> list[dict]:
+    """The progress bar's segments as SVG rectangles (x and width in percent)."""
+    segments, x = [], 0.0
+    for status in BAR_ORDER:
+        width = 100.0 * counts.get(status, 0) / total if total else 0.0
+        segments.append({"status": status, "x": round(x, 3), "width": round(width, 3)})
+        x += width
+    return segments
+
+
+async def _jobs_page(request: Request, session: Session, status_code: int = 200,
+                     error: str | None = None, form: dict | None = None) -> Response:
+    q = request.query_params
+    params: dict = {"limit": 50}
+    if q.get("status") in JOB_STATUSES:
+        params["status"] = q["status"]
+    if q.get("before"):
+        params["before"] = q["before"]
+    page = await request.app.state.console.api.call(session.admin_token, "GET", "/jobs", params=params)
+    return render(request, "jobs.html", status_code, jobs=page["jobs"], next=page.get("next"),
+                  status=params.get("status", ""), statuses=JOB_STATUSES, types=COMMAND_TYPES,
+                  error=error, form=form or {}, bar=bar)
+
+
+@signed_in
+async def jobs(request: Request, session: Session) -> Response:
+    return await _jobs_page(request, session)
+
+
+def _window(text: str) -> int | str | None:
+    text = text.strip()
+    if not text:
+        return None
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
+def job_request(form: dict[str, str]) -> dict:
+    """The API request a job form describes (the API judges what is wrong with it)."""
+    if form.get("target") == "all":
+        selector: dict = {"all_active": True}
+    else:
+        selector = {"labels": dict(p.split("=", 1) for p in label_pairs(form.get("labels", "")))}
+    failures = form.get("max_failures", "").strip()
+    return {
+        "selector": selector,
+        "command": {"type": form.get("type", ""), "params": json.loads(form.get("params") or "{}")},
+        "rollout": {"max_in_flight": _window(form.get("max_in_flight", "")),
+                    "max_failures": int(failures) if failures.isascii() and failures.isdigit() else (failures or None)},
+    }
+
+
+@form_action
+async def create_job(request: Request, session: Session, form: dict[str, str]) -> Response:
+    try:
+        body = job_request(form)
+    except ValueError:
+        return await _jobs_page(request, session, 400, "Params must be a JSON object.", form)
+    try:
+        job = await request.app.state.console.api.call(session.admin_token, "POST", "/jobs", json=body)
+    except Refused as exc:
+        if exc.signed_out:
+            raise
+        field = exc.body.get("field")
+        detail = exc.body.get("detail", "Refused.") + (f" ({field})" if field else "")
+        return await _jobs_page(request, session, exc.status, detail, form)
+    return redirect(request, f"jobs/{job['id']}")
+
+
+@signed_in
+async def job(request: Request, session: Session) -> Response:
+    job_id, q = path_id(request, "job_id"), request.query_params
+    api = request.app.state.console.api
+    shown = await api.call(session.admin_token, "GET", f"/jobs/{job_id}")
+    params: dict = {"limit": PAGE}
+    if q.get("status") in TARGET_STATUSES:
+        params["status"] = q["status"]
+    if q.get("before"):
+        params["before"] = q["before"]
+    targets = await api.call(session.admin_token, "GET", f"/jobs/{job_id}/targets", params=params)
+    return render(request, "job.html", job=shown, targets=targets["targets"], next=targets.get("next"),
+                  status=params.get("status", ""), statuses=TARGET_STATUSES, bar=bar)
+
+
+@form_action
+async def cancel_job(request: Request, session: Session, form: dict[str, str]) -> Response:
+    job_id = path_id(request, "job_id")
+    try:
+        await request.app.state.console.api.call(session.admin_token, "POST", f"/jobs/{job_id}/cancel")
+    except Refused as exc:
+        if exc.status != 409:  # already finished: the page shows how
+            raise
+    return redirect(request, f"jobs/{job_id}")

@@ -1,0 +1,134 @@
+"""Agents and commands: the fleet at a glance, one agent with its recent commands (queue
+one, revoke it), and the command listing with results."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timezone
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.console.api import Refused
+from services.console.presence import ago, parse_time, presence
+from services.console.sessions import Session
+from services.console.web import form_action, path_id, redirect, render, signed_in
+
+PAGE = 100
+PRESENCES = ("online", "offline", "revoked")
+COMMAND_TYPES = ("ping", "facts", "sleep", "shell")
+COMMAND_STATUSES = ("pending", "sent", "running", "succeeded", "failed", "rejected", "timed_out",
+                    "expired", "cancelled")
+
+
+def label_pairs(text: str) -> list[str]:
+    """"env=prod, role=web" as the API's `label` parameters; pieces without "=" are dropped."""
+    return [p.strip() for p in text.split(",") if "=" in p and p.split("=", 1)[0].strip()]
+
+
+def _agent_row(agent: dict, now: datetime, poll_interval_s: int, in_flight: Counter) -> dict:
+    seen = parse_time(agent.get("last_seen_at"))
+    return {**agent, "presence": presence(agent["status"], seen, now, poll_interval_s),
+            "seen_ago": ago(seen, now), "in_flight": in_flight[agent["id"]]}
+
+
+async def _in_flight(api, token: str) -> Counter:
+    """Commands delivered and not final, per agent (one listing per status)."""
+    counts: Counter = Counter()
+    for status in ("sent", "running"):
+        page = await api.call(token, "GET", "/commands", params={"status": status, "limit": 1000})
+        counts.update(c["agent_id"] for c in page["commands"])
+    return counts
+
+
+@signed_in
+async def home(request: Request, session: Session) -> Response:
+    return redirect(request, "agents")
+
+
+@signed_in
+async def agents(request: Request, session: Session) -> Response:
+    console, q = request.app.state.console, request.query_params
+    shown = q.get("status") if q.get("status") in PRESENCES else "all"
+    labels = q.get("label", "")
+    params: dict = {"limit": PAGE, "label": label_pairs(labels)}
+    if q.get("before"):
+        params["before"] = q["before"]
+    if shown != "all":
+        params["status"] = "revoked" if shown == "revoked" else "active"
+    page = await console.api.call(session.admin_token, "GET", "/agents", params=params)
+    now = datetime.now(timezone.utc)
+    in_flight = await _in_flight(console.api, session.admin_token)
+    rows = [_agent_row(a, now, console.settings.poll_interval_s, in_flight) for a in page["agents"]]
+    if shown in ("online", "offline"):
+        rows = [r for r in rows if r["presence"] == shown]
+    return render(request, "agents.html", agents=rows, next=page.get("next"), shown=shown,
+                  labels=labels, presences=PRESENCES)
+
+
+async def _agent_page(request: Request, session: Session, agent_id: str, status_code: int = 200,
+                      error: str | None = None, form: dict | None = None) -> Response:
+    console = request.app.state.console
+    agent = await console.api.call(session.admin_token, "GET", f"/agents/{agent_id}")
+    recent = await console.api.call(session.admin_token, "GET", "/commands",
+                                    params={"agent_id": agent["id"], "limit": 20})
+    now = datetime.now(timezone.utc)
+    in_flight = Counter(c["agent_id"] for c in recent["commands"] if c["status"] in ("sent", "running"))
+    return render(request, "agent.html", status_code, agent=_agent_row(agent, now, console.settings.poll_interval_s, in_flight),
+                  commands=recent["commands"], types=COMMAND_TYPES, error=error, form=form or {})
+
+
+@signed_in
+async def agent(request: Request, session: Session) -> Response:
+    return await _agent_page(request, session, path_id(request, "agent_id"))
+
+
+@form_action
+async def queue_command(request: Request, session: Session, form: dict[str, str]) -> Response:
+    agent_id = path_id(request, "agent_id")
+    try:
+        params = json.loads(form.get("params") or "{}")
+    except ValueError:
+        return await _agent_page(request, session, agent_id, 400, "Params must be a JSON object.", form)
+    body = {"agent_id": agent_id, "type": form.get("type", ""), "params": params}
+    try:
+        await request.app.state.console.api.call(session.admin_token, "POST", "/commands", json=body)
+    except Refused as exc:
+        if exc.signed_out:
+            raise
+        return await _agent_page(request, session, agent_id, exc.status, exc.body.get("detail"), form)
+    return redirect(request, f"agents/{agent_id}")
+
+
+@form_action
+async def revoke_agent(request: Request, session: Session, form: dict[str, str]) -> Response:
+    agent_id = path_id(request, "agent_id")
+    await request.app.state.console.api.call(session.admin_token, "DELETE", f"/agents/{agent_id}")
+    return redirect(request, f"agents/{agent_id}")
+
+
+@signed_in
+async def commands(request: Request, session: Session) -> Response:
+    q = request.query_params
+    params = {"limit": PAGE}
+    for name in ("status", "agent_id", "before"):
+        if q.get(name):
+            params[name] = q[name]
+    page = await request.app.state.console.api.call(session.admin_token, "GET", "/commands", params=params)
+    return render(request, "commands.html", commands=page["commands"], next=page.get("next"),
+                  status=q.get("status", ""), agent_id=q.get("agent_id", ""), statuses=COMMAND_STATUSES)
+
+
+@signed_in
+async def command(request: Request, session: Session) -> Response:
+    shown = await request.app.state.console.api.call(
+        session.admin_token, "GET", f"/commands/{path_id(request, 'command_id')}")
+    return render(request, "command.html", command=shown)
+
+
+@form_action
+async def cancel_command(request: Request, session: Session, form: dict[str, str]) -> Response:
+    command_id = path_id(request, "command_id")
+    await request.app.state.console.api.call(session.admin_token, "POST", f"/commands/{command_id}/cancel")
+    return redirect(request, f"commands/{command_id}")

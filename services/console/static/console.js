@@ -1,0 +1,65 @@
+// Fleetline console: live updates from server-sent events, and confirmations for
+// destructive forms. Served from the console itself; the CSP allows no inline script.
+"use strict";
+
+function setStatus(el, status) {
+  if (!el) return;
+  el.textContent = status;
+  el.className = el.className.replace(/\bstatus-[a-z_]+\b/g, "").trim() + " status-" + status;
+}
+
+function drawJob(job) {
+  document.querySelectorAll('[data-job="' + job.id + '"]').forEach(function (el) {
+    setStatus(el.querySelector("[data-job-status]"), job.status);
+    Object.keys(job.counts).forEach(function (status) {
+      var count = el.querySelector('[data-count="' + status + '"]');
+      if (!count) return;
+      count.dataset.n = job.counts[status];
+      count.querySelector("b").textContent = job.counts[status];
+      count.classList.toggle("zero", job.counts[status] === 0);
+    });
+    var x = 0;
+    el.querySelectorAll("svg.bar rect[data-status]").forEach(function (rect) {
+      var width = job.target_count ? 100 * (job.counts[rect.dataset.status] || 0) / job.target_count : 0;
+      rect.setAttribute("x", x.toFixed(3));
+      rect.setAttribute("width", width.toFixed(3));
+      x += width;
+    });
+    var finished = el.querySelector("[data-job-finished]");
+    if (finished && job.finished_at) finished.textContent = job.finished_at.slice(0, 19).replace("T", " ") + " UTC";
+    if (job.status !== "running") {
+      el.querySelectorAll("form.cancel-job").forEach(function (form) { form.remove(); });
+    }
+  });
+}
+
+function drawRow(selector, item) {
+  var row = document.querySelector(selector);
+  if (!row) return;
+  setStatus(row.querySelector('[data-field="status"]'), item.status);
+  var exit = row.querySelector('[data-field="exit_code"]');
+  if (exit) exit.textContent = item.exit_code === null || item.exit_code === undefined ? "" : item.exit_code;
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  });
+  var live = document.querySelector("[data-events]");
+  if (!live || !window.EventSource) return;
+  var source = new EventSource(live.dataset.events);
+  source.addEventListener("jobs", function (event) {
+    JSON.parse(event.data).jobs.forEach(drawJob);
+  });
+  source.addEventListener("job", function (event) {
+    var data = JSON.parse(event.data);
+    drawJob(data.job);
+    data.targets.forEach(function (t) { drawRow('[data-target="' + t.id + '"]', t); });
+  });
+  source.addEventListener("commands", function (event) {
+    JSON.parse(event.data).commands.forEach(function (c) { drawRow('[data-command="' + c.id + '"]', c); });
+  });
+  document.body.dataset.live = "on";
+});

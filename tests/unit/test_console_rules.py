@@ -1,0 +1,93 @@
+"""The console's pure decisions: presence, relative times, sessions, relative redirects,
+progress bars, the cookie and HTTPS rules."""
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+import pytest
+
+from services.console.job_pages import bar, job_request
+from services.console.pages import label_pairs
+from services.console.presence import ago, presence
+from services.console.security import CSP, cookie_attributes, over_https
+from services.console.sessions import Sessions, same_secret
+from services.console.web import relative
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("status,seen_s_ago,expected", [
+    ("active", 10, "online"), ("active", 300 + 60, "online"), ("active", 300 + 61, "offline"),
+    ("active", None, "offline"), ("revoked", 1, "revoked"),
+])
+def test_presence_follows_the_poll_interval_plus_a_buffer(status, seen_s_ago, expected):
+    seen = NOW - timedelta(seconds=seen_s_ago) if seen_s_ago is not None else None
+    assert presence(status, seen, NOW, 300) == expected
+
+
+@pytest.mark.parametrize("seconds,text", [(0, "just now"), (42, "42 s ago"), (180, "3 min ago"),
+                                          (7200, "2 h ago"), (3 * 86400, "3 d ago")])
+def test_relative_times_read_as_people_say_them(seconds, text):
+    assert ago(NOW - timedelta(seconds=seconds), NOW) == text
+    assert ago(None, NOW) == "never"
+
+
+def test_a_session_holds_the_token_until_it_expires_or_closes():
+    clock = SimpleNamespace(t=1000.0)
+    sessions = Sessions(3600, clock=lambda: clock.t)
+    sid, session = sessions.open("admin-secret")
+    assert "admin-secret" not in sid and sessions.get(sid) == session
+    assert sessions.get("other") is None and sessions.get(None) is None
+    clock.t += 3599
+    assert sessions.get(sid) is not None
+    clock.t += 1
+    assert sessions.get(sid) is None  # expired: gone for good
+    sid2, _ = sessions.open("admin-secret")
+    sessions.close(sid2)
+    assert sessions.get(sid2) is None
+
+
+def test_csrf_tokens_compare_exactly():
+    assert same_secret("abc", "abc") and not same_secret("abd", "abc") and not same_secret(None, "abc")
+
+
+@pytest.mark.parametrize("path,target,location", [
+    ("/console", "agents", "console/agents"),
+    ("/console/", "sign-in", "sign-in"),
+    ("/console/agents", "sign-in", "sign-in"),
+    ("/console/agents/a1", "sign-in", "../sign-in"),
+    ("/console/agents/a1/commands", "agents/a1", "../../agents/a1"),
+])
+def test_redirects_are_relative_and_land_inside_the_console(path, target, location):
+    assert relative(SimpleNamespace(url=SimpleNamespace(path=path)), target) == location
+
+
+def test_the_progress_bar_is_the_counts_in_order_and_fills_to_100():
+    segments = bar({"succeeded": 2, "failed": 1, "running": 1, "waiting": 0}, 4)
+    drawn = {s["status"]: (s["x"], s["width"]) for s in segments}
+    assert drawn["succeeded"] == (0, 50) and drawn["failed"] == (50, 25) and drawn["running"][1] == 25
+    assert round(sum(s["width"] for s in segments), 6) == 100
+    assert all(s["width"] == 0 for s in bar({}, 0))
+
+
+def test_the_job_form_becomes_the_api_request():
+    assert job_request({"target": "labels", "labels": "env=prod, role=web,junk", "type": "ping",
+                        "params": "", "max_in_flight": "10%", "max_failures": "2"}) == {
+        "selector": {"labels": {"env": "prod", "role": "web"}},
+        "command": {"type": "ping", "params": {}},
+        "rollout": {"max_in_flight": "10%", "max_failures": 2}}
+    assert job_request({"target": "all", "type": "ping", "max_in_flight": "3"})["selector"] == {"all_active": True}
+    assert label_pairs("a=1, =x, b") == ["a=1"]
+
+
+def test_the_cookie_rules_and_the_csp():
+    attrs = cookie_attributes(secure=True, max_age=43200)
+    assert attrs == {"httponly": True, "samesite": "strict", "path": "/console", "secure": True, "max_age": 43200}
+    assert "script-src 'self'" in CSP and "unsafe-inline" not in CSP and "default-src 'self'" in CSP
+
+
+def test_https_is_believed_from_a_trusted_proxy_only():
+    assert over_https("https", None, "10.0.0.9", ())
+    assert over_https("http", "https", "127.0.0.1", ("127.0.0.1",))
+    assert not over_https("http", "https", "10.0.0.9", ("127.0.0.1",))
+    assert not over_https("http", None, "127.0.0.1", ("127.0.0.1",))
