@@ -65,6 +65,7 @@ class KeySet:
         self.keys: dict[str, Ed25519PublicKey] = {}
         self._last_fetch = 0.0
         self._fetched = False  # did the last fetch succeed
+        self._attempts = 0
         self._lock = asyncio.Lock()
         if public_key_file:
             with open(public_key_file, "rb") as fh:
@@ -82,15 +83,23 @@ class KeySet:
 
     async def refresh(self, force: bool = False) -> None:
         """Fetch the JWKS again: at most every refetch_interval_s after a success (unknown
-        kids must not hammer auth), but soon again after a failure: dispatch started
-        before auth, or auth restarting, must not turn valid tokens away for long."""
+        kids must not hammer auth), and soon again after a failure: dispatch started before
+        auth, or auth restarting, must not turn valid tokens away. A caller arriving within
+        RETRY_FAILED_FETCH_S of a failure waits for the retry instead of being refused, and
+        callers that waited while another fetched use that fetch (one fetch per wave)."""
         if not self.jwks_url:
             return
+        attempt = self._attempts
         async with self._lock:
+            if self._attempts != attempt and not force:
+                return  # fetched (or tried) while we waited for the lock
             since = time.monotonic() - self._last_fetch
-            if not force and since < (self.refetch_interval_s if self._fetched else RETRY_FAILED_FETCH_S):
+            if self._fetched and not force and since < self.refetch_interval_s:
                 return
+            if not self._fetched and not force and since < RETRY_FAILED_FETCH_S:
+                await asyncio.sleep(RETRY_FAILED_FETCH_S - since)
             self._last_fetch = time.monotonic()
+            self._attempts += 1
             try:
                 async with httpx.AsyncClient(timeout=5.0) as client:
                     resp = await client.get(self.jwks_url)
