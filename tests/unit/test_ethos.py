@@ -3,7 +3,6 @@ agent writing values exactly as the services do."""
 
 import io
 import logging
-import shlex
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,11 +12,23 @@ from fleetline import ethos
 
 
 def _split(line: str) -> list[str]:
-    """ETHOS fields as a shell would split them, with double quotes as the only quotes
-    (a bare ' is an ordinary character in ETHOS)."""
-    lexer = shlex.shlex(line, posix=True)
-    lexer.whitespace_split, lexer.quotes, lexer.escapedquotes = True, '"', '"'
-    return list(lexer)
+    """ETHOS fields read back by their own grammar: spaces separate them; a double quote
+    opens and closes a quoted run, inside which a backslash takes the next character as
+    it is. Nothing else is special (shlex's quotes and comments are not ETHOS)."""
+    fields, current, quoted, escaped = [], "", False, False
+    for ch in line:
+        if escaped:
+            current, escaped = current + ch, False
+        elif quoted and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == " " and not quoted:
+            fields.append(current)
+            current = ""
+        else:
+            current += ch
+    return fields + [current]
 
 
 @given(st.text())
