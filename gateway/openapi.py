@@ -417,7 +417,7 @@ PATHS: dict[str, dict] = {
     "/api/v1/admin/jobs": {
         "post": op("Run a command on many agents: one command per target, with a rollout", {
             "201": ok(ref("Job"), "Created, with one command per target."),
-            "200": ok({"oneOf": [ref("Job"), ref("DryRun")]},
+            "200": ok({"anyOf": [ref("Job"), ref("DryRun")]},
                       "A dry run's target count (nothing created), or the job this idempotency "
                       "key already names (same request)."),
             **errors(400, 401, 409)},
