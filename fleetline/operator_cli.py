@@ -89,9 +89,14 @@ def tokens_revoke(api: Api, a) -> Any:
     return {"revoked": a.id}
 
 
+def _paging(a) -> dict:
+    """A listing's query: the filters and paging flags given, and nothing else."""
+    query = {"status": a.status, "limit": a.limit, "before": a.before, "agent_id": getattr(a, "agent", None)}
+    return {k: v for k, v in query.items() if v}
+
+
 def agents_list(api: Api, a) -> Any:
-    query = {"status": a.status, "limit": a.limit, "before": a.before}
-    return api.call("GET", "/api/v1/admin/agents", params={k: v for k, v in query.items() if v})
+    return api.call("GET", "/api/v1/admin/agents", params=_paging(a))
 
 
 def agents_show(api: Api, a) -> Any:
@@ -131,9 +136,7 @@ def commands_send(api: Api, a) -> Any:
 
 
 def commands_list(api: Api, a) -> Any:
-    query = {"agent_id": a.agent, "status": a.status, "limit": a.limit, "before": a.before}
-    params = {k: v for k, v in query.items() if v}
-    return api.call("GET", "/api/v1/admin/commands", params=params)
+    return api.call("GET", "/api/v1/admin/commands", params=_paging(a))
 
 
 def commands_show(api: Api, a) -> Any:
@@ -156,8 +159,7 @@ def jobs_run(api: Api, a) -> Any:
 
 
 def jobs_list(api: Api, a) -> Any:
-    query = {"status": a.status, "limit": a.limit, "before": a.before}
-    return api.call("GET", "/api/v1/admin/jobs", params={k: v for k, v in query.items() if v})
+    return api.call("GET", "/api/v1/admin/jobs", params=_paging(a))
 
 
 def jobs_show(api: Api, a) -> Any:
@@ -165,8 +167,7 @@ def jobs_show(api: Api, a) -> Any:
 
 
 def jobs_targets(api: Api, a) -> Any:
-    query = {"status": a.status, "limit": a.limit, "before": a.before}
-    return api.call("GET", f"/api/v1/admin/jobs/{a.id}/targets", params={k: v for k, v in query.items() if v})
+    return api.call("GET", f"/api/v1/admin/jobs/{a.id}/targets", params=_paging(a))
 
 
 def jobs_cancel(api: Api, a) -> Any:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from starlette.requests import ClientDisconnect, Request
 
-from services.common.errors import ApiError, invalid
+from services.common.errors import ApiError, invalid, not_found
 
 _MISSING = object()
 
@@ -211,6 +211,23 @@ def path_uuid(request: Request, name: str) -> str | None:
         return str(uuid.UUID(request.path_params[name]))
     except ValueError:
         return None
+
+
+def path_id(request: Request, name: str, what: str) -> uuid.UUID:
+    """The UUID a path names, or 404 "No such <what>." (a path id that is not a UUID
+    cannot name anything)."""
+    found = path_uuid(request, name)
+    if found is None:
+        raise not_found(f"No such {what}.")
+    return uuid.UUID(found)
+
+
+def query_choice(request: Request, name: str, choices: tuple[str, ...]) -> str | None:
+    """An optional query parameter that must be one of `choices` (empty means absent)."""
+    value = request.query_params.get(name) or None
+    if value is not None and value not in choices:
+        raise invalid(f"{name} must be one of: {', '.join(choices)}.", name)
+    return value
 
 
 def rfc3339(value: datetime | None) -> str | None:

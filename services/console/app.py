@@ -84,12 +84,11 @@ def when(stamp: str | None) -> str:
     return f"{stamp[:19].replace('T', ' ')} UTC" if stamp else "-"
 
 
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_page(request, 404, "No such page.")
+HTTP_ERRORS = {404: "No such page.", 405: "This page does not take that method."}
 
 
-async def _not_allowed(request: Request, exc: Exception) -> Response:
-    return error_page(request, 405, "This page does not take that method.")
+async def _http_error(request: Request, exc: Exception) -> Response:
+    return error_page(request, exc.status_code, HTTP_ERRORS[exc.status_code])
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -114,7 +113,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[*health_routes(ready, metrics), *ROUTES],
         middleware=[Middleware(SecurityHeaders), Middleware(ServiceMiddleware, metrics=metrics, component="console")],
-        exception_handlers={404: _not_found, 405: _not_allowed},
+        exception_handlers={code: _http_error for code in HTTP_ERRORS},
         lifespan=lifespan,
     )
     app.state.console = console

@@ -12,10 +12,11 @@ from starlette.responses import JSONResponse
 
 from fleetline.ethos import Log
 from fleetline.signing import NotCanonical, check_signable
-from services.common.errors import conflict, invalid, not_found
+from services.common.errors import conflict, invalid
 from services.common.paging import decode_cursor, next_cursor
 from services.common.validation import (
-    Int, JsonObject, Str, nullable, parse_uuid, path_uuid, query_int, read_json_object, take,
+    Int, JsonObject, Str, nullable, parse_uuid, path_id, query_choice, query_int, read_json_object,
+    take,
 )
 from services.dispatch import commands, jobs, keysets
 from services.dispatch.signer import BadKeyset, read_keyset
@@ -62,9 +63,7 @@ async def list_commands(request: Request) -> JSONResponse:
     db, params = request.app.state.db, request.query_params
     agent_id = params.get("agent_id") or None
     agent_uuid = uuid.UUID(parse_uuid(agent_id, "agent_id")) if agent_id else None
-    status = params.get("status") or None
-    if status is not None and status not in commands.STATUSES:
-        raise invalid(f"status must be one of: {', '.join(commands.STATUSES)}.", "status")
+    status = query_choice(request, "status", commands.STATUSES)
     limit = query_int(request, "limit", 1, 1000, 100)
     rows = await commands.page(db, decode_cursor(params.get("before")), limit, agent_uuid, status)
     return JSONResponse({"commands": [state_view(r) for r in rows[:limit]],
@@ -72,10 +71,7 @@ async def list_commands(request: Request) -> JSONResponse:
 
 
 def _command_id(request: Request) -> uuid.UUID:
-    command_id = path_uuid(request, "command_id")
-    if command_id is None:
-        raise not_found("No such command.")
-    return uuid.UUID(command_id)
+    return path_id(request, "command_id", "command")
 
 
 async def get_command(request: Request) -> JSONResponse:

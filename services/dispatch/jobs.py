@@ -132,7 +132,7 @@ async def create(db: Db, new: NewJob, signer: CommandSigner) -> tuple[Row, bool]
         signed = [signer.sign(command_id=str(c), agent_id=str(a), type=settings.type,
                               params=settings.params, issued_at=created_at, expires_at=expires_at,
                               run_timeout_s=settings.run_timeout_s)
-                  for c, a in zip(command_ids, agents)]
+                  for c, a in zip(command_ids, agents, strict=True)]
         await db.execute(
             q.CREATE_JOB_COMMANDS, command_ids, agents, job_id, settings.type, settings.params,
             settings.priority, settings.max_retries, settings.ack_timeout_s, settings.run_timeout_s,

@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from fleetline.ethos import Log
-from services.common.errors import invalid, not_found
+from services.common.errors import invalid
 from services.common.paging import decode_cursor, encode_cursor
 from services.common.validation import (
-    Int, Str, StrMap, nullable, parse_uuid, path_uuid, query_int, read_json_object, take,
+    Int, Str, StrMap, nullable, parse_uuid, path_id, query_choice, query_int, read_json_object, take,
 )
 from services.dispatch import jobs, rollout
 from services.dispatch.admin_api import read_command
@@ -98,23 +98,13 @@ async def _render(request: Request, job, status_code: int = 200) -> JSONResponse
     return JSONResponse(job_view(job, counts[job["id"]]), status_code=status_code)
 
 
-def _status(request: Request, choices: tuple[str, ...]) -> str | None:
-    status = request.query_params.get("status") or None
-    if status is not None and status not in choices:
-        raise invalid(f"status must be one of: {', '.join(choices)}.", "status")
-    return status
-
-
 def _job_id(request: Request) -> uuid.UUID:
-    job_id = path_uuid(request, "job_id")
-    if job_id is None:
-        raise not_found("No such job.")
-    return uuid.UUID(job_id)
+    return path_id(request, "job_id", "job")
 
 
 async def list_jobs(request: Request) -> JSONResponse:
     db = request.app.state.db
-    status = _status(request, rollout.JOB_STATUSES)
+    status = query_choice(request, "status", rollout.JOB_STATUSES)
     limit = query_int(request, "limit", 1, 1000, 100)
     rows = (await jobs.page(db, decode_cursor(request.query_params.get("before")), limit, status))
     page, more = rows[:limit], len(rows) > limit
@@ -132,7 +122,7 @@ async def get_job(request: Request) -> JSONResponse:
 async def list_targets(request: Request) -> JSONResponse:
     db = request.app.state.db
     job_id = _job_id(request)
-    status = _status(request, rollout.TARGET_STATUSES)
+    status = query_choice(request, "status", rollout.TARGET_STATUSES)
     limit = query_int(request, "limit", 1, 1000, 100)
     _, before_agent = decode_cursor(request.query_params.get("before"))
     rows = await jobs.targets(db, job_id, before_agent, limit, status)

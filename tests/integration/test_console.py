@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.launch import read_ready_line
+from tests.integration.launch import read_ready_line, stop_launcher
 from tests.integration.support import ROOT, wait_until
 
 CHROMIUM = os.environ.get("FLEETLINE_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -58,11 +57,7 @@ def fleet(tmp_path_factory):
                                 if a["last_seen_at"]]) == 2, 60, 0.2, "two demo agents seen")
         yield running
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_launcher(proc)
 
 
 @pytest.fixture(scope="module")
@@ -220,20 +215,22 @@ def test_sign_out_ends_the_session(fleet, browser):
 # --- the same rules over plain HTTP --------------------------------------------------------
 
 
-def _signed_in(fleet) -> httpx.Client:
+def _sign_in(fleet, token: str) -> tuple[httpx.Client, httpx.Response]:
+    """A fresh client through the sign-in form (its CSRF token and cookie) with `token`."""
     client = httpx.Client(base_url=fleet.console, timeout=30)
     form = client.get("sign-in")
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
-    done = client.post("sign-in", data={"csrf": csrf, "admin_token": fleet.token})
+    return client, client.post("sign-in", data={"csrf": csrf, "admin_token": token})
+
+
+def _signed_in(fleet) -> httpx.Client:
+    client, done = _sign_in(fleet, fleet.token)
     assert done.status_code == 303 and done.headers["location"] == "agents"
     return client
 
 
 def test_the_session_cookie_follows_the_rules_and_never_holds_the_token(fleet):
-    client = httpx.Client(base_url=fleet.console, timeout=30)
-    form = client.get("sign-in")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
-    done = client.post("sign-in", data={"csrf": csrf, "admin_token": fleet.token})
+    client, done = _sign_in(fleet, fleet.token)
     cookie = next(v for k, v in done.headers.multi_items() if k == "set-cookie" and v.startswith("fleetline_session="))
     attributes = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
     assert {"httponly", "path", "samesite", "max-age"} <= set(attributes)
@@ -257,10 +254,7 @@ def test_forms_without_the_sessions_csrf_token_change_nothing(fleet):
 
 
 def test_a_wrong_token_opens_no_session(fleet):
-    client = httpx.Client(base_url=fleet.console, timeout=30)
-    form = client.get("sign-in")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
-    refused = client.post("sign-in", data={"csrf": csrf, "admin_token": "not-the-token"})
+    client, refused = _sign_in(fleet, "not-the-token")
     assert refused.status_code == 401 and "not accepted" in refused.text
     assert "fleetline_session" not in refused.headers.get("set-cookie", "")
     assert client.get("agents").status_code == 303
