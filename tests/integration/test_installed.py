@@ -7,10 +7,9 @@ import signal
 import subprocess
 import sys
 
-import httpx
 
 from tests.integration.launch import read_ready_line
-from tests.integration.support import ROOT
+from tests.integration.support import HTTP, ROOT
 
 
 def test_a_wheel_installed_elsewhere_migrates_and_serves(tmp_path):
@@ -31,17 +30,21 @@ def test_a_wheel_installed_elsewhere_migrates_and_serves(tmp_path):
     try:
         fields = read_ready_line(proc)
         gw = fields["gateway"]
-        assert httpx.get(f"{gw}/readyz").status_code == 200
+        assert HTTP.get(f"{gw}/readyz").status_code == 200
         admin = {"Authorization": f"Bearer {(elsewhere / 'fleet' / 'admin-token').read_text().strip()}"}
-        token = httpx.post(f"{gw}/api/v1/admin/registration-tokens", headers=admin, json={}).json()["token"]
-        reg = httpx.post(f"{gw}/api/v1/agents/register",
+        token = HTTP.post(f"{gw}/api/v1/admin/registration-tokens", headers=admin, json={}).json()["token"]
+        reg = HTTP.post(f"{gw}/api/v1/agents/register",
                          json={"registration_token": token, "machine_id": "m-installed", "hostname": "h"}).json()
-        cmd = httpx.post(f"{gw}/api/v1/admin/commands", headers=admin,
+        cmd = HTTP.post(f"{gw}/api/v1/admin/commands", headers=admin,
                          json={"agent_id": reg["agent_id"], "type": "ping"})
         assert cmd.status_code == 201, cmd.text
-        polled = httpx.get(f"{gw}/api/v1/agents/{reg['agent_id']}/commands",
+        polled = HTTP.get(f"{gw}/api/v1/agents/{reg['agent_id']}/commands",
                            headers={"Authorization": f"Bearer {reg['access_token']}", "X-Machine-ID": "m-installed"})
         assert [c["id"] for c in polled.json()["commands"]] == [cmd.json()["id"]], json.dumps(polled.json())
+        # The console's templates and static files came with the wheel.
+        page = HTTP.get(f"{gw}/console/sign-in")
+        assert page.status_code == 200 and "admin_token" in page.text
+        assert HTTP.get(f"{gw}/console/static/console.js").status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
