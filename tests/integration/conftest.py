@@ -17,7 +17,7 @@ import pytest
 from fleetline.pgembed import EmbeddedPostgres, free_port
 from fleetline.keys_cmd import make_command_keys
 from services.auth.keys import write_private_key
-from tests.integration.support import Databases, ServiceProcess, wait_until
+from tests.integration.support import HTTP, Databases, ServiceProcess, wait_until
 
 ADMIN_TOKEN = "test-admin-token-" + os.urandom(16).hex()
 
@@ -156,7 +156,7 @@ def redis_url():
 
 
 def create_registration_token(base_url: str, max_uses: int = 1, **extra) -> dict:
-    resp = httpx.post(f"{base_url}/api/v1/admin/registration-tokens",
+    resp = HTTP.post(f"{base_url}/api/v1/admin/registration-tokens",
                       json={"max_uses": max_uses, **extra},
                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert resp.status_code == 201, resp.text
@@ -164,7 +164,7 @@ def create_registration_token(base_url: str, max_uses: int = 1, **extra) -> dict
 
 
 def register(base_url: str, token: str, machine_id: str, hostname: str = "web-01") -> httpx.Response:
-    return httpx.post(f"{base_url}/api/v1/agents/register",
+    return HTTP.post(f"{base_url}/api/v1/agents/register",
                       json={"registration_token": token, "machine_id": machine_id,
                             "hostname": hostname, "os": "linux", "arch": "x86_64",
                             "agent_version": "1.0.0", "labels": {"env": "test"}})

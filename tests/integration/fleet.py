@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import httpx
 
 from tests.integration.conftest import ADMIN_TOKEN
-from tests.integration.support import held_polls, wait_until
+from tests.integration.support import HTTP, held_polls, wait_until
 
 _machines = itertools.count()
 
@@ -34,9 +34,9 @@ class Fleet:
 
     def register(self, machine_id: str | None = None, labels: dict | None = None) -> Agent:
         machine_id = machine_id or f"machine-{next(_machines)}"
-        tok = httpx.post(f"{self.auth_url}/api/v1/admin/registration-tokens", json={"max_uses": 1},
+        tok = HTTP.post(f"{self.auth_url}/api/v1/admin/registration-tokens", json={"max_uses": 1},
                          headers=self.admin).json()
-        resp = httpx.post(f"{self.auth_url}/api/v1/agents/register",
+        resp = HTTP.post(f"{self.auth_url}/api/v1/agents/register",
                           json={"registration_token": tok["token"], "machine_id": machine_id,
                                 "hostname": f"host-{machine_id}", "labels": labels or {}})
         assert resp.status_code == 201, resp.text
@@ -46,36 +46,36 @@ class Fleet:
     def queue(self, agent: Agent, expect: int = 201, **fields) -> dict:
         body = {"agent_id": agent.agent_id, "type": "ping"}
         body.update(fields)
-        resp = httpx.post(f"{self.dispatch_url}/api/v1/admin/commands", json=body, headers=self.admin)
+        resp = HTTP.post(f"{self.dispatch_url}/api/v1/admin/commands", json=body, headers=self.admin)
         assert resp.status_code == expect, resp.text
         return resp.json()
 
     def poll(self, agent: Agent, limit: int = 10, wait: int = 0, expect: int = 200,
              path_agent: str | None = None) -> dict:
-        resp = httpx.get(f"{self.dispatch_url}/api/v1/agents/{path_agent or agent.agent_id}/commands",
+        resp = HTTP.get(f"{self.dispatch_url}/api/v1/agents/{path_agent or agent.agent_id}/commands",
                          params={"limit": limit, "wait": wait}, headers=agent.headers, timeout=90)
         assert resp.status_code == expect, resp.text
         return resp.json()
 
     def ack(self, agent: Agent, command_id: str) -> httpx.Response:
-        return httpx.post(f"{self.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{command_id}/ack",
+        return HTTP.post(f"{self.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{command_id}/ack",
                           headers=agent.headers)
 
     def result(self, agent: Agent, command_id: str, status: str = "succeeded",
                exit_code: int = 0, output: str = "ok") -> httpx.Response:
-        return httpx.post(
+        return HTTP.post(
             f"{self.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{command_id}/result",
             headers=agent.headers,
             json={"status": status, "exit_code": exit_code, "output": output,
                   "started_at": "2026-11-27T10:00:00Z", "finished_at": "2026-11-27T10:00:01Z"})
 
     def command(self, command_id: str) -> dict:
-        resp = httpx.get(f"{self.dispatch_url}/api/v1/admin/commands/{command_id}", headers=self.admin)
+        resp = HTTP.get(f"{self.dispatch_url}/api/v1/admin/commands/{command_id}", headers=self.admin)
         assert resp.status_code == 200, resp.text
         return resp.json()
 
     def admin_call(self, method: str, path: str, expect: int = 200, **kw) -> dict:
-        resp = httpx.request(method, f"{self.dispatch_url}/api/v1/admin{path}", headers=self.admin,
+        resp = HTTP.request(method, f"{self.dispatch_url}/api/v1/admin{path}", headers=self.admin,
                              timeout=60, **kw)
         assert resp.status_code == expect, resp.text
         return resp.json()
@@ -91,7 +91,7 @@ class Fleet:
         return self.admin_call("GET", f"/jobs/{job_id}/targets", params=params)["targets"]
 
     def cancel(self, command_id: str) -> httpx.Response:
-        return httpx.post(f"{self.dispatch_url}/api/v1/admin/commands/{command_id}/cancel",
+        return HTTP.post(f"{self.dispatch_url}/api/v1/admin/commands/{command_id}/cancel",
                           headers=self.admin)
 
     def hold(self, agent: Agent, wait: int = 30, expect: int = 200) -> "HeldPoll":

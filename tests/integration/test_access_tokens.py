@@ -5,7 +5,6 @@ import base64
 import json
 import time
 
-import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -15,6 +14,7 @@ from starlette.requests import Request
 from services.common.errors import ApiError
 from services.common.tokens import AccessTokenVerifier, KeySet, machine_hash
 from tests.integration.conftest import create_registration_token, register
+from tests.integration.support import HTTP
 
 
 def _request(token: str, machine: str | None) -> Request:
@@ -47,7 +47,7 @@ def _outcome(verifier, token, machine="m-tok"):
 
 def test_jwks_and_token_shape(issued):
     auth, reg, verifier = issued
-    jwks = httpx.get(f"{auth.url}/.well-known/jwks.json").json()
+    jwks = HTTP.get(f"{auth.url}/.well-known/jwks.json").json()
     (key,) = jwks["keys"]
     assert (key["kty"], key["crv"]) == ("OKP", "Ed25519") and key["kid"]
     header = jwt.get_unverified_header(reg["access_token"])
@@ -63,7 +63,7 @@ def test_forged_and_foreign_tokens_are_refused(issued):
     auth, reg, verifier = issued
     good = jwt.decode(reg["access_token"], options={"verify_signature": False})
     kid = jwt.get_unverified_header(reg["access_token"])["kid"]
-    jwk = httpx.get(f"{auth.url}/.well-known/jwks.json").json()["keys"][0]
+    jwk = HTTP.get(f"{auth.url}/.well-known/jwks.json").json()["keys"][0]
     public_raw = base64.urlsafe_b64decode(jwk["x"] + "==")
     stranger = Ed25519PrivateKey.generate()
 

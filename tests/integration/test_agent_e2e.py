@@ -9,13 +9,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
 from fleetline.pgembed import free_port
-from tests.integration.support import ROOT, ServiceProcess, wait_until
+from tests.integration.support import HTTP, ROOT, ServiceProcess, wait_until
 
 FAST = {"FLEETLINE_POLL_INTERVAL_S": "1", "FLEETLINE_RAPID_POLL_INTERVAL_S": "1",
         "FLEETLINE_REAPER_INTERVAL_S": "0.5"}
@@ -57,13 +56,13 @@ def fleet_stack(start_service, start_gateway, tmp_path):
             return json.loads((tmp_path / name / "state.json").read_text())["agent_id"]
 
         def queue(self, agent_id, ctype, **fields) -> dict:
-            r = httpx.post(f"{gw.url}/api/v1/admin/commands", headers=ADMIN,
+            r = HTTP.post(f"{gw.url}/api/v1/admin/commands", headers=ADMIN,
                            json={"agent_id": agent_id, "type": ctype, **fields})
             assert r.status_code == 201, r.text
             return r.json()
 
         def command(self, cid) -> dict:
-            return httpx.get(f"{gw.url}/api/v1/admin/commands/{cid}", headers=ADMIN).json()
+            return HTTP.get(f"{gw.url}/api/v1/admin/commands/{cid}", headers=ADMIN).json()
 
         def wait_status(self, cid, statuses, timeout=30) -> dict:
             return wait_until(lambda: (c := self.command(cid))["status"] in statuses and c, timeout, 0.1,
@@ -119,7 +118,7 @@ def test_a_redelivered_command_runs_exactly_once(fleet_stack, tmp_path):
     # The agent's previous life: it polled with its own credentials, journaled the command
     # as received and was SIGKILLed before its ack, so the 1 s lease runs out unacked.
     state = json.loads((tmp_path / "a1" / "state.json").read_text())
-    first = httpx.get(f"{fleet_stack.url}/api/v1/agents/{agent_id}/commands",
+    first = HTTP.get(f"{fleet_stack.url}/api/v1/agents/{agent_id}/commands",
                       headers={"Authorization": f"Bearer {state['access_token']}", "X-Machine-ID": "machine-a1"})
     assert [c["id"] for c in first.json()["commands"]] == [once["id"]]
     with sqlite3.connect(tmp_path / "a1" / "journal.sqlite3") as db:
@@ -175,7 +174,7 @@ def test_a_revoked_agent_exits_non_zero_with_one_clear_line(fleet_stack):
     agent = fleet_stack.agent()
     agent_id = fleet_stack.agent_id()
     agent.wait_log("agent_started")
-    assert httpx.delete(f"{fleet_stack.url}/api/v1/admin/agents/{agent_id}", headers=ADMIN).status_code == 204
+    assert HTTP.delete(f"{fleet_stack.url}/api/v1/admin/agents/{agent_id}", headers=ADMIN).status_code == 204
     assert agent.proc.wait(30) == 1
     errors = [line for line in agent.log().splitlines() if line.startswith("[ERROR]")]
     assert len(errors) == 1 and "revoked" in errors[0]
@@ -241,7 +240,7 @@ def test_a_refused_refresh_token_leads_to_registering_again_as_the_same_agent(fl
     fleet_stack.wait_status(cmd["id"], {"succeeded"})
     log = agent.log().split("agent_started")[-1]
     assert "refresh_refused" in log and f"agent_registered agent_id={agent_id}" in log
-    tokens = httpx.get(f"{fleet_stack.url}/api/v1/admin/registration-tokens", headers=ADMIN).json()["tokens"]
+    tokens = HTTP.get(f"{fleet_stack.url}/api/v1/admin/registration-tokens", headers=ADMIN).json()["tokens"]
     assert [t["uses"] for t in tokens if t["id"] == token["id"]] == [1]  # same machine: no new use
 
 
@@ -275,7 +274,7 @@ def test_max_parallel_bounds_what_is_claimed_and_run_at_once(fleet_stack, tmp_pa
     running_max = 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # one listing is one statement: a consistent sample
-        listed = httpx.get(f"{fleet_stack.url}/api/v1/admin/commands", params={"agent_id": agent_id},
+        listed = HTTP.get(f"{fleet_stack.url}/api/v1/admin/commands", params={"agent_id": agent_id},
                            headers=ADMIN).json()["commands"]
         states = [c["status"] for c in listed]
         running_max = max(running_max, sum(s in ("sent", "running") for s in states))
@@ -384,7 +383,7 @@ def test_a_stolen_refresh_token_stops_working_at_the_real_agents_next_renewal(fl
     stolen = json.loads((tmp_path / "a1" / "state.json").read_text())["refresh_token"]
 
     def renew(refresh):
-        return httpx.post(f"{fleet_stack.url}/api/v1/agents/renew", headers={"X-Machine-ID": "machine-a1"},
+        return HTTP.post(f"{fleet_stack.url}/api/v1/agents/renew", headers={"X-Machine-ID": "machine-a1"},
                           json={"agent_id": agent_id, "refresh_token": refresh})
 
     # The thief renews with the copy, and again with what it got: the agent's token is now

@@ -14,7 +14,7 @@ from fleetline.pgembed import free_port
 from fleetline.signing import load_private
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
-from tests.integration.support import ROOT, wait_until
+from tests.integration.support import HTTP, ROOT, wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -55,12 +55,12 @@ def hostile(start_service, start_gateway, tmp_path, key_dir):
             return a, agent_id
 
         def queue(self, agent_id, **fields) -> dict:
-            r = httpx.post(f"{gw.url}/api/v1/admin/commands", headers=ADMIN, json={"agent_id": agent_id, **fields})
+            r = HTTP.post(f"{gw.url}/api/v1/admin/commands", headers=ADMIN, json={"agent_id": agent_id, **fields})
             assert r.status_code == 201, r.text
             return r.json()
 
         def final(self, cid) -> dict:
-            return wait_until(lambda: (c := httpx.get(f"{gw.url}/api/v1/admin/commands/{cid}", headers=ADMIN)
+            return wait_until(lambda: (c := HTTP.get(f"{gw.url}/api/v1/admin/commands/{cid}", headers=ADMIN)
                                        .json())["status"] not in ("pending", "sent", "running") and c,
                               30, 0.1, "the command to end")
 
@@ -73,7 +73,7 @@ def hostile(start_service, start_gateway, tmp_path, key_dir):
 
 def _up(url):
     try:
-        httpx.get(url + "/healthz", timeout=1)
+        HTTP.get(url + "/healthz", timeout=1)
         return True
     except httpx.HTTPError:
         return False
@@ -96,10 +96,10 @@ def test_only_what_was_signed_for_this_agent_ever_runs(hostile, tmp_path):
 
     # Another agent's real signature put on this agent's command.
     other_token = create_registration_token(hostile.direct)["token"]
-    other = httpx.post(f"{hostile.direct}/api/v1/agents/register",
+    other = HTTP.post(f"{hostile.direct}/api/v1/agents/register",
                        json={"registration_token": other_token, "machine_id": "m-other", "hostname": "h"}).json()
     hostile.queue(other["agent_id"], **_shell(tmp_path / "other"))
-    theirs = httpx.get(f"{hostile.direct}/api/v1/agents/{other['agent_id']}/commands",
+    theirs = HTTP.get(f"{hostile.direct}/api/v1/agents/{other['agent_id']}/commands",
                        headers={"Authorization": f"Bearer {other['access_token']}", "X-Machine-ID": "m-other"}
                        ).json()["commands"][0]
     hostile.write("replay.json", theirs["signed"])
@@ -121,7 +121,7 @@ def test_only_what_was_signed_for_this_agent_ever_runs(hostile, tmp_path):
 
 def test_an_older_keyset_is_refused(hostile, tmp_path, key_dir):
     root, online = load_private(str(key_dir / "root.key")), public_key_of(str(key_dir / "online.key"))
-    put = httpx.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=keyset(root, [online], 2, 30))
+    put = HTTP.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=keyset(root, [online], 2, 30))
     assert put.status_code == 200
     agent, agent_id = hostile.agent()  # registers with version 2
     hostile.write("keyset.json", keyset(root, [online, public_key_of(str(key_dir / "signing.pem"))], 1, 30))
@@ -150,7 +150,7 @@ def test_rotating_the_online_key_under_a_running_agent_rejects_nothing(hostile, 
     new_key = tmp_path / "online-2.key"
     write_key(new_key)
     v2 = keyset(root, [old, public_key_of(str(new_key))], 2, 30)
-    assert httpx.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=v2).status_code == 200
+    assert HTTP.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=v2).status_code == 200
     # 2. Dispatch restarts signing with it, on the same address.
     port = int(hostile.dispatch_url.rsplit(":", 1)[1])
     hostile.stop_dispatch()

@@ -1,10 +1,10 @@
 """Bad input on every auth endpoint: a JSON 4xx naming the field, and nothing changed."""
 
-import httpx
 import pytest
 
 from tests.integration.conftest import create_registration_token, register
 from tests.integration.dbstate import snapshot
+from tests.integration.support import HTTP
 
 BIG = "x" * (512 * 1024)  # far over every field's limit, under the 1 MiB body limit
 JUNK = "\ud800\u0000\U0001f600"
@@ -44,7 +44,7 @@ def test_register_rejects_bad_fields_and_changes_nothing(world, sql):
         body = {**_good_register(tok), **patch}
         if "registration_token" not in patch and field == "registration_token":
             body.pop("registration_token")
-        resp = httpx.post(f"{auth.url}/api/v1/agents/register", json=body, timeout=30)
+        resp = HTTP.post(f"{auth.url}/api/v1/agents/register", json=body, timeout=30)
         assert resp.status_code == 400, (patch, resp.text)
         assert resp.json()["error"] == "invalid_request"
         assert resp.json()["field"] == field, patch
@@ -59,7 +59,7 @@ def test_non_json_bodies_are_invalid_request_everywhere(world, sql, admin_header
     for path, headers in [("/api/v1/agents/register", {}),
                           ("/api/v1/agents/renew", {"X-Machine-ID": "m-bad"}),
                           ("/api/v1/admin/registration-tokens", admin_headers)]:
-        resp = httpx.post(auth.url + path, content=raw,
+        resp = HTTP.post(auth.url + path, content=raw,
                           headers={**headers, "Content-Type": "application/json"})
         assert resp.status_code == 400, (path, raw[:20], resp.text)
         assert resp.json()["error"] == "invalid_request"
@@ -70,7 +70,7 @@ def test_lone_surrogate_in_json_escape_is_refused(world, sql):
     auth, tok, _ = world
     before = snapshot(sql)
     raw = ('{"registration_token": "%s", "machine_id": "\\ud800", "hostname": "h"}' % tok["token"])
-    resp = httpx.post(f"{auth.url}/api/v1/agents/register", content=raw.encode())
+    resp = HTTP.post(f"{auth.url}/api/v1/agents/register", content=raw.encode())
     assert (resp.status_code, resp.json().get("field")) == (400, "machine_id")
     assert snapshot(sql) == before
 
@@ -93,7 +93,7 @@ def test_renew_and_admin_bad_fields(world, sql, admin_headers):
         ("/api/v1/admin/registration-tokens", {"note": {"a": 1}}, "note"),
     ]
     for path, body, field in cases:
-        resp = httpx.post(auth.url + path, json=body, timeout=30,
+        resp = HTTP.post(auth.url + path, json=body, timeout=30,
                           headers={**admin_headers, "X-Machine-ID": "m-bad"})
         assert resp.status_code == 400, (path, body if len(str(body)) < 200 else field, resp.text)
         assert resp.json()["field"] == field
@@ -116,7 +116,7 @@ def test_unknown_paths_methods_and_ids_are_json(world, admin_headers, sql):
         ("POST", "/api/v1/admin/registration-tokens", {"Authorization": "Bearer \u00e9".encode("latin-1")}, 401, "invalid_token"),
     ]
     for method, path, headers, status, code in checks:
-        resp = httpx.request(method, auth.url + path, headers=headers, json={})
+        resp = HTTP.request(method, auth.url + path, headers=headers, json={})
         assert (resp.status_code, resp.json()["error"]) == (status, code), (method, path)
         assert resp.headers["x-request-id"]
     assert snapshot(sql) == before

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import create_registration_token, register
+from tests.integration.support import HTTP
 
 
 def _body(token: str, machine_id: str) -> dict:
@@ -54,7 +55,7 @@ def test_repeated_registration_from_one_machine_is_one_agent(auth, sql):
     # Exactly one of the twenty refresh tokens still renews: the newest.
     agent_id = agent_ids.pop()
     renewals = [
-        httpx.post(f"{auth.url}/api/v1/agents/renew", headers={"X-Machine-ID": "same-machine"},
+        HTTP.post(f"{auth.url}/api/v1/agents/renew", headers={"X-Machine-ID": "same-machine"},
                    json={"agent_id": agent_id, "refresh_token": r.json()["refresh_token"]})
         for r in responses
     ]
@@ -67,7 +68,7 @@ def test_retry_after_lost_response_returns_same_agent_and_revokes_old_refresh(au
     second = register(auth.url, tok["token"], "m-lost").json()
     assert first["agent_id"] == second["agent_id"]
     assert first["refresh_token"] != second["refresh_token"]
-    old = httpx.post(f"{auth.url}/api/v1/agents/renew", headers={"X-Machine-ID": "m-lost"},
+    old = HTTP.post(f"{auth.url}/api/v1/agents/renew", headers={"X-Machine-ID": "m-lost"},
                      json={"agent_id": first["agent_id"], "refresh_token": first["refresh_token"]})
     assert old.status_code == 401
 
@@ -90,7 +91,7 @@ def test_machine_held_by_another_tokens_agent_is_conflict_until_revoked(auth, ad
     assert resp.json()["error"] == "conflict"
     assert sql.execute("SELECT uses FROM registration_tokens WHERE id = %s", (t2["id"],)).fetchone()[0] == 0
 
-    assert httpx.delete(f"{auth.url}/api/v1/admin/agents/{first['agent_id']}",
+    assert HTTP.delete(f"{auth.url}/api/v1/admin/agents/{first['agent_id']}",
                         headers=admin_headers).status_code == 204
     again = register(auth.url, t2["token"], "shared-machine")
     assert again.status_code == 201
@@ -101,7 +102,7 @@ def test_machine_held_by_another_tokens_agent_is_conflict_until_revoked(auth, ad
 def test_revoked_or_expired_token_registers_nobody(auth, admin_headers, sql, change):
     tok = create_registration_token(auth.url, max_uses=5)
     if change == "revoked":
-        assert httpx.delete(f"{auth.url}/api/v1/admin/registration-tokens/{tok['id']}",
+        assert HTTP.delete(f"{auth.url}/api/v1/admin/registration-tokens/{tok['id']}",
                             headers=admin_headers).status_code == 204
     else:
         sql.execute("UPDATE registration_tokens SET expires_at = now() - interval '1 s'")

@@ -6,10 +6,11 @@ import asyncio
 import httpx
 
 from tests.integration.conftest import create_registration_token, register
+from tests.integration.support import HTTP
 
 
 def _renew(url, agent_id, refresh, machine="m-renew"):
-    return httpx.post(f"{url}/api/v1/agents/renew", headers={"X-Machine-ID": machine},
+    return HTTP.post(f"{url}/api/v1/agents/renew", headers={"X-Machine-ID": machine},
                       json={"agent_id": agent_id, "refresh_token": refresh})
 
 
@@ -106,7 +107,7 @@ def test_renewal_refusals(auth, admin_headers, sql):
         ({"agent_id": reg["agent_id"], "refresh_token": reg["refresh_token"]}, "", 403, "machine_mismatch"),
     ]
     for body, machine, status, code in cases:
-        resp = httpx.post(f"{auth.url}/api/v1/agents/renew", json=body,
+        resp = HTTP.post(f"{auth.url}/api/v1/agents/renew", json=body,
                           headers={"X-Machine-ID": machine} if machine else {})
         assert (resp.status_code, resp.json()["error"]) == (status, code), body
     assert _live(sql, reg["agent_id"]) == 1  # refusals consumed nothing
@@ -115,7 +116,7 @@ def test_renewal_refusals(auth, admin_headers, sql):
                 (reg["agent_id"],))
     assert _renew(auth.url, reg["agent_id"], reg["refresh_token"]).json()["error"] == "invalid_token"
 
-    assert httpx.delete(f"{auth.url}/api/v1/admin/agents/{other['agent_id']}",
+    assert HTTP.delete(f"{auth.url}/api/v1/admin/agents/{other['agent_id']}",
                         headers=admin_headers).status_code == 204
     resp = _renew(auth.url, other["agent_id"], other["refresh_token"], "m-other")
     assert (resp.status_code, resp.json()["error"]) == (403, "agent_revoked")

@@ -1,9 +1,9 @@
 """Who may poll, ack and report: the codes of API.md, and nothing claimed when refused."""
 
-import httpx
 import jwt
 
 from tests.integration.fleet import Agent
+from tests.integration.support import HTTP
 
 
 def _deliveries(sql):
@@ -22,10 +22,10 @@ def test_refused_callers_claim_nothing(fleet, auth, sql):
         ("no machine", {"Authorization": me.headers["Authorization"]}, 403, "machine_mismatch"),
     ]
     for name, headers, status, code in cases:
-        resp = httpx.get(url, headers=headers)
+        resp = HTTP.get(url, headers=headers)
         assert (resp.status_code, resp.json()["error"]) == (status, code), name
         for action in ("ack", "result"):
-            r = httpx.post(f"{url}/{cmd['id']}/{action}", headers=headers, json={"status": "succeeded"})
+            r = HTTP.post(f"{url}/{cmd['id']}/{action}", headers=headers, json={"status": "succeeded"})
             assert (r.status_code, r.json()["error"]) == (status, code), (name, action)
     assert _deliveries(sql) == 0
     # The other agent may not touch my command through its own path either.
@@ -40,7 +40,7 @@ def test_revoked_agent_is_refused_everywhere_with_a_live_access_token(fleet, aut
     cmd = fleet.queue(agent)
     fleet.poll(agent)
     second = fleet.queue(agent)
-    assert httpx.delete(f"{auth.url}/api/v1/admin/agents/{agent.agent_id}",
+    assert HTTP.delete(f"{auth.url}/api/v1/admin/agents/{agent.agent_id}",
                         headers=fleet.admin).status_code == 204
     before = _deliveries(sql)
     body = fleet.poll(agent, expect=403)
@@ -59,7 +59,7 @@ def test_token_for_an_agent_that_does_not_exist_is_invalid(fleet, key_dir):
     ghost = "00000000-0000-0000-0000-0000000000aa"
     token, _ = signer.access_token(ghost, "m-ghost")
     assert jwt.get_unverified_header(token)["kid"]
-    resp = httpx.get(f"{fleet.dispatch_url}/api/v1/agents/{ghost}/commands",
+    resp = HTTP.get(f"{fleet.dispatch_url}/api/v1/agents/{ghost}/commands",
                      headers={"Authorization": f"Bearer {token}", "X-Machine-ID": "m-ghost"})
     assert (resp.status_code, resp.json()["error"]) == (401, "invalid_token")
 
@@ -69,5 +69,5 @@ def test_unknown_command_and_malformed_ids_are_not_found(fleet):
     for cid in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
         for resp in (fleet.ack(agent, cid), fleet.result(agent, cid)):
             assert (resp.status_code, resp.json()["error"]) == (404, "not_found")
-    resp = httpx.get(f"{fleet.dispatch_url}/api/v1/agents/not-a-uuid/commands", headers=agent.headers)
+    resp = HTTP.get(f"{fleet.dispatch_url}/api/v1/agents/not-a-uuid/commands", headers=agent.headers)
     assert (resp.status_code, resp.json()["error"]) == (403, "agent_mismatch")

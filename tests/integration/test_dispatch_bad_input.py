@@ -1,8 +1,8 @@
 """Bad input on every dispatch endpoint: JSON 400/404 naming the field, nothing changed."""
 
-import httpx
 
 from tests.integration.dbstate import snapshot
+from tests.integration.support import HTTP
 
 BIG = "x" * (512 * 1024)  # far over every field's limit, under the 1 MiB body limit
 
@@ -15,7 +15,7 @@ def test_poll_query_and_result_body_errors(fleet, sql):
     for params, field in [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"limit": "ten"}, "limit"),
                           ({"limit": "1e3"}, "limit"), ({"wait": 61}, "wait"), ({"wait": -1}, "wait"),
                           ({"wait": "9" * 40}, "wait")]:
-        resp = httpx.get(url, params=params, headers=agent.headers)
+        resp = HTTP.get(url, params=params, headers=agent.headers)
         assert (resp.status_code, resp.json()["error"], resp.json()["field"]) == (400, "invalid_request", field)
     result_url = f"{url}/{cmd['id']}/result"
     cases = [
@@ -31,11 +31,11 @@ def test_poll_query_and_result_body_errors(fleet, sql):
         ({"status": "succeeded", "finished_at": 12}, "finished_at"),
     ]
     for body, field in cases:
-        resp = httpx.post(result_url, json=body, headers=agent.headers, timeout=30)
+        resp = HTTP.post(result_url, json=body, headers=agent.headers, timeout=30)
         assert resp.status_code == 400, (field, resp.text[:200])
         assert resp.json()["field"] == field
     for raw in (b"", b"nope", b"[]", b"\xff"):
-        resp = httpx.post(result_url, content=raw, headers=agent.headers)
+        resp = HTTP.post(result_url, content=raw, headers=agent.headers)
         assert (resp.status_code, resp.json()["error"]) == (400, "invalid_request")
     assert snapshot(sql) == before
 
@@ -59,19 +59,19 @@ def test_admin_create_and_list_errors(fleet, sql):
         ({**good, "idempotency_key": ""}, "idempotency_key"), ({**good, "idempotency_key": 7}, "idempotency_key"),
     ]
     for body, field in cases:
-        resp = httpx.post(f"{fleet.dispatch_url}/api/v1/admin/commands", json=body, headers=fleet.admin)
+        resp = HTTP.post(f"{fleet.dispatch_url}/api/v1/admin/commands", json=body, headers=fleet.admin)
         assert resp.status_code == 400, (body, resp.text[:200])
         assert resp.json()["field"] == field, body
     for params, field in [({"agent_id": "x"}, "agent_id"), ({"status": "done"}, "status"),
                           ({"limit": 0}, "limit"), ({"before": "!!"}, "before"),
                           ({"before": "bm9wZQ"}, "before")]:
-        resp = httpx.get(f"{fleet.dispatch_url}/api/v1/admin/commands", params=params, headers=fleet.admin)
+        resp = HTTP.get(f"{fleet.dispatch_url}/api/v1/admin/commands", params=params, headers=fleet.admin)
         assert (resp.status_code, resp.json()["field"]) == (400, field), params
     for method, path in [("GET", "/api/v1/admin/commands/nope"), ("POST", "/api/v1/admin/commands/nope/cancel"),
                          ("GET", "/api/v1/admin/commands/00000000-0000-0000-0000-000000000000")]:
-        resp = httpx.request(method, fleet.dispatch_url + path, headers=fleet.admin)
+        resp = HTTP.request(method, fleet.dispatch_url + path, headers=fleet.admin)
         assert (resp.status_code, resp.json()["error"]) == (404, "not_found")
-    resp = httpx.get(f"{fleet.dispatch_url}/api/v1/admin/commands")
+    resp = HTTP.get(f"{fleet.dispatch_url}/api/v1/admin/commands")
     assert (resp.status_code, resp.json()["error"]) == (401, "invalid_token")
     assert snapshot(sql) == before
 
@@ -80,6 +80,6 @@ def test_a_body_over_the_limit_is_413_even_sent_to_the_service_directly(fleet, s
     agent = fleet.register()
     before = snapshot(sql)
     body = {"agent_id": agent.agent_id, "type": "ping", "params": {"x": "y" * (1024 * 1024)}}
-    resp = httpx.post(f"{fleet.dispatch_url}/api/v1/admin/commands", json=body, headers=fleet.admin, timeout=30)
+    resp = HTTP.post(f"{fleet.dispatch_url}/api/v1/admin/commands", json=body, headers=fleet.admin, timeout=30)
     assert (resp.status_code, resp.json()["error"]) == (413, "payload_too_large")
     assert snapshot(sql) == before

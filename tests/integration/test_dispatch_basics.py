@@ -1,6 +1,6 @@
 """The poll, ack and result as API.md specifies them, one request at a time."""
 
-import httpx
+from tests.integration.support import HTTP
 
 
 def test_queue_poll_ack_result_roundtrip(fleet, sql):
@@ -77,24 +77,24 @@ def test_admin_list_pages_newest_first_with_filters(fleet):
     seen, cursor = [], None
     while True:
         params = {"agent_id": agent.agent_id, "limit": 2, **({"before": cursor} if cursor else {})}
-        page = httpx.get(f"{fleet.dispatch_url}/api/v1/admin/commands", params=params,
+        page = HTTP.get(f"{fleet.dispatch_url}/api/v1/admin/commands", params=params,
                          headers=fleet.admin).json()
         seen += [c["id"] for c in page["commands"]]
         cursor = page["next"]
         if cursor is None:
             break
     assert seen == ids[::-1]
-    pending = httpx.get(f"{fleet.dispatch_url}/api/v1/admin/commands", params={"status": "pending"},
+    pending = HTTP.get(f"{fleet.dispatch_url}/api/v1/admin/commands", params={"status": "pending"},
                         headers=fleet.admin).json()
     assert len(pending["commands"]) == 6 and pending["next"] is None
 
 
 def test_unknown_and_revoked_agents_for_create(fleet, auth):
     agent = fleet.register()
-    resp = httpx.post(f"{fleet.dispatch_url}/api/v1/admin/commands", headers=fleet.admin,
+    resp = HTTP.post(f"{fleet.dispatch_url}/api/v1/admin/commands", headers=fleet.admin,
                       json={"agent_id": "00000000-0000-0000-0000-000000000000", "type": "ping"})
     assert (resp.status_code, resp.json()["error"]) == (404, "not_found")
-    httpx.delete(f"{auth.url}/api/v1/admin/agents/{agent.agent_id}", headers=fleet.admin)
-    resp = httpx.post(f"{fleet.dispatch_url}/api/v1/admin/commands", headers=fleet.admin,
+    HTTP.delete(f"{auth.url}/api/v1/admin/agents/{agent.agent_id}", headers=fleet.admin)
+    resp = HTTP.post(f"{fleet.dispatch_url}/api/v1/admin/commands", headers=fleet.admin,
                       json={"agent_id": agent.agent_id, "type": "ping"})
     assert (resp.status_code, resp.json()["error"]) == (409, "conflict")

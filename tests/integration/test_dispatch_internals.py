@@ -3,9 +3,8 @@
 import re
 import time
 
-import httpx
 
-from tests.integration.support import wait_until
+from tests.integration.support import HTTP, wait_until
 
 # Counts UPDATE *statements* on agents (not rows): a trigger sees every one at once,
 # where pg_stat counters lag behind.
@@ -53,6 +52,6 @@ def test_metrics_count_the_requests_served(fleet):
     agent = fleet.register()
     fleet.poll(agent)
     fleet.poll(agent)
-    text = httpx.get(f"{fleet.dispatch_url}/metrics").text
+    text = HTTP.get(f"{fleet.dispatch_url}/metrics").text
     match = re.search(r'fleetline_http_requests_total\{endpoint="poll",service="dispatch",status="200"\} (\S+)', text)
     assert match and float(match.group(1)) >= 2, text

@@ -1,8 +1,8 @@
 """agent_checkin: keyed by the verified token's agent, shared by replicas through Redis."""
 
-import httpx
 
 from tests.integration.fleet import Fleet
+from tests.integration.support import HTTP
 
 
 def test_checkin_limit_headers_and_path_cannot_bypass(start_dispatch, auth):
@@ -10,17 +10,17 @@ def test_checkin_limit_headers_and_path_cannot_bypass(start_dispatch, auth):
     fleet = Fleet(auth.url, svc.url)
     agent, other = fleet.register(), fleet.register()
     url = f"{svc.url}/api/v1/agents/{agent.agent_id}/commands"
-    ok = [httpx.get(url, headers=agent.headers) for _ in range(3)]
+    ok = [HTTP.get(url, headers=agent.headers) for _ in range(3)]
     assert [r.status_code for r in ok] == [200, 200, 200]
     assert [r.headers["X-RateLimit-Remaining"] for r in ok] == ["2", "1", "0"]
     assert ok[0].headers["X-RateLimit-Limit"] == "3" and int(ok[0].headers["X-RateLimit-Reset"]) > 0
-    limited = httpx.get(url, headers=agent.headers)
+    limited = HTTP.get(url, headers=agent.headers)
     assert (limited.status_code, limited.json()["error"]) == (429, "rate_limited")
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     # Another path id does not reset the count: it is refused before anything else.
-    bypass = httpx.get(f"{svc.url}/api/v1/agents/{other.agent_id}/commands", headers=agent.headers)
+    bypass = HTTP.get(f"{svc.url}/api/v1/agents/{other.agent_id}/commands", headers=agent.headers)
     assert bypass.status_code == 403
-    assert httpx.get(url, headers=agent.headers).status_code == 429
+    assert HTTP.get(url, headers=agent.headers).status_code == 429
     # Other agents have their own allowance.
     assert fleet.poll(other)["commands"] == []
 
@@ -32,7 +32,7 @@ def test_checkin_limit_holds_across_two_dispatch_processes(start_dispatch, auth,
     codes = []
     for i in range(12):
         svc = a if i % 2 == 0 else b
-        resp = httpx.get(f"{svc.url}/api/v1/agents/{agent.agent_id}/commands", headers=agent.headers)
+        resp = HTTP.get(f"{svc.url}/api/v1/agents/{agent.agent_id}/commands", headers=agent.headers)
         codes.append(resp.status_code)
     assert codes.count(200) == 5 and codes.count(429) == 7
     assert codes[:5] == [200] * 5

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.integration.launch import read_ready_line
-from tests.integration.support import ROOT, wait_until
+from tests.integration.launch import read_ready_line, stop_launcher
+from tests.integration.support import HTTP, ROOT, wait_until
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
 UNLIMITED = {f"FLEETLINE_{name}_RATE_LIMIT": "1000000/minute"
@@ -76,7 +76,7 @@ def _pid_of(launcher: psutil.Process, part: str, dispatch_urls: list[str]) -> in
 
 def _serves(gateway: str, admin: dict) -> bool:
     try:
-        return all(httpx.get(gateway + path, headers=admin, timeout=2).status_code == 200
+        return all(HTTP.get(gateway + path, headers=admin, timeout=2).status_code == 200
                    for path in ("/api/v1/admin/agents", "/api/v1/admin/commands?limit=1"))
     except httpx.HTTPError:
         return False
@@ -84,7 +84,7 @@ def _serves(gateway: str, admin: dict) -> bool:
 
 def _status(gateway: str, admin: dict, command_id: str) -> str | None:
     try:
-        return httpx.get(f"{gateway}/api/v1/admin/commands/{command_id}", headers=admin, timeout=5).json()["status"]
+        return HTTP.get(f"{gateway}/api/v1/admin/commands/{command_id}", headers=admin, timeout=5).json()["status"]
     except (httpx.HTTPError, ValueError, KeyError):
         return None
 
@@ -118,7 +118,7 @@ def test_sigkill_of_each_part_loses_no_command_and_runs_none_twice(tmp_path, red
         fields = read_ready_line(proc)
         gw = fields["gateway"]
         admin = {"Authorization": f"Bearer {(data_dir / 'admin-token').read_text().strip()}"}
-        agents = wait_until(lambda: (a := httpx.get(f"{gw}/api/v1/admin/agents", headers=admin).json()["agents"])
+        agents = wait_until(lambda: (a := HTTP.get(f"{gw}/api/v1/admin/agents", headers=admin).json()["agents"])
                             and len(a) == AGENTS and a, 60, 0.2, "the demo agents")
         feeder = Feeder(gw, admin, [a["id"] for a in agents])
         feeder.start()
@@ -144,7 +144,7 @@ def test_sigkill_of_each_part_loses_no_command_and_runs_none_twice(tmp_path, red
         ids = [cid for _, cid in feeder.queued]
 
         def all_final():
-            listed = httpx.get(f"{gw}/api/v1/admin/commands", headers=admin, params={"limit": 1000}).json()
+            listed = HTTP.get(f"{gw}/api/v1/admin/commands", headers=admin, params={"limit": 1000}).json()
             return {c["id"]: c["status"] for c in listed["commands"]}
 
         statuses = wait_until(lambda: (s := all_final()) and all(s.get(i) == "succeeded" for i in ids) and s,
@@ -160,11 +160,7 @@ def test_sigkill_of_each_part_loses_no_command_and_runs_none_twice(tmp_path, red
         assert report["postgres"]["api_back_s"] <= 30, report
         assert proc.poll() is None  # one SIGKILL at a time is no crash loop
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_launcher(proc)
 
 
 def test_a_crash_loop_stops_everything_with_one_error_line(tmp_path):

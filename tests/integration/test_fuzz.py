@@ -12,7 +12,6 @@ import os
 import uuid
 from dataclasses import dataclass
 
-import httpx
 import psycopg
 import pytest
 import schemathesis
@@ -28,7 +27,7 @@ from gateway.openapi import DOCUMENT
 from gateway.routes import route
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token, register, signing_env
 from tests.integration.dbstate import snapshot
-from tests.integration.support import ServiceProcess
+from tests.integration.support import HTTP, ServiceProcess
 
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 # Valid requests and invalid ones (wrong types, out of range, missing fields, NUL).
@@ -69,7 +68,7 @@ def world(databases, key_dir, tmp_path_factory):
         proc.wait_ready()
     machine_id = "fuzz-machine"
     reg = register(auth.url, create_registration_token(auth.url, max_uses=5)["token"], machine_id).json()
-    command = httpx.post(f"{dispatch.url}/api/v1/admin/commands", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    command = HTTP.post(f"{dispatch.url}/api/v1/admin/commands", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                          json={"agent_id": reg["agent_id"], "type": "ping"}).json()
     with psycopg.connect(database_url, autocommit=True) as sql:
         yield World({"gateway": gateway.url, "auth": auth.url, "dispatch": dispatch.url},

@@ -9,7 +9,7 @@ import pytest
 
 from fleetline.pgembed import free_port
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token, register
-from tests.integration.support import ROOT, wait_until
+from tests.integration.support import HTTP, ROOT, wait_until
 
 DEAD = "http://127.0.0.1:9"  # discard port: nothing listens, connections are refused
 
@@ -35,7 +35,7 @@ def stub(tmp_path):
 
 def _up(url):
     try:
-        return httpx.get(url + "/readyz", timeout=1).status_code == 200
+        return HTTP.get(url + "/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -48,7 +48,7 @@ def test_routes_every_api_path_to_its_service(start_gateway, auth, dispatch, fle
     assert reg.status_code == 201
     agent = reg.json()
     ah = {"Authorization": f"Bearer {agent['access_token']}", "X-Machine-ID": "m-gw"}
-    cmd = httpx.post(f"{gw.url}/api/v1/admin/commands", headers=admin,
+    cmd = HTTP.post(f"{gw.url}/api/v1/admin/commands", headers=admin,
                      json={"agent_id": agent["agent_id"], "type": "ping"}).json()
     checks = [
         ("POST", "/api/v1/agents/renew", {"X-Machine-ID": "m-gw"},
@@ -68,13 +68,13 @@ def test_routes_every_api_path_to_its_service(start_gateway, auth, dispatch, fle
         ("DELETE", f"/api/v1/admin/agents/{agent['agent_id']}", admin, None, 204),
     ]
     for method, path, headers, body, status in checks:
-        resp = httpx.request(method, gw.url + path, headers=headers, json=body)
+        resp = HTTP.request(method, gw.url + path, headers=headers, json=body)
         assert resp.status_code == status, (method, path, resp.text)
     for path in ("/", "/api/v1/nope", "/api/v2/agents/register", "/api/v1/admin"):
-        resp = httpx.get(gw.url + path)
+        resp = HTTP.get(gw.url + path)
         assert (resp.status_code, resp.json()["error"]) == (404, "not_found"), path
     for path in ("/healthz", "/readyz", "/metrics"):
-        assert httpx.get(gw.url + path).status_code == 200
+        assert HTTP.get(gw.url + path).status_code == 200
 
 
 def test_oversize_bodies_are_413_with_or_without_a_length(start_gateway, auth, dispatch, sql):
@@ -88,9 +88,9 @@ def test_oversize_bodies_are_413_with_or_without_a_length(start_gateway, auth, d
     url = f"{gw.url}/api/v1/admin/registration-tokens"
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     for content in (big, chunks()):
-        resp = httpx.post(url, content=content, headers=admin)
+        resp = HTTP.post(url, content=content, headers=admin)
         assert (resp.status_code, resp.json()["error"]) == (413, "payload_too_large")
-    assert httpx.post(url, json={"note": "small"}, headers=admin).status_code == 201
+    assert HTTP.post(url, json={"note": "small"}, headers=admin).status_code == 201
     assert sql.execute("SELECT count(*) FROM registration_tokens").fetchone()[0] == 1
     assert "unhandled_exception" not in gw.log() and "unhandled_exception" not in auth.log()
 
@@ -107,11 +107,11 @@ def test_large_and_chunked_bodies_stream_through_intact(start_gateway, auth, dis
             yield big[i:i + 4096]
 
     for content in (big, chunks()):
-        resp = httpx.post(url, content=content, headers=admin)
+        resp = HTTP.post(url, content=content, headers=admin)
         assert resp.status_code == 201, resp.text
         assert (resp.json()["max_uses"], resp.json()["note"]) == (7, "streamed")
     cut = json.dumps({"max_uses": 7, "padding": "p" * 300_000}).encode()[:-10]
-    resp = httpx.post(url, content=cut, headers=admin)  # arrives whole but is not JSON
+    resp = HTTP.post(url, content=cut, headers=admin)  # arrives whole but is not JSON
     assert (resp.status_code, resp.json()["error"]) == (400, "invalid_request")
     assert sql.execute("SELECT count(*) FROM registration_tokens").fetchone()[0] == 2
 
@@ -119,17 +119,17 @@ def test_large_and_chunked_bodies_stream_through_intact(start_gateway, auth, dis
 def test_dead_replica_is_skipped_and_all_dead_is_502(start_gateway, auth, dispatch):
     gw = start_gateway([DEAD, auth.url], [dispatch.url])
     for _ in range(6):
-        assert httpx.get(f"{gw.url}/.well-known/jwks.json").status_code == 200
+        assert HTTP.get(f"{gw.url}/.well-known/jwks.json").status_code == 200
     gw_dead = start_gateway([DEAD], [dispatch.url])
-    resp = httpx.get(f"{gw_dead.url}/.well-known/jwks.json")
+    resp = HTTP.get(f"{gw_dead.url}/.well-known/jwks.json")
     assert (resp.status_code, resp.json()["error"]) == (502, "upstream_unavailable")
-    assert httpx.get(f"{gw_dead.url}/readyz").status_code == 503
+    assert HTTP.get(f"{gw_dead.url}/readyz").status_code == 503
 
 
 def test_slow_upstream_is_504(start_gateway, stub, dispatch):
     slow, _ = stub("slow")
     gw = start_gateway([slow], [dispatch.url], FLEETLINE_UPSTREAM_TIMEOUT_S="1")
-    resp = httpx.get(f"{gw.url}/.well-known/jwks.json", timeout=20)
+    resp = HTTP.get(f"{gw.url}/.well-known/jwks.json", timeout=20)
     assert (resp.status_code, resp.json()["error"]) == (504, "upstream_timeout")
 
 
@@ -137,7 +137,7 @@ def test_a_request_that_reached_an_upstream_is_never_retried(start_gateway, stub
     drop_a, count_a = stub("drop")
     drop_b, count_b = stub("drop")
     gw = start_gateway([drop_a, drop_b], [dispatch.url])
-    resp = httpx.post(f"{gw.url}/api/v1/agents/register", json={"x": 1}, timeout=20)
+    resp = HTTP.post(f"{gw.url}/api/v1/agents/register", json={"x": 1}, timeout=20)
     assert (resp.status_code, resp.json()["error"]) == (502, "upstream_unavailable")
     seen = sum(len(p.read_text().splitlines()) for p in (count_a, count_b) if p.exists())
     assert seen == 1
@@ -146,7 +146,7 @@ def test_a_request_that_reached_an_upstream_is_never_retried(start_gateway, stub
 def test_request_id_forwarded_headers_and_hop_by_hop(start_gateway, stub, dispatch):
     echo, _ = stub("echo")
     gw = start_gateway([echo], [dispatch.url])
-    resp = httpx.get(f"{gw.url}/.well-known/jwks.json",
+    resp = HTTP.get(f"{gw.url}/.well-known/jwks.json",
                      headers={"X-Request-ID": "trace-123", "X-Forwarded-For": "10.9.9.9",
                               "Connection": "keep-alive, x-drop-me", "X-Drop-Me": "1"})
     seen = resp.json()
@@ -156,14 +156,14 @@ def test_request_id_forwarded_headers_and_hop_by_hop(start_gateway, stub, dispat
     assert "x-drop-me" not in seen  # named in Connection: hop-by-hop, not forwarded
     assert "x-secret-hop" not in resp.headers
     assert resp.headers.get_list("set-cookie") == ["a=1", "b=2"]
-    again = httpx.get(f"{gw.url}/.well-known/jwks.json").json()
+    again = HTTP.get(f"{gw.url}/.well-known/jwks.json").json()
     assert "cookie" not in again  # the upstream's cookies never come back from the gateway
-    generated = httpx.get(f"{gw.url}/nope").headers.get_list("x-request-id")
+    generated = HTTP.get(f"{gw.url}/nope").headers.get_list("x-request-id")
     assert len(generated) == 1 and len(generated[0]) == 32
 
 
 def test_forwarded_for_is_extended_only_from_a_trusted_proxy_in_front(start_gateway, stub, dispatch):
     echo, _ = stub("echo")
     gw = start_gateway([echo], [dispatch.url], FLEETLINE_GATEWAY_TRUSTED_PROXIES="127.0.0.1")
-    seen = httpx.get(f"{gw.url}/.well-known/jwks.json", headers={"X-Forwarded-For": "10.9.9.9"}).json()
+    seen = HTTP.get(f"{gw.url}/.well-known/jwks.json", headers={"X-Forwarded-For": "10.9.9.9"}).json()
     assert seen["x-forwarded-for"] == ["10.9.9.9, 127.0.0.1"]

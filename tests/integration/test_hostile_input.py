@@ -10,7 +10,7 @@ import pytest
 
 from tests.integration.conftest import create_registration_token
 from tests.integration.dbstate import snapshot
-from tests.integration.support import held_polls, wait_until
+from tests.integration.support import HTTP, held_polls, wait_until
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_wait_spelled_without_ascii_digits_is_a_400_through_the_gateway(fleet, g
     agent = fleet.register()
     fleet.queue(agent)
     before = snapshot(sql)
-    resp = httpx.get(f"{gw.url}/api/v1/agents/{agent.agent_id}/commands", params={"wait": value},
+    resp = HTTP.get(f"{gw.url}/api/v1/agents/{agent.agent_id}/commands", params={"wait": value},
                      headers=agent.headers)
     _json_error(resp, 400, "wait")
     assert snapshot(sql) == before
@@ -47,7 +47,7 @@ def test_instants_outside_years_1_to_9999_in_utc_are_a_400(fleet, sql, stamp):
     fleet.poll(agent)
     before = snapshot(sql)
     for field in ("started_at", "finished_at"):
-        resp = httpx.post(f"{fleet.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{cmd['id']}/result",
+        resp = HTTP.post(f"{fleet.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{cmd['id']}/result",
                           json={"status": "succeeded", field: stamp}, headers=agent.headers)
         _json_error(resp, 400, field)
     assert snapshot(sql) == before
@@ -58,7 +58,7 @@ def test_numbers_that_are_not_finite_are_a_400(fleet, sql, raw):
     agent = fleet.register()
     before = snapshot(sql)
     body = f'{{"agent_id": "{agent.agent_id}", "type": "ping", "params": {raw}}}'
-    resp = httpx.post(f"{fleet.dispatch_url}/api/v1/admin/commands", content=body,
+    resp = HTTP.post(f"{fleet.dispatch_url}/api/v1/admin/commands", content=body,
                       headers={**fleet.admin, "Content-Type": "application/json"})
     _json_error(resp, 400)
     assert snapshot(sql) == before
@@ -72,7 +72,7 @@ def _cursor(text: str) -> str:
 def test_a_cursor_naming_an_impossible_instant_is_a_400_in_both_services(fleet, stamp):
     cursor = _cursor(f"{stamp}|00000000-0000-0000-0000-000000000000")
     for url in (f"{fleet.dispatch_url}/api/v1/admin/commands", f"{fleet.auth_url}/api/v1/admin/agents"):
-        _json_error(httpx.get(url, params={"before": cursor}, headers=fleet.admin), 400, "before")
+        _json_error(HTTP.get(url, params={"before": cursor}, headers=fleet.admin), 400, "before")
 
 
 # --- methods and paths --------------------------------------------------------------------
@@ -95,24 +95,24 @@ def test_a_trailing_slash_is_404_never_a_redirect(fleet, gw):
              ("/api/v1/agents/register/", {})]
     for base in (gw.url, fleet.dispatch_url, fleet.auth_url):
         for path, headers in paths:
-            resp = httpx.get(base + path, headers=headers, follow_redirects=False)
+            resp = HTTP.get(base + path, headers=headers, follow_redirects=False)
             assert resp.status_code == 404 and "location" not in resp.headers, (base, path)
             _json_error(resp, 404)
 
 
 def test_other_methods_are_405_with_allow_everywhere(fleet, gw):
     for base in (gw.url, fleet.dispatch_url):
-        resp = httpx.delete(f"{base}/api/v1/admin/commands", headers=fleet.admin)
+        resp = HTTP.delete(f"{base}/api/v1/admin/commands", headers=fleet.admin)
         assert _json_error(resp, 405)["error"] == "method_not_allowed"
         assert set(resp.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}
-    resp = httpx.post(f"{gw.url}/healthz")
+    resp = HTTP.post(f"{gw.url}/healthz")
     assert _json_error(resp, 405) and resp.headers["allow"] == "GET"
 
 
 # --- the ack ------------------------------------------------------------------------------
 
 def _ack(fleet, agent, cmd):
-    return httpx.post(f"{fleet.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{cmd['id']}/ack",
+    return HTTP.post(f"{fleet.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{cmd['id']}/ack",
                       headers=agent.headers)
 
 
@@ -169,7 +169,7 @@ def test_an_abandoned_long_poll_claims_nothing(fleet, gw, sql, through_gateway):
 
     def abandon():
         try:
-            httpx.get(f"{base}/api/v1/agents/{agent.agent_id}/commands", params={"wait": 30},
+            HTTP.get(f"{base}/api/v1/agents/{agent.agent_id}/commands", params={"wait": 30},
                       headers=agent.headers, timeout=2.0)
         except httpx.TimeoutException:
             pass  # the client gives up after 2 s and closes its connection
@@ -194,7 +194,7 @@ def test_forwarded_for_cannot_choose_the_registration_rate_limit_key(start_servi
     token = create_registration_token(auth.url, max_uses=100)["token"]
     codes = []
     for i in range(12):
-        resp = httpx.post(f"{gw.url}/api/v1/agents/register",
+        resp = HTTP.post(f"{gw.url}/api/v1/agents/register",
                           headers={"X-Forwarded-For": f"203.0.113.{i}"},
                           json={"registration_token": token, "machine_id": f"m-{i}", "hostname": "h"})
         codes.append(resp.status_code)

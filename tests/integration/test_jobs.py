@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.dbstate import snapshot
 from tests.integration.fleet import Agent, Fleet
-from tests.integration.support import wait_until
+from tests.integration.support import HTTP, wait_until
 
 # Released (claimable now) or delivered, and not final: what max_in_flight bounds.
 IN_WINDOW = """
@@ -36,7 +36,7 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            resp = httpx.get(f"{self.fleet.dispatch_url}/api/v1/agents/{self.agent.agent_id}/commands",
+            resp = HTTP.get(f"{self.fleet.dispatch_url}/api/v1/agents/{self.agent.agent_id}/commands",
                              params={"wait": 1}, headers=self.agent.headers, timeout=30)
             if resp.status_code != 200:
                 return
@@ -96,7 +96,7 @@ def test_a_label_job_targets_the_matching_active_agents_as_they_were_at_creation
     prod = _agents(fleet, 3, env="prod", role="web")
     _agents(fleet, 1, env="dev", role="web")
     gone = fleet.register(labels={"env": "prod"})
-    httpx.delete(f"{fleet.auth_url}/api/v1/admin/agents/{gone.agent_id}", headers=fleet.admin)
+    HTTP.delete(f"{fleet.auth_url}/api/v1/admin/agents/{gone.agent_id}", headers=fleet.admin)
     before = snapshot(sql)
     selector = {"labels": {"env": "prod"}}
     assert fleet.run_job(selector, expect=200, dry_run=True) == {"target_count": 3}
@@ -201,7 +201,7 @@ def test_revoking_a_target_cancels_its_pending_job_command_and_the_job_completes
     fleet.ack(done, command["id"])
     fleet.result(done, command["id"])
     assert fleet.job(job["id"])["status"] == "running"
-    httpx.delete(f"{fleet.auth_url}/api/v1/admin/agents/{gone.agent_id}", headers=fleet.admin)
+    HTTP.delete(f"{fleet.auth_url}/api/v1/admin/agents/{gone.agent_id}", headers=fleet.admin)
     job = wait_until(lambda: (j := fleet.job(job["id"]))["status"] == "completed" and j, 10,
                      what="the job to complete")
     assert job["counts"]["succeeded"] == 1 and job["counts"]["cancelled"] == 1
@@ -212,7 +212,7 @@ def test_an_idempotency_key_answers_the_same_job_and_refuses_another_body(fleet,
     body = {"selector": {"labels": {"role": "api"}}, "command": {"type": "ping"}, "idempotency_key": "deploy-42"}
 
     def post(extra: dict | None = None) -> httpx.Response:
-        return httpx.post(f"{fleet.dispatch_url}/api/v1/admin/jobs", json={**body, **(extra or {})},
+        return HTTP.post(f"{fleet.dispatch_url}/api/v1/admin/jobs", json={**body, **(extra or {})},
                           headers=fleet.admin, timeout=30)
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -268,7 +268,7 @@ def test_bad_selectors_and_bodies_are_a_400_naming_the_field_and_change_nothing(
 
 def test_unknown_or_revoked_agent_ids_are_named_in_the_400(fleet, sql):
     live, gone = fleet.register(), fleet.register()
-    httpx.delete(f"{fleet.auth_url}/api/v1/admin/agents/{gone.agent_id}", headers=fleet.admin)
+    HTTP.delete(f"{fleet.auth_url}/api/v1/admin/agents/{gone.agent_id}", headers=fleet.admin)
     unknown = "00000000-0000-4000-8000-000000000000"
     before = snapshot(sql)
     error = fleet.admin_call("POST", "/jobs", 400, json={

@@ -8,12 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
 from tests.integration.launch import read_ready_line
-from tests.integration.support import ROOT, wait_until
+from tests.integration.support import HTTP, ROOT, wait_until
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
 
@@ -57,7 +56,7 @@ def test_fleetline_up_runs_the_fleet_and_stops_everything(launched):
     assert token_file.stat().st_mode & 0o777 == 0o600
     secret = token_file.read_text().strip()
     assert secret.startswith("flreg_") and secret not in made.stdout
-    reg = httpx.post(f"{gw}/api/v1/agents/register",
+    reg = HTTP.post(f"{gw}/api/v1/agents/register",
                      json={"registration_token": token, "machine_id": "m-up", "hostname": "up-host"}).json()
     listed = cli(data_dir, gw, "agents", "list")
     assert "up-host" in listed.stdout and "HOSTNAME" in listed.stdout
@@ -65,7 +64,7 @@ def test_fleetline_up_runs_the_fleet_and_stops_everything(launched):
     sent = cli(data_dir, gw, "commands", "send", "--agent", reg["agent_id"], "--type", "ping", "--json")
     assert sent.returncode == 0, sent.stderr
     cmd_id = json.loads(sent.stdout)["id"]
-    polled = httpx.get(f"{gw}/api/v1/agents/{reg['agent_id']}/commands",
+    polled = HTTP.get(f"{gw}/api/v1/agents/{reg['agent_id']}/commands",
                        headers={"Authorization": f"Bearer {reg['access_token']}", "X-Machine-ID": "m-up"}).json()
     assert [c["id"] for c in polled["commands"]] == [cmd_id]
     shown = cli(data_dir, gw, "commands", "show", cmd_id)

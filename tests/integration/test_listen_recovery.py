@@ -8,12 +8,12 @@ from fleetline.migrate import migrate
 from fleetline.pgembed import EmbeddedPostgres
 from tests.integration.conftest import ADMIN_TOKEN, signing_env
 from tests.integration.fleet import Fleet
-from tests.integration.support import ServiceProcess, wait_until
+from tests.integration.support import HTTP, ServiceProcess, wait_until
 
 
 def _ready(url: str) -> int:
     try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code
+        return HTTP.get(f"{url}/readyz", timeout=2).status_code
     except httpx.HTTPError:
         return 0
 

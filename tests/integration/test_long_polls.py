@@ -5,16 +5,15 @@ import re
 import time
 from datetime import datetime
 
-import httpx
 
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import create_registration_token
 from tests.integration.fleet import Fleet
-from tests.integration.support import held_polls, wait_until
+from tests.integration.support import HTTP, held_polls, wait_until
 
 
 def _metric(url: str, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", httpx.get(f"{url}/metrics").text, re.M)
+    match = re.search(rf"^{name} (\S+)$", HTTP.get(f"{url}/metrics").text, re.M)
     return float(match.group(1)) if match else -1
 
 
@@ -49,7 +48,7 @@ def test_revoking_an_agent_ends_its_held_poll_with_403_at_once(fleet):
     held = fleet.hold(agent, wait=30, expect=403)
     wait_until(lambda: held_polls(fleet.dispatch_url) == 1, 10, what="the poll to park")
     revoked = time.time()
-    assert httpx.delete(f"{fleet.auth_url}/api/v1/admin/agents/{agent.agent_id}",
+    assert HTTP.delete(f"{fleet.auth_url}/api/v1/admin/agents/{agent.agent_id}",
                         headers=fleet.admin).status_code == 204
     assert held.join(35)["error"] == "agent_revoked"
     assert held.answered_at - revoked < 1.0  # not at the end of its 30 s wait
@@ -77,8 +76,8 @@ def test_the_real_agent_gets_a_command_within_a_second_with_a_300_s_interval(sta
         agent.wait_log("agent_started")
         wait_until(lambda: held_polls(dispatch.url) == 1, 60, what="the agent's poll to park")
         fleet = Fleet(auth.url, dispatch.url)
-        agent_id = httpx.get(f"{auth.url}/api/v1/admin/agents", headers=fleet.admin).json()["agents"][0]["id"]
-        cmd = httpx.post(f"{dispatch.url}/api/v1/admin/commands", headers=fleet.admin,
+        agent_id = HTTP.get(f"{auth.url}/api/v1/admin/agents", headers=fleet.admin).json()["agents"][0]["id"]
+        cmd = HTTP.post(f"{dispatch.url}/api/v1/admin/commands", headers=fleet.admin,
                          json={"agent_id": agent_id, "type": "ping"}).json()
         done = wait_until(lambda: (c := fleet.command(cmd["id"]))["status"] == "succeeded" and c, 10, 0.05,
                           "the ping to succeed")

@@ -5,13 +5,13 @@ signed them and their version rises; a refused command ends `rejected`."""
 import json
 from datetime import datetime, timezone
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetline.keys_cmd import keyset, public_key_of
 from fleetline.signing import COMMAND_CONTEXT, KEYSET_CONTEXT, b64url_decode, load_private, load_public, verify
 from tests.integration.dbstate import snapshot
+from tests.integration.support import HTTP
 
 
 def _keys_of(keyset_document: dict, root_pub: str) -> dict:
@@ -24,7 +24,7 @@ def test_a_delivered_command_is_signed_for_its_agent_by_a_key_the_root_vouches_f
     cmd = fleet.queue(agent, type="shell", params={"argv": ["uptime"], "n": 3}, ttl_s=600, run_timeout_s=30)
     delivered = fleet.poll(agent)["commands"][0]
     root_pub = (key_dir / "root.pub").read_text().strip()
-    document = httpx.get(f"{fleet.dispatch_url}/api/v1/agents/keyset", headers=agent.headers).json()
+    document = HTTP.get(f"{fleet.dispatch_url}/api/v1/agents/keyset", headers=agent.headers).json()
     keys = _keys_of(document, root_pub)
     signed = delivered["signed"]
     payload = verify(keys[signed["kid"]], COMMAND_CONTEXT, signed)
@@ -50,7 +50,7 @@ def test_a_database_side_change_of_params_does_not_change_what_was_signed(fleet,
 def test_params_that_cannot_be_signed_exactly_are_refused(fleet, sql, params):
     agent = fleet.register()
     before = snapshot(sql)
-    resp = httpx.post(f"{fleet.dispatch_url}/api/v1/admin/commands", headers=fleet.admin,
+    resp = HTTP.post(f"{fleet.dispatch_url}/api/v1/admin/commands", headers=fleet.admin,
                       json={"agent_id": agent.agent_id, "type": "ping", "params": params})
     assert (resp.status_code, resp.json()["field"]) == (400, "params")
     assert snapshot(sql) == before
@@ -62,19 +62,19 @@ def test_keysets_install_only_signed_by_the_root_and_only_upwards(fleet, key_dir
     online = public_key_of(str(key_dir / "online.key"))
     newer = Ed25519PrivateKey.generate().public_key()
     v2 = keyset(root, [online, newer], 2, 30)
-    assert httpx.put(url, json=v2, headers=fleet.admin).status_code == 200
-    assert httpx.put(url, json=v2, headers=fleet.admin).status_code == 409
-    assert httpx.put(url, json=keyset(root, [online], 1, 30), headers=fleet.admin).status_code == 409
+    assert HTTP.put(url, json=v2, headers=fleet.admin).status_code == 200
+    assert HTTP.put(url, json=v2, headers=fleet.admin).status_code == 409
+    assert HTTP.put(url, json=keyset(root, [online], 1, 30), headers=fleet.admin).status_code == 409
     before = snapshot(sql)
     stranger = Ed25519PrivateKey.generate()
     forged = dict(keyset(stranger, [online], 3, 30), root_kid=v2["root_kid"])
     for bad in (keyset(stranger, [online], 3, 30), forged, {**v2, "sig": forged["sig"]}, {"payload": "x"},
                 keyset(root, [online], 3, -1)):
-        resp = httpx.put(url, json=bad, headers=fleet.admin)
+        resp = HTTP.put(url, json=bad, headers=fleet.admin)
         assert (resp.status_code, resp.json()["error"]) == (400, "invalid_request"), resp.text
     assert snapshot(sql) == before
     agent = fleet.register()
-    served = httpx.get(f"{fleet.dispatch_url}/api/v1/agents/keyset", headers=agent.headers).json()
+    served = HTTP.get(f"{fleet.dispatch_url}/api/v1/agents/keyset", headers=agent.headers).json()
     assert served == {k: v2[k] for k in ("payload", "sig", "root_kid")}
     reg = fleet.registration  # what the last registration answered
     assert reg["command_keyset"] == served and reg["root_public_key"] == (key_dir / "root.pub").read_text().strip()
@@ -84,7 +84,7 @@ def test_a_refused_command_ends_rejected_and_is_never_delivered_again(fleet):
     agent = fleet.register()
     cmd = fleet.queue(agent, ack_timeout_s=1)
     fleet.poll(agent)
-    resp = httpx.post(f"{fleet.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{cmd['id']}/result",
+    resp = HTTP.post(f"{fleet.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{cmd['id']}/result",
                       headers=agent.headers,
                       json={"status": "rejected", "output": "signature does not verify",
                             "finished_at": datetime.now(timezone.utc).isoformat()})
