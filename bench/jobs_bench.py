@@ -3,7 +3,9 @@
 1. Fan-out: POST /api/v1/admin/jobs for 1,000 and 10,000 targets (one signed command each,
    one INSERT), side by side with queueing the same commands one request at a time (on
    1,000 targets): the per-target ratio is the figure.
-2. Rollout: 500 simulated agents holding polls (ack, then report at once) run a job with
+2. Moving a 10,000-target job on: the bounded facts advance reads (JOB_PROGRESS) against
+   full counts by status (JOB_COUNTS, what the API shows), side by side.
+3. Rollout: 500 simulated agents holding polls (ack, then report at once) run a job with
    no window and with windows of 50 and 10; targets finished per second, and the widest
    window seen (sampled from the database every 20 ms) against the limit.
 """
@@ -23,6 +25,7 @@ from bench.harness import database_url, print_table, seed_agents, start_stack, w
 FANOUT = (1000, 10000)
 ONE_BY_ONE = 1000
 ROLLOUT_AGENTS = 500
+REPEAT = 50
 WINDOWS = (None, 50, 10)
 IN_WINDOW = """
 SELECT count(*) FROM commands
@@ -34,6 +37,30 @@ def _label(url: str, agents: list[dict], name: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE agents SET labels = jsonb_build_object('group', %s::text) WHERE id = ANY(%s::uuid[])",
                      (name, [a["agent_id"] for a in agents]))
+
+
+def _advance_reads(url: str) -> list[dict]:
+    """Per-read cost on the largest job, each statement run REPEAT times in turn."""
+    from services.dispatch import queries as q
+
+    rows = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE commands")
+        job_id = conn.execute("SELECT id FROM jobs ORDER BY target_count DESC LIMIT 1").fetchone()[0]
+        statements = {
+            # This job has neither a window nor a failure limit (10,000 pending targets).
+            "facts for advance (JOB_PROGRESS)":
+                (q.JOB_PROGRESS.replace("$1", "%(j)s").replace("$2", "false").replace("$3::int", "NULL::int")
+                 .replace("$3", "NULL"), {"j": job_id}),
+            "full counts (JOB_COUNTS)": (q.JOB_COUNTS.replace("$1::uuid[]", "%(j)s::uuid[]"), {"j": [job_id]}),
+        }
+        for name, (sql, args) in statements.items():
+            conn.execute(sql, args)  # warm
+            t0 = time.perf_counter()
+            for _ in range(REPEAT):
+                conn.execute(sql, args).fetchall()
+            rows.append({"read": name, "ms_each": round((time.perf_counter() - t0) / REPEAT * 1000, 3)})
+    return rows
 
 
 def _fanout(base: str, admin: dict, url: str, agents: list[dict]) -> list[dict]:
@@ -112,6 +139,8 @@ def run() -> dict:
         fan = _fanout(base, admin, url, agents)
         print_table("jobs: fan-out (one signed command per target) vs one request per command", fan,
                     ["how", "targets", "seconds", "us_per_target"])
+        reads = _advance_reads(url)
+        print_table("jobs: what moving a 10,000-target job on reads, per call", reads, ["read", "ms_each"])
         with psycopg.connect(url, autocommit=True) as conn:  # a quiet table for the rollouts
             conn.execute("TRUNCATE deliveries, commands, jobs")
         rollout_agents = agents[:ROLLOUT_AGENTS]
@@ -125,7 +154,7 @@ def run() -> dict:
         job_1k = next(r for r in fan if r["targets"] == ONE_BY_ONE and "job" in r["how"])
         ratio = round(single["us_per_target"] / job_1k["us_per_target"], 1)
         print(f"\none job is {ratio}x cheaper per target than one request per command (same run)")
-        result = {"fanout": fan, "rollout": rolls, "job_vs_single_per_target": ratio}
+        result = {"fanout": fan, "advance_reads": reads, "rollout": rolls, "job_vs_single_per_target": ratio}
         write_result("jobs", result)
         return result
     finally:

@@ -206,16 +206,17 @@ async def cancel(db: Db, job_id: uuid.UUID) -> Row:
 
 async def advance(db: Db, job_id: uuid.UUID) -> rollout.Step | None:
     """Move one running job on: halt, complete or refill its window, as rollout.next_step
-    decides from counts read under the job's lock. None when the job is not running."""
+    decides from facts read under the job's lock. None when the job is not running."""
     async with db.transaction():
         job = await db.fetchrow(q.LOCK_RUNNING_JOB, job_id)
         if job is None:
             return None
-        tally = (await counts(db, [job_id]))[job_id]
-        step = rollout.next_step(tally, job["max_in_flight"], job["max_failures"])
+        window, limit = job["max_in_flight"], job["max_failures"]
+        facts = await db.fetchrow(q.JOB_PROGRESS, job_id, window is not None,
+                                  limit + 1 if limit is not None else None)
+        step = rollout.next_step(rollout.Progress(**dict(facts)), window, limit)
         if step.halt:
-            reason = (f"{rollout.failures(tally)} targets failed, more than max_failures "
-                      f"{job['max_failures']}")
+            reason = f"more than max_failures {limit} targets ended failed, timed_out, expired or rejected"
             await db.execute(q.END_JOB, job_id, "halted", reason)
             await db.execute(q.CANCEL_UNDELIVERED, job_id, True)
         elif step.complete:

@@ -408,6 +408,28 @@ SELECT j.id AS job_id, t.status, t.n
  ) AS t
 """
 
+# What moving a job on needs (rollout.Progress), each part bounded whatever the job's size,
+# on commands_job_status: whether any target is unfinished, or waiting (the first entry
+# found answers); the window's occupants (at most the window, and read only when the job
+# has one: $2); failures counted only up to $3 (max_failures + 1: enough to know it was
+# exceeded; NULL when the job has no limit). Scalar subqueries under a CASE not taken
+# are never run.
+JOB_PROGRESS = """
+SELECT EXISTS (SELECT 1 FROM commands c
+                WHERE c.job_id = $1 AND c.status IN ('pending', 'sent', 'running')) AS unfinished,
+       EXISTS (SELECT 1 FROM commands c
+                WHERE c.job_id = $1 AND c.status = 'pending' AND c.visible_at = 'infinity') AS waiting,
+       CASE WHEN $2 THEN (SELECT count(*) FROM commands c
+                           WHERE c.job_id = $1 AND c.status IN ('pending', 'sent', 'running')
+                             AND c.visible_at <> 'infinity')
+            ELSE 0 END AS in_window,
+       CASE WHEN $3::int IS NOT NULL THEN (SELECT count(*) FROM (
+                SELECT 1 FROM commands c
+                 WHERE c.job_id = $1 AND c.status IN ('failed', 'timed_out', 'expired', 'rejected')
+                 LIMIT $3) AS f)
+            ELSE 0 END AS failures
+"""
+
 # The sliding window: make the next $2 waiting commands due now, and wake their agents.
 # Run under LOCK_RUNNING_JOB, which decided $2 from counts read after the lock. The
 # status guard leaves a waiting command that was cancelled or expired meanwhile alone.

@@ -55,20 +55,36 @@ class Step:
     release: int = 0
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What moving a job on needs to know, each fact bounded so it stays cheap however
+    many targets the job has (queries.JOB_PROGRESS)."""
+
+    unfinished: bool       # a target not final (waiting, pending, sent or running)
+    waiting: bool          # a target held back by the window
+    in_window: int         # released or delivered and not final (read only with a window)
+    failures: int          # failed ends, counted up to max_failures + 1 (only with a limit)
+
+
 def failures(counts: Mapping[str, int]) -> int:
     return sum(counts[s] for s in FAILURES)
 
 
-def next_step(counts: Mapping[str, int], max_in_flight: int | None,
-              max_failures: int | None) -> Step:
+def progress(counts: Mapping[str, int]) -> Progress:
+    """The same facts from full counts (what the API shows)."""
+    return Progress(unfinished=any(counts[s] for s in NOT_FINAL), waiting=counts["waiting"] > 0,
+                    in_window=sum(counts[s] for s in IN_WINDOW), failures=failures(counts))
+
+
+def next_step(p: Progress, max_in_flight: int | None, max_failures: int | None) -> Step:
     """What a running job does next. Halting comes first: once more targets failed than
     allowed (exceeded, not equalled), nothing more is delivered. A job whose targets are
-    all final completes. Otherwise the window is refilled from the waiting commands."""
-    if max_failures is not None and failures(counts) > max_failures:
+    all final completes. Otherwise the window is refilled from the waiting commands (the
+    release takes what is there, up to the free slots)."""
+    if max_failures is not None and p.failures > max_failures:
         return Step(halt=True)
-    if not any(counts[s] for s in NOT_FINAL):
+    if not p.unfinished:
         return Step(complete=True)
-    if max_in_flight is None or not counts["waiting"]:
+    if max_in_flight is None or not p.waiting:
         return Step()
-    free = max_in_flight - sum(counts[s] for s in IN_WINDOW)
-    return Step(release=min(max(free, 0), counts["waiting"]))
+    return Step(release=max(max_in_flight - p.in_window, 0))

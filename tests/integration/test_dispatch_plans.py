@@ -108,6 +108,8 @@ def test_a_job_of_10000_targets_fans_out_in_one_statement_and_its_reads_use_inde
             conn.execute(f"SET {k} = {v}")
         counts = _explain(conn, "c", ["uuid[]"], q.JOB_COUNTS, [f"ARRAY[{job_id}]::uuid[]"])
         assert "Index" in counts and "Seq Scan on commands" not in counts, counts
+        facts = _explain(conn, "p", ["uuid", "bool", "int"], q.JOB_PROGRESS, [job_id, "true", "3"])
+        assert "Seq Scan" not in facts and facts.count("commands_job_") == 4, facts
         release = _explain(conn, "r", ["uuid", "int"], q.RELEASE_WAITING, [job_id, "10"])
         assert "commands_job_waiting" in release and "Seq Scan" not in release, release
         for filtered, statement in q.LIST_TARGETS.items():

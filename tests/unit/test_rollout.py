@@ -5,11 +5,16 @@ import pytest
 
 from gateway.openapi import TARGET_STATUSES as DOCUMENTED
 from services.dispatch import rollout
-from services.dispatch.rollout import Step, next_step, tally, window_size
+from services.dispatch.rollout import Step, tally, window_size
 
 
 def counts(**given: int) -> dict:
     return {**dict.fromkeys(rollout.TARGET_STATUSES, 0), **given}
+
+
+def next_step(given: dict, max_in_flight, max_failures) -> Step:
+    """The decision from full counts, as the job's facts would report them."""
+    return rollout.next_step(rollout.progress(given), max_in_flight, max_failures)
 
 
 @pytest.mark.parametrize("given,targets,expected", [
@@ -51,8 +56,8 @@ def test_a_job_completes_when_nothing_is_waiting_or_live():
     ({"running": 2}, 5, 2, 0),                  # full
     ({"running": 1}, 5, 2, 1),                  # one slot free
     ({"pending": 1, "sent": 1}, 5, 3, 1),       # released-but-unclaimed occupy the window
-    ({}, 5, 10, 5),                             # never more than are waiting
-    ({"running": 4}, 3, 2, 0),                  # over the window (it shrank?) releases nothing
+    ({}, 5, 10, 10),                            # the release takes what is waiting, up to this
+    ({"running": 4}, 3, 2, 0),                  # over the window releases nothing
 ])
 def test_the_window_is_refilled_up_to_its_size(live, waiting, window, release):
     assert next_step(counts(waiting=waiting, succeeded=1, **live), window, None) == Step(release=release)
@@ -70,3 +75,10 @@ def test_tally_names_every_status_and_counts_add_up():
 
 def test_the_documented_target_statuses_are_the_ones_counted():
     assert tuple(DOCUMENTED) == rollout.TARGET_STATUSES
+
+
+def test_the_facts_are_read_bounded_and_the_decision_needs_no_more():
+    # Failures counted only up to max_failures + 1 decide the halt as full counts would.
+    capped = rollout.Progress(unfinished=True, waiting=True, in_window=0, failures=3)
+    assert rollout.next_step(capped, 5, 2) == Step(halt=True)
+    assert rollout.next_step(rollout.Progress(False, False, 0, 0), None, None) == Step(complete=True)
