@@ -278,3 +278,19 @@ def test_console_paths_never_redirect_outside_the_console(fleet):
         location = resp.headers.get("location", "")
         assert not location.startswith(("/", "http")), location
     assert httpx.get(fleet.gateway + "/console").headers["location"] == "console/"
+
+
+def test_hostile_forms_are_a_4xx_page_and_change_nothing(fleet):
+    client = _signed_in(fleet)
+    agent_id = fleet.api("GET", "/agents").json()["agents"][0]["id"]
+    before = fleet.api("GET", "/commands", params={"agent_id": agent_id, "limit": 1000}).json()["commands"]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for body, headers in ((b"csrf=%ff%fe&type=ping", form), (b"type=ping&params=" + b"x" * 300_000, form),
+                          (b'{"type": "ping"}', {"Content-Type": "application/json"}), (b"\x00\x01", form)):
+        resp = client.post(f"agents/{agent_id}/commands", content=body, headers=headers)
+        assert 400 <= resp.status_code < 500, (resp.status_code, body[:40])
+        assert resp.headers["content-security-policy"]
+    assert client.get("jobs?status=%ff&before=zz").status_code < 500
+    assert client.get("agents?status=nope&label=%00").status_code < 500
+    after = fleet.api("GET", "/commands", params={"agent_id": agent_id, "limit": 1000}).json()["commands"]
+    assert after == before
