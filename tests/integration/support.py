@@ -40,6 +40,17 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0, interval:
         time.sleep(interval)
 
 
+def cmdline(proc) -> str:
+    """A psutil process's command line, or "" once it has died (a zombie not reaped yet, or
+    gone): children of a launcher come and go while tests look at them."""
+    import psutil
+
+    try:
+        return " ".join(proc.cmdline())
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return ""
+
+
 def held_polls(dispatch_url: str) -> float:
     """How many long polls one dispatch process has parked right now (its metrics)."""
     text = HTTP.get(f"{dispatch_url}/metrics").text

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.integration.launch import read_ready_line, stop_launcher
-from tests.integration.support import ROOT, wait_until
+from tests.integration.support import ROOT, cmdline, wait_until
 
 CHROMIUM = os.environ.get("FLEETLINE_TEST_CHROMIUM", "/usr/bin/chromium")
 SHOTS = ROOT / "tests" / "screenshots"
@@ -39,7 +39,7 @@ class Fleet:
 
     def agent_process(self, machine_id: str) -> psutil.Process:
         for child in psutil.Process(self.proc.pid).children(recursive=True):
-            if machine_id in " ".join(child.cmdline()):
+            if machine_id in cmdline(child):
                 return child
         raise AssertionError(f"no agent process for {machine_id}")
 
@@ -264,7 +264,7 @@ def test_the_cookie_is_secure_behind_an_https_proxy(fleet):
     # The console believes X-Forwarded-Proto only from a trusted proxy (the gateway's
     # address); here we call it directly from 127.0.0.1, which is one.
     direct = next(p for p in psutil.Process(fleet.proc.pid).children(recursive=True)
-                  if "services.console" in " ".join(p.cmdline()))
+                  if "services.console" in cmdline(p))
     port = direct.cmdline()[direct.cmdline().index("--port") + 1]
     resp = httpx.get(f"http://127.0.0.1:{port}/console/sign-in", headers={"X-Forwarded-Proto": "https"})
     assert "secure" in resp.headers["set-cookie"].lower()

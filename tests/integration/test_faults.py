@@ -22,7 +22,7 @@ import httpx
 import psutil
 
 from tests.integration.launch import read_ready_line, stop_launcher
-from tests.integration.support import HTTP, ROOT, wait_until
+from tests.integration.support import HTTP, ROOT, cmdline, wait_until
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
 UNLIMITED = {f"FLEETLINE_{name}_RATE_LIMIT": "1000000/minute"
@@ -62,7 +62,7 @@ class Feeder(threading.Thread):
 
 def _pid_of(launcher: psutil.Process, part: str, dispatch_urls: list[str]) -> int:
     for child in launcher.children():
-        cmd = " ".join(child.cmdline())
+        cmd = cmdline(child)
         if part == "postgres" and child.name() == "postgres":
             return child.pid
         if part == "auth" and "services.auth" in cmd:
@@ -175,7 +175,7 @@ def test_a_crash_loop_stops_everything_with_one_error_line(tmp_path):
     deadline = time.monotonic() + 90
     while proc.poll() is None and time.monotonic() < deadline:
         for child in launcher.children():
-            if "-m gateway" in " ".join(child.cmdline()):
+            if "-m gateway" in cmdline(child):
                 child.kill()
         time.sleep(0.2)
     assert proc.wait(30) == 1
