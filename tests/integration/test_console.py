@@ -152,17 +152,22 @@ def test_an_operator_signs_in_sees_the_agents_and_watches_a_ping_succeed_live(fl
     w.check_clean()
 
 
+def _run_sleep_job(page, labels: str, seconds: int, window: int) -> None:
+    """Through the jobs page's form, as an operator would; ends on the new job's page."""
+    page.click("nav >> text=Jobs")
+    page.fill("#labels", labels)
+    page.select_option("#job-type", "sleep")
+    page.fill("#job-params", f'{{"seconds": {seconds}}}')
+    page.fill("#max_in_flight", str(window))
+    page.click("form.new-job button[type=submit]")
+    page.wait_for_url(re.compile(r"/console/jobs/[0-9a-f-]{36}$"))
+
+
 def test_a_job_on_a_label_fills_its_progress_bar_and_another_is_cancelled(fleet, browser):
     w = Watched(browser, fleet.console)
     w.sign_in(fleet.token)
     page = w.page
-    page.click("nav >> text=Jobs")
-    page.fill("#labels", "env=demo")
-    page.select_option("#job-type", "sleep")
-    page.fill("#job-params", '{"seconds": 1}')
-    page.fill("#max_in_flight", "1")
-    page.click("form.new-job button[type=submit]")
-    page.wait_for_url(re.compile(r"/console/jobs/[0-9a-f-]{36}$"))
+    _run_sleep_job(page, "env=demo", seconds=1, window=1)
     page.evaluate("window.notReloaded = true")
     status = page.locator("section[data-job] [data-job-status]")
     assert status.inner_text() == "running"
@@ -174,13 +179,7 @@ def test_a_job_on_a_label_fills_its_progress_bar_and_another_is_cancelled(fleet,
     w.shot("job")
 
     # A long job, one at a time: cancel it while the first target runs.
-    page.click("nav >> text=Jobs")
-    page.fill("#labels", "env=demo")
-    page.select_option("#job-type", "sleep")
-    page.fill("#job-params", '{"seconds": 3}')
-    page.fill("#max_in_flight", "1")
-    page.click("form.new-job button[type=submit]")
-    page.wait_for_url(re.compile(r"/console/jobs/[0-9a-f-]{36}$"))
+    _run_sleep_job(page, "env=demo", seconds=3, window=1)
     job_id = page.url.rsplit("/", 1)[1]
     page.on("dialog", lambda d: d.accept())
     page.click("form.cancel-job button")
