@@ -105,7 +105,8 @@ class Gateway:
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 return False
 
-        for upstream in self.upstreams.values():
+        # The API's services only: agents must not lose the gateway because the console is down.
+        for upstream in (self.upstreams["auth"], self.upstreams["dispatch"]):
             results = await asyncio.gather(*(replica_ready(u) for u in upstream.urls))
             if not any(results):
                 return False

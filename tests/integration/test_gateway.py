@@ -126,6 +126,15 @@ def test_dead_replica_is_skipped_and_all_dead_is_502(start_gateway, auth, dispat
     assert HTTP.get(f"{gw_dead.url}/readyz").status_code == 503
 
 
+def test_a_console_that_is_down_leaves_the_api_ready_and_console_paths_502(start_gateway, auth, dispatch):
+    gw = start_gateway([auth.url], [dispatch.url], FLEETLINE_CONSOLE_URLS=DEAD)
+    assert HTTP.get(f"{gw.url}/readyz").status_code == 200  # agents keep their gateway
+    resp = HTTP.get(f"{gw.url}/console/agents")
+    assert (resp.status_code, resp.json()["error"]) == (502, "upstream_unavailable")
+    no_console = start_gateway([auth.url], [dispatch.url])
+    assert HTTP.get(f"{no_console.url}/console/").status_code == 404
+
+
 def test_slow_upstream_is_504(start_gateway, stub, dispatch):
     slow, _ = stub("slow")
     gw = start_gateway([slow], [dispatch.url], FLEETLINE_UPSTREAM_TIMEOUT_S="1")
