@@ -29,6 +29,7 @@ from agent.results import fit_output
 from agent.state import Credentials, resolve_machine_id, secure_dir
 from agent.stopper import Stopper
 from agent.timing import Backoff, poll_jitter
+from fleetline.labels import split_label
 
 LONG_POLL_WAIT_S = 55  # below the gateway's upstream timeout (30 s + wait)
 RENEW_BEFORE_S = 60  # renew an access token this long before it expires
@@ -515,9 +516,7 @@ def parse_labels(pairs: list[str]) -> dict[str, str]:
     """KEY=VALUE pairs as the labels object; ValueError names a pair that is not one."""
     labels = {}
     for pair in pairs:
-        key, sep, value = pair.strip().partition("=")
-        if not sep or not key.strip():
-            raise ValueError(pair)
+        key, value = split_label(pair.strip())
         labels[key.strip()] = value.strip()
     return labels
 

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, TextIO
 
 from fleetline.admin_client import CliError
+from fleetline.labels import split_label
 
 # How a job shows its targets; the live ones first, then the ends.
 LIVE = ("waiting", "pending", "sent", "running")
@@ -24,9 +25,10 @@ TARGET_COLUMNS = ["agent_id", "hostname", "status", "exit_code", "command_id"]
 def _labels(pairs: list[str]) -> dict[str, str]:
     labels = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CliError(f"--label takes key=value, not {pair!r}")
+        try:
+            key, value = split_label(pair)
+        except ValueError:
+            raise CliError(f"--label takes key=value, not {pair!r}") from None
         labels[key] = value
     return labels
 

@@ -11,6 +11,7 @@ from services.auth import queries as q
 from services.auth.secrets import REGISTRATION_PREFIX, digest, new_secret
 from services.common.errors import invalid, not_found
 from fleetline.ethos import Log
+from fleetline.labels import split_label
 from services.common.paging import decode_cursor, next_cursor
 from services.common.validation import (
     Int, Str, check_text, path_uuid, query_int, read_json_object, rfc3339, take,
@@ -102,9 +103,12 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     """`label=key=value` query parameters (repeatable: every pair must match)."""
     labels = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or len(key) > 255 or len(value) > 255:
-            raise invalid("label must be key=value (each at most 255 characters).", "label")
+        try:
+            key, value = split_label(pair)
+            if len(key) > 255 or len(value) > 255:
+                raise ValueError(pair)
+        except ValueError:
+            raise invalid("label must be key=value (each at most 255 characters).", "label") from None
         check_text(pair, "label")
         labels[key] = value
     return labels

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.console.api import Refused
-from services.console.pages import COMMAND_TYPES, PAGE, label_pairs
+from services.console.pages import COMMAND_TYPES, PAGE, labels_typed
 from services.console.sessions import Session
 from services.console.web import form_action, path_id, redirect, render, signed_in
 
@@ -62,7 +62,7 @@ def job_request(form: dict[str, str]) -> dict:
     if form.get("target") == "all":
         selector: dict = {"all_active": True}
     else:
-        selector = {"labels": dict(p.split("=", 1) for p in label_pairs(form.get("labels", "")))}
+        selector = {"labels": labels_typed(form.get("labels", ""))}
     failures = form.get("max_failures", "").strip()
     return {
         "selector": selector,

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fleetline.labels import split_label
 from services.console.api import Refused
 from services.console.presence import ago, parse_time, presence
 from services.console.sessions import Session
@@ -22,9 +23,16 @@ COMMAND_STATUSES = ("pending", "sent", "running", "succeeded", "failed", "reject
                     "expired", "cancelled")
 
 
-def label_pairs(text: str) -> list[str]:
-    """"env=prod, role=web" as the API's `label` parameters; pieces without "=" are dropped."""
-    return [p.strip() for p in text.split(",") if "=" in p and p.split("=", 1)[0].strip()]
+def labels_typed(text: str) -> dict[str, str]:
+    """"env=prod, role=web" as labels; pieces that are not key=value are dropped."""
+    labels = {}
+    for piece in text.split(","):
+        try:
+            key, value = split_label(piece.strip())
+        except ValueError:
+            continue
+        labels[key] = value
+    return labels
 
 
 def _agent_row(agent: dict, now: datetime, poll_interval_s: int, in_flight: Counter) -> dict:
@@ -52,7 +60,7 @@ async def agents(request: Request, session: Session) -> Response:
     console, q = request.app.state.console, request.query_params
     shown = q.get("status") if q.get("status") in PRESENCES else "all"
     labels = q.get("label", "")
-    params: dict = {"limit": PAGE, "label": label_pairs(labels)}
+    params: dict = {"limit": PAGE, "label": [f"{k}={v}" for k, v in labels_typed(labels).items()]}
     if q.get("before"):
         params["before"] = q["before"]
     if shown != "all":

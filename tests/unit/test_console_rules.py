@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from services.console.job_pages import bar, job_request
-from services.console.pages import label_pairs
+from services.console.pages import labels_typed
 from services.console.presence import ago, presence
 from services.console.security import CSP, cookie_attributes, over_https
 from services.console.sessions import Sessions, same_secret
@@ -77,7 +77,7 @@ def test_the_job_form_becomes_the_api_request():
         "command": {"type": "ping", "params": {}},
         "rollout": {"max_in_flight": "10%", "max_failures": 2}}
     assert job_request({"target": "all", "type": "ping", "max_in_flight": "3"})["selector"] == {"all_active": True}
-    assert label_pairs("a=1, =x, b") == ["a=1"]
+    assert labels_typed("a=1, =x, b") == {"a": "1"}
 
 
 def test_the_cookie_rules_and_the_csp():
@@ -91,3 +91,13 @@ def test_https_is_believed_from_a_trusted_proxy_only():
     assert over_https("http", "https", "127.0.0.1", ("127.0.0.1",))
     assert not over_https("http", "https", "10.0.0.9", ("127.0.0.1",))
     assert not over_https("http", None, "127.0.0.1", ("127.0.0.1",))
+
+
+def test_the_consoles_status_lists_are_the_apis():
+    from gateway.openapi import SCHEMAS, TARGET_STATUSES
+    from services.console import job_pages, pages
+
+    assert job_pages.TARGET_STATUSES == tuple(TARGET_STATUSES)
+    assert sorted(job_pages.BAR_ORDER) == sorted(TARGET_STATUSES)
+    assert list(job_pages.JOB_STATUSES) == SCHEMAS["Job"]["properties"]["status"]["enum"]
+    assert list(pages.COMMAND_STATUSES) == SCHEMAS["CommandState"]["properties"]["status"]["enum"]
