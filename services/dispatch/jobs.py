@@ -198,7 +198,7 @@ async def page(db: Db, before: tuple, limit: int, status: str | None = None) -> 
 
 async def targets(db: Db, job_id: uuid.UUID, before_agent: uuid.UUID, limit: int,
                   status: str | None = None) -> list[Row]:
-    await get(db, job_id)
+    """One page of a job's targets (limit + 1 rows); the caller has checked the job exists."""
     filters = [status] if status is not None else []
     return await db.fetch(q.LIST_TARGETS[status is not None], job_id, before_agent, limit + 1, *filters)
 

@@ -125,9 +125,9 @@ async def list_targets(request: Request) -> JSONResponse:
     status = query_choice(request, "status", rollout.TARGET_STATUSES)
     limit = query_int(request, "limit", 1, 1000, 100)
     _, before_agent = decode_cursor(request.query_params.get("before"))
+    job = await jobs.get(db, job_id)
     rows = await jobs.targets(db, job_id, before_agent, limit, status)
     page, more = rows[:limit], len(rows) > limit
-    job = await jobs.get(db, job_id)
     return JSONResponse({
         "targets": [target_view(r) for r in page],
         "next": encode_cursor(job["created_at"], page[-1]["agent_id"]) if more else None,

@@ -335,16 +335,18 @@ SELECT a.id FROM agents a
  ORDER BY a.id
    FOR SHARE
 """
-TARGETS_BY_LABELS = _TARGETS.format(match="a.labels @> $1::jsonb")  # agents_labels (GIN)
+# For a dry run: the same selectors, counted without locks.
+_COUNT = "SELECT count(*) FROM agents a WHERE a.status = 'active' AND {match}"
+_BY_LABELS, _ALL, _BY_IDS = "a.labels @> $1::jsonb", "true", "a.id = ANY($1::uuid[])"
+TARGETS_BY_LABELS = _TARGETS.format(match=_BY_LABELS)  # agents_labels (GIN)
 # A GIN index is read only by bitmap scans, which dispatch's sessions turn off (app.py:
 # they made the claim sort); the job's transaction allows them again for its own length.
 ALLOW_BITMAP_SCANS = "SET LOCAL enable_bitmapscan = on"
-TARGETS_ALL_ACTIVE = _TARGETS.format(match="true")
-TARGETS_BY_IDS = _TARGETS.format(match="a.id = ANY($1::uuid[])")
-# For a dry run: the same selectors, counted without locks.
-COUNT_BY_LABELS = "SELECT count(*) FROM agents a WHERE a.status = 'active' AND a.labels @> $1::jsonb"
-COUNT_ALL_ACTIVE = "SELECT count(*) FROM agents a WHERE a.status = 'active'"
-COUNT_BY_IDS = "SELECT count(*) FROM agents a WHERE a.status = 'active' AND a.id = ANY($1::uuid[])"
+TARGETS_ALL_ACTIVE = _TARGETS.format(match=_ALL)
+TARGETS_BY_IDS = _TARGETS.format(match=_BY_IDS)
+COUNT_BY_LABELS = _COUNT.format(match=_BY_LABELS)
+COUNT_ALL_ACTIVE = _COUNT.format(match=_ALL)
+COUNT_BY_IDS = _COUNT.format(match=_BY_IDS)
 
 # Which of the ids an operator named are not active agents (unknown or revoked): the 400
 # names them.
