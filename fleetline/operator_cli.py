@@ -241,6 +241,14 @@ def add_parsers(sub) -> None:
         p.set_defaults(func=_run(handler))
         return p
 
+    def listing(parent, name: str, handler, help_text: str, statuses: list[str] | None = None):
+        """A listing: its status filter and the paging flags _paging() reads."""
+        p = cmd(parent, name, handler, help_text)
+        p.add_argument("--status", choices=statuses)
+        p.add_argument("--limit", type=int)
+        p.add_argument("--before", help="the cursor a previous page printed")
+        return p
+
     tokens = group("tokens", "registration tokens")
     p = cmd(tokens, "create", tokens_create, "create a registration token (the secret is shown once)")
     p.add_argument("--max-uses", type=int, default=1)
@@ -251,10 +259,7 @@ def add_parsers(sub) -> None:
     cmd(tokens, "revoke", tokens_revoke, "revoke a registration token").add_argument("id")
 
     agents = group("agents", "registered agents")
-    p = cmd(agents, "list", agents_list, "list agents")
-    p.add_argument("--status", choices=["active", "revoked"])
-    p.add_argument("--limit", type=int)
-    p.add_argument("--before", help="the cursor a previous page printed")
+    listing(agents, "list", agents_list, "list agents", ["active", "revoked"])
     cmd(agents, "show", agents_show, "show one agent").add_argument("id")
     cmd(agents, "revoke", agents_revoke, "revoke an agent").add_argument("id")
 
@@ -274,11 +279,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--agent", required=True, help="agent id")
     command_settings(p)
     p.add_argument("--wait", action="store_true", help="wait for the final status; non-zero unless succeeded")
-    p = cmd(commands, "list", commands_list, "list commands, newest first")
-    p.add_argument("--agent")
-    p.add_argument("--status")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--before", help="the cursor a previous page printed")
+    listing(commands, "list", commands_list, "list commands, newest first").add_argument("--agent")
     cmd(commands, "show", commands_show, "show one command").add_argument("id")
     cmd(commands, "cancel", commands_cancel, "cancel a command").add_argument("id")
     p = cmd(commands, "wait", commands_wait, "wait for a command's final status")
@@ -297,16 +298,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="only count the targets")
     p.add_argument("--wait", action="store_true",
                    help="show progress until every target is final; non-zero unless all succeeded")
-    p = cmd(jobs, "list", jobs_list, "list jobs, newest first")
-    p.add_argument("--status", choices=["running", "completed", "halted", "cancelled"])
-    p.add_argument("--limit", type=int)
-    p.add_argument("--before", help="the cursor a previous page printed")
+    listing(jobs, "list", jobs_list, "list jobs, newest first", ["running", "completed", "halted", "cancelled"])
     cmd(jobs, "show", jobs_show, "show one job and its counts").add_argument("id")
-    p = cmd(jobs, "targets", jobs_targets, "a job's targets and their commands")
-    p.add_argument("id")
-    p.add_argument("--status")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--before", help="the cursor a previous page printed")
+    listing(jobs, "targets", jobs_targets, "a job's targets and their commands").add_argument("id")
     cmd(jobs, "cancel", jobs_cancel, "cancel a job: its undelivered commands too").add_argument("id")
     p = cmd(jobs, "wait", jobs_wait, "show a job's progress until every target is final")
     p.add_argument("id")
