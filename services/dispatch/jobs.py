@@ -186,7 +186,10 @@ async def get(db: Db, job_id: uuid.UUID) -> Row:
 async def counts(db: Db, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:
     """Each job's counts by target status, from its commands."""
     by_job: dict[uuid.UUID, list] = {j: [] for j in job_ids}
-    for row in await db.fetch(q.JOB_COUNTS, job_ids):
+    async with db.transaction():
+        await db.execute(q.JOB_INDEX_ONLY)
+        rows = await db.fetch(q.JOB_COUNTS, job_ids)
+    for row in rows:
         by_job[row["job_id"]].append(row)
     return {j: rollout.tally(rows) for j, rows in by_job.items()}
 

@@ -398,7 +398,12 @@ SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND status = 'running' FOR NO KEY U
 
 # Counts by target status for some jobs: per job, an index-only scan of its entries in
 # commands_job_status (a LATERAL per job: with `job_id = ANY($1)` the generic plan reads
-# the whole table).
+# the whole table). Run after JOB_INDEX_ONLY.
+# A job's counts must cost what the job holds, never the table; but the generic plan
+# estimates every job at the table's job rows over the jobs it has seen, so with few jobs
+# the planner reads the whole table once per job listed (seen in CI: one job in a tenth of
+# the table was a coin toss between the two). The counts' transaction forbids that.
+JOB_INDEX_ONLY = "SET LOCAL enable_seqscan = off"
 JOB_COUNTS = f"""
 SELECT j.id AS job_id, t.status, t.n
   FROM unnest($1::uuid[]) AS j(id)
