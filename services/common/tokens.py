@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import httpx
 import jwt
@@ -50,6 +51,14 @@ def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
 @dataclass(frozen=True)
 class AgentIdentity:
     agent_id: str
+
+
+class Verified(NamedTuple):
+    """What a verified access token tells a request: its agent (a canonical UUID), the
+    machine hash it is bound to (None when the claim is not a string), its expiry."""
+    agent_id: str
+    machine_hash: str | None
+    expires: float
 
 
 RETRY_FAILED_FETCH_S = 0.5
@@ -132,23 +141,28 @@ class AccessTokenVerifier:
 
     def __init__(self, keys: KeySet, issuer: str, audience: str):
         self.keys, self.issuer, self.audience = keys, issuer, audience
-        self._verified: dict[str, dict] = {}
+        # Keyed by the token's SHA-256, holding only what a request needs: with a poll held
+        # by every agent, the token text and its full claims were 2 KiB per agent.
+        self._verified: dict[bytes, Verified] = {}
 
-    async def verify(self, token: str) -> dict:
-        claims = self._verified.get(token)
-        if claims is not None:
-            if claims["exp"] + LEEWAY_S > time.time():
-                return claims
-            del self._verified[token]
+    async def verify(self, token: str) -> Verified:
+        key = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(key)
+        if known is not None:
+            if known.expires + LEEWAY_S > time.time():
+                return known
+            del self._verified[key]
         claims = await self._verify_signature(token)
         try:  # checked once per token: everything downstream relies on a canonical UUID
-            claims["sub"] = str(uuid.UUID(str(claims["sub"])))
+            agent_id = str(uuid.UUID(str(claims["sub"])))
         except ValueError:
             raise invalid_token("The access token names no valid agent.") from None
+        bound = claims["mch"]
+        verified = Verified(agent_id, bound if isinstance(bound, str) else None, float(claims["exp"]))
         if len(self._verified) >= self.CACHE_SIZE:
             self._verified.clear()  # crude but bounded; a refill costs one verify per agent
-        self._verified[token] = claims
-        return claims
+        self._verified[key] = verified
+        return verified
 
     async def _verify_signature(self, token: str) -> dict:
         try:
@@ -181,16 +195,12 @@ class AccessTokenVerifier:
         token = bearer_token(request)
         if not token:
             raise invalid_token("A bearer access token is required.")
-        claims = await self.verify(token)
+        verified = await self.verify(token)
         machine_id = request.headers.get("x-machine-id")
-        bound = claims.get("mch")
-        if (
-            not machine_id
-            or not isinstance(bound, str)
-            or not hmac.compare_digest(machine_hash(machine_id), bound)
-        ):
+        bound = verified.machine_hash
+        if not machine_id or bound is None or not hmac.compare_digest(machine_hash(machine_id), bound):
             raise forbidden("machine_mismatch", "X-Machine-ID is not the machine this token was issued to.")
-        return AgentIdentity(agent_id=claims["sub"])
+        return AgentIdentity(agent_id=verified.agent_id)
 
 
 def bearer_token(request: Request) -> str:

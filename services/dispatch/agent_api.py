@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from fleetline.ethos import Log
-from fleetline.http import departure
 from services.common.errors import forbidden, invalid, not_found
 from services.common.tokens import AgentIdentity
 from services.common.validation import (
@@ -81,21 +80,17 @@ async def _hold(request: Request, agent_uuid: uuid.UUID, agent_id: str, limit: i
     loop = asyncio.get_running_loop()
     # A little random jitter off the wait, so a fleet's polls do not all end in step.
     deadline = loop.time() + wait - random.uniform(0.0, min(wait * 0.1, 3.0))
-    departed = asyncio.ensure_future(departure(request.receive))
-    try:
-        while True:
-            recheck = None if state.listener.listening else RECHECK_S
-            reason = await state.waiters.park(agent_id, deadline, departed, recheck)
-            if reason == DEPARTED:
-                _log.debug("poll_abandoned", agent_id=agent_id)
-                return None
-            if reason == DEADLINE:
-                return commands.Claim([], 0)  # nothing claimed: the caller keeps its answer
-            claim = await _claim(state, agent_uuid, agent_id, limit)
-            if claim.commands:
-                return claim
-    finally:
-        departed.cancel()
+    while True:
+        recheck = None if state.listener.listening else RECHECK_S
+        reason = await state.waiters.park(agent_id, deadline, request.receive, recheck)
+        if reason == DEPARTED:
+            _log.debug("poll_abandoned", agent_id=agent_id)
+            return None
+        if reason == DEADLINE:
+            return commands.Claim([], 0)  # nothing claimed: the caller keeps its answer
+        claim = await _claim(state, agent_uuid, agent_id, limit)
+        if claim.commands:
+            return claim
 
 
 async def _command_target(request: Request) -> tuple[AgentIdentity, uuid.UUID, uuid.UUID]:
