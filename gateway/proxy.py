@@ -338,20 +338,30 @@ class Gateway:
 
 
 async def _unless_client_leaves(request: Any, receive: Any) -> aiohttp.ClientResponse | None:
-    """Await the upstream answer, or cancel the upstream request (None) when the client
-    disconnects first. Only for requests whose body was read in full (a held poll)."""
+    """Await the upstream answer in this task, or cancel the upstream request (None) when
+    the client disconnects first. Only for requests whose body was read in full (a held
+    poll). One watcher task per held poll, and no more: awaiting both in tasks of their own
+    (asyncio.wait) cost 2 KiB per held poll."""
+    task = asyncio.current_task()
+    waiting = True
 
-    answer = asyncio.ensure_future(request)
+    def client_left(_: asyncio.Future) -> None:
+        if waiting:  # a callback already scheduled when the answer came is a no-op
+            task.cancel()
+
     gone = asyncio.ensure_future(departure(receive))
+    gone.add_done_callback(client_left)
     try:
-        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+        return await request
+    except asyncio.CancelledError:
+        # Ours only when the client left and nobody else (a shutdown) cancelled us too.
+        if gone.done() and not gone.cancelled() and task.uncancel() == 0:
+            return None
+        raise
     finally:
+        waiting = False
+        gone.remove_done_callback(client_left)  # before cancelling the watcher
         gone.cancel()
-    if answer.done():
-        return answer.result()
-    answer.cancel()
-    await asyncio.gather(answer, return_exceptions=True)
-    return None
 
 
 def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
