@@ -13,6 +13,8 @@ process (two sockets each); larger N use more gateway processes.
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import random
 import re
 import signal
@@ -24,11 +26,13 @@ import psutil
 import psycopg
 
 from agent.timing import backoff_delay
+from bench.loadgen import percentile
 from bench.harness import database_url, print_table, seed_agents, start_stack, write_result
 from fleetline.procs import Child, child_env, wait_ready
 from fleetline.serve import raise_file_limit
 
-SIZES = (1000, 5000, 10000)
+# FLEETLINE_BENCH_HELD=10000 runs one size (the herd and the redelivery still run).
+SIZES = tuple(int(n) for n in os.environ.get("FLEETLINE_BENCH_HELD", "1000,5000,10000").split(","))
 PER_GATEWAY = 9000
 IDLE_S = 10.0
 WAIT_S = 55
@@ -95,7 +99,14 @@ class Fleet:
 
 async def _until(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while not predicate():
+
+    def met() -> bool:
+        try:
+            return predicate()
+        except httpx.HTTPError:  # a process busy with a burst of arrivals: ask again
+            return False
+
+    while not met():
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         await asyncio.sleep(0.5)
@@ -113,11 +124,20 @@ async def _latency(fleet: Fleet, admin_url: str, admin: dict, n: int) -> list[fl
             queued[r.json()["id"]] = t0
             await asyncio.sleep(0.02)
     await _until(lambda: all(c in fleet.received for c in queued), 60, "every command to arrive")
-    return sorted((fleet.received[c] - t0) * 1000 for c, t0 in queued.items())
+    return (sorted((fleet.received[c] - t0) * 1000 for c, t0 in queued.items()), list(queued))
+
+
+def _server_side(dsn: str, ids: list[str]) -> list[float]:
+    """Queue -> sent from the database's own stamps: the server's share of the delay,
+    without the gateway's relay or the load generator's own event loop."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT EXTRACT(EPOCH FROM sent_at - created_at) * 1000 FROM commands "
+                            "WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()
+    return sorted(float(r[0]) for r in rows)
 
 
 def _pct(data: list[float], p: float) -> float:
-    return round(data[min(len(data) - 1, int(p / 100 * len(data)))], 1)
+    return round(percentile(data, p), 1)
 
 
 def _fresh(stack, gateways: list[Child]) -> None:
@@ -143,6 +163,8 @@ async def _measure(stack, gateways: list[Child], fleet: Fleet, session, n: int, 
     rss0 = (_rss(dispatch_pid), sum(_rss(p) for p in gateway_pids))
     await fleet.start(session, n)
     await _until(lambda: _metric(dispatch_url, "fleetline_held_polls") >= n, 180, f"{n} held polls")
+    if os.environ.get("FREEZE"):
+        gc.freeze()
     # Backends report their counters up to 10 s late (PostgreSQL's idle stats interval):
     # wait that out, so the arrival burst's claims are not counted as idle statements.
     await asyncio.sleep(12)
@@ -154,7 +176,9 @@ async def _measure(stack, gateways: list[Child], fleet: Fleet, session, n: int, 
     commits1 = _commits(dsn)
     cpu1 = (_cpu_s(dispatch_pid), sum(_cpu_s(p) for p in gateway_pids))
     admin = {"Authorization": f"Bearer {stack.admin_token}"}
-    latencies = await _latency(fleet, dispatch_url, admin, n)
+    latencies, ids = await _latency(fleet, dispatch_url, admin, n)
+    sent = _server_side(dsn, ids)
+    print(f"held polls: {n} measured", flush=True)
     row = {
         "held": n,
         "dispatch_idle_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / elapsed, 2),
@@ -166,6 +190,8 @@ async def _measure(stack, gateways: list[Child], fleet: Fleet, session, n: int, 
         "gateway_kib_per_poll": round((rss1[1] - rss0[1]) / n / 1024, 1),
         "queue_to_delivery_p50_ms": _pct(latencies, 50),
         "queue_to_delivery_p99_ms": _pct(latencies, 99),
+        "queue_to_sent_p50_ms": _pct(sent, 50),
+        "queue_to_sent_p99_ms": _pct(sent, 99),
     }
     await fleet.stop()
     await _until(lambda: _metric(dispatch_url, "fleetline_held_polls") == 0, 60, "the polls to be dropped")
@@ -200,13 +226,7 @@ async def _herd(stack, fleet: Fleet, session, n: int) -> dict:
     dispatch.respawn()
     wait_ready(dispatch_url, dispatch, timeout=60)
 
-    def back() -> bool:
-        try:
-            return _metric(dispatch_url, "fleetline_held_polls") >= n
-        except httpx.HTTPError:
-            return False
-
-    await _until(back, 120, f"{n} agents back")
+    await _until(lambda: _metric(dispatch_url, "fleetline_held_polls") >= n, 120, f"{n} agents back")
     row = {"agents": n, "all_back_s": round(time.monotonic() - t0, 1), "errors_seen": fleet.errors - errors0}
     await fleet.stop()
     return row
@@ -303,7 +323,8 @@ def run() -> dict:
                 f"{LATENCY_COMMANDS} commands queued meanwhile", result["sizes"],
                 ["held", "dispatch_idle_cpu_pct", "gateway_idle_cpu_pct", "db_statements_per_s",
                  "goal_statements_per_s", "dispatch_kib_per_poll", "gateway_kib_per_poll",
-                 "queue_to_delivery_p50_ms", "queue_to_delivery_p99_ms"])
+                 "queue_to_delivery_p50_ms", "queue_to_delivery_p99_ms", "queue_to_sent_p50_ms",
+                 "queue_to_sent_p99_ms"])
     print(f"redelivery reaches a held poll {result['redelivery_after_ack_timeout_ms']} ms after its ack timeout")
     print(f"herd: {result['herd']['agents']} agents held again {result['herd']['all_back_s']} s after a "
           f"dispatch SIGKILL and restart; {result['herd']['errors_seen']} failed polls meanwhile")

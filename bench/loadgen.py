@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -25,14 +26,19 @@ class Run:
     def pct(self, p: float) -> float:
         if not self.latencies_ms:
             return 0.0
-        data = sorted(self.latencies_ms)
-        return data[min(len(data) - 1, int(p / 100 * len(data)))]
+        return percentile(sorted(self.latencies_ms), p)
 
     def row(self) -> dict:
         return {"name": self.name, "ops_per_s": round(self.rate, 1), "requests": self.requests,
                 "ops": self.ops, "seconds": round(self.seconds, 2), "errors": self.errors,
                 "p50_ms": round(self.pct(50), 2), "p99_ms": round(self.pct(99), 2),
                 "mean_ms": round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else 0}
+
+
+def percentile(data: list[float], p: float) -> float:
+    """The nearest-rank percentile of sorted data: of 100 values, p99 is the 99th (an
+    earlier version took the 100th, the maximum)."""
+    return data[max(0, math.ceil(p / 100 * len(data)) - 1)]
 
 
 async def closed_loop(name: str, concurrency: int, seconds: float,

@@ -148,6 +148,9 @@ class Settings:
     keepalive_s: float = _env("FLEETLINE_KEEPALIVE_S", _positive_float, 75.0)
     upstream_keepalive_s: float = _env("FLEETLINE_UPSTREAM_KEEPALIVE_S", _positive_float, 30.0)
     backlog: int = _env("FLEETLINE_BACKLOG", _positive_int, 4096)
+    # Requests one gateway process carries at once (held polls included); unset: as many
+    # as its open-file limit allows, two sockets each.
+    gateway_max_requests: int | None = _env("FLEETLINE_GATEWAY_MAX_REQUESTS", _positive_int)
     log_level: str = _env("FLEETLINE_LOG_LEVEL", _log_level, "INFO")
 
     @classmethod

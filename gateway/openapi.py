@@ -63,6 +63,8 @@ _ERROR_TEXT = {
     409: "`conflict`.",
     413: "`payload_too_large`: the body is over the gateway's limit.",
     429: "`rate_limited`; `Retry-After` says when to come back.",
+    503: "`not_ready`: a service has no ready replica, or the gateway is at capacity "
+         "(then with `Retry-After`).",
 }
 
 REQUEST_ID = {"X-Request-ID": {"description": "The request's id (the client's, or a new one).",
@@ -84,7 +86,7 @@ def ok(schema: dict | None, about: str, headers: dict | None = None) -> dict:
 def errors(*statuses: int) -> dict:
     out = {}
     for status in (*statuses, 405, 413, 502, 503, 504):
-        headers = {"Retry-After": {"schema": {"type": "string"}}} if status == 429 else None
+        headers = {"Retry-After": {"schema": {"type": "string"}}} if status in (429, 503) else None
         out[str(status)] = ok(ref("Error"), _ERROR_TEXT.get(status, "See the error code."), headers)
     return out
 

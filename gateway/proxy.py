@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import time
 from typing import Any
 from urllib.parse import parse_qs
@@ -32,6 +33,19 @@ BUFFER_LIMIT = 256 * 1024  # responses up to this size (with a length) are buffe
 REQUEST_BUFFER_LIMIT = 64 * 1024  # request bodies up to this size are read before sending
 _log = Log("gateway", "proxy")
 LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# Past its capacity the gateway answers 503 with this Retry-After (the agent adds its own
+# jitter), instead of failing to accept connections once its open files run out.
+FULL_RETRY_AFTER_S = 5
+FILES_KEPT_FREE = 256  # for upstream connections being replaced, logs, the LISTEN of nobody
+
+
+def capacity(settings: Settings) -> int:
+    """Requests carried at once: the setting, else what the open-file limit allows at two
+    sockets a request (the client's and the upstream's)."""
+    if settings.gateway_max_requests is not None:
+        return settings.gateway_max_requests
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(1, (soft - FILES_KEPT_FREE) // 2)
 OPENAPI_BYTES = json.dumps(openapi.DOCUMENT).encode()
 
 
@@ -79,12 +93,17 @@ class Gateway:
         if settings.console_urls:  # optional: without one, /console/ is a 404
             self.upstreams["console"] = Upstream("console", settings.console_urls)
         self.metrics = Metrics("gateway")
+        self.capacity = 0  # set at startup, once serve() has raised the file limit
+        self.in_flight = 0
+        self.metrics.gauge("fleetline_gateway_requests_in_flight",
+                           "Requests this gateway process is carrying upstream", lambda: self.in_flight)
         self.session: aiohttp.ClientSession | None = None
         self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     # --- lifecycle -------------------------------------------------------------------
 
     async def startup(self) -> None:
+        self.capacity = capacity(self.settings)
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300,
                                          keepalive_timeout=self.settings.upstream_keepalive_s),
@@ -137,8 +156,16 @@ class Gateway:
         try:
             if service is None:
                 status = await self._local(scope, receive, tracked_send, rid)
+            elif self.in_flight >= self.capacity:
+                status, body = _json_error(503, "not_ready", "The gateway is at capacity; retry later.")
+                await _send_simple(send, status, body, rid,
+                                   extra=[(b"retry-after", str(FULL_RETRY_AFTER_S).encode())])
             else:
-                status = await self._proxy(service, scope, receive, tracked_send, rid)
+                self.in_flight += 1
+                try:
+                    status = await self._proxy(service, scope, receive, tracked_send, rid)
+                finally:
+                    self.in_flight -= 1
         except Exception as exc:  # the gateway's one 500: JSON, with the request id, logged once
             _log.error("unhandled_exception", method=scope["method"], path=scope["path"],
                        request_id=rid, exception=type(exc).__name__, error=exc)

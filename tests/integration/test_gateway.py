@@ -1,8 +1,10 @@
 """The gateway against real upstream processes."""
 
 import json
+import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -176,3 +178,31 @@ def test_forwarded_for_is_extended_only_from_a_trusted_proxy_in_front(start_gate
     gw = start_gateway([echo], [dispatch.url], FLEETLINE_GATEWAY_TRUSTED_PROXIES="127.0.0.1")
     seen = HTTP.get(f"{gw.url}/.well-known/jwks.json", headers={"X-Forwarded-For": "10.9.9.9"}).json()
     assert seen["x-forwarded-for"] == ["10.9.9.9, 127.0.0.1"]
+
+
+def test_past_its_capacity_the_gateway_answers_503_with_retry_after_and_recovers(start_gateway, auth,
+                                                                                 dispatch, fleet):
+    gw = start_gateway([auth.url], [dispatch.url], FLEETLINE_GATEWAY_MAX_REQUESTS="2")
+    agents = [fleet.register() for _ in range(2)]
+    polls = ThreadPoolExecutor(2)
+    held = [polls.submit(HTTP.get, f"{gw.url}/api/v1/agents/{a.agent_id}/commands?wait=20",
+                         headers=a.headers, timeout=30) for a in agents]
+    wait_until(lambda: _in_flight(gw.url) == 2, 15, what="two held polls")
+    full = HTTP.get(f"{gw.url}/api/v1/agents/{agents[0].agent_id}/commands", headers=agents[0].headers)
+    assert full.status_code == 503 and full.headers["retry-after"] == "5"
+    assert full.json()["error"] == "not_ready" and full.headers["x-request-id"]
+    assert HTTP.get(f"{gw.url}/readyz").status_code == 200  # its own paths still answer
+    # A queued command ends one held poll; the slot it frees serves the next request.
+    fleet.queue(agents[0])
+    assert held[0].result(timeout=15).status_code == 200
+    wait_until(lambda: _in_flight(gw.url) == 1, 15, what="one poll left")
+    assert HTTP.get(f"{gw.url}/api/v1/admin/agents", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+                    ).status_code == 200
+    fleet.queue(agents[1])
+    assert held[1].result(timeout=15).status_code == 200
+    polls.shutdown()
+
+
+def _in_flight(url: str) -> float:
+    text = HTTP.get(url + "/metrics").text
+    return float(re.search(r"^fleetline_gateway_requests_in_flight (\S+)$", text, re.M).group(1))
