@@ -3,18 +3,8 @@
 import re
 import time
 
-
+from tests.integration.dbstate import count_statements
 from tests.integration.support import HTTP, wait_until
-
-# Counts UPDATE *statements* on agents (not rows): a trigger sees every one at once,
-# where pg_stat counters lag behind.
-COUNT_AGENT_UPDATES = """
-CREATE TABLE agent_update_statements (at timestamptz DEFAULT clock_timestamp());
-CREATE FUNCTION count_agent_update() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN INSERT INTO agent_update_statements DEFAULT VALUES; RETURN NULL; END $$;
-CREATE TRIGGER agents_update_count AFTER UPDATE ON agents
-    FOR EACH STATEMENT EXECUTE FUNCTION count_agent_update();
-"""
 
 
 def test_last_seen_is_written_in_batches_not_per_poll(start_dispatch, auth, sql):
@@ -23,13 +13,13 @@ def test_last_seen_is_written_in_batches_not_per_poll(start_dispatch, auth, sql)
     svc = start_dispatch(FLEETLINE_LAST_SEEN_FLUSH_S="1")
     fleet = Fleet(auth.url, svc.url)
     agents = [fleet.register() for _ in range(3)]
-    sql.execute(COUNT_AGENT_UPDATES)
+    agent_updates = count_statements(sql, "UPDATE", "agents")
     for agent in agents:
         for _ in range(5):
             fleet.poll(agent)
     wait_until(lambda: sql.execute("SELECT count(*) FROM agents WHERE last_seen_at IS NOT NULL")
                .fetchone()[0] == 3, timeout=10, what="last_seen flush")
-    statements = sql.execute("SELECT count(*) FROM agent_update_statements").fetchone()[0]
+    statements = agent_updates()
     # 15 polls within about a second: one flush, perhaps two if the polls straddled one.
     assert 1 <= statements <= 2
 

@@ -5,6 +5,7 @@ import psycopg
 
 from services.dispatch import queries as q
 from services.dispatch.app import DB_SETTINGS
+from tests.integration.dbstate import count_statements
 
 
 def _plan(database_url, agent_id, generic: bool) -> str:
@@ -63,16 +64,6 @@ def test_admin_listing_walks_an_index_under_generic_plans(fleet, sql, database_u
             assert "Index Scan" in plan, plan
 
 
-# Counts INSERT *statements* on commands: a 10,000-target job must fan out in one.
-COUNT_COMMAND_INSERTS = """
-CREATE TABLE command_insert_statements (at timestamptz DEFAULT clock_timestamp());
-CREATE FUNCTION count_command_insert() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN INSERT INTO command_insert_statements DEFAULT VALUES; RETURN NULL; END $$;
-CREATE TRIGGER commands_insert_count AFTER INSERT ON commands
-    FOR EACH STATEMENT EXECUTE FUNCTION count_command_insert();
-"""
-
-
 def _assert_counts_read_the_job_index(conn, job_id: str) -> None:
     for k, v in DB_SETTINGS.items():
         conn.execute(f"SET {k} = {v}")
@@ -98,11 +89,11 @@ def test_a_job_of_10000_targets_fans_out_in_one_statement_and_its_reads_use_inde
                jsonb_build_object('env', CASE WHEN n <= 10000 THEN 'prod' ELSE 'dev' END, 'n', n::text)
           FROM generate_series(1, 20000) AS n""", (token,))
     sql.execute("ANALYZE agents")
-    sql.execute(COUNT_COMMAND_INSERTS)
+    command_inserts = count_statements(sql, "INSERT", "commands")  # a 10,000-target job: one
     job = fleet.run_job({"labels": {"env": "prod"}}, rollout={"max_in_flight": 100})
     assert job["target_count"] == 10000 and sum(job["counts"].values()) == 10000
     assert job["counts"]["pending"] == 100 and job["counts"]["waiting"] == 9900
-    assert sql.execute("SELECT count(*) FROM command_insert_statements").fetchone()[0] == 1
+    assert command_inserts() == 1
     sql.execute("ANALYZE commands")
     job_id = f"'{job['id']}'"
     with psycopg.connect(database_url, autocommit=True) as conn:
