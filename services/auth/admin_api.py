@@ -14,7 +14,7 @@ from fleetline.ethos import Log
 from fleetline.labels import split_label
 from services.common.paging import decode_cursor, next_cursor
 from services.common.validation import (
-    Int, Str, check_text, path_uuid, query_int, read_json_object, rfc3339, take,
+    Int, Str, check_text, path_id, query_choice, query_int, read_json_object, rfc3339, take,
 )
 
 _log = Log("auth", "admin")
@@ -68,10 +68,8 @@ async def list_registration_tokens(request: Request) -> JSONResponse:
 
 
 async def revoke_registration_token(request: Request) -> Response:
-    token_id = path_uuid(request, "token_id")
-    if token_id is None or await request.app.state.db.fetchval(
-        q.REVOKE_REGISTRATION_TOKEN, uuid.UUID(token_id)
-    ) is None:
+    token_id = path_id(request, "token_id", "registration token")
+    if await request.app.state.db.fetchval(q.REVOKE_REGISTRATION_TOKEN, token_id) is None:
         raise not_found("No such registration token.")
     _log.info("registration_token_revoked", token_id=token_id)
     return Response(status_code=204)
@@ -81,9 +79,7 @@ async def list_agents(request: Request) -> JSONResponse:
     """Every agent, as API.md says; with `limit` (and `before`, `status`, `label`), one page
     of them and a `next` cursor, for fleets too large for one answer."""
     db, params = request.app.state.db, request.query_params
-    status = params.get("status") or None
-    if status is not None and status not in ("active", "revoked"):
-        raise invalid("status must be active or revoked.", "status")
+    status = query_choice(request, "status", ("active", "revoked"))
     labels = _labels(params.getlist("label"))
     if not any(k in params for k in ("limit", "before", "status", "label")):
         rows = await db.fetch(q.LIST_AGENTS)
@@ -115,23 +111,20 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 
 async def get_agent(request: Request) -> JSONResponse:
-    agent_id = path_uuid(request, "agent_id")
-    row = agent_id and await request.app.state.db.fetchrow(q.GET_AGENT, uuid.UUID(agent_id))
-    if not row:
+    row = await request.app.state.db.fetchrow(q.GET_AGENT, path_id(request, "agent_id", "agent"))
+    if row is None:
         raise not_found("No such agent.")
     return JSONResponse(agent_view(row))
 
 
 async def revoke_agent(request: Request) -> Response:
-    agent_id = path_uuid(request, "agent_id")
-    if agent_id is None:
-        raise not_found("No such agent.")
+    agent_id = path_id(request, "agent_id", "agent")
     db = request.app.state.db
     async with db.transaction():
-        if await db.fetchval(q.REVOKE_AGENT, uuid.UUID(agent_id)) is None:
+        if await db.fetchval(q.REVOKE_AGENT, agent_id) is None:
             raise not_found("No such agent.")
-        await db.execute(q.REVOKE_AGENT_REFRESH_TOKENS, uuid.UUID(agent_id), "agent_revoked")
-        await db.execute(q.CANCEL_REVOKED_AGENT_JOB_COMMANDS, uuid.UUID(agent_id))
-        await db.execute(q.NOTIFY_REVOKED, agent_id)
+        await db.execute(q.REVOKE_AGENT_REFRESH_TOKENS, agent_id, "agent_revoked")
+        await db.execute(q.CANCEL_REVOKED_AGENT_JOB_COMMANDS, agent_id)
+        await db.execute(q.NOTIFY_REVOKED, str(agent_id))
     _log.info("agent_revoked", agent_id=agent_id)
     return Response(status_code=204)

@@ -4,7 +4,6 @@ relative redirects within /console/, and rendering (errors included)."""
 from __future__ import annotations
 
 import functools
-import uuid
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
@@ -12,6 +11,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from services.common.validation import path_uuid
 from services.console.api import Refused, Unavailable
 from services.console.sessions import COOKIE, Session, same_secret
 
@@ -26,10 +26,10 @@ class NoSuchPage(Exception):
 
 def path_id(request: Request, name: str) -> str:
     """A path's id, which must be a UUID before it goes anywhere near an API path."""
-    try:
-        return str(uuid.UUID(request.path_params[name]))
-    except ValueError:
-        raise NoSuchPage() from None
+    found = path_uuid(request, name)
+    if found is None:
+        raise NoSuchPage()
+    return found
 
 
 def relative(request: Request, target: str) -> str:

@@ -14,7 +14,7 @@ from fleetline.ethos import Log
 from services.common.errors import forbidden, invalid, not_found
 from services.common.tokens import AgentIdentity
 from services.common.validation import (
-    Int, Str, nullable, parse_timestamp, path_uuid, query_int, read_json_object, rfc3339, take,
+    Int, Str, nullable, parse_timestamp, path_id, path_uuid, query_int, read_json_object, rfc3339, take,
 )
 from services.dispatch import commands, jobs, keysets
 from services.dispatch.views import delivery_view, state_view
@@ -95,10 +95,8 @@ async def _hold(request: Request, agent_uuid: uuid.UUID, agent_id: str, limit: i
 
 async def _command_target(request: Request) -> tuple[AgentIdentity, uuid.UUID, uuid.UUID]:
     identity = await _authenticate(request)
-    command_id = path_uuid(request, "command_id")
-    if command_id is None:
-        raise not_found("No such command for this agent.")
-    return identity, uuid.UUID(identity.agent_id), uuid.UUID(command_id)
+    command_id = path_id(request, "command_id", "command for this agent")
+    return identity, uuid.UUID(identity.agent_id), command_id
 
 
 async def ack(request: Request) -> JSONResponse:
