@@ -10,6 +10,7 @@ Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 """
 
 from services.common.db import AGENT_CHANNEL, NOTIFY_AGENT
+from services.dispatch import rollout
 
 # --- rules, each written once ------------------------------------------------------------
 # They read a command row aliased `c`.
@@ -318,8 +319,16 @@ UPDATE commands c
 # What an operator sees for one target: the command's status, except that a command held
 # back by the rollout window is `waiting` and one cancelled by a halt is `skipped`
 # (rollout.TARGET_STATUSES). Reads a command row aliased `c`.
-TARGET_STATUS = """(CASE WHEN c.skipped THEN 'skipped'
-            WHEN c.status = 'pending' AND c.visible_at = 'infinity' THEN 'waiting'
+# Held back by the rollout window: never due until the releaser makes it so (also the
+# predicate of the commands_job_waiting index, which statements must repeat to use it).
+WAITING = "(c.status = 'pending' AND c.visible_at = 'infinity')"
+# Not final yet: waiting, released, delivered or running.
+LIVE = "(c.status IN ('pending', 'sent', 'running'))"
+# The ends that count against max_failures (rollout.FAILURES).
+FAILURE = "(c.status IN ({}))".format(", ".join(f"'{s}'" for s in sorted(rollout.FAILURES)))
+
+TARGET_STATUS = f"""(CASE WHEN c.skipped THEN 'skipped'
+            WHEN {WAITING} THEN 'waiting'
             ELSE c.status END)"""
 
 JOB_COLUMNS = """id, status, selector, command, rollout, max_in_flight, max_failures,
@@ -421,19 +430,14 @@ SELECT j.id AS job_id, t.status, t.n
 # has one: $2); failures counted only up to $3 (max_failures + 1: enough to know it was
 # exceeded; NULL when the job has no limit). Scalar subqueries under a CASE not taken
 # are never run.
-JOB_PROGRESS = """
-SELECT EXISTS (SELECT 1 FROM commands c
-                WHERE c.job_id = $1 AND c.status IN ('pending', 'sent', 'running')) AS unfinished,
-       EXISTS (SELECT 1 FROM commands c
-                WHERE c.job_id = $1 AND c.status = 'pending' AND c.visible_at = 'infinity') AS waiting,
+JOB_PROGRESS = f"""
+SELECT EXISTS (SELECT 1 FROM commands c WHERE c.job_id = $1 AND {LIVE}) AS unfinished,
+       EXISTS (SELECT 1 FROM commands c WHERE c.job_id = $1 AND {WAITING}) AS waiting,
        CASE WHEN $2 THEN (SELECT count(*) FROM commands c
-                           WHERE c.job_id = $1 AND c.status IN ('pending', 'sent', 'running')
-                             AND c.visible_at <> 'infinity')
+                           WHERE c.job_id = $1 AND {LIVE} AND c.visible_at <> 'infinity')
             ELSE 0 END AS in_window,
        CASE WHEN $3::int IS NOT NULL THEN (SELECT count(*) FROM (
-                SELECT 1 FROM commands c
-                 WHERE c.job_id = $1 AND c.status IN ('failed', 'timed_out', 'expired', 'rejected')
-                 LIMIT $3) AS f)
+                SELECT 1 FROM commands c WHERE c.job_id = $1 AND {FAILURE} LIMIT $3) AS f)
             ELSE 0 END AS failures
 """
 
@@ -443,7 +447,7 @@ SELECT EXISTS (SELECT 1 FROM commands c
 RELEASE_WAITING = f"""
 WITH next AS (
     SELECT c.id FROM commands c
-     WHERE c.job_id = $1 AND c.status = 'pending' AND c.visible_at = 'infinity'
+     WHERE c.job_id = $1 AND {WAITING}
      ORDER BY c.id
      LIMIT $2
        FOR NO KEY UPDATE
@@ -451,7 +455,7 @@ WITH next AS (
     UPDATE commands c
        SET visible_at = statement_timestamp()
       FROM next
-     WHERE c.id = next.id AND c.status = 'pending' AND c.visible_at = 'infinity'
+     WHERE c.id = next.id AND {WAITING}
     RETURNING c.agent_id
 )
 SELECT pg_notify('{AGENT_CHANNEL}', agent_id::text) FROM released
