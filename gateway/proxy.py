@@ -33,10 +33,11 @@ BUFFER_LIMIT = 256 * 1024  # responses up to this size (with a length) are buffe
 REQUEST_BUFFER_LIMIT = 64 * 1024  # request bodies up to this size are read before sending
 _log = Log("gateway", "proxy")
 LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+OPENAPI_BYTES = json.dumps(openapi.DOCUMENT).encode()
 # Past its capacity the gateway answers 503 with this Retry-After (the agent adds its own
 # jitter), instead of failing to accept connections once its open files run out.
 FULL_RETRY_AFTER_S = 5
-FILES_KEPT_FREE = 256  # for upstream connections being replaced, logs, the LISTEN of nobody
+FILES_KEPT_FREE = 256  # for idle upstream connections, connections being replaced, logs
 
 
 def capacity(settings: Settings) -> int:
@@ -46,7 +47,6 @@ def capacity(settings: Settings) -> int:
         return settings.gateway_max_requests
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return max(1, (soft - FILES_KEPT_FREE) // 2)
-OPENAPI_BYTES = json.dumps(openapi.DOCUMENT).encode()
 
 
 class PayloadTooLarge(Exception):

@@ -55,10 +55,10 @@ class Waiters:
         and a wake-up is that timeout brought forward to now: no second task, future or
         callback per parked poll (they were a fifth of what a held poll cost)."""
         loop = asyncio.get_running_loop()
-        parked = _Parked(DEADLINE)
-        wake_at = deadline
+        wake_at, reason = deadline, DEADLINE
         if recheck_s is not None and loop.time() + recheck_s < deadline:
-            parked.reason, wake_at = WOKEN, loop.time() + recheck_s
+            wake_at, reason = loop.time() + recheck_s, WOKEN
+        parked = _Parked(reason)
         polls = self._parked.setdefault(agent_id, set())
         try:
             async with asyncio.timeout_at(wake_at) as parked.timeout:
