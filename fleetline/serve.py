@@ -17,7 +17,10 @@ from fleetline import ethos
 from fleetline.settings import Settings, SettingsError
 
 
-def serve(name: str, create_app: Callable[[Settings], ASGIApp], argv: list[str] | None = None) -> None:
+def serve(name: str, create_app: Callable[[Settings], ASGIApp], argv: list[str] | None = None,
+          options: Callable[[Settings, ASGIApp, str], dict] | None = None) -> None:
+    """`options(settings, app, host)`: more uvicorn settings (the gateway's edge), or a
+    SettingsError that stops the start."""
     parser = argparse.ArgumentParser(prog=f"fleetline-{name}")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
@@ -27,6 +30,7 @@ def serve(name: str, create_app: Callable[[Settings], ASGIApp], argv: list[str] 
         settings.check_keepalive_order()
         ethos.configure(settings.log_level)
         app = create_app(settings)
+        extra = options(settings, app, args.host) if options else {}
     except (SettingsError, OSError, ValueError) as exc:
         sys.stderr.write(f"[ERROR] [{name}] [config] invalid_configuration {ethos.format_fields({'error': exc})}\n")
         raise SystemExit(2) from None
@@ -44,6 +48,7 @@ def serve(name: str, create_app: Callable[[Settings], ASGIApp], argv: list[str] 
         timeout_graceful_shutdown=5,
         timeout_keep_alive=settings.keepalive_s,
         backlog=settings.backlog,  # a fleet reconnecting at once must not find the queue full
+        **extra,
     )
 
 

@@ -70,6 +70,15 @@ def _str_list(raw: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in raw.split(",") if s.strip())
 
 
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1 or 0 (true or false)")
+
+
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -151,6 +160,20 @@ class Settings:
     # Requests one gateway process carries at once (held polls included); unset: as many
     # as its open-file limit allows, two sockets each.
     gateway_max_requests: int | None = _env("FLEETLINE_GATEWAY_MAX_REQUESTS", _positive_int)
+    # The edge (the gateway): TLS, and plain HTTP on a non-loopback address only when a TLS
+    # proxy stands in front; slow clients cut off, stalled connections capped per address.
+    tls_cert_file: str | None = _env("FLEETLINE_TLS_CERT_FILE")
+    tls_key_file: str | None = _env("FLEETLINE_TLS_KEY_FILE")
+    allow_plaintext: bool = _env("FLEETLINE_ALLOW_PLAINTEXT", _flag, False)
+    header_timeout_s: float = _env("FLEETLINE_HEADER_TIMEOUT_S", _positive_float, 10.0)
+    body_timeout_s: float = _env("FLEETLINE_BODY_TIMEOUT_S", _positive_float, 10.0)
+    max_pending_per_address: int = _env("FLEETLINE_MAX_PENDING_PER_ADDRESS", _positive_int, 64)
+    # Clients of the gateway (the console, the CLI): the CA that signed its certificate
+    # [the system trust store].
+    ca_file: str | None = _env("FLEETLINE_CA_FILE")
+    # Dispatch reads auth's JWKS again this often: a key auth stops publishing stops
+    # verifying within one refresh.
+    jwks_refresh_s: float = _env("FLEETLINE_JWKS_REFRESH_S", _positive_float, 60.0)
     log_level: str = _env("FLEETLINE_LOG_LEVEL", _log_level, "INFO")
 
     @classmethod

@@ -19,6 +19,7 @@ from yarl import URL
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import openapi
+from gateway.edge import EdgeCounts
 from gateway.routes import LONG_POLL_SUFFIX, route
 from gateway.upstreams import Upstream
 from fleetline.ethos import Log
@@ -53,20 +54,26 @@ class PayloadTooLarge(Exception):
     pass
 
 
+class ClientGone(Exception):
+    """The client left (or was cut off by the edge's body deadline) before its body ended:
+    nothing of it may reach an upstream."""
+
+
 class BodyStream:
-    """The client's body as it arrives, cut off past `limit`. `exceeded` tells the proxy
-    why an upstream send failed (aiohttp may wrap what a body iterator raises)."""
+    """The client's body as it arrives, cut off past `limit`. `exceeded` and `gone` tell
+    the proxy why an upstream send failed (aiohttp may wrap what a body iterator raises)."""
 
     def __init__(self, receive: Any, limit: int):
         self.receive, self.limit = receive, limit
-        self.exceeded = False
+        self.exceeded = self.gone = False
 
     async def __aiter__(self):
         total = 0
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                return
+                self.gone = True
+                raise ClientGone
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > self.limit:
@@ -83,9 +90,10 @@ def _json_error(status: int, code: str, detail: str) -> tuple[int, bytes]:
 
 
 class Gateway:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, edge: EdgeCounts):
         settings.require("auth_urls", "dispatch_urls")
         self.settings = settings
+        self.edge = edge
         self.upstreams = {
             "auth": Upstream("auth", settings.auth_urls),
             "dispatch": Upstream("dispatch", settings.dispatch_urls),
@@ -97,6 +105,15 @@ class Gateway:
         self.in_flight = 0
         self.metrics.gauge("fleetline_gateway_requests_in_flight",
                            "Requests this gateway process is carrying upstream", lambda: self.in_flight)
+        self.metrics.gauge("fleetline_gateway_pending_connections",
+                           "Connections without a complete request (handshake, headers, body, idle)",
+                           edge.pending)
+        self.metrics.gauge("fleetline_gateway_connections_refused",
+                           "Connections closed at once: their address had too many pending",
+                           lambda: edge.refused)
+        self.metrics.gauge("fleetline_gateway_request_timeouts",
+                           "Connections cut off for slow headers, body or TLS handshake",
+                           lambda: edge.timed_out)
         self.session: aiohttp.ClientSession | None = None
         self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
@@ -156,16 +173,8 @@ class Gateway:
         try:
             if service is None:
                 status = await self._local(scope, receive, tracked_send, rid)
-            elif self.in_flight >= self.capacity:
-                status, body = _json_error(503, "not_ready", "The gateway is at capacity; retry later.")
-                await _send_simple(send, status, body, rid,
-                                   extra=[(b"retry-after", str(FULL_RETRY_AFTER_S).encode())])
             else:
-                self.in_flight += 1
-                try:
-                    status = await self._proxy(service, scope, receive, tracked_send, rid)
-                finally:
-                    self.in_flight -= 1
+                status = await self._proxy(service, scope, receive, tracked_send, rid)
         except Exception as exc:  # the gateway's one 500: JSON, with the request id, logged once
             _log.error("unhandled_exception", method=scope["method"], path=scope["path"],
                        request_id=rid, exception=type(exc).__name__, error=exc)
@@ -275,6 +284,25 @@ class Gateway:
         except PayloadTooLarge:
             await _send_simple(send, *too_large, rid)
             return too_large[0]
+        except ClientGone:
+            return 499  # nobody to answer, and nothing forwarded
+        # A request counts against capacity once it is complete (a streamed body: once it
+        # starts; the edge's body deadline bounds it): stalled clients take none of it.
+        if self.in_flight >= self.capacity:
+            status, payload = _json_error(503, "not_ready", "The gateway is at capacity; retry later.")
+            await _send_simple(send, status, payload, rid,
+                               extra=[(b"retry-after", str(FULL_RETRY_AFTER_S).encode())])
+            return status
+        self.in_flight += 1
+        try:
+            return await self._forward(service, scope, receive, send, rid, body)
+        finally:
+            self.in_flight -= 1
+
+    async def _forward(self, service: str, scope: dict, receive: Any, send: Any, rid: str,
+                       body: "bytes | BodyStream") -> int:
+        too_large = _json_error(413, "payload_too_large",
+                                f"The body is larger than {self.settings.max_body_bytes} bytes.")
         streamed = body if isinstance(body, BodyStream) else None
 
         upstream = self.upstreams[service]
@@ -312,7 +340,10 @@ class Gateway:
                 status, payload = _json_error(504, "upstream_timeout", f"{service} did not answer in time.")
                 await _send_simple(send, status, payload, rid)
                 return status
-            except (aiohttp.ClientError, PayloadTooLarge) as exc:
+            except (aiohttp.ClientError, PayloadTooLarge, ClientGone) as exc:
+                if streamed and streamed.gone:
+                    # Cut short: the upstream saw an incomplete body and changed nothing.
+                    return 499
                 if streamed and streamed.exceeded:
                     # The upstream saw a body cut short: it changed nothing.
                     await _send_simple(send, *too_large, rid)

@@ -16,6 +16,7 @@ import pytest
 
 from fleetline.pgembed import EmbeddedPostgres, free_port
 from fleetline.keys_cmd import make_command_keys
+from fleetline.tls_files import ensure_tls
 from services.auth.keys import write_private_key
 from tests.integration.support import HTTP, Databases, ServiceProcess, wait_until
 
@@ -118,6 +119,22 @@ def auth(auth_started) -> ServiceProcess:
     return auth_started.wait_ready()
 
 
+@pytest.fixture(scope="session")
+def tls_dir():
+    """A private CA and a gateway certificate for 127.0.0.1 and localhost (ca.pem,
+    gateway.pem, gateway.key), and a second CA nobody trusts (other/)."""
+    d = Path(tempfile.mkdtemp(prefix="fleetline-test-tls-"))
+    ensure_tls(d)
+    ensure_tls(d / "other")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def tls_env(tls_dir: Path) -> dict[str, str]:
+    return {"FLEETLINE_TLS_CERT_FILE": str(tls_dir / "gateway.pem"),
+            "FLEETLINE_TLS_KEY_FILE": str(tls_dir / "gateway.key")}
+
+
 @pytest.fixture
 def admin_headers():
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -198,10 +215,10 @@ def start_gateway(base_env, tmp_path):
     """start_gateway([auth urls], [dispatch urls], **env) -> a running gateway process."""
     started = []
 
-    def start(auth_urls, dispatch_urls, wait=True, **env):
+    def start(auth_urls, dispatch_urls, wait=True, host="127.0.0.1", **env):
         proc = ServiceProcess("gateway", {**base_env, "FLEETLINE_AUTH_URLS": ",".join(auth_urls),
                                           "FLEETLINE_DISPATCH_URLS": ",".join(dispatch_urls), **env},
-                              tmp_path, ready_path="/healthz")
+                              tmp_path, ready_path="/healthz", host=host)
         started.append(proc)
         return proc.wait_ready() if wait else proc
 

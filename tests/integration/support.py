@@ -18,6 +18,7 @@ import httpx
 import psycopg
 
 from fleetline.pgembed import free_port
+from fleetline.transport import tls_context
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,14 +100,18 @@ class ServiceProcess:
     """`python -m <module> --port N` with the given environment, ready when /readyz is 200."""
 
     def __init__(self, module: str, env: dict[str, str], log_dir: Path, ready_path: str = "/readyz",
-                 port: int | None = None):
+                 port: int | None = None, host: str = "127.0.0.1"):
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # Served over TLS when given a certificate: `client` then trusts the CA beside it.
+        tls = env.get("FLEETLINE_TLS_CERT_FILE")
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.client = HTTP if not tls else httpx.Client(
+            timeout=30, verify=tls_context(str(Path(tls).parent / "ca.pem")))
         self.log_path = log_dir / f"{module.replace('.', '_')}_{self.port}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
         full_env.update(env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--port", str(self.port)],
+            [sys.executable, "-m", module, "--port", str(self.port), "--host", host],
             cwd=ROOT,
             env=full_env,
             stdout=self.log_path.open("wb"),
@@ -124,7 +129,7 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"service exited early:\n{self.log()}")
             try:
-                return HTTP.get(self.url + self.ready_path, timeout=1.0).status_code == 200
+                return self.client.get(self.url + self.ready_path, timeout=1.0).status_code == 200
             except httpx.HTTPError:
                 return False
 
