@@ -15,7 +15,7 @@ from services.auth import admin_api, agents_api
 from services.auth.keys import Signer
 from services.common.admin import admin_mount
 from services.common.db import Db
-from services.common.errors import EXCEPTION_HANDLERS
+from services.auth.api_errors import EXCEPTION_HANDLERS
 from services.common.http import ServiceMiddleware, api_route, health_routes
 from services.common.ratelimit import RateLimit, make_storage
 from services.common.readiness import SchemaCheck

@@ -4,7 +4,7 @@ Secrets arrive here only as SHA-256 digests (`bytea`). Times come from
 `statement_timestamp()`, never `now()`: inside a transaction `now()` is its start.
 """
 
-from services.common.db import NOTIFY_AGENT
+from services.common.db import MARK_CREDENTIALS_USED, NOTIFY_AGENT
 
 # --- registration (one transaction: lock token -> find machine -> use -> agent -> refresh) ---
 
@@ -21,11 +21,16 @@ SELECT id, uses, max_uses
 """
 
 # Read after the token lock is held, so it sees an agent committed by a racing retry of
-# the same machine (READ COMMITTED takes a fresh snapshot per statement).
+# the same machine (READ COMMITTED takes a fresh snapshot per statement). FOR NO KEY UPDATE
+# orders this registration against the agent's first use of its credentials (the mark
+# takes the same row lock): a poll or renewal answered before it is seen here (409), and
+# one that comes after it finds the retried credentials. No key lock: inserts that
+# reference the agent (refresh tokens, commands) are not blocked.
 ACTIVE_AGENT_FOR_MACHINE = """
-SELECT id, registration_token_id
+SELECT id, registration_token_id, credentials_used_at
   FROM agents
  WHERE machine_id = $1 AND status = 'active'
+   FOR NO KEY UPDATE
 """
 
 # Guarded by `uses < max_uses` (and the table's CHECK) even though the row is locked:
@@ -43,13 +48,6 @@ INSERT_AGENT = """
 INSERT INTO agents (id, machine_id, registration_token_id, hostname, os, arch,
                     agent_version, labels)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-"""
-
-# A retried registration (lost response) refreshes what the agent reports about itself.
-UPDATE_AGENT_DESCRIPTION = """
-UPDATE agents
-   SET hostname = $2, os = $3, arch = $4, agent_version = $5, labels = $6
- WHERE id = $1 AND status = 'active'
 """
 
 # A re-registration replaces the agent's credentials: its earlier families and their
@@ -91,6 +89,11 @@ SELECT rt.id, rt.family_id, rt.agent_id, a.status AS agent_status, a.machine_id
  WHERE rt.token_hash = $1
 """
 
+# A renewal is a use of the agent's credentials: after it, registering this machine again
+# is refused. Taken before the family's lock, in the order registration takes them (agent,
+# then families), so the two never deadlock; rolled back with a refused renewal.
+MARK_RENEWAL_USE = MARK_CREDENTIALS_USED
+
 # FOR UPDATE on the family serializes every renewal of one registration: the consumed and
 # successor state read next cannot change under us, so renewals racing with the same token
 # leave exactly one live token, and a theft is judged on settled facts.
@@ -131,9 +134,14 @@ UPDATE refresh_tokens t
 RETURNING successor.expires_at
 """
 
-# The grace: a successor never used is replaced by a fresh one (the agent lost it).
-REVOKE_REFRESH_TOKEN = """
-UPDATE refresh_tokens SET revoked_at = COALESCE(revoked_at, statement_timestamp()) WHERE id = $1
+# The grace: a successor never used is replaced by a fresh one (the agent lost it). It
+# counts as consumed too: whoever presents it later (the agent, if a thief took the grace;
+# the thief, if the agent did) is a reuse, and the family dies.
+RETIRE_UNUSED_SUCCESSOR = """
+UPDATE refresh_tokens
+   SET revoked_at = COALESCE(revoked_at, statement_timestamp()),
+       consumed_at = COALESCE(consumed_at, statement_timestamp())
+ WHERE id = $1
 """
 
 # Reuse of a consumed token: the whole family dies, the thief's tokens with the agent's.

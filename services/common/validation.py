@@ -84,6 +84,7 @@ class Str:
     max_len: int = 255
     pattern: str | None = None
     choices: tuple[str, ...] | None = None
+    rule: str | None = None  # what the pattern means, for the error ("must not ...")
 
     def __call__(self, value: Any, name: str) -> str:
         if not isinstance(value, str):
@@ -92,7 +93,7 @@ class Str:
             raise invalid(f"{name} must be {self.min_len} to {self.max_len} characters long.", name)
         check_text(value, name)
         if self.pattern and not re.fullmatch(self.pattern, value):
-            raise invalid(f"{name} must match {self.pattern}.", name)
+            raise invalid(f"{name} {self.rule or f'must match {self.pattern}'}.", name)
         if self.choices and value not in self.choices:
             raise invalid(f"{name} must be one of: {', '.join(self.choices)}.", name)
         return value
@@ -130,6 +131,7 @@ class StrMap:
 
     max_items: int = 64
     max_len: int = 255
+    key: "Str | None" = None  # a further check of each key
 
     def __call__(self, value: Any, name: str) -> dict:
         if not isinstance(value, dict) or len(value) > self.max_items:
@@ -138,7 +140,20 @@ class StrMap:
             if not isinstance(v, str) or not (0 < len(k) <= self.max_len) or len(v) > self.max_len:
                 raise invalid(f"{name} must map short names to short strings.", name)
         check_text(value, name)
+        if self.key is not None:
+            for k in value:
+                self.key(k, name)
         return value
+
+
+# Text an operator's terminal or page shows as it is (host names, OS, label keys): no
+# control characters (an escape sequence could clear a screen or forge a table row), and no
+# bidirectional overrides (they reorder what is shown).
+NO_CONTROLS = r"[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]*"
+
+
+def printable(max_len: int, min_len: int = 0) -> Str:
+    return Str(min_len, max_len, pattern=NO_CONTROLS, rule="must not contain control characters")
 
 
 def parse_uuid(value: Any, name: str) -> str:

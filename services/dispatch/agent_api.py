@@ -42,6 +42,8 @@ async def poll(request: Request) -> JSONResponse:
     wait = query_int(request, "wait", 0, 60, 0)
     # Keyed by the verified token's agent, never by the path.
     headers = await state.checkin_limit.check(identity.agent_id)
+    # Valid credentials, a valid request: from now on the machine is not registered again.
+    await state.first_use.mark(identity.agent_id)
 
     agent_uuid = uuid.UUID(identity.agent_id)
     # Seen when it checks in, and again when a held poll answers: an agent holding a poll
@@ -103,6 +105,7 @@ async def ack(request: Request) -> JSONResponse:
     state = request.app.state
     identity, agent_uuid, command_uuid = await _command_target(request)
     headers = await state.report_limit.check(identity.agent_id)
+    await state.first_use.mark(identity.agent_id)
     command = await commands.ack(state.db, agent_uuid, command_uuid)
     return JSONResponse(state_view(command), headers=headers)
 
@@ -119,6 +122,7 @@ async def result(request: Request) -> JSONResponse:
     started_at = take(body, "started_at", nullable(parse_timestamp), None)
     finished_at = take(body, "finished_at", nullable(parse_timestamp), None)
     headers = await state.report_limit.check(identity.agent_id)
+    await state.first_use.mark(identity.agent_id)
 
     reported = {"exit_code": exit_code, "output": output,
                 "started_at": rfc3339(started_at), "finished_at": rfc3339(finished_at)}
@@ -133,7 +137,8 @@ async def result(request: Request) -> JSONResponse:
 
 async def keyset(request: Request) -> JSONResponse:
     """The current keyset (signed by the root key) for an agent that met an unknown kid."""
-    await request.app.state.verifier.authenticate_agent(request)
+    identity = await request.app.state.verifier.authenticate_agent(request)
+    await request.app.state.first_use.mark(identity.agent_id)
     document = await keysets.current(request.app.state.db)
     if document is None:
         raise not_found("No command keyset is installed.")

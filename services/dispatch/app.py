@@ -22,6 +22,7 @@ from services.common.tokens import AccessTokenVerifier, KeySet
 from services.dispatch import admin_api, agent_api, jobs_api, keysets
 from services.dispatch.api_errors import EXCEPTION_HANDLERS
 from services.dispatch.commands import PollPolicy
+from services.dispatch.first_use import FirstUse
 from services.dispatch.last_seen import LastSeen
 from services.dispatch.reaper import Reaper
 from services.dispatch.signer import CommandSigner, read_keyset
@@ -127,6 +128,7 @@ def create_app(settings: Settings) -> Starlette:
     state.waiters = waiters
     state.listener = listener
     state.last_seen = last_seen
+    state.first_use = FirstUse(db)
     metrics.gauge("fleetline_held_polls", "Long polls parked in this process", waiters.held)
     state.claimed_total = metrics.counter("fleetline_commands_claimed_total",
                                           "Commands handed to agents by the poll")

@@ -9,7 +9,7 @@ Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 - Each statement runs on its own (autocommit): no transaction is held across a round trip.
 """
 
-from services.common.db import AGENT_CHANNEL, NOTIFY_AGENT
+from services.common.db import AGENT_CHANNEL, MARK_CREDENTIALS_USED, NOTIFY_AGENT
 from services.dispatch import rollout
 
 # --- rules, each written once ------------------------------------------------------------
@@ -224,6 +224,13 @@ SELECT c.agent_id::text AS agent_id,
    AND c.visible_at <= statement_timestamp() + make_interval(secs => $1)
  GROUP BY c.agent_id
 """
+
+# --- agents' first use -------------------------------------------------------------------
+
+# Before an agent request is answered, once per agent (first_use.py): the row lock it takes
+# the first time orders it against a repeat registration of the machine, which locks the
+# same row; later polls find it written and touch nothing.
+MARK_AGENT_USED = MARK_CREDENTIALS_USED
 
 # --- keysets ----------------------------------------------------------------------------
 

@@ -34,6 +34,14 @@ REGISTER_CASES = [
     ({"labels": "env=prod"}, "labels"),
     ({"labels": {"env": 1}}, "labels"),
     ({"labels": {"env": "a\u0000"}}, "labels"),
+    # What an operator's terminal or page shows as it is: no escape sequences, no bidi
+    # overrides (a forged table row, a cleared screen, a window title).
+    ({"hostname": "web\x1b[2J\x1b[Hroot"}, "hostname"),
+    ({"hostname": "web\x1b]0;pwned\x07"}, "hostname"),
+    ({"os": "linux\r\nfake-row"}, "os"),
+    ({"arch": "x86\u009b31m"}, "arch"),
+    ({"agent_version": "1.0\u202e"}, "agent_version"),
+    ({"labels": {"env\x1b[31m": "prod"}}, "labels"),
 ]
 
 

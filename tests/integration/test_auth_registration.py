@@ -1,11 +1,14 @@
 """Registration: use accounting per distinct machine, under real concurrency."""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from tests.integration.conftest import create_registration_token, register
+from tests.integration.dbstate import snapshot
+from tests.integration.fleet import Agent
 from tests.integration.support import HTTP
 
 
@@ -140,3 +143,72 @@ def test_registration_rate_limited_per_client_address(start_service, sql):
     limited = register(svc.url, "flreg_unknown", "m-9")
     assert int(limited.headers["Retry-After"]) >= 1
     assert limited.json()["error"] == "rate_limited"
+
+
+def _renew(url, agent_id, refresh, machine):
+    return HTTP.post(f"{url}/api/v1/agents/renew", headers={"X-Machine-ID": machine},
+                     json={"agent_id": agent_id, "refresh_token": refresh})
+
+
+@pytest.mark.parametrize("use", ["poll", "renewal"])
+def test_an_enrolled_machine_is_not_taken_over_by_registering_its_machine_id_again(fleet, auth, sql, use):
+    tok = create_registration_token(auth.url, max_uses=1)
+    first = register(auth.url, tok["token"], "m-owned", hostname="real-host").json()
+    agent = Agent(first["agent_id"], "m-owned", first["access_token"], first["refresh_token"])
+    if use == "poll":
+        fleet.poll(agent)
+    else:
+        agent.refresh_token = _renew(auth.url, agent.agent_id, agent.refresh_token, "m-owned").json()["refresh_token"]
+    before = snapshot(sql)
+    # The spent token, then a fresh one with uses left: the machine is not up for grabs.
+    fresh = create_registration_token(auth.url, max_uses=5)
+    before = snapshot(sql)
+    for token in (tok["token"], fresh["token"]):
+        resp = HTTP.post(f"{auth.url}/api/v1/agents/register",
+                         json={"registration_token": token, "machine_id": "m-owned", "hostname": "attacker"})
+        assert (resp.status_code, resp.json()["error"]) == (409, "conflict"), resp.text
+    assert snapshot(sql) == before  # nothing changed: no agent, no use, no token revoked
+    assert _renew(auth.url, agent.agent_id, agent.refresh_token, "m-owned").status_code == 200
+    assert fleet.poll(agent)["commands"] == []
+    assert sql.execute("SELECT hostname FROM agents").fetchall() == [("real-host",)]
+    refusals = [line for line in auth.log().splitlines() if "registration_refused" in line]
+    assert len(refusals) == 2 and all("security_event=True" in line and first["agent_id"] in line
+                                      for line in refusals)
+    assert "reason=credentials_used" in refusals[0] and "reason=other_token" in refusals[1]
+
+
+def test_once_revoked_the_machine_enrols_again_as_a_new_agent(fleet, auth, admin_headers):
+    agent = fleet.register("m-reenrol")
+    fleet.poll(agent)
+    assert HTTP.delete(f"{auth.url}/api/v1/admin/agents/{agent.agent_id}", headers=admin_headers).status_code == 204
+    tok = create_registration_token(auth.url)
+    again = register(auth.url, tok["token"], "m-reenrol")
+    assert again.status_code == 201 and again.json()["agent_id"] != agent.agent_id
+
+
+def test_a_poll_racing_a_repeat_registration_is_ordered_before_or_after_it(fleet, auth, sql):
+    """Either the poll was answered first (the repeat is refused and writes nothing), or the
+    repeat came first (a retry: new credentials, and the poll's use marked after it). Either
+    way the use is recorded, and from then on the machine is not registered again."""
+    outcomes = set()
+    for i in range(12):
+        tok = create_registration_token(auth.url)
+        body = register(auth.url, tok["token"], f"m-race-{i}").json()
+        agent = Agent(body["agent_id"], f"m-race-{i}", body["access_token"], body["refresh_token"])
+        with ThreadPoolExecutor(2) as pool:
+            poll = pool.submit(fleet.poll, agent)
+            again = pool.submit(register, auth.url, tok["token"], agent.machine_id)
+            poll.result()
+            status = again.result().status_code
+        used_at, families = sql.execute(
+            "SELECT a.credentials_used_at, count(f.id) FROM agents a "
+            "JOIN refresh_token_families f ON f.agent_id = a.id WHERE a.id = %s GROUP BY a.id",
+            (agent.agent_id,)).fetchone()
+        assert used_at is not None
+        if status == 409:
+            assert families == 1  # refused: nothing written
+        else:
+            assert status == 201 and families == 2
+        assert register(auth.url, tok["token"], agent.machine_id).status_code == 409
+        outcomes.add(status)
+    assert outcomes  # (which orders occur is up to the scheduler; both are correct)

@@ -46,9 +46,12 @@ def test_a_lost_answer_is_forgiven_however_long_ago(auth, sql):
                 (reg["agent_id"],))
     again = _renew(auth.url, reg["agent_id"], reg["refresh_token"])
     assert again.status_code == 200 and again.json()["refresh_token"] != lost
-    # The unused successor is gone; the fresh one works.
-    assert _renew(auth.url, reg["agent_id"], lost).json()["error"] == "invalid_token"
+    # The fresh one works; the lost one is retired as consumed (presenting it would be a
+    # reuse: see the theft tests below).
     assert _renew(auth.url, reg["agent_id"], again.json()["refresh_token"]).status_code == 200
+    retired = sql.execute("SELECT consumed_at IS NOT NULL, revoked_at IS NOT NULL FROM refresh_tokens "
+                          "WHERE token_hash = sha256(%s::bytea)", (lost.encode(),)).fetchone()
+    assert retired == (True, True)
 
 
 def test_reusing_a_consumed_token_revokes_the_whole_family(auth, sql):
@@ -121,3 +124,44 @@ def test_renewal_refusals(auth, admin_headers, sql):
     resp = _renew(auth.url, other["agent_id"], other["refresh_token"], "m-other")
     assert (resp.status_code, resp.json()["error"]) == (403, "agent_revoked")
     assert _live(sql, other["agent_id"]) == 0
+
+
+def test_a_thief_renewing_after_the_agent_is_detected_at_the_agents_next_renewal(auth, sql):
+    """R1 -> R2 by the agent; a copy of R1 renewed again takes the grace (R3) and retires R2.
+    The agent's R2 is then a reuse: the family dies, the thief's R3 with it."""
+    reg = _registered(auth)
+    r2 = _renew(auth.url, reg["agent_id"], reg["refresh_token"]).json()["refresh_token"]
+    thief = _renew(auth.url, reg["agent_id"], reg["refresh_token"])
+    assert thief.status_code == 200
+    agent = _renew(auth.url, reg["agent_id"], r2)
+    assert (agent.status_code, agent.json()["error"]) == (401, "token_reused")
+    again = _renew(auth.url, reg["agent_id"], thief.json()["refresh_token"])
+    assert (again.status_code, again.json()["error"]) == (401, "token_reused")
+    assert _live(sql, reg["agent_id"]) == 0
+    assert sql.execute("SELECT revoked_reason FROM refresh_token_families WHERE agent_id = %s",
+                       (reg["agent_id"],)).fetchone() == ("reuse",)
+    events = [line for line in auth.log().splitlines() if "refresh_token_reused" in line]
+    assert len(events) == 1 and "security_event=True" in events[0] and reg["agent_id"] in events[0]
+
+
+def test_a_thief_renewing_first_is_detected_when_it_uses_its_token(auth, sql):
+    """The thief renews a copy of R1 first (R2'); the agent's R1 takes the grace (R2) and
+    retires R2'; the thief's R2' is then a reuse."""
+    reg = _registered(auth)
+    stolen = _renew(auth.url, reg["agent_id"], reg["refresh_token"]).json()["refresh_token"]
+    agent = _renew(auth.url, reg["agent_id"], reg["refresh_token"])
+    assert agent.status_code == 200
+    thief = _renew(auth.url, reg["agent_id"], stolen)
+    assert (thief.status_code, thief.json()["error"]) == (401, "token_reused")
+    later = _renew(auth.url, reg["agent_id"], agent.json()["refresh_token"])
+    assert (later.status_code, later.json()["error"]) == (401, "token_reused")
+
+
+def test_made_up_refresh_tokens_share_the_agents_renewal_allowance(start_service, sql):
+    svc = start_service("services.auth", FLEETLINE_RENEW_RATE_LIMIT="10/minute")
+    reg = _registered(svc)
+    codes = [_renew(svc.url, reg["agent_id"], f"flref_made-up-{i}").status_code for i in range(30)]
+    assert codes[:10] == [401] * 10 and codes[10:] == [429] * 20
+    limited = _renew(svc.url, reg["agent_id"], "flref_another")
+    assert limited.json()["error"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
+    assert _live(sql, reg["agent_id"]) == 1  # nothing consumed

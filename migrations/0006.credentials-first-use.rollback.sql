@@ -1,0 +1,1 @@
+ALTER TABLE agents DROP COLUMN credentials_used_at;

@@ -1,0 +1,35 @@
+"""The one table from enrolment's refusals (enrolment.py) to API errors."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.auth import enrolment as e
+from services.common.errors import ApiError, conflict, forbidden, invalid_token
+from services.common.errors import EXCEPTION_HANDLERS as COMMON_HANDLERS
+
+MACHINE_ENROLLED = {
+    e.CREDENTIALS_USED: "This machine_id belongs to an enrolled agent that has used its credentials: "
+                        "an operator must revoke that agent before the machine can register again.",
+    e.OTHER_TOKEN: "This machine_id belongs to an active agent registered with another token.",
+}
+
+ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
+    e.TokenRefused: lambda x: invalid_token(x.detail),
+    e.MachineEnrolled: lambda x: conflict(MACHINE_ENROLLED[x.reason]),
+    e.TokenReused: lambda x: ApiError(401, "token_reused", "This refresh token was already used: its whole "
+                                      "family is revoked; register again.", headers={"WWW-Authenticate": "Bearer"}),
+    e.AgentRevoked: lambda x: forbidden("agent_revoked", "This agent has been revoked."),
+    e.MachineMismatch: lambda x: forbidden("machine_mismatch",
+                                           "X-Machine-ID is not the machine this agent registered with."),
+}
+
+
+async def _refusal(request: Request, exc: Exception) -> Response:
+    return await COMMON_HANDLERS[ApiError](request, ERRORS[type(exc)](exc))
+
+
+EXCEPTION_HANDLERS = {**COMMON_HANDLERS, e.EnrolmentError: _refusal}
