@@ -55,10 +55,12 @@ class AgentIdentity:
 
 class Verified(NamedTuple):
     """What a verified access token tells a request: its agent (a canonical UUID), the
-    machine hash it is bound to (None when the claim is not a string), its expiry."""
+    machine hash it is bound to (None when the claim is not a string), its expiry, and the
+    key that signed it (a cached token stops verifying once that key is retired)."""
     agent_id: str
     machine_hash: str | None
     expires: float
+    kid: str
 
 
 RETRY_FAILED_FETCH_S = 0.5
@@ -72,6 +74,7 @@ class KeySet:
         self.jwks_url = jwks_url
         self.refetch_interval_s = refetch_interval_s
         self.keys: dict[str, Ed25519PublicKey] = {}
+        self._configured: dict[str, Ed25519PublicKey] = {}  # from the file: never retired
         self._last_fetch = 0.0
         self._fetched = False  # did the last fetch succeed
         self._attempts = 0
@@ -81,14 +84,20 @@ class KeySet:
                 key = serialization.load_pem_public_key(fh.read())
             if not isinstance(key, Ed25519PublicKey):
                 raise ValueError(f"{public_key_file} is not an Ed25519 public key")
-            self.keys[public_jwk(key)["kid"]] = key
+            self._configured[public_jwk(key)["kid"]] = key
+        self.keys = dict(self._configured)
 
     def load_jwks(self, document: dict) -> None:
+        """The published keys replace the ones held: a key auth no longer publishes (retired
+        after a rotation or a leak) stops verifying with this refresh."""
         keys = {}
         for jwk in jwt.PyJWKSet.from_dict(document).keys:
             if jwk.key_type == "OKP" and isinstance(jwk.key, Ed25519PublicKey) and jwk.key_id:
                 keys[jwk.key_id] = jwk.key
-        self.keys.update(keys)
+        retired = set(self.keys) - set(keys) - set(self._configured)
+        self.keys = {**self._configured, **keys}
+        if retired:
+            _log.info("jwks_keys_retired", kids=",".join(sorted(retired)))
 
     async def refresh(self, force: bool = False) -> None:
         """Fetch the JWKS again: at most every refetch_interval_s after a success (unknown
@@ -133,14 +142,17 @@ class AccessTokenVerifier:
 
     An agent presents the same token for its whole lifetime (15 min by default), and
     verification (Ed25519 plus PyJWT's parsing) was a quarter of a poll's CPU. A cache hit
-    needs the exact same token bytes, and expiry is checked again on every hit; what the
-    cache cannot do is forget a signing key removed from the JWKS before its tokens expire.
+    needs the exact same token bytes; expiry, and that its signing key is still published,
+    are checked again on every hit. A token whose lifetime (exp - iat) exceeds
+    `max_lifetime_s` (the configured access-token lifetime) is refused: a leaked signing key
+    or a bug cannot mint tokens that live for ever.
     """
 
     CACHE_SIZE = 65536
 
-    def __init__(self, keys: KeySet, issuer: str, audience: str):
+    def __init__(self, keys: KeySet, issuer: str, audience: str, max_lifetime_s: int = 900):
         self.keys, self.issuer, self.audience = keys, issuer, audience
+        self.max_lifetime_s = max_lifetime_s
         # Keyed by the token's SHA-256, holding only what a request needs: with a poll held
         # by every agent, the token text and its full claims were 2 KiB per agent.
         self._verified: dict[bytes, Verified] = {}
@@ -149,7 +161,7 @@ class AccessTokenVerifier:
         key = hashlib.sha256(token.encode()).digest()
         known = self._verified.get(key)
         if known is not None:
-            if known.expires + LEEWAY_S > time.time():
+            if known.expires + LEEWAY_S > time.time() and known.kid in self.keys.keys:
                 return known
             del self._verified[key]
         claims = await self._verify_signature(token)
@@ -158,7 +170,8 @@ class AccessTokenVerifier:
         except ValueError:
             raise invalid_token("The access token names no valid agent.") from None
         bound = claims["mch"]
-        verified = Verified(agent_id, bound if isinstance(bound, str) else None, float(claims["exp"]))
+        verified = Verified(agent_id, bound if isinstance(bound, str) else None, float(claims["exp"]),
+                            claims["__kid"])
         if len(self._verified) >= self.CACHE_SIZE:
             self._verified.clear()  # crude but bounded; a refill costs one verify per agent
         self._verified[key] = verified
@@ -176,7 +189,7 @@ class AccessTokenVerifier:
         if key is None:
             raise invalid_token("The access token was signed by an unknown key.")
         try:
-            return jwt.decode(
+            claims = jwt.decode(
                 token,
                 key,
                 algorithms=["EdDSA"],
@@ -189,6 +202,10 @@ class AccessTokenVerifier:
             raise invalid_token("The access token has expired.") from None
         except jwt.PyJWTError:
             raise invalid_token("The access token is not valid.") from None
+        lifetime = claims["exp"] - claims["iat"]
+        if not isinstance(lifetime, (int, float)) or lifetime > self.max_lifetime_s + LEEWAY_S:
+            raise invalid_token("The access token lives longer than this server issues them.")
+        return {**claims, "__kid": kid}
 
     async def authenticate_agent(self, request: Request) -> AgentIdentity:
         """Bearer token + `X-Machine-ID` -> the agent, or the API.md error (401, 403)."""

@@ -28,6 +28,7 @@ from services.dispatch.reaper import Reaper
 from services.dispatch.signer import CommandSigner, read_keyset
 from services.dispatch.lease_sweep import LeaseSweep
 from services.dispatch.listener import Listener
+from services.dispatch.periodic import Periodic
 from services.dispatch.waiters import Waiters
 
 _log = Log("dispatch", "lifecycle")
@@ -71,6 +72,10 @@ def create_app(settings: Settings) -> Starlette:
             server_settings=DB_SETTINGS)
     metrics = Metrics("dispatch")
     keys = KeySet(settings.jwks_url, settings.jwt_public_key_file)
+    # Read auth's keys again on a beat, not only for an unknown kid: a retired key stops
+    # verifying within one interval (the first run is the start-up fetch below).
+    jwks_refresh = Periodic("jwks", settings.jwks_refresh_s, lambda: keys.refresh(force=True),
+                            first_after_s=settings.jwks_refresh_s)
     waiters = Waiters()
     listener = Listener(postgres_url(settings.database_url), waiters)
     lease_sweep = LeaseSweep(db, waiters)
@@ -91,6 +96,8 @@ def create_app(settings: Settings) -> Starlette:
         if initial_keyset is not None and await keysets.install(db, initial_keyset):
             _log.info("keyset_installed", version=initial_keyset.version, source="file")
         await keys.refresh(force=True)
+        if settings.jwks_url:
+            jwks_refresh.start()
         await listener.start()
         lease_sweep.start()
         reaper.start()
@@ -99,6 +106,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            await jwks_refresh.stop()
             await reaper.stop()
             await lease_sweep.stop()
             await last_seen.stop()  # flushes what was seen since the last interval
@@ -119,7 +127,8 @@ def create_app(settings: Settings) -> Starlette:
     state = app.state
     state.settings = settings
     state.db = db
-    state.verifier = AccessTokenVerifier(keys, settings.jwt_issuer, settings.jwt_audience)
+    state.verifier = AccessTokenVerifier(keys, settings.jwt_issuer, settings.jwt_audience,
+                                         max_lifetime_s=settings.access_token_ttl_s)
     state.checkin_limit = RateLimit("agent_checkin", settings.checkin_rate_limit, storage)
     state.report_limit = RateLimit("agent_report", settings.report_rate_limit, storage)
     state.signer = signer

@@ -9,12 +9,14 @@ from fleetline.ethos import Log
 
 
 class Periodic:
-    def __init__(self, name: str, interval_s: float, step: Callable[[], Awaitable[None]]):
-        self.interval_s, self.step = interval_s, step
+    def __init__(self, name: str, interval_s: float, step: Callable[[], Awaitable[None]],
+                 first_after_s: float = 0.0):
+        self.interval_s, self.step, self.first_after_s = interval_s, step, first_after_s
         self.log = Log("dispatch", name)
         self._task: asyncio.Task | None = None
 
     async def _run(self) -> None:
+        await asyncio.sleep(self.first_after_s)
         while True:
             try:
                 await self.step()

@@ -111,3 +111,70 @@ def test_expired_and_wrong_audience_fail_even_with_the_real_key(tmp_path, key_di
     within_leeway = jwt.encode({**claims, "exp": int(time.time()) - 30}, key, algorithm="EdDSA",
                                headers={"kid": signer.kid})
     assert _outcome(verifier, within_leeway) == agent
+
+
+def test_a_token_living_longer_than_the_server_issues_them_is_refused(key_dir):
+    from services.auth.keys import Signer
+
+    long_lived = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline", 86400 * 365)
+    keys = KeySet()
+    keys.keys[long_lived.kid] = serialization.load_pem_private_key(
+        (key_dir / "signing.pem").read_bytes(), None).public_key()
+    verifier = AccessTokenVerifier(keys, "fleetline-auth", "fleetline", max_lifetime_s=900)
+    agent = "0b3f7c1e-5d7a-4c55-9a43-2f0d2b4a7e11"
+    token, _ = long_lived.access_token(agent, "m-tok")
+    assert _outcome(verifier, token) == (401, "invalid_token")
+    usual, _ = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline",
+                                900).access_token(agent, "m-tok")
+    assert _outcome(verifier, usual) == agent
+
+
+class _JwksServer:
+    """A JWKS document served from a file the test rewrites (auth after a key rotation)."""
+
+    def __init__(self, folder):
+        import functools
+        import http.server
+        import threading
+
+        self.path = folder / "jwks.json"
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *a: None
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks.json"
+
+
+def test_a_key_auth_stops_publishing_stops_verifying_within_one_refresh(auth_started, start_dispatch, tmp_path,
+                                                                         key_dir):
+    from services.auth.keys import Signer
+    from tests.integration.fleet import Fleet
+
+    auth_started.wait_ready()
+    jwks = _JwksServer(tmp_path)
+    jwks.path.write_text(HTTP.get(f"{auth_started.url}/.well-known/jwks.json").text)
+    dispatch = start_dispatch(FLEETLINE_JWKS_URL=jwks.url, FLEETLINE_JWKS_REFRESH_S="1")
+    fleet = Fleet(auth_started.url, dispatch.url)
+    agent = fleet.register()
+    assert fleet.poll(agent)["commands"] == []  # verified, and cached
+    # Auth rotates to a new key and publishes only it.
+    (tmp_path / "new.pem").write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    rotated = Signer.from_file(str(tmp_path / "new.pem"), "fleetline-auth", "fleetline", 900)
+    jwks.path.write_text(json.dumps(rotated.jwks()))
+
+    def refused() -> bool:
+        resp = HTTP.get(f"{dispatch.url}/api/v1/agents/{agent.agent_id}/commands", headers=agent.headers)
+        return resp.status_code == 401 and resp.json()["error"] == "invalid_token"
+
+    from tests.integration.support import wait_until
+
+    started = time.monotonic()
+    wait_until(refused, 10, 0.1, "the retired key's token to be refused")
+    assert time.monotonic() - started < 4  # one refresh (1 s) and a little
+    fresh, _ = rotated.access_token(agent.agent_id, agent.machine_id)
+    resp = HTTP.get(f"{dispatch.url}/api/v1/agents/{agent.agent_id}/commands",
+                    headers={**agent.headers, "Authorization": f"Bearer {fresh}"})
+    assert resp.status_code == 200
+    assert "jwks_keys_retired" in dispatch.log()
+    jwks.server.shutdown()
