@@ -8,6 +8,7 @@ import httpx
 
 from agent import __version__
 from agent.timing import parse_retry_after
+from fleetline.transport import tls_context
 
 
 class Retryable(Exception):
@@ -70,9 +71,11 @@ def poll_answer_problem(body: dict) -> str | None:
 
 
 class Client:
-    def __init__(self, server: str, machine_id: str, timeout_s: float = 30.0):
+    def __init__(self, server: str, machine_id: str, timeout_s: float = 30.0, ca_file: str | None = None):
         self.machine_id = machine_id
-        self.http = httpx.Client(base_url=server.rstrip("/"), timeout=timeout_s,
+        # Over https the server's certificate is verified: against the CA file given, else
+        # the system trust store. No setting turns verification off.
+        self.http = httpx.Client(base_url=server.rstrip("/"), timeout=timeout_s, verify=tls_context(ca_file),
                                  headers={"User-Agent": f"fleetline-agent/{__version__}"})
 
     def _call(self, method: str, path: str, token: str | None = None, timeout: float | None = None,

@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -28,8 +29,9 @@ from agent.log import Log
 from agent.results import fit_output
 from agent.state import Credentials, resolve_machine_id, secure_dir
 from agent.stopper import Stopper
-from agent.timing import Backoff, poll_jitter
+from agent.timing import BACKOFF_CAP_S, Backoff, poll_jitter
 from fleetline.labels import split_label
+from fleetline.transport import InsecureTransport, check_url, is_loopback_url
 
 LONG_POLL_WAIT_S = 55  # below the gateway's upstream timeout (30 s + wait)
 RENEW_BEFORE_S = 60  # renew an access token this long before it expires
@@ -90,61 +92,106 @@ class Slots:
             thread.join(max(0.0, deadline - time.monotonic()))
 
 
+@dataclass(frozen=True)
+class Config:
+    """What the agent was told at start (flags or FLEETLINE_AGENT_* variables)."""
+    server: str
+    state_dir: Path
+    machine_id: str | None = None
+    # The registration token as it is now: read again before every registration, so an
+    # operator can hand a waiting agent a new one by rewriting its file.
+    registration_token: Callable[[], str | None] = lambda: None
+    allow_shell: bool = False
+    max_parallel: int = 4
+    long_poll: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
+    root_key: str | None = None  # base64url, from --root-key-file
+    root_key_sha256: str | None = None
+    ca_file: str | None = None
+
+
 class Agent:
-    def __init__(self, server: str, state_dir: Path, registration_token: str | None,
-                 machine_id: str | None, allow_shell: bool, stopper: Stopper,
-                 max_parallel: int = 4, long_poll: bool = True, root_key: str | None = None,
-                 labels: dict[str, str] | None = None):
-        secure_dir(state_dir)
-        self.labels = labels or {}
+    def __init__(self, config: Config, stopper: Stopper):
+        secure_dir(config.state_dir)
+        self.config = config
+        self.labels = config.labels
         self.stopper = stopper
-        self.registration_token = registration_token
-        self.allow_shell = allow_shell
-        self.long_poll = long_poll
-        self.machine_id = resolve_machine_id(machine_id, state_dir)
-        self.creds = Credentials(state_dir)
-        self.journal = Journal(state_dir / "journal.sqlite3")
-        self.client = Client(server, self.machine_id)
+        self.allow_shell = config.allow_shell
+        self.long_poll = config.long_poll
+        self.machine_id = resolve_machine_id(config.machine_id, config.state_dir)
+        self.creds = Credentials(config.state_dir)
+        self.journal = Journal(config.state_dir / "journal.sqlite3")
+        self.client = Client(config.server, self.machine_id, ca_file=config.ca_file)
         self.backoff = Backoff()
-        self.slots = Slots(max_parallel, stopper)
+        self.slots = Slots(config.max_parallel, stopper)
         self.interval = 0.0
         self.fatal: Fatal | None = None  # set by a command thread that must stop the agent
         # Renewal and registration one at a time, whichever thread needs fresh credentials.
         self._auth_lock = threading.Lock()
-        # What signs commands we run: a root pinned from a file (else on first use) and the
-        # keyset it vouches for.
-        self.configured_root = root_key
-        self.root = trust.public_key(root_key) if root_key else None
+        # What signs commands we run: a root pinned from a file (else at registration, never
+        # blindly: trust.first_use_pin) and the keyset it vouches for.
+        self.root = trust.public_key(config.root_key) if config.root_key else None
         self.keyset: trust.Keyset | None = None
         self._trust_lock = threading.Lock()
 
     # --- credentials --------------------------------------------------------------------
 
-    def _register(self) -> None:
-        if not self.registration_token:
-            raise Fatal("not registered and no registration token configured "
-                        "(FLEETLINE_AGENT_REGISTRATION_TOKEN or --registration-token-file)")
+    def _register(self, previous: str | None = None) -> None:
+        """Register (again), until the server lets this machine in. A machine the server
+        says is enrolled (409), or a token refused after that, waits for an operator: it
+        logs what to do (`previous`: the agent it was) and tries again at the longest backoff,
+        at once when its registration token file changes. The answer's root key is checked before anything
+        is kept: an untrusted answer leaves no credentials behind."""
         facts = {"hostname": socket.gethostname()[:255] or "unknown", "os": platform.system().lower(),
                  "arch": platform.machine(), "agent_version": __version__, "labels": self.labels}
         backoff = Backoff()
+        waiting_for_operator = False
         while True:
+            token = self.config.registration_token()
+            if not token:
+                raise Fatal("not registered and no registration token configured "
+                            "(FLEETLINE_AGENT_REGISTRATION_TOKEN or --registration-token-file)")
             try:
-                body = self.client.register(self.registration_token, facts)
+                body = self.client.register(token, facts)
                 break
             except Retryable as exc:
                 self._back_off("registration", exc, backoff)
-                if self.stopper.stopping:
-                    raise Fatal("stopped before registration completed") from None
             except Unauthorized:
-                raise Fatal("the registration token was refused (unknown, expired, revoked or used up)") from None
+                if not waiting_for_operator:
+                    raise Fatal("the registration token was refused (unknown, expired, revoked or used up)") from None
+                log.error("auth", "registration_token_refused", machine_id=self.machine_id,
+                          hint="give this agent a new registration token; its file is read again "
+                               "before every attempt")
+                self._wait_for_operator(token)
             except Refused as exc:
-                raise Fatal(f"registration refused: {exc.detail} ({exc.code})") from None
-        self.creds.save(agent_id=body["agent_id"], machine_id=self.machine_id,
+                if exc.status != 409:
+                    raise Fatal(f"registration refused: {exc.detail} ({exc.code})") from None
+                waiting_for_operator = True
+                log.error("auth", "registration_conflict", machine_id=self.machine_id,
+                          enrolled_agent_id=previous or "unknown",
+                          hint="this machine is enrolled as another agent; an operator must revoke it "
+                               "(fleetline agents revoke ID), then give this agent a registration "
+                               "token if its own is used up")
+                self._wait_for_operator(token)
+            if self.stopper.stopping:
+                raise Fatal("stopped before registration completed")
+        pinned = self._trust_registration(body)
+        self.creds.save(**pinned, agent_id=body["agent_id"], machine_id=self.machine_id,
                         access_token=body["access_token"], access_token_expires_at=body["access_token_expires_at"],
                         refresh_token=body["refresh_token"], refresh_token_expires_at=body["refresh_token_expires_at"])
         self.interval = float(body.get("poll_interval_s", 300))
         log.info("auth", "agent_registered", agent_id=body["agent_id"], machine_id=self.machine_id)
-        self._trust_registration(body)
+        if body.get("command_keyset"):
+            self._accept_keyset(body["command_keyset"])
+
+    def _wait_for_operator(self, token: str) -> None:
+        """The longest backoff, cut short when the registration token changes."""
+        deadline = time.monotonic() + BACKOFF_CAP_S
+        log.info("auth", "waiting_for_operator", next_retry_in=f"{BACKOFF_CAP_S:.0f}s")
+        while time.monotonic() < deadline and self.stopper.sleep(1.0):
+            if self.config.registration_token() != token:
+                log.info("auth", "registration_token_changed", action="register_now")
+                return
 
     def _renew_or_reregister(self, stale_token: str | None) -> None:
         """Fresh credentials, unless another thread got them since `stale_token` failed."""
@@ -158,12 +205,13 @@ class Agent:
                     # Someone else renewed with a copy of our token: the server revoked them all.
                     log.error("auth", "refresh_token_reused", agent_id=self.creds.data["agent_id"],
                               hint="the refresh token was used elsewhere; its family is revoked")
-                if not self.registration_token:
+                if not self.config.registration_token():
                     raise Fatal("the refresh token was refused and no registration token is configured "
                                 "to register again") from None
                 log.warning("auth", "refresh_refused", reason=exc.code, action="register_again")
+                previous = self.creds.data.get("agent_id")
                 self.creds.clear()
-                self._register()
+                self._register(previous)
                 return
             except Refused as exc:
                 raise Fatal(self._fatal_text(exc)) from None
@@ -214,19 +262,30 @@ class Agent:
             except trust.Untrusted as exc:
                 log.warning("trust", "keyset_not_usable", reason=exc)
 
-    def _trust_registration(self, body: dict) -> None:
+    def _trust_registration(self, body: dict) -> dict:
+        """Pin the root key the registration answer offers, if nothing is pinned yet and the
+        answer is vouched for (trust.first_use_pin); otherwise stop before keeping anything.
+        Returns what to keep beside the credentials (written with them, in one write)."""
         offered = body.get("root_public_key")
-        if self.root is None and isinstance(offered, str):
-            try:
-                self.root = trust.public_key(offered)
-            except trust.Untrusted as exc:
-                log.error("trust", "root_key_refused", reason=exc)
-                return
-            self.creds.save(root_public_key=offered)
-            log.warning("trust", "root_key_pinned", source="first_registration", root_key=offered,
-                        hint="pin it beforehand with --root-key-file")
-        if body.get("command_keyset"):
-            self._accept_keyset(body["command_keyset"])
+        if self.root is not None:
+            if isinstance(offered, str) and trust.public_key(offered) != self.root:
+                log.warning("trust", "root_key_differs", hint="the server offers another root key than "
+                            "the one pinned; commands it signs will be rejected")
+            return {}
+        server = self.config.server
+        try:
+            source = trust.first_use_pin(offered, self.config.root_key_sha256,
+                                         verified_tls=server.startswith("https://"),
+                                         loopback=is_loopback_url(server))
+        except trust.Untrusted as exc:
+            raise Fatal(f"no command-signing root key can be trusted: {exc}") from None
+        self.root = trust.public_key(offered)
+        if source == "fingerprint":
+            log.info("trust", "root_key_pinned", source=source, sha256=trust.fingerprint(offered))
+        else:
+            log.warning("trust", "root_key_pinned", source=source, sha256=trust.fingerprint(offered),
+                        hint="pin it beforehand with --root-key-sha256 or --root-key-file")
+        return {"root_public_key": offered}
 
     def _accept_keyset(self, document: object) -> None:
         if self.root is None:
@@ -278,6 +337,9 @@ class Agent:
                 self._load_trust()
                 if not loaded or self.creds.data.get("machine_id") != self.machine_id:
                     self._register()
+                if self.root is None:
+                    raise Fatal("no command-signing root key is pinned: give --root-key-file or "
+                                "--root-key-sha256 (the state file holds credentials but no root)")
             log.info("lifecycle", "agent_started", agent_id=self.creds.data["agent_id"],
                      machine_id=self.machine_id, version=__version__, long_poll=self.long_poll,
                      max_parallel=self.slots.size)
@@ -493,14 +555,24 @@ def build_parser() -> argparse.ArgumentParser:
                "or in a file (--registration-token-file or FLEETLINE_AGENT_REGISTRATION_TOKEN_FILE), "
                "never on the command line, where every local user can read it.")
     p.add_argument("--server", default=_env("FLEETLINE_AGENT_SERVER"), help="[FLEETLINE_AGENT_SERVER]")
-    p.add_argument("--registration-token-file", help="a file holding the registration token")
+    p.add_argument("--registration-token-file", help="a file holding the registration token (read again "
+                   "before every registration)")
     p.add_argument("--state-dir", type=Path,
                    default=Path(_env("FLEETLINE_AGENT_STATE_DIR") or "/var/lib/fleetline-agent"))
     p.add_argument("--machine-id", default=_env("FLEETLINE_AGENT_MACHINE_ID"))
     p.add_argument("--allow-shell", action="store_true", default=_flag("FLEETLINE_AGENT_ALLOW_SHELL"))
+    p.add_argument("--ca-file", default=_env("FLEETLINE_AGENT_CA_FILE"),
+                   help="the CA that signed the gateway's certificate [the system trust store] "
+                        "[FLEETLINE_AGENT_CA_FILE]")
+    p.add_argument("--insecure-http", action="store_true", default=_flag("FLEETLINE_AGENT_INSECURE_HTTP"),
+                   help="allow plain http:// to a non-loopback server (credentials cross the network "
+                        "readable) [FLEETLINE_AGENT_INSECURE_HTTP]")
     p.add_argument("--root-key-file", default=_env("FLEETLINE_AGENT_ROOT_KEY_FILE"),
-                   help="the command-signing root public key to pin (base64url, from `fleetline keys root`); "
-                        "without it the first registration's is pinned [FLEETLINE_AGENT_ROOT_KEY_FILE]")
+                   help="the command-signing root public key to pin (base64url, from `fleetline keys root`) "
+                        "[FLEETLINE_AGENT_ROOT_KEY_FILE]")
+    p.add_argument("--root-key-sha256", default=_env("FLEETLINE_AGENT_ROOT_KEY_SHA256"),
+                   help="the SHA-256 (hex) of the root key the registration answer must offer, printed "
+                        "with every registration token [FLEETLINE_AGENT_ROOT_KEY_SHA256]")
     p.add_argument("--max-parallel", type=int, default=int(_env("FLEETLINE_AGENT_MAX_PARALLEL") or 4),
                    help="commands run at once [FLEETLINE_AGENT_MAX_PARALLEL, 4]")
     p.add_argument("--no-long-poll", action="store_true", default=_flag("FLEETLINE_AGENT_NO_LONG_POLL"),
@@ -521,17 +593,50 @@ def parse_labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
+def _token_source(token_file: str | None) -> Callable[[], str | None]:
+    """The registration token as it is now: the file read again each time (an operator may
+    replace it), else the environment."""
+    if token_file:
+        def from_file() -> str | None:
+            try:
+                return Path(token_file).read_text().strip() or None
+            except OSError as exc:
+                log.error("config", "unreadable_file", setting="--registration-token-file", error=exc.strerror)
+                return None
+        return from_file
+    return lambda: _env("FLEETLINE_AGENT_REGISTRATION_TOKEN")
+
+
+def _fingerprint(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError("--root-key-sha256 must be 64 hex digits (the SHA-256 of the raw root key)")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log.configure(args.log_level)
     if not args.server:
         log.error("config", "no_server", hint="pass --server URL or set FLEETLINE_AGENT_SERVER")
         return 2
+    try:
+        check_url(args.server, allow_plaintext=args.insecure_http)
+    except InsecureTransport as exc:
+        log.error("config", "insecure_server", server=args.server, reason=exc,
+                  hint="use https:// with --ca-file, or --insecure-http on a network you trust")
+        return 2
+    if args.server.startswith("http://") and not is_loopback_url(args.server):
+        log.warning("config", "plaintext_http_allowed", server=args.server,
+                    hint="tokens, commands and outputs cross the network readable")
     if not 1 <= args.max_parallel <= 64:
         log.error("config", "bad_max_parallel", value=args.max_parallel, hint="1 to 64")
         return 2
-    token = (_read_secret("--registration-token-file", args.registration_token_file)
-             if args.registration_token_file else _env("FLEETLINE_AGENT_REGISTRATION_TOKEN"))
+    if args.ca_file and not Path(args.ca_file).is_file():
+        log.error("config", "bad_ca_file", file=args.ca_file, hint="a PEM file of CA certificates")
+        return 2
     # Everything the agent writes (state, journal) is its own: 0600 files, 0700 directories.
     # Commands get the operator's usual umask back (handlers pass it to their processes).
     handlers.COMMAND_UMASK = os.umask(0o077)
@@ -545,9 +650,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("config", "bad_label", value=str(exc), hint="KEY=VALUE")
         return 2
     try:
-        agent = Agent(args.server, args.state_dir, token, args.machine_id, args.allow_shell, stopper,
-                      max_parallel=args.max_parallel, long_poll=not args.no_long_poll, root_key=root_key,
-                      labels=labels)
+        fingerprint = _fingerprint(args.root_key_sha256)
+    except ValueError as exc:
+        log.error("config", "bad_root_key_sha256", reason=exc)
+        return 2
+    config = Config(server=args.server, state_dir=args.state_dir, machine_id=args.machine_id,
+                    registration_token=_token_source(args.registration_token_file),
+                    allow_shell=args.allow_shell, max_parallel=args.max_parallel,
+                    long_poll=not args.no_long_poll, labels=labels, root_key=root_key,
+                    root_key_sha256=fingerprint, ca_file=args.ca_file)
+    try:
+        agent = Agent(config, stopper)
     except trust.Untrusted as exc:
         log.error("config", "bad_root_key", file=args.root_key_file, reason=exc)
         return 2

@@ -1,8 +1,10 @@
 """What the agent trusts: a pinned root key, the keyset it vouches for, and commands signed
 by a key of that keyset for this agent. No setting turns this off.
 
-- The root key is pinned from `--root-key-file`, else from the first registration's answer
-  (trust on first use, logged), and kept in the state file.
+- The root key is pinned from `--root-key-file`; else from the registration's answer, but
+  never blindly (`first_use_pin`): only when it matches the fingerprint the agent was given
+  (`--root-key-sha256`), or when the answer came over verified TLS or from a loopback
+  address (logged as a warning). Kept in the state file.
 - A keyset is accepted only when the pinned root signed it, its version is above the one
   held, and it has not expired.
 - A command runs only when its `signed` payload verifies with a key of the keyset, names
@@ -15,6 +17,7 @@ The agent verifies exact payload bytes; it never re-encodes them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -70,6 +73,32 @@ def public_key(text: str) -> Ed25519PublicKey:
         return Ed25519PublicKey.from_public_bytes(_b64(text.strip()))
     except ValueError:
         raise Untrusted("not an Ed25519 public key") from None
+
+
+def fingerprint(text: str) -> str:
+    """The lowercase hex SHA-256 of a raw Ed25519 public key given in base64url: what
+    `--root-key-sha256` compares with (printed by `fleetline tokens create`)."""
+    return hashlib.sha256(_b64(text.strip())).hexdigest()
+
+
+def first_use_pin(offered: object, expected_sha256: str | None, verified_tls: bool,
+                  loopback: bool) -> str:
+    """Whether a root key offered in a registration answer may be pinned: returns how it was
+    vouched for (`fingerprint`, `verified_tls`, `loopback`), or raises Untrusted. Pure."""
+    if not isinstance(offered, str) or not offered.strip():
+        raise Untrusted("the server offered no command-signing root key")
+    public_key(offered)  # a well-formed key, or Untrusted
+    if expected_sha256:
+        if fingerprint(offered) != expected_sha256.strip().lower():
+            raise Untrusted("the root key offered does not match --root-key-sha256: something between "
+                            "this agent and the server may have replaced it")
+        return "fingerprint"
+    if verified_tls:
+        return "verified_tls"
+    if loopback:
+        return "loopback"
+    raise Untrusted("refusing to pin a root key received over plain HTTP from a non-loopback address: "
+                    "give --root-key-sha256 (printed with the registration token) or --root-key-file")
 
 
 @dataclass

@@ -5,7 +5,8 @@ switch it), rewrites poll answers and keysets on their way to the agent.
 Modes (any combination, space-separated): `unsigned` (rewrite the unsigned copy), `payload` (rewrite the signed
 payload without re-signing), `replay` (put another agent's signed command, from the file
 `replay.json`, on this one), `unknown-kid`, `foreign-keyset` / `old-keyset` (serve the keyset in
-`keyset.json` instead of the real one).
+`keyset.json` instead of the real one), `swap-root` (a registration answer offers the root key
+and keyset in `attacker.json` instead of the real ones: the first-contact attack).
 
 `python -m tests.integration.tamper_proxy --port N --upstream URL --dir DIR`
 """
@@ -65,6 +66,8 @@ def build(upstream: str, folder: Path) -> Starlette:
         content = resp.content
         # Read again now: a long poll may have been held since before the mode changed.
         modes = set((folder / "mode").read_text().split()) if (folder / "mode").exists() else set()
+        if path == "/api/v1/agents/register" and resp.status_code == 201 and "swap-root" in modes:
+            content = json.dumps({**json.loads(content), **json.loads((folder / "attacker.json").read_text())}).encode()
         if request.method == "GET" and path.endswith("/commands") and resp.status_code == 200:
             body = json.loads(content)
             if body.get("commands"):

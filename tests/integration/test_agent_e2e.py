@@ -232,6 +232,8 @@ def test_sigterm_gives_a_running_command_a_short_grace(fleet_stack, seconds, exp
 
 
 def test_a_refused_refresh_token_leads_to_registering_again_as_the_same_agent(fleet_stack, tmp_path, key_dir):
+    """Its credentials were never used (it was stopped before its first poll): registering
+    again is a retry, and it stays the same agent."""
     token = create_registration_token(fleet_stack.url, max_uses=1)
     agent_id = fleet_stack.enrol(token=token["token"])
     _plant_expired_access_token(tmp_path / "a1", key_dir, agent_id, refresh_token="flref_no-longer-valid")
@@ -242,6 +244,28 @@ def test_a_refused_refresh_token_leads_to_registering_again_as_the_same_agent(fl
     assert "refresh_refused" in log and f"agent_registered agent_id={agent_id}" in log
     tokens = HTTP.get(f"{fleet_stack.url}/api/v1/admin/registration-tokens", headers=ADMIN).json()["tokens"]
     assert [t["uses"] for t in tokens if t["id"] == token["id"]] == [1]  # same machine: no new use
+
+
+def test_a_refused_refresh_token_never_enrols_a_used_machine_again(fleet_stack, tmp_path, key_dir, sql):
+    """Once it has polled, registering its machine again is refused (409): it waits for an
+    operator instead of taking a new identity, and nothing runs meanwhile."""
+    token = create_registration_token(fleet_stack.url, max_uses=1)
+    agent_id = fleet_stack.enrol(token=token["token"])
+    state = json.loads((tmp_path / "a1" / "state.json").read_text())
+    assert HTTP.get(f"{fleet_stack.url}/api/v1/agents/{agent_id}/commands",
+                    headers={"Authorization": f"Bearer {state['access_token']}",
+                             "X-Machine-ID": "machine-a1"}).status_code == 200
+    _plant_expired_access_token(tmp_path / "a1", key_dir, agent_id, refresh_token="flref_no-longer-valid")
+    cmd = fleet_stack.queue(agent_id, "ping")
+    agent = fleet_stack.agent(token=token["token"])
+    agent.wait_log("waiting_for_operator")
+    log = agent.log().split("agent_started")[-1]
+    assert "refresh_refused" in log and "registration_conflict" in log and f"enrolled_agent_id={agent_id}" in log
+    assert agent.proc.poll() is None
+    assert fleet_stack.command(cmd["id"])["status"] == "pending"
+    tokens = HTTP.get(f"{fleet_stack.url}/api/v1/admin/registration-tokens", headers=ADMIN).json()["tokens"]
+    assert [t["uses"] for t in tokens if t["id"] == token["id"]] == [1]
+    assert sql.execute("SELECT count(*) FROM agents").fetchone()[0] == 1
 
 
 # --- every command received ends with a result; nothing of the agent leaks into it -------
@@ -377,7 +401,7 @@ def test_the_agent_saves_each_new_refresh_token_before_using_it(fleet_stack, tmp
     assert state.stat().st_mode & 0o777 == 0o600
 
 
-def test_a_stolen_refresh_token_stops_working_at_the_real_agents_next_renewal(fleet_stack, tmp_path, key_dir):
+def test_a_stolen_refresh_token_is_detected_at_the_real_agents_next_renewal(fleet_stack, tmp_path, key_dir):
     token = create_registration_token(fleet_stack.url, max_uses=1)["token"]
     agent_id = fleet_stack.enrol(token=token)
     stolen = json.loads((tmp_path / "a1" / "state.json").read_text())["refresh_token"]
@@ -388,14 +412,16 @@ def test_a_stolen_refresh_token_stops_working_at_the_real_agents_next_renewal(fl
 
     # The thief renews with the copy, and again with what it got: the agent's token is now
     # a consumed one whose successor was used.
-    renew(renew(stolen).json()["refresh_token"])
+    thiefs = renew(renew(stolen).json()["refresh_token"]).json()["refresh_token"]
     _plant_expired_access_token(tmp_path / "a1", key_dir, agent_id)
-    cmd = fleet_stack.queue(agent_id, "ping")
     agent = fleet_stack.agent(token=token)
-    fleet_stack.wait_status(cmd["id"], {"succeeded"})
+    agent.wait_log("registration_conflict")
     log = agent.log().split("agent_started")[-1]
-    assert "refresh_token_reused" in log and f"agent_registered agent_id={agent_id}" in log
-    assert "token_reused" in fleet_stack.services["auth"].log()
+    assert "refresh_token_reused" in log and "waiting_for_operator" in log
+    auth_log = fleet_stack.services["auth"].log()
+    assert "refresh_token_reused" in auth_log and "registration_refused" in auth_log
+    # The family is dead for the thief too.
+    assert renew(thiefs).json()["error"] == "token_reused"
 
 
 # --- signed commands, seen from the agent --------------------------------------------------

@@ -62,7 +62,9 @@ async def garbage(writer, path):
         status, body = b"201 Created", json.dumps({
             "agent_id": "00000000-0000-4000-8000-000000000001", "access_token": "t",
             "access_token_expires_at": "2099-01-01T00:00:00Z", "refresh_token": "r",
-            "refresh_token_expires_at": "2099-01-01T00:00:00Z", "poll_interval_s": 1}).encode()
+            "refresh_token_expires_at": "2099-01-01T00:00:00Z", "poll_interval_s": 1,
+            # Some root key (a loopback answer: the agent pins it, with a warning).
+            "root_public_key": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}).encode()
     else:
         status, body = b"200 OK", GARBAGE[_polls[0] % len(GARBAGE)]
         _polls[0] += 1

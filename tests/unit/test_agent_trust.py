@@ -82,3 +82,25 @@ def test_a_retired_key_signs_nothing_any_more():
     ks.keys[key_id(ONLINE.public_key())] = (ONLINE.public_key(), NOW - timedelta(seconds=1))
     with pytest.raises(trust.Untrusted, match="retired"):
         trust.verify_command(ks, command(), AGENT)
+
+
+def test_a_root_key_is_pinned_at_registration_only_when_vouched_for():
+    from agent.trust import Untrusted, first_use_pin, fingerprint
+
+    key, other = b64url(public_raw(ROOT.public_key())), b64url(public_raw(OTHER.public_key()))
+    good = fingerprint(key)
+    assert len(good) == 64 and good == good.lower()
+    # The fingerprint decides, whatever the transport.
+    assert first_use_pin(key, good, verified_tls=False, loopback=False) == "fingerprint"
+    assert first_use_pin(key, good.upper(), verified_tls=False, loopback=False) == "fingerprint"
+    for transport in ({"verified_tls": True, "loopback": True}, {"verified_tls": False, "loopback": False}):
+        with pytest.raises(Untrusted, match="does not match"):
+            first_use_pin(other, good, **transport)
+    # Without one: verified TLS or loopback only.
+    assert first_use_pin(key, None, verified_tls=True, loopback=False) == "verified_tls"
+    assert first_use_pin(key, None, verified_tls=False, loopback=True) == "loopback"
+    with pytest.raises(Untrusted, match="plain HTTP"):
+        first_use_pin(key, None, verified_tls=False, loopback=False)
+    for offered in (None, "", 5, "not-a-key"):
+        with pytest.raises(Untrusted):
+            first_use_pin(offered, None, verified_tls=True, loopback=True)
