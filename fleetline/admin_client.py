@@ -7,14 +7,17 @@ from typing import Any
 
 import httpx
 
+from fleetline.transport import tls_context
+
 
 class CliError(Exception):
     pass
 
 
 class Api:
-    def __init__(self, url: str, token: str):
-        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=30.0,
+    def __init__(self, url: str, token: str, ca_file: str | None = None):
+        # Over https the gateway's certificate is verified (the CA file, else the system store).
+        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=30.0, verify=tls_context(ca_file),
                                    headers={"Authorization": f"Bearer {token}"})
         self.url = url
 

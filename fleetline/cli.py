@@ -12,9 +12,11 @@ from fleetline.settings import Settings, SettingsError
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from fleetline.migrate import break_stale_lock, migrate
 
-    url = args.database_url or Settings.from_env().database_url
+    # From the environment only (or FLEETLINE_DATABASE_URL_FILE): a URL holds a password,
+    # and argv is visible to every local user.
+    url = Settings.from_env().database_url
     if not url:
-        print("fleetline migrate: set FLEETLINE_DATABASE_URL or pass --database-url", file=sys.stderr)
+        print("fleetline migrate: set FLEETLINE_DATABASE_URL (or FLEETLINE_DATABASE_URL_FILE)", file=sys.stderr)
         return 2
     if args.break_lock:
         break_stale_lock(url)
@@ -23,12 +25,20 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """No abbreviated options: `--admin-token SECRET` must not pass for `--admin-token-file`
+    (and then be printed back as a file name). Subcommands inherit the class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleetline", description="Fleetline control plane")
+    parser = Parser(prog="fleetline", description="Fleetline control plane")
     sub = parser.add_subparsers(dest="command", required=True)
 
     mig = sub.add_parser("migrate", help="apply (or roll back) the database migrations")
-    mig.add_argument("--database-url")
     mig.add_argument("--rollback", action="store_true", help="roll back every migration")
     mig.add_argument("--break-lock", action="store_true", help="clear a stale migration lock first")
     mig.set_defaults(func=_cmd_migrate)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -16,15 +17,32 @@ from typing import Any
 
 from fleetline import jobs_cli
 from fleetline.admin_client import Api, CliError
+from fleetline.transport import InsecureTransport, check_url
 from fleetline.secrets_cmd import write_secret_file
 from fleetline.settings import Settings, SettingsError
 
 FINAL = {"succeeded", "failed", "rejected", "timed_out", "expired", "cancelled"}
 
 
+def safe_text(value: Any) -> str:
+    """What a terminal may print of a value that came over the network (an agent's host
+    name, a label, an output): control characters and bidirectional overrides escaped, so
+    none can clear the screen, forge a row or set the window title."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _admin_token(args: argparse.Namespace) -> str:
-    if args.admin_token:
-        return args.admin_token
+    """From a file or the environment, never from argv (`ps` shows argv to every user):
+    --admin-token-file, FLEETLINE_ADMIN_TOKEN (or _FILE), else DATA_DIR/admin-token."""
+    if args.admin_token_file:
+        try:
+            return Path(args.admin_token_file).read_text().strip()
+        except OSError as exc:
+            # The path is not echoed: a token passed there by mistake must not be printed.
+            raise CliError(f"cannot read the file --admin-token-file names: {exc.strerror}") from None
     configured = Settings.from_env().admin_token  # FLEETLINE_ADMIN_TOKEN or its _FILE
     if configured:
         return configured
@@ -32,7 +50,7 @@ def _admin_token(args: argparse.Namespace) -> str:
     try:
         return path.read_text().strip()
     except OSError:
-        raise CliError(f"no admin token: pass --admin-token, set FLEETLINE_ADMIN_TOKEN, or run "
+        raise CliError(f"no admin token: pass --admin-token-file, set FLEETLINE_ADMIN_TOKEN(_FILE), or run "
                        f"`fleetline up` to create {path}") from None
 
 
@@ -50,8 +68,8 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, dict):
-        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
-    return str(value)
+        return ",".join(f"{safe_text(k)}={safe_text(v)}" for k, v in value.items()) or "-"
+    return safe_text(value)
 
 
 def _show(obj: dict) -> str:
@@ -73,11 +91,25 @@ COMMAND_COLUMNS = ["id", "agent_id", "type", "status", "retry_count", "created_a
 def tokens_create(api: Api, a) -> Any:
     created = api.call("POST", "/api/v1/admin/registration-tokens",
                        json={"max_uses": a.max_uses, "expires_in_s": a.expires_in, "note": a.note})
+    token_file = a.token_file or "/etc/fleetline-agent/registration-token"
     if a.token_file:
         # For provisioning (compose's enroll job): the secret goes to a 0600 file only.
         write_secret_file(a.token_file, created["token"])
         created = {**created, "token": f"(written to {a.token_file})"}
-    return created
+    # What enrols a machine with it, first contact included (like kubeadm's discovery hash).
+    return {**created, "agent_command": agent_command(api.url, token_file, created.get("root_key_sha256"),
+                                                       a.ca_file)}
+
+
+def agent_command(url: str, token_file: str, root_key_sha256: str | None, ca_file: str | None) -> str:
+    """The command line that enrols an agent with a registration token kept in `token_file`
+    (the secret never goes on a command line)."""
+    parts = ["fleetline-agent", "--server", url, "--registration-token-file", token_file]
+    if root_key_sha256:
+        parts += ["--root-key-sha256", root_key_sha256]
+    if ca_file:
+        parts += ["--ca-file", ca_file]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def tokens_list(api: Api, a) -> Any:
@@ -213,12 +245,17 @@ def _exit_code(result: Any) -> int:
 def _run(handler):
     def run(args: argparse.Namespace) -> int:
         try:
-            api = Api(args.url, _admin_token(args))
+            check_url(args.url, allow_plaintext=args.insecure_http)
+            api = Api(args.url, _admin_token(args), ca_file=args.ca_file)
             result = handler(api, args)
-        except (CliError, SettingsError, OSError) as exc:
+        except (CliError, SettingsError, OSError, InsecureTransport) as exc:
             print(f"fleetline: {exc}", file=sys.stderr)
             return 1
         print(_render(result, args.json))
+        if handler is tokens_create and not args.json:
+            print("\nTo enrol a machine, put the token in the file --registration-token-file names "
+                  "(mode 0600, root only; never on a command line), then run there:\n  "
+                  + result["agent_command"])
         waited = getattr(args, "wait", False) or handler in (commands_wait, jobs_wait)
         return _exit_code(result) if waited else 0
 
@@ -229,7 +266,14 @@ def add_parsers(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("FLEETLINE_URL", "http://127.0.0.1:8080"),
                         help="the gateway [FLEETLINE_URL]")
-    common.add_argument("--admin-token", help="[FLEETLINE_ADMIN_TOKEN, else DATA_DIR/admin-token]")
+    common.add_argument("--admin-token-file", help="a file holding the admin or operator token "
+                        "[FLEETLINE_ADMIN_TOKEN or FLEETLINE_ADMIN_TOKEN_FILE, else DATA_DIR/admin-token]")
+    common.add_argument("--ca-file", default=os.environ.get("FLEETLINE_CA_FILE") or None,
+                        help="the CA that signed the gateway's certificate [FLEETLINE_CA_FILE; "
+                             "the system trust store]")
+    common.add_argument("--insecure-http", action="store_true",
+                        default=os.environ.get("FLEETLINE_INSECURE_HTTP", "") in ("1", "true", "yes"),
+                        help="allow plain http:// to a non-loopback gateway [FLEETLINE_INSECURE_HTTP]")
     common.add_argument("--data-dir", default=".fleetline")
     common.add_argument("--json", action="store_true", help="print the API's JSON")
 

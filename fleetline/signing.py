@@ -76,6 +76,12 @@ def key_id(key: Ed25519PublicKey) -> str:
     return b64url(hashlib.sha256(public_raw(key)).digest()[:16])
 
 
+def root_key_sha256(public_b64url: str) -> str:
+    """The fingerprint an agent checks a root key against (--root-key-sha256): the hex
+    SHA-256 of the raw 32-byte public key. agent/trust.py computes the same."""
+    return hashlib.sha256(b64url_decode(public_b64url.strip())).hexdigest()
+
+
 def load_private(path: str) -> Ed25519PrivateKey:
     with open(path, "rb") as fh:
         key = serialization.load_pem_private_key(fh.read(), password=None)

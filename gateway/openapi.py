@@ -237,6 +237,9 @@ SCHEMAS: dict[str, Any] = {
     }),
     "NewRegistrationToken": {"allOf": [ref("RegistrationToken"), obj(["token"], {
         "token": {"type": "string", "description": "The secret; shown only in this answer."},
+        "root_key_sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$",
+                            "description": "The hex SHA-256 of the command-signing root key agents "
+                                           "enrolling with this token pin (`--root-key-sha256`)."},
     })]},
     "Agent": obj(["id", "hostname", "os", "arch", "agent_version", "labels", "status",
                   "created_at", "last_seen_at"], {

@@ -58,8 +58,10 @@ async def create_registration_token(request: Request) -> JSONResponse:
         q.INSERT_REGISTRATION_TOKEN, uuid.uuid4(), digest(secret), max_uses, note, expires_in_s
     )
     _log.info("registration_token_created", token_id=row["id"], max_uses=max_uses)
-    # The secret is shown here once; only its digest is stored.
-    return JSONResponse({**_token_view(row), "token": secret}, status_code=201)
+    # The secret is shown here once; only its digest is stored. Beside it, the fingerprint of
+    # the command-signing root key that agents enrolling with it pin (--root-key-sha256).
+    return JSONResponse({**_token_view(row), "token": secret,
+                         "root_key_sha256": request.app.state.root_key_sha256}, status_code=201)
 
 
 async def list_registration_tokens(request: Request) -> JSONResponse:

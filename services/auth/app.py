@@ -12,6 +12,7 @@ from fleetline.ethos import Log
 from fleetline.http import Metrics
 from fleetline.settings import Settings, postgres_url
 from services.auth import admin_api, agents_api
+from fleetline.signing import root_key_sha256
 from services.auth.keys import Signer
 from services.common.admin import admin_mount
 from services.common.db import Db
@@ -70,4 +71,6 @@ def create_app(settings: Settings) -> Starlette:
                                     settings.jwt_audience, settings.access_token_ttl_s)
     state.registration_limit = RateLimit("agent_registration", settings.registration_rate_limit, storage)
     state.renew_limit = RateLimit("agent_renew", settings.renew_rate_limit, storage)
+    state.root_key_sha256 = (root_key_sha256(settings.command_root_public_key)
+                             if settings.command_root_public_key else None)
     return app

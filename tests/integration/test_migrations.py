@@ -1,5 +1,6 @@
 """The yoyo chain applies, rolls back and re-applies; concurrent runs are safe."""
 
+import os
 import subprocess
 import sys
 
@@ -41,7 +42,9 @@ def test_three_concurrent_migrate_processes(pg_server_url):
         conn.execute("CREATE DATABASE fl_migrate_race")
     url = with_database(pg_server_url, "fl_migrate_race")
     try:
-        procs = [subprocess.Popen([sys.executable, "-m", "fleetline", "migrate", "--database-url", url],
+        # The URL (with its password) from the environment: never in argv.
+        env = {**os.environ, "FLEETLINE_DATABASE_URL": url}
+        procs = [subprocess.Popen([sys.executable, "-m", "fleetline", "migrate"], env=env,
                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                  for _ in range(3)]
         outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
