@@ -10,7 +10,7 @@ from fleetline.settings import Settings, SettingsError
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from fleetline.migrate import break_stale_lock, migrate
+    from fleetline.migrate import SERVICE_LOGIN, break_stale_lock, ensure_service_login, migrate
 
     # From the environment only (or FLEETLINE_DATABASE_URL_FILE): a URL holds a password,
     # and argv is visible to every local user.
@@ -22,6 +22,10 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         break_stale_lock(url)
     count = migrate(url, rollback=args.rollback)
     print(f"{'rolled back' if args.rollback else 'applied'} {count} migration(s)")
+    password = Settings.from_env().service_database_password
+    if password and not args.rollback:
+        ensure_service_login(url, password)
+        print(f"the services' login role {SERVICE_LOGIN} is ready")
     return 0
 
 

@@ -25,6 +25,12 @@ Or from the command line (the admin token is read from the data directory):
   .venv/bin/fleetline jobs run --label env=demo --type ping --max-in-flight 1 --wait
 Stop with Ctrl-C."""
 
+TLS_STEPS = """\
+The gateway serves HTTPS with a certificate from a local CA: {ca_file}
+Give it to the CLI and to agents on other machines:
+  FLEETLINE_URL={url} FLEETLINE_CA_FILE={ca_file} .venv/bin/fleetline agents list
+and import it into your browser to open the console without a warning."""
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("up", help="run the fleet locally on an embedded PostgreSQL")
@@ -32,6 +38,11 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, default=8080, help="the gateway's port")
     p.add_argument("--dispatch-replicas", type=int, default=1)
     p.add_argument("--agents", type=int, default=0, help="demo agents to start")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="where the gateway listens (a non-loopback address implies --tls) [127.0.0.1]")
+    p.add_argument("--tls", action="store_true",
+                   help="serve HTTPS with a certificate from a local CA made in DATA_DIR/tls (agents and "
+                        "the CLI are given its ca.pem)")
     p.add_argument("--hints", action="store_true", help="print what to try next once ready")
     p.set_defaults(func=run)
 
@@ -44,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: received.append(signum))
     stack = Stack(args.data_dir, port=args.port, dispatch_replicas=max(1, args.dispatch_replicas),
-                  agents=max(0, args.agents))
+                  agents=max(0, args.agents), host=args.host, tls=args.tls)
     try:
         stack.start()
     except Exception as exc:
@@ -54,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.hints:
         print(NEXT_STEPS.format(console=f"{stack.gateway_url}/console/",
                                 token_file=stack.data_dir / "admin-token"), flush=True)
+        if stack.ca_file:
+            print(TLS_STEPS.format(ca_file=stack.ca_file, url=stack.gateway_url), flush=True)
     code = 0
     while not received:
         time.sleep(0.2)

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
 from yoyo import get_backend, read_migrations
 
 from fleetline.schema import migrations_dir
@@ -33,3 +37,31 @@ def break_stale_lock(database_url: str) -> None:
         backend.break_lock()
     finally:
         backend.connection.close()
+
+
+# The login role the services connect as: a member of fleetline_service (migration 0007),
+# which may read and write rows and nothing more.
+SERVICE_LOGIN = "fleetline_app"
+
+
+def ensure_service_login(database_url: str, password: str) -> None:
+    """Create (or re-password) the services' login role. The password is hashed here with
+    libpq's SCRAM-SHA-256 (PQencryptPasswordConn): the server, its logs and its statistics
+    never see it in plain text."""
+    with psycopg.connect(postgres_url(database_url, "postgresql"), autocommit=True) as conn:
+        verifier = conn.pgconn.encrypt_password(password.encode(), SERVICE_LOGIN.encode(),
+                                                b"scram-sha-256").decode()
+        role = sql.Identifier(SERVICE_LOGIN)
+        try:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}")
+                         .format(role, sql.Literal(verifier)))
+        except psycopg.errors.DuplicateObject:  # made before (or by a racing migrate)
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(verifier)))
+        conn.execute(sql.SQL("GRANT fleetline_service TO {}").format(role))
+
+
+def database_url_as(database_url: str, user: str, password: str) -> str:
+    """The same database, reached as another role."""
+    parts = urlsplit(database_url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))

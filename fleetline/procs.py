@@ -13,6 +13,8 @@ from typing import IO
 
 import httpx
 
+from fleetline.transport import tls_context
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -66,17 +68,18 @@ class Child:
             self.proc.wait(5)
 
 
-def wait_ready(url: str, child: Child | None, timeout: float = 30.0) -> None:
+def wait_ready(url: str, child: Child | None, timeout: float = 30.0, ca_file: str | None = None) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child is not None and not child.alive:
-            raise RuntimeError(f"{child.name} exited during start-up (exit code {child.proc.returncode})")
-        try:
-            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
+    with httpx.Client(timeout=1.0, verify=tls_context(ca_file)) as client:
+        while time.monotonic() < deadline:
+            if child is not None and not child.alive:
+                raise RuntimeError(f"{child.name} exited during start-up (exit code {child.proc.returncode})")
+            try:
+                if client.get(url + "/readyz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
     raise RuntimeError(f"{url} was not ready within {timeout:.0f}s")
 
 

@@ -112,6 +112,9 @@ def _env(name: str, parse: Callable[[str], Any] = str, default: Any = None) -> A
 class Settings:
     database_url: str | None = _env("FLEETLINE_DATABASE_URL")
     db_pool_max: int = _env("FLEETLINE_DB_POOL_MAX", _positive_int, 10)
+    # `fleetline migrate`: the password of the services' least-privilege login role
+    # (fleetline_app), made or updated after the migrations.
+    service_database_password: str | None = _env("FLEETLINE_SERVICE_DATABASE_PASSWORD")
     admin_token: str | None = _env("FLEETLINE_ADMIN_TOKEN")
     jwt_private_key_file: str | None = _env("FLEETLINE_JWT_PRIVATE_KEY_FILE")
     jwt_public_key_file: str | None = _env("FLEETLINE_JWT_PUBLIC_KEY_FILE")

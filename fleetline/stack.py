@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,15 +17,37 @@ from pathlib import Path
 import httpx
 
 from fleetline.keys_cmd import make_command_keys
-from fleetline.migrate import migrate
+from fleetline.migrate import SERVICE_LOGIN, database_url_as, ensure_service_login, migrate
 from fleetline.pgembed import EmbeddedPostgres, free_port
 from fleetline.procs import Child, child_env, stop_all, wait_ready
 from fleetline.restarts import Restarts
 from fleetline.secrets_cmd import write_secret_file
 from services.auth.keys import write_private_key
 from fleetline.ethos import Log
+from fleetline.tls_files import ensure_tls
+from fleetline.transport import is_loopback_host, tls_context
 
 _log = Log("launcher", "stack")
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def served_names(host: str) -> list[str]:
+    """The names and addresses a gateway listening on `host` is reached by: the host itself,
+    or, listening everywhere, this machine's name and primary address."""
+    if host not in WILDCARDS:
+        return [host]
+    names = [socket.gethostname(), socket.getfqdn()]
+    try:  # the address of the default route (a UDP connect sends nothing)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            names.append(probe.getsockname()[0])
+    except OSError:
+        pass
+    return [n for n in dict.fromkeys(names) if n]
 
 
 @dataclass
@@ -35,6 +58,10 @@ class Stack:
     agents: int = 0
     fast_unsafe_db: bool = False
     env: dict[str, str] = field(default_factory=dict)  # on top of os.environ
+    # Where the gateway listens, and whether it serves TLS (with a local CA made in
+    # DIR/tls); a non-loopback host always does. The services listen on 127.0.0.1 only.
+    host: str = "127.0.0.1"
+    tls: bool = False
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -43,6 +70,8 @@ class Stack:
         self.pg: EmbeddedPostgres | None = None
         self.gateway_url = self.auth_url = self.console_url = ""
         self.dispatch_urls: list[str] = []
+        self.tls = self.tls or not is_loopback_host(self.host)
+        self.ca_file: str | None = None
         self.admin_token = ""
         self._restarts: dict[str, Restarts] = {}
         self._due: dict[str, float] = {}  # name -> when a dead child starts again
@@ -55,11 +84,24 @@ class Stack:
         logs.mkdir(exist_ok=True)
         return logs / f"{name}.log"
 
-    def _start(self, name: str, module: str, port: int, env: dict[str, str]) -> tuple[str, Child]:
-        child = Child(name, module, ["--port", str(port)], child_env({**self.env, **env}),
+    def _start(self, name: str, module: str, port: int, env: dict[str, str],
+               host: str = "127.0.0.1") -> tuple[str, Child]:
+        child = Child(name, module, ["--port", str(port), "--host", host], child_env({**self.env, **env}),
                       self._log_file(name))
         self.children.append(child)
         return f"http://127.0.0.1:{port}", child
+
+    def _edge(self) -> dict[str, str]:
+        """The gateway's TLS settings: a certificate for the names it is reached by, from a
+        CA kept in DIR/tls (made once), unless configured."""
+        if not self.tls:
+            return {}
+        if self._setting("FLEETLINE_TLS_CERT_FILE"):
+            self.ca_file = self._setting("FLEETLINE_CA_FILE")
+            return {}
+        files = ensure_tls(self.data_dir / "tls", served_names(self.host))
+        self.ca_file = str(files.ca_file)
+        return {"FLEETLINE_TLS_CERT_FILE": str(files.cert_file), "FLEETLINE_TLS_KEY_FILE": str(files.key_file)}
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,8 +115,17 @@ class Stack:
         database_url = self._setting("FLEETLINE_DATABASE_URL")
         if database_url is None:
             self.pg = EmbeddedPostgres(self.data_dir / "postgres", fast_unsafe=self.fast_unsafe_db)
-            database_url = self.pg.start()
-        migrate(database_url)
+            owner_url = self.pg.start()
+            migrate(owner_url)
+            # The services connect as the least-privilege role, never as the superuser.
+            password_file = self.pg.data_dir / "service-password"
+            if not password_file.exists():
+                write_secret_file(password_file, secrets.token_urlsafe(24))
+            password = password_file.read_text().strip()
+            ensure_service_login(owner_url, password)
+            database_url = database_url_as(owner_url, SERVICE_LOGIN, password)
+        else:
+            migrate(database_url)
 
         key_file = self._setting("FLEETLINE_JWT_PRIVATE_KEY_FILE")
         if key_file is None:
@@ -119,23 +170,26 @@ class Stack:
             wait_ready(url, child)
         self.dispatch_urls = [url for url, _ in replicas]
         port = self.port or free_port()
+        edge = self._edge()
+        scheme = "https" if self.tls else "http"
+        local = f"{scheme}://127.0.0.1:{port}"  # what processes on this machine call
         # The console calls the admin API through the gateway, like any operator.
         self.console_url, console = self._start("console", "services.console", free_port(), {
-            "FLEETLINE_CONSOLE_API_URL": f"http://127.0.0.1:{port}",
+            "FLEETLINE_CONSOLE_API_URL": local, **({"FLEETLINE_CA_FILE": self.ca_file} if self.ca_file else {}),
         })
         wait_ready(self.console_url, console)
-        self.gateway_url, gateway = self._start("gateway", "gateway", port, {
-            "FLEETLINE_AUTH_URLS": self.auth_url,
-            "FLEETLINE_DISPATCH_URLS": ",".join(self.dispatch_urls),
-            "FLEETLINE_CONSOLE_URLS": self.console_url,
-        })
-        wait_ready(self.gateway_url, gateway)
+        gateway_env = {"FLEETLINE_AUTH_URLS": self.auth_url, "FLEETLINE_DISPATCH_URLS": ",".join(self.dispatch_urls),
+                       "FLEETLINE_CONSOLE_URLS": self.console_url, **edge}
+        _, gateway = self._start("gateway", "gateway", port, gateway_env, host=self.host)
+        self.gateway_url = local if self.host in WILDCARDS or is_loopback_host(self.host) else \
+            f"{scheme}://{_url_host(self.host)}:{port}"
+        wait_ready(self.gateway_url, gateway, ca_file=self.ca_file)
         if self.agents:
             self._start_agents()
 
     def _start_agents(self) -> None:
         resp = httpx.post(f"{self.gateway_url}/api/v1/admin/registration-tokens",
-                          headers={"Authorization": f"Bearer {self.admin_token}"},
+                          headers={"Authorization": f"Bearer {self.admin_token}"}, verify=tls_context(self.ca_file),
                           json={"max_uses": self.agents, "expires_in_s": 3600, "note": "demo agents"})
         resp.raise_for_status()
         token = resp.json()["token"]
@@ -143,17 +197,19 @@ class Stack:
             state_dir = self.data_dir / "agents" / f"demo-{i}"
             state_dir.mkdir(parents=True, exist_ok=True)
             env = child_env({**self.env, "FLEETLINE_AGENT_REGISTRATION_TOKEN": token})
-            child = Child(f"agent-{i}", "agent", [
-                "--server", self.gateway_url, "--state-dir", str(state_dir),
-                "--machine-id", f"demo-machine-{i}",
-                "--label", "env=demo", "--label", f"role={'web' if i % 2 else 'db'}",
-            ], env, self._log_file(f"agent-{i}"))
+            args = ["--server", self.gateway_url, "--state-dir", str(state_dir),
+                    "--machine-id", f"demo-machine-{i}",
+                    "--label", "env=demo", "--label", f"role={'web' if i % 2 else 'db'}"]
+            if self.ca_file:
+                args += ["--ca-file", self.ca_file]
+            child = Child(f"agent-{i}", "agent", args, env, self._log_file(f"agent-{i}"))
             self.agent_children.append(child)
 
     def ready_line(self) -> str:
-        return (f"ready gateway={self.gateway_url} auth={self.auth_url} "
+        line = (f"ready gateway={self.gateway_url} auth={self.auth_url} "
                 f"dispatch={','.join(self.dispatch_urls)} console={self.gateway_url}/console/ "
                 f"admin_token_file={self.data_dir / 'admin-token'}")
+        return line + (f" ca_file={self.ca_file}" if self.ca_file else "")
 
     # --- supervision ----------------------------------------------------------------------
 

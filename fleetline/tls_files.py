@@ -69,7 +69,7 @@ def _make_ca(directory: Path) -> None:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     write_secret_file(directory / "ca.key", _key_pem(key).strip())
-    (directory / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _public_file(directory / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
 
 
 def _make_cert(directory: Path, hosts: list[str]) -> None:
@@ -90,7 +90,15 @@ def _make_cert(directory: Path, hosts: list[str]) -> None:
             .sign(ca_key, hashes.SHA256()))
     write_secret_file(directory / "gateway.key.new", _key_pem(key).strip())
     (directory / "gateway.key.new").replace(directory / "gateway.key")
-    (directory / "gateway.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _public_file(directory / "gateway.pem", cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _public_file(path: Path, data: bytes) -> None:
+    """A certificate: public, written whole (a reader never sees half of one)."""
+    partial = path.with_name(path.name + ".new")
+    partial.write_bytes(data)
+    partial.chmod(0o644)
+    partial.replace(path)
 
 
 def _covers(cert_file: Path, hosts: list[str]) -> bool:

@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from fleetline.transport import tls_context
+
 
 class Refused(Exception):
     """The API answered 4xx: its JSON error is shown to the operator as it is."""
@@ -26,8 +28,9 @@ class Unavailable(Exception):
 
 
 class AdminApi:
-    def __init__(self, base_url: str):
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=15.0, follow_redirects=False)
+    def __init__(self, base_url: str, ca_file: str | None = None):
+        self.client = httpx.AsyncClient(base_url=base_url, timeout=15.0, follow_redirects=False,
+                                        verify=tls_context(ca_file))
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -22,7 +22,8 @@ from starlette.templating import Jinja2Templates
 
 from fleetline.ethos import Log
 from fleetline.http import Metrics
-from fleetline.settings import Settings
+from fleetline.settings import Settings, SettingsError
+from fleetline.transport import InsecureTransport, check_url
 from services.common.http import ServiceMiddleware, health_routes
 from services.console import events, job_pages, pages, signin
 from services.console.api import AdminApi
@@ -94,7 +95,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["when"] = when
-    console = Console(settings, AdminApi(settings.console_api_url), Sessions(settings.console_session_s),
+    # Operators' tokens go to the gateway: never over plain HTTP to a remote address unless a
+    # private network is declared (FLEETLINE_ALLOW_PLAINTEXT), and over TLS verified.
+    try:
+        check_url(settings.console_api_url, allow_plaintext=settings.allow_plaintext)
+    except InsecureTransport as exc:
+        raise SettingsError(f"FLEETLINE_CONSOLE_API_URL: {exc}") from None
+    api = AdminApi(settings.console_api_url, settings.ca_file)
+    console = Console(settings, api, Sessions(settings.console_session_s),
                       templates)
     metrics = Metrics("console")
 

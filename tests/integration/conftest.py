@@ -78,9 +78,9 @@ def signing_env(key_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def base_env(database_url, key_dir):
+def base_env(database_url, key_dir, databases):
     return {
-        "FLEETLINE_DATABASE_URL": database_url,
+        "FLEETLINE_DATABASE_URL": databases.service_url(database_url),
         "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN,
         "FLEETLINE_JWT_PRIVATE_KEY_FILE": str(key_dir / "signing.pem"),
         **signing_env(key_dir),

@@ -65,11 +65,14 @@ def with_database(server_url: str, dbname: str) -> str:
 
 
 class Databases:
-    """One template database migrated by yoyo; each test gets a copy of it."""
+    """One template database migrated by yoyo; each test gets a copy of it. Services connect
+    to it as the least-privilege login role (`service_url`), as deployed; tests look at it
+    as the owner."""
 
     def __init__(self, server_url: str):
         self.server_url = server_url
         self.template = f"fl_template_{uuid.uuid4().hex[:8]}"
+        self.service_password = uuid.uuid4().hex
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.server_url, autocommit=True)
@@ -77,9 +80,17 @@ class Databases:
     def create_template(self) -> None:
         from fleetline.migrate import migrate
 
+        from fleetline.migrate import ensure_service_login
+
         with self.admin() as conn:
             conn.execute(f'CREATE DATABASE "{self.template}"')
         migrate(with_database(self.server_url, self.template))
+        ensure_service_login(self.server_url, self.service_password)
+
+    def service_url(self, url: str) -> str:
+        from fleetline.migrate import SERVICE_LOGIN, database_url_as
+
+        return database_url_as(url, SERVICE_LOGIN, self.service_password)
 
     def new(self) -> str:
         name = f"fl_test_{uuid.uuid4().hex[:12]}"

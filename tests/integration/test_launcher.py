@@ -137,3 +137,50 @@ def test_demo_agents_answer_a_ping_from_the_cli(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_fleetline_up_on_a_network_address_serves_the_demo_fleet_over_https(tmp_path):
+    """--host 0.0.0.0 implies --tls: a local CA, a gateway certificate for this machine's
+    names, demo agents and the CLI verifying it."""
+    data_dir = tmp_path / "tls"
+    env = {**CLEAN_ENV, "FLEETLINE_POLL_INTERVAL_S": "1", "FLEETLINE_RAPID_POLL_INTERVAL_S": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fleetline", "up", "--data-dir", str(data_dir),
+                             "--port", "0", "--agents", "2", "--host", "0.0.0.0"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        fields = read_ready_line(proc)
+        gw, ca_file = fields["gateway"], fields["ca_file"]
+        assert gw.startswith("https://127.0.0.1:") and fields["console"] == f"{gw}/console/"
+        assert (data_dir / "tls" / "gateway.key").stat().st_mode & 0o777 == 0o600
+        with_ca = {**CLEAN_ENV, "FLEETLINE_CA_FILE": ca_file}
+
+        def two_agents():
+            out = subprocess.run([sys.executable, "-m", "fleetline", "agents", "list", "--json", "--url", gw,
+                                  "--data-dir", str(data_dir)], cwd=ROOT, env=with_ca, capture_output=True,
+                                 text=True, timeout=60)
+            return out.returncode == 0 and len(json.loads(out.stdout)["agents"]) == 2 and json.loads(out.stdout)
+
+        agents = wait_until(two_agents, 60, 0.2, "two demo agents over HTTPS")["agents"]
+        sent = subprocess.run([sys.executable, "-m", "fleetline", "commands", "send", "--agent", agents[0]["id"],
+                               "--type", "ping", "--wait", "--timeout", "60", "--url", gw, "--data-dir",
+                               str(data_dir)], cwd=ROOT, env=with_ca, capture_output=True, text=True, timeout=90)
+        assert sent.returncode == 0 and "succeeded" in sent.stdout, sent.stdout + sent.stderr
+        for demo in ("agent-1", "agent-2"):
+            log = (data_dir / "logs" / f"{demo}.log").read_text()
+            assert "root_key_pinned source=verified_tls" in log
+        # Reached from another machine by its network address, the certificate still fits.
+        import psutil as ps
+
+        lan = next(a.address for addrs in ps.net_if_addrs().values() for a in addrs
+                   if a.family.name == "AF_INET" and not a.address.startswith("127."))
+        import httpx
+
+        from fleetline.transport import tls_context
+
+        port = gw.rsplit(":", 1)[1]
+        with httpx.Client(verify=tls_context(ca_file)) as client:
+            assert client.get(f"https://{lan}:{port}/readyz").status_code == 200
+        assert cli(data_dir, f"http://{lan}:{port}", "agents", "list").returncode == 1  # no plain HTTP
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0

@@ -55,3 +55,22 @@ def test_three_concurrent_migrate_processes(pg_server_url):
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute("DROP DATABASE fl_migrate_race WITH (FORCE)")
+
+
+def test_the_services_role_reads_and_writes_rows_and_nothing_more(databases, database_url, auth, sql):
+    with psycopg.connect(databases.service_url(database_url), autocommit=True) as service:
+        assert service.execute("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles "
+                               "WHERE rolname = current_user").fetchone() == (False, False, False)
+        assert service.execute("SELECT count(*) FROM agents").fetchone() == (0,)
+        assert service.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0] == len(expected_versions())
+        for ddl in ("CREATE TABLE stolen (x int)", "DROP TABLE agents", "ALTER TABLE agents ADD COLUMN x int",
+                    "DELETE FROM _yoyo_migration", "TRUNCATE commands", "CREATE ROLE intruder SUPERUSER"):
+            try:
+                service.execute(ddl)
+                raise AssertionError(f"the services' role could: {ddl}")
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.WrongObjectType):
+                pass
+    # And the services themselves connect as that role.
+    users = {r[0] for r in sql.execute("SELECT usename FROM pg_stat_activity WHERE datname = current_database() "
+                                       "AND application_name NOT LIKE 'psql%' AND pid <> pg_backend_pid()")}
+    assert users == {"fleetline_app"}, users

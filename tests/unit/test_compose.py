@@ -38,11 +38,41 @@ def test_the_shape_operators_expect(compose):
     for name in ("auth", "dispatch"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
-        assert services[name]["environment"]["FLEETLINE_RATE_LIMIT_STORAGE"].startswith("redis://")
+        assert services[name]["environment"]["FLEETLINE_RATE_LIMIT_STORAGE_FILE"] == "/run/secrets/redis_url"
     for name in ("auth", "dispatch", "gateway"):
         assert "/readyz" in " ".join(services[name]["healthcheck"]["test"])
     text = (ROOT / "compose.yaml").read_text()
     assert "BEGIN PRIVATE KEY" not in text and "POSTGRES_PASSWORD:" not in text
+
+
+def test_the_wire_is_tls_and_agents_reach_only_the_gateway(compose):
+    services, networks = compose["services"], compose["networks"]
+    gateway = services["gateway"]
+    assert gateway["environment"]["FLEETLINE_TLS_CERT_FILE"] and gateway["environment"]["FLEETLINE_TLS_KEY_FILE"]
+    assert "FLEETLINE_ALLOW_PLAINTEXT" not in gateway["environment"]
+    assert "https://" in " ".join(gateway["healthcheck"]["test"])
+    agent = services["agent"]["command"]
+    assert agent[agent.index("--server") + 1].startswith("https://")
+    assert "--ca-file" in agent and "--root-key-file" in agent and "--insecure-http" not in agent
+    assert services["console"]["environment"]["FLEETLINE_CONSOLE_API_URL"].startswith("https://")
+    # Agents and the enrolment job on the edge only; the backend has no route out.
+    assert services["agent"]["networks"] == ["edge"] and services["enroll"]["networks"] == ["edge"]
+    assert networks["backend"]["internal"] is True
+    assert set(gateway["networks"]) == {"edge", "backend"}
+    for name in ("postgres", "redis", "migrate", "auth", "dispatch", "console"):
+        assert services[name]["networks"] == ["backend"], name
+
+
+def test_redis_has_a_password_and_services_are_not_the_database_owner(compose):
+    services = compose["services"]
+    assert services["redis"]["command"] == ["redis-server", "/run/secrets/redis_conf"]
+    assert "--requirepass" not in " ".join(services["redis"]["command"])  # not in argv
+    for name in ("auth", "dispatch"):
+        assert services[name]["environment"]["FLEETLINE_DATABASE_URL_FILE"] == "/run/secrets/service_database_url"
+        assert "database_url" not in services[name]["secrets"]
+    migrate = services["migrate"]
+    assert migrate["environment"]["FLEETLINE_DATABASE_URL_FILE"] == "/run/secrets/database_url"
+    assert migrate["environment"]["FLEETLINE_SERVICE_DATABASE_PASSWORD_FILE"]
 
 
 def test_commands_and_settings_name_things_that_exist(compose):
@@ -75,16 +105,20 @@ def test_secret_files_are_the_ones_fleetline_secrets_creates(compose, tmp_path):
     from fleetline.cli import main
 
     assert main(["secrets", str(tmp_path)]) == 0
+    public = {"ca.pem", "gateway.pem"}  # certificates: nothing secret in them
     for secret in compose["secrets"].values():
-        assert (tmp_path / Path(secret["file"]).name).exists(), secret["file"]
-        assert (tmp_path / Path(secret["file"]).name).stat().st_mode & 0o777 == 0o600
+        path = tmp_path / Path(secret["file"]).relative_to("secrets")
+        assert path.exists(), secret["file"]
+        assert path.stat().st_mode & 0o777 == (0o644 if path.name in public else 0o600), secret["file"]
+    assert "redis://:" in (tmp_path / "redis-url").read_text()
+    assert (tmp_path / "service-database-url").read_text().startswith("postgresql://fleetline_app:")
 
 
 def test_the_trusted_gateway_address_is_outside_the_dynamic_range(compose):
     import ipaddress
 
-    pool = compose["networks"]["default"]["ipam"]["config"][0]
-    fixed = ipaddress.ip_address(compose["services"]["gateway"]["networks"]["default"]["ipv4_address"])
+    pool = compose["networks"]["backend"]["ipam"]["config"][0]
+    fixed = ipaddress.ip_address(compose["services"]["gateway"]["networks"]["backend"]["ipv4_address"])
     assert fixed in ipaddress.ip_network(pool["subnet"]) and fixed not in ipaddress.ip_network(pool["ip_range"])
     trusted = compose["services"]["auth"]["environment"]["FLEETLINE_TRUSTED_PROXIES"]
     assert trusted == str(fixed)
