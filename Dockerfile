@@ -13,4 +13,4 @@ RUN pip install --no-cache-dir . \
  && useradd --system --uid 10001 --home-dir /var/lib/fleetline fleetline \
  && mkdir -p /var/lib/fleetline /enroll && chown fleetline /var/lib/fleetline /enroll
 USER fleetline
-EXPOSE 8000
+EXPOSE 8000 8443

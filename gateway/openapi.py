@@ -60,6 +60,8 @@ _ERROR_TEXT = {
          "`token_reused` (a rotated-out refresh token again: its family is revoked).",
     403: "`machine_mismatch`, `agent_mismatch` or `agent_revoked`.",
     404: "`not_found`.",
+    408: "`request_timeout`: the request's headers or body did not arrive in time (10 s each by "
+         "default); the connection is closed.",
     409: "`conflict`.",
     413: "`payload_too_large`: the body is over the gateway's limit.",
     429: "`rate_limited`; `Retry-After` says when to come back.",
@@ -85,7 +87,7 @@ def ok(schema: dict | None, about: str, headers: dict | None = None) -> dict:
 
 def errors(*statuses: int) -> dict:
     out = {}
-    for status in (*statuses, 405, 413, 502, 503, 504):
+    for status in (*statuses, 405, 408, 413, 502, 503, 504):
         headers = {"Retry-After": {"schema": {"type": "string"}}} if status in (429, 503) else None
         out[str(status)] = ok(ref("Error"), _ERROR_TEXT.get(status, "See the error code."), headers)
     return out
@@ -316,7 +318,8 @@ BEFORE = query_str("before", "A `next` cursor from the previous page.",
 PATHS: dict[str, dict] = {
     "/api/v1/agents/register": {"post": op(
         "Register an agent with a registration token", {
-            "201": ok(ref("RegisterResponse"), "Registered (or the same machine again: same agent id)."),
+            "201": ok(ref("RegisterResponse"), "Registered (or the same token and machine again while "
+                      "the agent never used its credentials: a retry, the same agent id)."),
             **errors(400, 401, 409, 429)},
         tags=["agents"], security=NO_AUTH, request=body(ref("RegisterRequest")))},
     "/api/v1/agents/renew": {"post": op(

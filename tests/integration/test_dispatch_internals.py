@@ -13,6 +13,8 @@ def test_last_seen_is_written_in_batches_not_per_poll(start_dispatch, auth, sql)
     svc = start_dispatch(FLEETLINE_LAST_SEEN_FLUSH_S="1")
     fleet = Fleet(auth.url, svc.url)
     agents = [fleet.register() for _ in range(3)]
+    for agent in agents:  # each agent's first use of its credentials is marked once, at once
+        fleet.poll(agent)
     agent_updates = count_statements(sql, "UPDATE", "agents")
     for agent in agents:
         for _ in range(5):

@@ -69,7 +69,8 @@ def _pid_of(launcher: psutil.Process, part: str, dispatch_urls: list[str]) -> in
             return child.pid
         if part == "gateway" and "-m gateway" in cmd:
             return child.pid
-        if part == "dispatch-1" and "services.dispatch" in cmd and cmd.endswith(dispatch_urls[0].rsplit(":", 1)[1]):
+        port = dispatch_urls[0].rsplit(":", 1)[1]
+        if part == "dispatch-1" and "services.dispatch" in cmd and f" --port {port} " in f"{cmd} ":
             return child.pid
     raise AssertionError(f"no {part} under the launcher")
 
