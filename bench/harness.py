@@ -23,6 +23,12 @@ UNLIMITED = {
     "FLEETLINE_RENEW_RATE_LIMIT": "100000000/minute",
     "FLEETLINE_LOG_LEVEL": "WARNING",
     "FLEETLINE_DB_POOL_MAX": "40",
+    # The seeded agents' tokens live an hour (a run is longer than the default 15 minutes);
+    # dispatch refuses tokens living longer than this.
+    "FLEETLINE_ACCESS_TOKEN_TTL_S": "3600",
+    # The load generator is thousands of agents on one address (real agents are one per
+    # machine): the gateway's per-address cap on pending connections would throttle it.
+    "FLEETLINE_MAX_PENDING_PER_ADDRESS": "1000000",
 }
 
 
