@@ -293,3 +293,26 @@ def test_hostile_forms_are_a_4xx_page_and_change_nothing(fleet):
     assert client.get("agents?status=nope&label=%00").status_code < 500
     after = fleet.api("GET", "/commands", params={"agent_id": agent_id, "limit": 1000}).json()["commands"]
     assert after == before
+
+
+def test_over_https_the_session_cookie_is_secure(browser, tmp_path):
+    """`fleetline up --tls`: the console behind the gateway's own TLS marks its cookie Secure
+    and calls the admin API over HTTPS it verifies."""
+    data_dir = tmp_path / "tls-fleet"
+    proc = subprocess.Popen([sys.executable, "-m", "fleetline", "up", "--data-dir", str(data_dir), "--port", "0",
+                             "--tls"], cwd=ROOT, env=CLEAN_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        fields = read_ready_line(proc)
+        assert fields["gateway"].startswith("https://") and fields["ca_file"]
+        context = browser.new_context(ignore_https_errors=True)  # a private CA the browser lacks
+        page = context.new_page()
+        page.goto(fields["console"])
+        page.fill("#admin_token", (data_dir / "admin-token").read_text().strip())
+        page.click("button[type=submit]")
+        page.wait_for_url(re.compile(r"/console/agents$"))
+        (cookie,) = [c for c in context.cookies() if c["name"] == "fleetline_session"]
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        context.close()
+    finally:
+        stop_launcher(proc)
