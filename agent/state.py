@@ -3,31 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from pathlib import Path
 
-
-def write_private(path: Path, text: str) -> None:
-    """Atomically replace `path` with `text`, mode 0600 from the first byte: a crash
-    leaves either the old file or the new one, never a torn or readable-by-others one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from fleetline.private_files import write_private
 
 
 def secure_dir(path: Path) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import psycopg
 
-from fleetline.stack import Stack
+from fleetline.cli.stack import Stack
 from services.auth.keys import Signer
+from fleetline.cli.keys import ACCESS_TOKEN_KEY, ONLINE_KEY
 
 RESULTS = Path(__file__).resolve().parent / "results"
 UNLIMITED = {
@@ -46,7 +47,7 @@ def database_url(stack: Stack) -> str:
 def seed_agents(stack: Stack, n: int) -> list[dict]:
     """n agents straight into the tables, with access tokens signed by the stack's key."""
     url = database_url(stack)
-    signer = Signer.from_file(str(stack.data_dir / "signing-key.pem"), "fleetline-auth", "fleetline", 3600)
+    signer = Signer.from_file(str(stack.data_dir / "keys" / ACCESS_TOKEN_KEY), "fleetline-auth", "fleetline", 3600)
     agents = [{"agent_id": str(uuid.uuid4()), "machine_id": f"bench-{i}"} for i in range(n)]
     with psycopg.connect(url, autocommit=True) as conn:
         token_id = uuid.uuid4()
@@ -67,7 +68,7 @@ def _a_signature(stack: Stack) -> str:
     """A real signature of a ping, so claimed rows carry what a queued command carries."""
     from services.dispatch.signer import CommandSigner
 
-    signer = CommandSigner(str(stack.data_dir / "command-keys" / "online.key"))
+    signer = CommandSigner(str(stack.data_dir / "keys" / ONLINE_KEY))
     now = datetime.now(timezone.utc)
     return json.dumps(signer.sign(command_id=str(uuid.uuid4()), agent_id=str(uuid.uuid4()), type="ping",
                                   params={}, issued_at=now, expires_at=now, run_timeout_s=3600))

@@ -28,7 +28,7 @@ import psycopg
 from agent.timing import backoff_delay
 from bench.loadgen import percentile
 from bench.harness import database_url, print_table, seed_agents, start_stack, write_result
-from fleetline.procs import Child, child_env, wait_ready
+from fleetline.cli.procs import Child, child_env, wait_ready
 from fleetline.serve import raise_file_limit
 
 # FLEETLINE_BENCH_HELD=10000 runs one size (the herd and the redelivery still run).
@@ -249,7 +249,7 @@ async def _main(stack, gateways: list[Child], agents: list[dict], dsn: str) -> d
 
 def _extra_gateways(stack, count: int) -> list[Child]:
     """The stack's gateway plus more on free ports (each serves up to PER_GATEWAY polls)."""
-    from fleetline.pgembed import free_port
+    from fleetline.cli.pgembed import free_port
 
     gw = stack.children[-1]
     gw.port = int(stack.gateway_url.rsplit(":", 1)[1])
@@ -272,7 +272,7 @@ def _real_agents(count: int = 4, commands: int = 100) -> dict:
     import tempfile
     from pathlib import Path
 
-    from fleetline.stack import Stack
+    from fleetline.cli.stack import Stack
 
     stack = Stack(Path(tempfile.mkdtemp(prefix="fleetline-bench-agents-")), port=0, agents=count,
                   fast_unsafe_db=True, env={"FLEETLINE_LOG_LEVEL": "WARNING"})

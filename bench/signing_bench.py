@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bench.harness import print_table, write_result
-from fleetline.keys_cmd import write_key
+from fleetline.private_files import new_ed25519_key
 from services.dispatch.signer import CommandSigner
 
 N = 20000
@@ -20,7 +20,7 @@ PARAMS = {"small": {}, "shell": {"argv": ["sh", "-c", "systemctl restart nginx"]
 
 def run() -> dict:
     key = Path(tempfile.mkdtemp()) / "online.key"
-    write_key(key)
+    new_ed25519_key(key)
     signer = CommandSigner(str(key))
     now = datetime.now(timezone.utc)
     rows = []

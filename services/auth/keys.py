@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.common.tokens import machine_hash, public_jwk
-
-
-def generate_private_key_pem() -> bytes:
-    return Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def write_private_key(path: Path) -> None:
-    """Create the key file with mode 0600 from the start (never world-readable)."""
-    with open(path, "wb", opener=lambda p, flags: os.open(p, flags, 0o600)) as fh:
-        fh.write(generate_private_key_pem())
 
 
 class Signer:

@@ -14,10 +14,9 @@ import httpx
 import psycopg
 import pytest
 
-from fleetline.pgembed import EmbeddedPostgres, free_port
-from fleetline.keys_cmd import make_command_keys
-from fleetline.tls_files import ensure_tls
-from services.auth.keys import write_private_key
+from fleetline.cli.pgembed import EmbeddedPostgres, free_port
+from fleetline.cli.keys import ensure_keys, key_settings
+from fleetline.cli.tls import ensure_tls
 from tests.integration.support import HTTP, Databases, ServiceProcess, wait_until
 
 ADMIN_TOKEN = "test-admin-token-" + os.urandom(16).hex()
@@ -62,19 +61,17 @@ def sql(database_url):
 
 @pytest.fixture(scope="session")
 def key_dir():
-    """The access-token key, and the command-signing keys: a root (root.key, root.pub),
-    an online key for dispatch (online.key) and keyset version 1 listing it."""
+    """The access-token key, and the command-signing keys: a root and its public half,
+    an online key for dispatch and keyset version 1 listing it (cli/keys.py's names)."""
     d = Path(tempfile.mkdtemp(prefix="fleetline-test-keys-"))
-    write_private_key(d / "signing.pem")
-    make_command_keys(d)
+    ensure_keys(d)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
 
 def signing_env(key_dir: Path) -> dict[str, str]:
-    return {"FLEETLINE_COMMAND_SIGNING_KEY_FILE": str(key_dir / "online.key"),
-            "FLEETLINE_COMMAND_KEYSET_FILE": str(key_dir / "keyset.json"),
-            "FLEETLINE_COMMAND_ROOT_PUBLIC_KEY_FILE": str(key_dir / "root.pub")}
+    """Every key setting (access tokens, signed commands) for the keys in key_dir."""
+    return key_settings(key_dir)
 
 
 @pytest.fixture
@@ -82,7 +79,6 @@ def base_env(database_url, key_dir, databases):
     return {
         "FLEETLINE_DATABASE_URL": databases.service_url(database_url),
         "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN,
-        "FLEETLINE_JWT_PRIVATE_KEY_FILE": str(key_dir / "signing.pem"),
         **signing_env(key_dir),
         "FLEETLINE_REGISTRATION_RATE_LIMIT": "100000/minute",
         "FLEETLINE_RENEW_RATE_LIMIT": "100000/minute",

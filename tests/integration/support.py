@@ -17,7 +17,7 @@ from typing import Callable
 import httpx
 import psycopg
 
-from fleetline.pgembed import free_port
+from fleetline.cli.pgembed import free_port
 from fleetline.transport import tls_context
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,9 +78,9 @@ class Databases:
         return psycopg.connect(self.server_url, autocommit=True)
 
     def create_template(self) -> None:
-        from fleetline.migrate import migrate
+        from fleetline.cli.migrate import migrate
 
-        from fleetline.migrate import ensure_service_login
+        from fleetline.cli.migrate import ensure_service_login
 
         with self.admin() as conn:
             conn.execute(f'CREATE DATABASE "{self.template}"')
@@ -88,7 +88,7 @@ class Databases:
         ensure_service_login(self.server_url, self.service_password)
 
     def service_url(self, url: str) -> str:
-        from fleetline.migrate import SERVICE_LOGIN, database_url_as
+        from fleetline.cli.migrate import SERVICE_LOGIN, database_url_as
 
         return database_url_as(url, SERVICE_LOGIN, self.service_password)
 

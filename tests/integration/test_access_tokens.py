@@ -15,6 +15,7 @@ from services.common.errors import ApiError
 from services.common.tokens import AccessTokenVerifier, KeySet, machine_hash
 from tests.integration.conftest import create_registration_token, register
 from tests.integration.support import HTTP
+from fleetline.cli.keys import ACCESS_TOKEN_KEY
 
 
 def _request(token: str, machine: str | None) -> Request:
@@ -93,10 +94,10 @@ def test_expired_and_wrong_audience_fail_even_with_the_real_key(tmp_path, key_di
     # Sign with the real signing key so only the claim under test is wrong.
     from services.auth.keys import Signer
 
-    signer = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline", 900)
+    signer = Signer.from_file(str(key_dir / ACCESS_TOKEN_KEY), "fleetline-auth", "fleetline", 900)
     keys = KeySet()
     keys.keys[signer.kid] = serialization.load_pem_private_key(
-        (key_dir / "signing.pem").read_bytes(), None).public_key()
+        (key_dir / ACCESS_TOKEN_KEY).read_bytes(), None).public_key()
     verifier = AccessTokenVerifier(keys, "fleetline-auth", "fleetline")
     agent = "0b3f7c1e-5d7a-4c55-9a43-2f0d2b4a7e11"
     token, _ = signer.access_token(agent, "m-tok")
@@ -104,7 +105,7 @@ def test_expired_and_wrong_audience_fail_even_with_the_real_key(tmp_path, key_di
     not_a_uuid, _ = signer.access_token("a1", "m-tok")  # validly signed, but names no agent
     assert _outcome(verifier, not_a_uuid) == (401, "invalid_token")
     claims = jwt.decode(token, options={"verify_signature": False})
-    key = serialization.load_pem_private_key((key_dir / "signing.pem").read_bytes(), None)
+    key = serialization.load_pem_private_key((key_dir / ACCESS_TOKEN_KEY).read_bytes(), None)
     for bad in ({"exp": int(time.time()) - 120}, {"aud": "x"}, {"iss": "x"}):
         forged = jwt.encode({**claims, **bad}, key, algorithm="EdDSA", headers={"kid": signer.kid})
         assert _outcome(verifier, forged) == (401, "invalid_token"), bad
@@ -116,15 +117,15 @@ def test_expired_and_wrong_audience_fail_even_with_the_real_key(tmp_path, key_di
 def test_a_token_living_longer_than_the_server_issues_them_is_refused(key_dir):
     from services.auth.keys import Signer
 
-    long_lived = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline", 86400 * 365)
+    long_lived = Signer.from_file(str(key_dir / ACCESS_TOKEN_KEY), "fleetline-auth", "fleetline", 86400 * 365)
     keys = KeySet()
     keys.keys[long_lived.kid] = serialization.load_pem_private_key(
-        (key_dir / "signing.pem").read_bytes(), None).public_key()
+        (key_dir / ACCESS_TOKEN_KEY).read_bytes(), None).public_key()
     verifier = AccessTokenVerifier(keys, "fleetline-auth", "fleetline", max_lifetime_s=900)
     agent = "0b3f7c1e-5d7a-4c55-9a43-2f0d2b4a7e11"
     token, _ = long_lived.access_token(agent, "m-tok")
     assert _outcome(verifier, token) == (401, "invalid_token")
-    usual, _ = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline",
+    usual, _ = Signer.from_file(str(key_dir / ACCESS_TOKEN_KEY), "fleetline-auth", "fleetline",
                                 900).access_token(agent, "m-tok")
     assert _outcome(verifier, usual) == agent
 

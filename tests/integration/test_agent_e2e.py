@@ -13,8 +13,9 @@ import pytest
 
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
-from fleetline.pgembed import free_port
+from fleetline.cli.pgembed import free_port
 from tests.integration.support import HTTP, ROOT, ServiceProcess, wait_until
+from fleetline.cli.keys import ACCESS_TOKEN_KEY
 
 FAST = {"FLEETLINE_POLL_INTERVAL_S": "1", "FLEETLINE_RAPID_POLL_INTERVAL_S": "1",
         "FLEETLINE_REAPER_INTERVAL_S": "0.5"}
@@ -153,7 +154,7 @@ def _plant_expired_access_token(state_dir, key_dir, agent_id, **more) -> None:
     is good for years: the agent learns otherwise only from the server's 401."""
     from services.auth.keys import Signer
 
-    signer = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline", -3600)
+    signer = Signer.from_file(str(key_dir / ACCESS_TOKEN_KEY), "fleetline-auth", "fleetline", -3600)
     expired, _ = signer.access_token(agent_id, "machine-a1")
     state = json.loads((state_dir / "state.json").read_text())
     state.update(access_token=expired, access_token_expires_at="2099-01-01T00:00:00Z", **more)

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from agent import trust
-from fleetline.keys_cmd import keyset, make_root
-from fleetline.pgembed import free_port
+from fleetline.cli.keys import ROOT_PUB, keyset, make_root
+from fleetline.cli.pgembed import free_port
 from fleetline.signing import b64url, public_raw
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token, tls_env
@@ -32,7 +32,7 @@ def _lan_address() -> str:
 
 
 def _fingerprint(key_dir: Path) -> str:
-    return trust.fingerprint((key_dir / "root.pub").read_text())
+    return trust.fingerprint((key_dir / ROOT_PUB).read_text())
 
 
 def _queue_and_wait(url: str, agent_id: str, client=HTTP) -> dict:

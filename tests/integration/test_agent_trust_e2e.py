@@ -9,8 +9,8 @@ import sys
 import httpx
 import pytest
 
-from fleetline.keys_cmd import keyset, public_key_of
-from fleetline.pgembed import free_port
+from fleetline.cli.keys import ACCESS_TOKEN_KEY, ONLINE_KEY, ROOT_KEY, ROOT_PUB, keyset, public_key_of
+from fleetline.cli.pgembed import free_port
 from fleetline.signing import load_private
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
@@ -48,7 +48,7 @@ def hostile(start_service, start_gateway, tmp_path, key_dir):
         def agent(self) -> tuple[AgentProcess, str]:
             token = create_registration_token(gw.url)["token"]
             a = AgentProcess(self.url, tmp_path / "a1", "machine-a1", token,
-                             extra_args=["--root-key-file", str(key_dir / "root.pub")])
+                             extra_args=["--root-key-file", str(key_dir / ROOT_PUB)])
             agents.append(a)
             a.wait_log("agent_started")
             agent_id = json.loads((tmp_path / "a1" / "state.json").read_text())["agent_id"]
@@ -120,11 +120,11 @@ def test_only_what_was_signed_for_this_agent_ever_runs(hostile, tmp_path):
 
 
 def test_an_older_keyset_is_refused(hostile, tmp_path, key_dir):
-    root, online = load_private(str(key_dir / "root.key")), public_key_of(str(key_dir / "online.key"))
+    root, online = load_private(str(key_dir / ROOT_KEY)), public_key_of(str(key_dir / ONLINE_KEY))
     put = HTTP.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=keyset(root, [online], 2, 30))
     assert put.status_code == 200
     agent, agent_id = hostile.agent()  # registers with version 2
-    hostile.write("keyset.json", keyset(root, [online, public_key_of(str(key_dir / "signing.pem"))], 1, 30))
+    hostile.write("keyset.json", keyset(root, [online, public_key_of(str(key_dir / ACCESS_TOKEN_KEY))], 1, 30))
     hostile.modes("unknown-kid old-keyset")
     done = hostile.final(hostile.queue(agent_id, **_shell(tmp_path / "ran"))["id"])
     assert done["status"] == "rejected" and not (tmp_path / "ran").exists()
@@ -132,23 +132,23 @@ def test_an_older_keyset_is_refused(hostile, tmp_path, key_dir):
 
 
 def _stranger_root(tmp_path):
-    from fleetline.keys_cmd import make_root
+    from fleetline.cli.keys import make_root
 
     make_root(tmp_path / "stranger")
-    return tmp_path / "stranger" / "root.key"
+    return tmp_path / "stranger" / ROOT_KEY
 
 
 def test_rotating_the_online_key_under_a_running_agent_rejects_nothing(hostile, tmp_path, key_dir, base_env):
-    from fleetline.keys_cmd import write_key
+    from fleetline.private_files import new_ed25519_key
     from tests.integration.support import ServiceProcess
 
     agent, agent_id = hostile.agent()
     before = hostile.final(hostile.queue(agent_id, type="ping")["id"])
     assert before["status"] == "succeeded"
     # 1. A new online key joins the keyset (version 2, both keys).
-    root, old = load_private(str(key_dir / "root.key")), public_key_of(str(key_dir / "online.key"))
+    root, old = load_private(str(key_dir / ROOT_KEY)), public_key_of(str(key_dir / ONLINE_KEY))
     new_key = tmp_path / "online-2.key"
-    write_key(new_key)
+    new_ed25519_key(new_key)
     v2 = keyset(root, [old, public_key_of(str(new_key))], 2, 30)
     assert HTTP.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=v2).status_code == 200
     # 2. Dispatch restarts signing with it, on the same address.

@@ -3,7 +3,7 @@
 import subprocess
 
 
-from fleetline.pgembed import postgres_bin
+from fleetline.cli.pgembed import postgres_bin
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token, register
 from tests.integration.support import HTTP
 

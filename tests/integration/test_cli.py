@@ -10,6 +10,7 @@ import uuid
 from agent import trust
 from tests.integration.conftest import ADMIN_TOKEN, tls_env
 from tests.integration.support import ROOT
+from fleetline.cli.keys import ROOT_PUB
 
 
 def fleetline(*args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -78,7 +79,7 @@ def test_a_new_registration_token_comes_with_the_command_line_that_enrols_a_mach
     done = fleetline("tokens", "create", "--url", gw.url, "--ca-file", ca, "--token-file",
                      str(tmp_path / "token"), env={"FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN})
     assert done.returncode == 0, done.stderr
-    fingerprint = trust.fingerprint((key_dir / "root.pub").read_text())
+    fingerprint = trust.fingerprint((key_dir / ROOT_PUB).read_text())
     command = done.stdout.strip().splitlines()[-1].strip()
     assert command == (f"fleetline-agent --server {gw.url} --registration-token-file {tmp_path / 'token'} "
                        f"--root-key-sha256 {fingerprint} --ca-file {ca}")

@@ -4,6 +4,7 @@ import jwt
 
 from tests.integration.fleet import Agent
 from tests.integration.support import HTTP
+from fleetline.cli.keys import ACCESS_TOKEN_KEY
 
 
 def _deliveries(sql):
@@ -55,7 +56,7 @@ def test_revoked_agent_is_refused_everywhere_with_a_live_access_token(fleet, aut
 def test_token_for_an_agent_that_does_not_exist_is_invalid(fleet, key_dir):
     from services.auth.keys import Signer
 
-    signer = Signer.from_file(str(key_dir / "signing.pem"), "fleetline-auth", "fleetline", 900)
+    signer = Signer.from_file(str(key_dir / ACCESS_TOKEN_KEY), "fleetline-auth", "fleetline", 900)
     ghost = "00000000-0000-0000-0000-0000000000aa"
     token, _ = signer.access_token(ghost, "m-ghost")
     assert jwt.get_unverified_header(token)["kid"]

@@ -10,7 +10,7 @@ import sys
 import psycopg
 import pytest
 
-from fleetline.pgembed import EmbeddedPostgres, postgres_bin
+from fleetline.cli.pgembed import EmbeddedPostgres, postgres_bin
 
 
 def _mode(path) -> int:
@@ -59,7 +59,7 @@ def test_no_permission_changes_outside_what_fleetline_created(pg):
 
 
 def test_it_dies_with_the_process_that_started_it(tmp_path):
-    script = ("import sys, time; from pathlib import Path; from fleetline.pgembed import EmbeddedPostgres;"
+    script = ("import sys, time; from pathlib import Path; from fleetline.cli.pgembed import EmbeddedPostgres;"
               "pg = EmbeddedPostgres(Path(sys.argv[1])); pg.start(); print(pg.proc.pid, flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "pg")], stdout=subprocess.PIPE, text=True)
     pid = int(holder.stdout.readline())

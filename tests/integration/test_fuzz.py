@@ -56,7 +56,7 @@ def world(databases, key_dir, tmp_path_factory):
     database_url = databases.new()
     logs = tmp_path_factory.mktemp("fuzz")
     env = {"FLEETLINE_DATABASE_URL": databases.service_url(database_url), "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN,
-           "FLEETLINE_JWT_PRIVATE_KEY_FILE": str(key_dir / "signing.pem"), **signing_env(key_dir),
+           **signing_env(key_dir),
            "FLEETLINE_REGISTRATION_RATE_LIMIT": "1000000/minute", "FLEETLINE_RENEW_RATE_LIMIT": "1000000/minute",
            "FLEETLINE_CHECKIN_RATE_LIMIT": "1000000/minute", "FLEETLINE_REPORT_RATE_LIMIT": "1000000/minute"}
     auth = ServiceProcess("services.auth", env, logs)

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from fleetline.pgembed import free_port
+from fleetline.cli.pgembed import free_port
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token, register
 from tests.integration.support import HTTP, ROOT, wait_until
 

@@ -4,8 +4,8 @@ it is down, and afterwards a held poll is woken by NOTIFY again (not by its re-c
 
 import httpx
 
-from fleetline.migrate import migrate
-from fleetline.pgembed import EmbeddedPostgres
+from fleetline.cli.migrate import migrate
+from fleetline.cli.pgembed import EmbeddedPostgres
 from tests.integration.conftest import ADMIN_TOKEN, signing_env
 from tests.integration.fleet import Fleet
 from tests.integration.support import HTTP, ServiceProcess, wait_until
@@ -23,7 +23,7 @@ def test_long_polls_hear_new_commands_again_after_a_database_restart(tmp_path, k
     url = pg.start()
     migrate(url)
     env = {"FLEETLINE_DATABASE_URL": url, "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN,
-           "FLEETLINE_JWT_PRIVATE_KEY_FILE": str(key_dir / "signing.pem"), **signing_env(key_dir)}
+           **signing_env(key_dir)}
     auth = ServiceProcess("services.auth", env, tmp_path).wait_ready()
     dispatch = ServiceProcess("services.dispatch", {**env, "FLEETLINE_JWKS_URL": f"{auth.url}/.well-known/jwks.json"},
                               tmp_path).wait_ready()

@@ -22,7 +22,7 @@ def test_apply_rollback_reapply(pg_server_url):
         conn.execute("CREATE DATABASE fl_migrate_chain")
     url = with_database(pg_server_url, "fl_migrate_chain")
     try:
-        from fleetline.migrate import migrate
+        from fleetline.cli.migrate import migrate
 
         assert migrate(url) == len(expected_versions())
         assert _tables(url) == {"registration_tokens", "agents", "refresh_token_families", "refresh_tokens",

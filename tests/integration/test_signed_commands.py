@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fleetline.keys_cmd import keyset, public_key_of
+from fleetline.cli.keys import ONLINE_KEY, ROOT_KEY, ROOT_PUB, keyset, public_key_of
 from fleetline.signing import COMMAND_CONTEXT, KEYSET_CONTEXT, b64url_decode, load_private, load_public, verify
 from tests.integration.dbstate import snapshot
 from tests.integration.support import HTTP
@@ -23,7 +23,7 @@ def test_a_delivered_command_is_signed_for_its_agent_by_a_key_the_root_vouches_f
     agent = fleet.register()
     cmd = fleet.queue(agent, type="shell", params={"argv": ["uptime"], "n": 3}, ttl_s=600, run_timeout_s=30)
     delivered = fleet.poll(agent)["commands"][0]
-    root_pub = (key_dir / "root.pub").read_text().strip()
+    root_pub = (key_dir / ROOT_PUB).read_text().strip()
     document = HTTP.get(f"{fleet.dispatch_url}/api/v1/agents/keyset", headers=agent.headers).json()
     keys = _keys_of(document, root_pub)
     signed = delivered["signed"]
@@ -58,8 +58,8 @@ def test_params_that_cannot_be_signed_exactly_are_refused(fleet, sql, params):
 
 def test_keysets_install_only_signed_by_the_root_and_only_upwards(fleet, key_dir, sql):
     url = f"{fleet.dispatch_url}/api/v1/admin/command-keyset"
-    root = load_private(str(key_dir / "root.key"))
-    online = public_key_of(str(key_dir / "online.key"))
+    root = load_private(str(key_dir / ROOT_KEY))
+    online = public_key_of(str(key_dir / ONLINE_KEY))
     newer = Ed25519PrivateKey.generate().public_key()
     v2 = keyset(root, [online, newer], 2, 30)
     assert HTTP.put(url, json=v2, headers=fleet.admin).status_code == 200
@@ -77,7 +77,7 @@ def test_keysets_install_only_signed_by_the_root_and_only_upwards(fleet, key_dir
     served = HTTP.get(f"{fleet.dispatch_url}/api/v1/agents/keyset", headers=agent.headers).json()
     assert served == {k: v2[k] for k in ("payload", "sig", "root_kid")}
     reg = fleet.registration  # what the last registration answered
-    assert reg["command_keyset"] == served and reg["root_public_key"] == (key_dir / "root.pub").read_text().strip()
+    assert reg["command_keyset"] == served and reg["root_public_key"] == (key_dir / ROOT_PUB).read_text().strip()
 
 
 def test_a_refused_command_ends_rejected_and_is_never_delivered_again(fleet):

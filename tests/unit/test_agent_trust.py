@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import trust
-from fleetline.keys_cmd import keyset
+from fleetline.cli.keys import keyset
 from fleetline.signing import COMMAND_CONTEXT, b64url, b64url_decode, key_id, public_raw, sign
 
 NOW = datetime.now(timezone.utc)

@@ -105,7 +105,7 @@ def test_secret_files_are_the_ones_fleetline_secrets_creates(compose, tmp_path):
     from fleetline.cli import main
 
     assert main(["secrets", str(tmp_path)]) == 0
-    public = {"ca.pem", "gateway.pem"}  # certificates: nothing secret in them
+    public = {"ca.pem", "gateway.pem", "command-root.pub"}  # nothing secret in them
     for secret in compose["secrets"].values():
         path = tmp_path / Path(secret["file"]).relative_to("secrets")
         assert path.exists(), secret["file"]

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from fleetline import jobs_cli
-from fleetline.admin_client import CliError
+from fleetline.cli import jobs as jobs_cli
+from fleetline.cli.admin_client import CliError
 
 STATUSES = ("waiting", "pending", "sent", "running", "succeeded", "failed", "timed_out",
             "expired", "rejected", "cancelled", "skipped")

@@ -1,7 +1,7 @@
 """The launcher's restart policy: backoff from 1 s doubling to 30 s; the fifth death of one
 child within 60 s is a crash loop."""
 
-from fleetline.restarts import LOOP_RESTARTS, MAX_DELAY_S, Restarts
+from fleetline.cli.restarts import LOOP_RESTARTS, MAX_DELAY_S, Restarts
 
 
 def test_backoff_doubles_from_one_second_to_the_cap():

@@ -10,7 +10,7 @@ from fleetline.settings import Settings, SettingsError
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from fleetline.migrate import SERVICE_LOGIN, break_stale_lock, ensure_service_login, migrate
+    from fleetline.cli.migrate import SERVICE_LOGIN, break_stale_lock, ensure_service_login, migrate
 
     # From the environment only (or FLEETLINE_DATABASE_URL_FILE): a URL holds a password,
     # and argv is visible to every local user.
@@ -47,12 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--break-lock", action="store_true", help="clear a stale migration lock first")
     mig.set_defaults(func=_cmd_migrate)
 
-    from fleetline import keys_cmd, launcher, operator_cli, secrets_cmd
+    from fleetline.cli import admin, keys, launcher, secrets
 
     launcher.add_parser(sub)
-    keys_cmd.add_parser(sub)
-    secrets_cmd.add_parser(sub)
-    operator_cli.add_parsers(sub)
+    keys.add_parser(sub)
+    secrets.add_parser(sub)
+    admin.add_parsers(sub)
     return parser
 
 

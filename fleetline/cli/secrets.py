@@ -6,72 +6,45 @@ keys, and a private CA with the gateway's certificate (for the names agents reac
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 from pathlib import Path
 
-from services.auth.keys import write_private_key
-
-
-def write_secret_file(path: Path | str, value: str) -> None:
-    """A secret in a file created with mode 0600 (never readable by others, not even briefly)."""
-    with open(path, "w", opener=lambda p, flags: os.open(p, flags, 0o600)) as fh:
-        fh.write(value + "\n")
-
-
-def _command_keys(out: Path) -> list[str]:
-    """The root key (to keep offline), dispatch's online key and keyset version 1."""
-    import json
-
-    from fleetline.keys_cmd import keyset, write_key
-    from fleetline.signing import b64url, public_raw
-
-    root = write_key(out / "command-root.key")
-    write_secret_file(out / "command-root.pub", b64url(public_raw(root.public_key())))
-    online = write_key(out / "command-signing-key.pem")
-    write_secret_file(out / "command-keyset.json", json.dumps(keyset(root, [online.public_key()], 1, 90)))
-    return ["command-root.key", "command-root.pub", "command-signing-key.pem", "command-keyset.json"]
-
-
-def _signing_key(out: Path) -> list[str]:
-    write_private_key(out / "signing-key.pem")
-    return ["signing-key.pem"]
+from fleetline.cli.keys import ensure_keys
+from fleetline.cli.tls import ensure_tls
+from fleetline.private_files import write_private
 
 
 def _admin_token(out: Path) -> list[str]:
-    write_secret_file(out / "admin-token", secrets.token_urlsafe(32))
+    write_private(out / "admin-token", secrets.token_urlsafe(32) + "\n")
     return ["admin-token"]
 
 
 def _database(out: Path) -> list[str]:
     owner, service = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    write_secret_file(out / "postgres-password", owner)
+    write_private(out / "postgres-password", owner + "\n")
     # The owner runs migrations; the services connect as fleetline_app (rows only).
-    write_secret_file(out / "database-url", f"postgresql://fleetline:{owner}@postgres:5432/fleetline")
-    write_secret_file(out / "service-database-password", service)
-    write_secret_file(out / "service-database-url", f"postgresql://fleetline_app:{service}@postgres:5432/fleetline")
+    write_private(out / "database-url", f"postgresql://fleetline:{owner}@postgres:5432/fleetline" + "\n")
+    write_private(out / "service-database-password", service + "\n")
+    write_private(out / "service-database-url", f"postgresql://fleetline_app:{service}@postgres:5432/fleetline" + "\n")
     return ["postgres-password", "database-url", "service-database-password", "service-database-url"]
 
 
 def _redis(out: Path) -> list[str]:
     password = secrets.token_urlsafe(24)
-    write_secret_file(out / "redis-password", password)
-    write_secret_file(out / "redis.conf", f'requirepass "{password}"\nsave ""\nappendonly no')
-    write_secret_file(out / "redis-url", f"redis://:{password}@redis:6379/0")
+    write_private(out / "redis-password", password + "\n")
+    write_private(out / "redis.conf", f'requirepass "{password}"\nsave ""\nappendonly no\n')
+    write_private(out / "redis-url", f"redis://:{password}@redis:6379/0" + "\n")
     return ["redis-password", "redis.conf", "redis-url"]
 
 
 # (the first file of a group, what makes the group)
-MAKERS = (("signing-key.pem", _signing_key), ("admin-token", _admin_token), ("postgres-password", _database),
-          ("redis-password", _redis), ("command-signing-key.pem", _command_keys))
+MAKERS = (("admin-token", _admin_token), ("postgres-password", _database), ("redis-password", _redis))
 
 
 def run(args: argparse.Namespace) -> int:
-    from fleetline.tls_files import ensure_tls
-
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
-    made = []
+    made = ensure_keys(out)
     for first, make in MAKERS:  # each group made once, whole; existing files never change
         if not (out / first).exists():
             made += make(out)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fleetline.secrets_cmd import write_secret_file
+from fleetline.private_files import write_private
 
 CA_DAYS = 3650
 CERT_DAYS = 397
@@ -68,7 +68,7 @@ def _make_ca(directory: Path) -> None:
                                          encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
-    write_secret_file(directory / "ca.key", _key_pem(key).strip())
+    write_private(directory / "ca.key", _key_pem(key))
     _public_file(directory / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -88,8 +88,7 @@ def _make_cert(directory: Path, hosts: list[str]) -> None:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
-    write_secret_file(directory / "gateway.key.new", _key_pem(key).strip())
-    (directory / "gateway.key.new").replace(directory / "gateway.key")
+    write_private(directory / "gateway.key", _key_pem(key))
     _public_file(directory / "gateway.pem", cert.public_bytes(serialization.Encoding.PEM))
 
 

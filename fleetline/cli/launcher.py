@@ -10,8 +10,8 @@ import signal
 import time
 from pathlib import Path
 
-from fleetline.restarts import LOOP_RESTARTS, LOOP_WINDOW_S
-from fleetline.stack import Stack
+from fleetline.cli.restarts import LOOP_RESTARTS, LOOP_WINDOW_S
+from fleetline.cli.stack import Stack
 from fleetline import ethos
 from fleetline.ethos import Log
 

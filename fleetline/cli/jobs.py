@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
-from fleetline.admin_client import CliError
+from fleetline.cli.admin_client import CliError
 from fleetline.labels import split_label
 
 # How a job shows its targets; the live ones first, then the ends.

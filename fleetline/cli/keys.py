@@ -1,12 +1,14 @@
-"""`fleetline keys`: the command-signing keys, made and signed on the operator's machine.
+"""`fleetline keys`: the command-signing keys, made and signed on the operator's machine,
+and the one set of names key material goes by wherever it is kept (`fleetline up`'s data
+directory, `fleetline secrets`, the tests).
 
-- `root DIR`: a root key (DIR/root.key, 0600, kept offline) and its public half
-  (DIR/root.pub, base64url: what agents pin).
+- `root DIR`: a root key (DIR/command-root.key, 0600, kept offline) and its public half
+  (DIR/command-root.pub, base64url: what agents pin).
 - `online FILE`: an online key for dispatch (PEM, 0600). Dispatch signs every command
   with it; it never goes into the database.
-- `keyset --root root.key --key K [--key K ...] --version N [--days 30] --out F`: a keyset
-  document listing the online keys agents may trust, signed by the root key. Upload it
-  with `PUT /api/v1/admin/command-keyset`, or give it to dispatch as
+- `keyset --root command-root.key --key K [--key K ...] --version N [--days 30] --out F`: a
+  keyset document listing the online keys agents may trust, signed by the root key. Upload
+  it with `PUT /api/v1/admin/command-keyset`, or give it to dispatch as
   FLEETLINE_COMMAND_KEYSET_FILE.
 - `show FILE ...`: key ids and the contents of keysets.
 """
@@ -18,36 +20,33 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fleetline.secrets_cmd import write_secret_file
+from fleetline.private_files import new_ed25519_key, write_private
 from fleetline.signing import (
     KEYSET_CONTEXT, b64url, b64url_decode, key_id, load_private, load_public, public_raw, sign,
 )
+
+ACCESS_TOKEN_KEY = "signing-key.pem"  # auth signs access tokens with it
+ROOT_KEY = "command-root.key"  # signs keysets: keep it offline
+ROOT_PUB = "command-root.pub"  # what agents pin (base64url)
+ONLINE_KEY = "command-signing-key.pem"  # dispatch signs commands with it
+KEYSET = "command-keyset.json"  # version 1, listing the online key, signed by the root
 
 
 def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def write_key(path: Path) -> Ed25519PrivateKey:
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    write_secret_file(path, pem.strip())
-    return key
-
-
 def make_root(directory: Path) -> Ed25519PrivateKey:
     directory.mkdir(parents=True, exist_ok=True)
-    key = write_key(directory / "root.key")
-    (directory / "root.pub").write_text(b64url(public_raw(key.public_key())) + "\n")
+    key = new_ed25519_key(directory / ROOT_KEY)
+    (directory / ROOT_PUB).write_text(b64url(public_raw(key.public_key())) + "\n")
     return key
 
 
 def public_key_of(path: str) -> Ed25519PublicKey:
-    """A private key file (PEM) or a public key (base64url, as in root.pub)."""
+    """A private key file (PEM) or a public key (base64url, as in command-root.pub)."""
     text = Path(path).read_text().strip()
     if text.startswith("-----BEGIN"):
         return load_private(path).public_key()
@@ -62,28 +61,46 @@ def keyset(root: Ed25519PrivateKey, keys: list[Ed25519PublicKey], version: int, 
     return {**sign(root, KEYSET_CONTEXT, payload), "root_kid": key_id(root.public_key())}
 
 
-def make_command_keys(directory: Path, days: float = 90.0) -> None:
-    """Everything signed commands need, in one directory (what `fleetline up` keeps in its
-    data directory): root.key and root.pub, online.key, and keyset.json (version 1)."""
-    if not (directory / "root.key").exists():
+def ensure_keys(directory: Path, days: float = 90.0) -> list[str]:
+    """Every key the services need, in `directory`, made where missing: the access-token
+    key, a root key and its public half, an online key and keyset version 1. Returns the
+    names made."""
+    directory.mkdir(parents=True, exist_ok=True)
+    made = []
+    if not (directory / ACCESS_TOKEN_KEY).exists():
+        new_ed25519_key(directory / ACCESS_TOKEN_KEY)
+        made.append(ACCESS_TOKEN_KEY)
+    if not (directory / ROOT_KEY).exists():
         make_root(directory)
-    if not (directory / "online.key").exists():
-        write_key(directory / "online.key")
-    if not (directory / "keyset.json").exists():
-        document = keyset(load_private(str(directory / "root.key")),
-                          [load_private(str(directory / "online.key")).public_key()], 1, days)
-        (directory / "keyset.json").write_text(json.dumps(document, indent=1) + "\n")
+        made += [ROOT_KEY, ROOT_PUB]
+    if not (directory / ONLINE_KEY).exists():
+        new_ed25519_key(directory / ONLINE_KEY)
+        made.append(ONLINE_KEY)
+    if not (directory / KEYSET).exists():
+        document = keyset(load_private(str(directory / ROOT_KEY)),
+                          [load_private(str(directory / ONLINE_KEY)).public_key()], 1, days)
+        write_private(directory / KEYSET, json.dumps(document, indent=1) + "\n")
+        made.append(KEYSET)
+    return made
+
+
+def key_settings(directory: Path) -> dict[str, str]:
+    """The FLEETLINE_* settings that point auth and dispatch at the keys in `directory`."""
+    return {"FLEETLINE_JWT_PRIVATE_KEY_FILE": str(directory / ACCESS_TOKEN_KEY),
+            "FLEETLINE_COMMAND_SIGNING_KEY_FILE": str(directory / ONLINE_KEY),
+            "FLEETLINE_COMMAND_KEYSET_FILE": str(directory / KEYSET),
+            "FLEETLINE_COMMAND_ROOT_PUBLIC_KEY_FILE": str(directory / ROOT_PUB)}
 
 
 def _cmd_root(args: argparse.Namespace) -> int:
     key = make_root(Path(args.dir))
-    print(f"root key {key_id(key.public_key())}: private {Path(args.dir) / 'root.key'} (keep it offline), "
-          f"public {Path(args.dir) / 'root.pub'}")
+    print(f"root key {key_id(key.public_key())}: private {Path(args.dir) / ROOT_KEY} (keep it offline), "
+          f"public {Path(args.dir) / ROOT_PUB}")
     return 0
 
 
 def _cmd_online(args: argparse.Namespace) -> int:
-    key = write_key(Path(args.file))
+    key = new_ed25519_key(Path(args.file))
     print(f"online key {key_id(key.public_key())}: {args.file}")
     return 0
 

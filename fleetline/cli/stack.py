@@ -16,15 +16,14 @@ from pathlib import Path
 
 import httpx
 
-from fleetline.keys_cmd import make_command_keys
-from fleetline.migrate import SERVICE_LOGIN, database_url_as, ensure_service_login, migrate
-from fleetline.pgembed import EmbeddedPostgres, free_port
-from fleetline.procs import Child, child_env, stop_all, wait_ready
-from fleetline.restarts import Restarts
-from fleetline.secrets_cmd import write_secret_file
-from services.auth.keys import write_private_key
+from fleetline.cli.keys import ensure_keys, key_settings
+from fleetline.cli.migrate import SERVICE_LOGIN, database_url_as, ensure_service_login, migrate
+from fleetline.cli.pgembed import EmbeddedPostgres, free_port
+from fleetline.cli.procs import Child, child_env, stop_all, wait_ready
+from fleetline.cli.restarts import Restarts
+from fleetline.private_files import write_private
 from fleetline.ethos import Log
-from fleetline.tls_files import ensure_tls
+from fleetline.cli.tls import ensure_tls
 from fleetline.transport import is_loopback_host, tls_context
 
 _log = Log("launcher", "stack")
@@ -120,43 +119,28 @@ class Stack:
             # The services connect as the least-privilege role, never as the superuser.
             password_file = self.pg.data_dir / "service-password"
             if not password_file.exists():
-                write_secret_file(password_file, secrets.token_urlsafe(24))
+                write_private(password_file, secrets.token_urlsafe(24) + "\n")
             password = password_file.read_text().strip()
             ensure_service_login(owner_url, password)
             database_url = database_url_as(owner_url, SERVICE_LOGIN, password)
         else:
             migrate(database_url)
 
-        key_file = self._setting("FLEETLINE_JWT_PRIVATE_KEY_FILE")
-        if key_file is None:
-            key_path = self.data_dir / "signing-key.pem"
-            if not key_path.exists():
-                write_private_key(key_path)
-            key_file = str(key_path)
         token_path = self.data_dir / "admin-token"
         self.admin_token = self._setting("FLEETLINE_ADMIN_TOKEN") or ""
         if not self.admin_token:
             if not token_path.exists():
-                write_secret_file(token_path, secrets.token_urlsafe(32))
+                write_private(token_path, secrets.token_urlsafe(32) + "\n")
             self.admin_token = token_path.read_text().strip()
         elif not token_path.exists():
-            write_secret_file(token_path, self.admin_token)
-        # Signed commands: unless configured, a root key (kept here, as the embedded default
-        # allows; production keeps it offline), an online key and keyset version 1.
-        keys = self.data_dir / "command-keys"
-        if self._setting("FLEETLINE_COMMAND_SIGNING_KEY_FILE") is None:
-            make_command_keys(keys)
-        common = {
-            "FLEETLINE_DATABASE_URL": database_url,
-            "FLEETLINE_ADMIN_TOKEN": self.admin_token,
-            "FLEETLINE_JWT_PRIVATE_KEY_FILE": key_file,
-            "FLEETLINE_COMMAND_SIGNING_KEY_FILE": self._setting("FLEETLINE_COMMAND_SIGNING_KEY_FILE")
-            or str(keys / "online.key"),
-            "FLEETLINE_COMMAND_KEYSET_FILE": self._setting("FLEETLINE_COMMAND_KEYSET_FILE")
-            or str(keys / "keyset.json"),
-            "FLEETLINE_COMMAND_ROOT_PUBLIC_KEY": self._setting("FLEETLINE_COMMAND_ROOT_PUBLIC_KEY")
-            or (keys / "root.pub").read_text().strip(),
-        }
+            write_private(token_path, self.admin_token + "\n")
+        # The keys: the access-token key, and for signed commands a root key (kept here, as
+        # the embedded default allows; production keeps it offline), an online key and
+        # keyset version 1. Any of them configured in the environment wins.
+        ensure_keys(self.data_dir / "keys")
+        keys = {name: path for name, path in key_settings(self.data_dir / "keys").items()
+                if not (self._setting(name) or self._setting(name.removesuffix("_FILE")))}
+        common = {"FLEETLINE_DATABASE_URL": database_url, "FLEETLINE_ADMIN_TOKEN": self.admin_token, **keys}
         if self.dispatch_replicas > 1 and not (self._setting("FLEETLINE_RATE_LIMIT_STORAGE") or "").startswith("redis"):
             _log.warning("rate_limits_not_shared", dispatch_replicas=self.dispatch_replicas,
                          hint="set FLEETLINE_RATE_LIMIT_STORAGE=redis://host:port/db")

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetline import jobs_cli
-from fleetline.admin_client import Api, CliError
+from fleetline.cli import jobs as jobs_cli
+from fleetline.cli.admin_client import Api, CliError
 from fleetline.transport import InsecureTransport, check_url
-from fleetline.secrets_cmd import write_secret_file
+from fleetline.private_files import write_private
 from fleetline.settings import Settings, SettingsError
 
 FINAL = {"succeeded", "failed", "rejected", "timed_out", "expired", "cancelled"}
@@ -94,7 +94,7 @@ def tokens_create(api: Api, a) -> Any:
     token_file = a.token_file or "/etc/fleetline-agent/registration-token"
     if a.token_file:
         # For provisioning (compose's enroll job): the secret goes to a 0600 file only.
-        write_secret_file(a.token_file, created["token"])
+        write_private(a.token_file, created["token"] + "\n")
         created = {**created, "token": f"(written to {a.token_file})"}
     # What enrols a machine with it, first contact included (like kubeadm's discovery hash).
     return {**created, "agent_command": agent_command(api.url, token_file, created.get("root_key_sha256"),
