@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from fleetline.ethos import format_fields
+from fleetline.ethos import format_fields, traceback_field
 
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
 
@@ -35,5 +35,6 @@ class Log:
     def warning(self, subsystem: str, event: str, **fields) -> None:
         self._emit("WARNING", subsystem, event, fields)
 
-    def error(self, subsystem: str, event: str, **fields) -> None:
-        self._emit("ERROR", subsystem, event, fields)
+    def error(self, subsystem: str, event: str, exc_info: BaseException | None = None, **fields) -> None:
+        """`exc_info`: an exception nobody expected, logged with its traceback (one field)."""
+        self._emit("ERROR", subsystem, event, {**fields, **(traceback_field(exc_info) if exc_info else {})})

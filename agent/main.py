@@ -350,6 +350,9 @@ class Agent:
         except Fatal as exc:
             log.error("lifecycle", "agent_stopped", reason=exc)
             code = 1
+        except Exception as exc:  # a bug: said once, with its traceback, and a non-zero exit
+            log.error("lifecycle", "agent_crashed", error=exc, exc_info=exc)
+            code = 1
         finally:
             self.stopper.stop()  # command threads wind down within their grace
             self.slots.join(handlers.GRACE_S + 5)
@@ -441,6 +444,9 @@ class Agent:
         except Fatal as exc:  # the poll loop stops, and run() says why, once
             self.fatal = self.fatal or exc
             self.stopper.stop()
+        except Exception as exc:  # a bug: the journal keeps where the command was
+            log.error("commands", "command_handling_failed", command_id=command.get("id"), error=exc,
+                      exc_info=exc)
 
     def _handle_one(self, command: dict) -> None:
         command_id, ctype = command["id"], command["type"]

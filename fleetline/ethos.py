@@ -1,6 +1,9 @@
 """ETHOS log lines: `[LEVEL] [component] [subsystem] event_name key=value ...`.
 
 One line per event. Values with spaces or quotes are quoted so a line stays parseable.
+An unexpected exception is logged once, where it is handled, with its traceback as one
+more field (`traceback="Traceback (most recent call last):\n  File ..."`, newlines
+escaped): the event stays one line, and the traceback reads back whole.
 Callers never pass secrets; nothing here could tell one from an ordinary value.
 """
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from typing import Any
 
 _ROOT = "fleetline"
@@ -29,6 +33,11 @@ def format_fields(fields: dict[str, Any]) -> str:
     return " ".join(f"{k}={format_value(v)}" for k, v in fields.items())
 
 
+def traceback_field(exc: BaseException) -> dict[str, str]:
+    """The `traceback` field of an event about an unexpected exception."""
+    return {"traceback": "".join(traceback.format_exception(exc)).rstrip("\n")}
+
+
 class EthosFormatter(logging.Formatter):
     """Formats our own events as they are, and anything a library logs as an event too."""
 
@@ -43,10 +52,9 @@ class EthosFormatter(logging.Formatter):
             subsystem = record.subsystem
             line = record.getMessage()
         text = f"[{record.levelname}] [{component}] [{subsystem}] {line}"
-        if record.exc_info and record.levelno >= logging.ERROR:
-            # Keep one line per event: the exception's type and message, no traceback.
-            exc = record.exc_info[1]
-            text += " " + format_fields({"exception": type(exc).__name__, "error": exc})
+        if record.exc_info and record.exc_info[1] is not None and component == "lib":
+            # A library's exception: its traceback as one escaped field (one line still).
+            text += " " + format_fields(traceback_field(record.exc_info[1]))
         return text
 
 
@@ -57,8 +65,11 @@ class Log:
         self._logger = logging.getLogger(f"{_ROOT}.{component}.{subsystem}")
         self._extra = {"component": component, "subsystem": subsystem}
 
-    def _emit(self, level: int, event: str, fields: dict[str, Any]) -> None:
+    def _emit(self, level: int, event: str, fields: dict[str, Any],
+              exc_info: BaseException | None = None) -> None:
         if self._logger.isEnabledFor(level):
+            if exc_info is not None:
+                fields = {**fields, **traceback_field(exc_info)}
             msg = event if not fields else f"{event} {format_fields(fields)}"
             self._logger.log(level, msg, extra=self._extra)
 
@@ -71,8 +82,9 @@ class Log:
     def warning(self, event: str, **fields: Any) -> None:
         self._emit(logging.WARNING, event, fields)
 
-    def error(self, event: str, **fields: Any) -> None:
-        self._emit(logging.ERROR, event, fields)
+    def error(self, event: str, exc_info: BaseException | None = None, **fields: Any) -> None:
+        """`exc_info`: an exception nobody expected, logged with its traceback."""
+        self._emit(logging.ERROR, event, fields, exc_info)
 
 
 def configure(level: str = "INFO", stream=None) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from fleetline import statuses
+
 VERSION = "1.1"
 
 UUID = {"type": "string", "format": "uuid"}
@@ -16,8 +18,7 @@ TIME = {"type": "string", "format": "date-time"}
 TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 SECRET = {"type": "string", "minLength": 1, "maxLength": 512}
 # How a job shows each target (its command's status, plus waiting and skipped).
-TARGET_STATUSES = ("waiting", "pending", "sent", "running", "succeeded", "failed", "timed_out",
-                   "expired", "rejected", "cancelled", "skipped")
+TARGET_STATUSES = statuses.TARGET_STATUSES
 
 
 def ref(name: str) -> dict:
@@ -191,7 +192,7 @@ SCHEMAS: dict[str, Any] = {
         "poll_interval_s": {"type": "integer", "minimum": 1},
     }),
     "ResultRequest": obj(["status"], {
-        "status": {"enum": ["succeeded", "failed", "rejected"]},
+        "status": {"enum": list(statuses.OUTCOMES)},
         "exit_code": {"type": ["integer", "null"], "minimum": -2147483648, "maximum": 2147483647},
         "output": {"type": ["string", "null"], "maxLength": 65536,
                    "description": "At most 64 KiB of UTF-8, without NUL characters."},
@@ -206,8 +207,7 @@ SCHEMAS: dict[str, Any] = {
                          "max_retries", "created_at", "sent_at", "acked_at", "finished_at",
                          "expires_at", "result"], {
         "id": UUID, "agent_id": UUID, "type": {"type": "string"}, "params": {"type": "object"},
-        "status": {"enum": ["pending", "sent", "running", "succeeded", "failed", "rejected",
-                            "timed_out", "expired", "cancelled"]},
+        "status": {"enum": list(statuses.COMMAND_STATUSES)},
         "priority": {"type": "integer"}, "retry_count": {"type": "integer"},
         "max_retries": {"type": "integer"}, "delivery_count": {"type": "integer"},
         "ack_timeout_s": {"type": "integer"}, "run_timeout_s": {"type": "integer"},
@@ -249,7 +249,7 @@ SCHEMAS: dict[str, Any] = {
         "os": {"type": "string"}, "arch": {"type": "string"},
         "agent_version": {"type": "string"},
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-        "status": {"enum": ["active", "revoked"]},
+        "status": {"enum": list(statuses.AGENT_STATUSES)},
         "created_at": TIME, "last_seen_at": TIME_OR_NULL, "revoked_at": TIME_OR_NULL,
     }),
     "Health": obj(["status"], {"status": {"type": "string"}}),
@@ -285,7 +285,7 @@ SCHEMAS: dict[str, Any] = {
     "Job": obj(["id", "status", "selector", "command", "rollout", "target_count", "counts",
                 "created_at", "finished_at", "halted_reason"], {
         "id": UUID,
-        "status": {"enum": ["running", "completed", "halted", "cancelled"]},
+        "status": {"enum": list(statuses.JOB_STATUSES)},
         "selector": {"type": "object"}, "command": {"type": "object"}, "rollout": {"type": "object"},
         "target_count": {"type": "integer", "minimum": 1},
         "counts": ref("JobCounts"),
@@ -385,7 +385,7 @@ PATHS: dict[str, dict] = {
             **errors(400, 401)},
         tags=["operators"], security=ADMIN_AUTH, parameters=[
             query_int("limit", 1, 10000, 1000, "Page size."), BEFORE,
-            query_str("status", "Only agents in this status.", {"enum": ["active", "revoked"]}),
+            query_str("status", "Only agents in this status.", {"enum": list(statuses.AGENT_STATUSES)}),
             {"name": "label", "in": "query", "required": False, "explode": True,
              "description": "key=value: only agents with this label (repeatable: every one must match).",
              "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^=]+=.*$",

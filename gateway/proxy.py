@@ -177,7 +177,7 @@ class Gateway:
                 status = await self._proxy(service, scope, receive, tracked_send, rid)
         except Exception as exc:  # the gateway's one 500: JSON, with the request id, logged once
             _log.error("unhandled_exception", method=scope["method"], path=scope["path"],
-                       request_id=rid, exception=type(exc).__name__, error=exc)
+                       request_id=rid, exception=type(exc).__name__, error=exc, exc_info=exc)
             if not started:
                 status, body = _json_error(500, "internal", "An internal error occurred; it has been logged.")
                 await _send_simple(send, status, body, rid)

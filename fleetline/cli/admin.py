@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fleetline import statuses
 from fleetline.cli import jobs as jobs_cli
 from fleetline.cli.admin_client import Api, CliError
 from fleetline.transport import InsecureTransport, check_url
 from fleetline.private_files import write_private
 from fleetline.settings import Settings, SettingsError
 
-FINAL = {"succeeded", "failed", "rejected", "timed_out", "expired", "cancelled"}
+FINAL = set(statuses.COMMAND_FINAL)
 
 
 def safe_text(value: Any) -> str:
@@ -303,7 +304,7 @@ def add_parsers(sub) -> None:
     cmd(tokens, "revoke", tokens_revoke, "revoke a registration token").add_argument("id")
 
     agents = group("agents", "registered agents")
-    listing(agents, "list", agents_list, "list agents", ["active", "revoked"])
+    listing(agents, "list", agents_list, "list agents", list(statuses.AGENT_STATUSES))
     cmd(agents, "show", agents_show, "show one agent").add_argument("id")
     cmd(agents, "revoke", agents_revoke, "revoke an agent").add_argument("id")
 

@@ -13,11 +13,12 @@ import time
 from typing import Any, Callable, TextIO
 
 from fleetline.cli.admin_client import CliError
+from fleetline import statuses
 from fleetline.labels import split_label
 
 # How a job shows its targets; the live ones first, then the ends.
-LIVE = ("waiting", "pending", "sent", "running")
-ENDS = ("succeeded", "failed", "timed_out", "expired", "rejected", "cancelled", "skipped")
+LIVE = statuses.TARGET_LIVE
+ENDS = statuses.TARGET_ENDS
 JOB_COLUMNS = ["id", "status", "target_count", "succeeded", "failed", "live", "created_at"]
 TARGET_COLUMNS = ["agent_id", "hostname", "status", "exit_code", "command_id"]
 

@@ -7,6 +7,8 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from fleetline.statuses import AGENT_STATUSES
+from services.auth import enrolment
 from services.auth import queries as q
 from services.auth.secrets import REGISTRATION_PREFIX, digest, new_secret
 from services.common.errors import invalid, not_found
@@ -81,7 +83,7 @@ async def list_agents(request: Request) -> JSONResponse:
     """Every agent, as API.md says; with `limit` (and `before`, `status`, `label`), one page
     of them and a `next` cursor, for fleets too large for one answer."""
     db, params = request.app.state.db, request.query_params
-    status = query_choice(request, "status", ("active", "revoked"))
+    status = query_choice(request, "status", AGENT_STATUSES)
     labels = _labels(params.getlist("label"))
     if not any(k in params for k in ("limit", "before", "status", "label")):
         rows = await db.fetch(q.LIST_AGENTS)
@@ -120,13 +122,5 @@ async def get_agent(request: Request) -> JSONResponse:
 
 
 async def revoke_agent(request: Request) -> Response:
-    agent_id = path_id(request, "agent_id", "agent")
-    db = request.app.state.db
-    async with db.transaction():
-        if await db.fetchval(q.REVOKE_AGENT, agent_id) is None:
-            raise not_found("No such agent.")
-        await db.execute(q.REVOKE_AGENT_REFRESH_TOKENS, agent_id, "agent_revoked")
-        await db.execute(q.CANCEL_REVOKED_AGENT_JOB_COMMANDS, agent_id)
-        await db.execute(q.NOTIFY_REVOKED, str(agent_id))
-    _log.info("agent_revoked", agent_id=agent_id)
+    await enrolment.revoke(request.app.state.db, path_id(request, "agent_id", "agent"))
     return Response(status_code=204)

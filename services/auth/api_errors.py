@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.auth import enrolment as e
-from services.common.errors import ApiError, conflict, forbidden, invalid_token
+from services.common.errors import ApiError, conflict, forbidden, invalid_token, not_found
 from services.common.errors import EXCEPTION_HANDLERS as COMMON_HANDLERS
 
 MACHINE_ENROLLED = {
@@ -23,6 +23,7 @@ ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     e.TokenReused: lambda x: ApiError(401, "token_reused", "This refresh token was already used: its whole "
                                       "family is revoked; register again.", headers={"WWW-Authenticate": "Bearer"}),
     e.AgentRevoked: lambda x: forbidden("agent_revoked", "This agent has been revoked."),
+    e.NoSuchAgent: lambda x: not_found("No such agent."),
     e.MachineMismatch: lambda x: forbidden("machine_mismatch",
                                            "X-Machine-ID is not the machine this agent registered with."),
 }

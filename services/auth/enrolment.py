@@ -69,6 +69,10 @@ class MachineMismatch(EnrolmentError):
     pass
 
 
+class NoSuchAgent(EnrolmentError):
+    pass
+
+
 # Why a registration for an enrolled machine is refused.
 CREDENTIALS_USED = "credentials_used"  # the agent has renewed or called dispatch since
 OTHER_TOKEN = "other_token"  # the agent was registered with another registration token
@@ -185,6 +189,21 @@ async def renew(db: Db, agent_id: uuid.UUID, presented: str, machine_id: str,
         raise TokenReused()
     _log.info("token_renewed", agent_id=agent_id, grace=decision is Renewal.GRACE)
     return Credentials(agent_id, successor, expires), decision is Renewal.GRACE
+
+
+# --- revocation ------------------------------------------------------------------------
+
+
+async def revoke(db: Db, agent_id: uuid.UUID) -> None:
+    """The agent and every refresh token of it, in one transaction (again: no change). Its
+    commands are dispatch's: the notification tells dispatch to end the undelivered ones of
+    its jobs and to answer its held poll `403 agent_revoked` at once."""
+    async with db.transaction():
+        if await db.fetchval(q.REVOKE_AGENT, agent_id) is None:
+            raise NoSuchAgent()
+        await db.execute(q.REVOKE_AGENT_REFRESH_TOKENS, agent_id, "agent_revoked")
+        await db.execute(q.NOTIFY_REVOKED, str(agent_id))
+    _log.info("agent_revoked", agent_id=agent_id)
 
 
 async def current_keyset(db: Db) -> dict | None:

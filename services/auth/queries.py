@@ -4,7 +4,7 @@ Secrets arrive here only as SHA-256 digests (`bytea`). Times come from
 `statement_timestamp()`, never `now()`: inside a transaction `now()` is its start.
 """
 
-from services.common.db import MARK_CREDENTIALS_USED, NOTIFY_AGENT
+from services.common.db import MARK_CREDENTIALS_USED, NOTIFY_REVOKED_AGENT
 
 # --- registration (one transaction: lock token -> find machine -> use -> agent -> refresh) ---
 
@@ -207,20 +207,10 @@ LIST_AGENTS_PAGE_BY_STATUS = _AGENT_PAGE.format(filters="AND status = $4")
 LIST_AGENTS_PAGE_BY_LABELS = _AGENT_PAGE.format(
     filters="AND ($4::text IS NULL OR status = $4) AND labels @> $5::jsonb")
 
-# In the revocation's transaction: a revoked agent never polls again, so its job commands
-# not delivered yet would wait for ever (or expire, and count as failures); they end
-# cancelled, which a job counts as final. Walks commands_claimable. Commands queued to it
-# one by one stay as they are (the operator sees them pending, and may cancel them).
-CANCEL_REVOKED_AGENT_JOB_COMMANDS = """
-UPDATE commands
-   SET status = 'cancelled', finished_at = statement_timestamp()
- WHERE agent_id = $1 AND status = 'pending' AND job_id IS NOT NULL
-"""
-
-# In the revocation's transaction, so the notification goes out only once it commits: the
-# agent's held poll (in any dispatch replica) wakes, claims, and is answered 403
-# agent_revoked at once instead of at the end of its wait.
-NOTIFY_REVOKED = NOTIFY_AGENT
+# In the revocation's transaction, so the notification goes out only once it commits:
+# dispatch (every replica) wakes the agent's held poll, answered 403 agent_revoked at once,
+# and ends its job commands not delivered yet (a transition of commands: dispatch's).
+NOTIFY_REVOKED = NOTIFY_REVOKED_AGENT
 
 GET_AGENT = f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = $1"
 

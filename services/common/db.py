@@ -19,6 +19,12 @@ import databases
 AGENT_CHANNEL = "fleetline_commands"
 NOTIFY_AGENT = f"SELECT pg_notify('{AGENT_CHANNEL}', $1::text)"
 
+# Notified with an agent id when an operator revokes it (auth): every dispatch process wakes
+# its held poll (answered 403 agent_revoked) and dispatch cancels its job commands not
+# delivered yet (services/dispatch/revocations.py).
+REVOKED_CHANNEL = "fleetline_revoked"
+NOTIFY_REVOKED_AGENT = f"SELECT pg_notify('{REVOKED_CHANNEL}', $1::text)"
+
 # The first use of an agent's credentials (a renewal in auth, any agent request in
 # dispatch), written once, before that request is answered: from then on, registering its
 # machine again is refused (migration 0006). Guarded by IS NULL: later uses write nothing

@@ -27,8 +27,8 @@ DATABASE_DOWN = (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesN
 
 class ServiceMiddleware:
     """Pure ASGI (cheaper than BaseHTTPMiddleware): request id in and out, metrics, and
-    the service's only 500: any exception nobody handled becomes one logged
-    `500 internal` without a traceback."""
+    the service's only 500: any exception nobody handled becomes one `500 internal`
+    (never a traceback in the answer), logged once with its traceback."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, component: str):
         self.app, self.metrics = app, metrics
@@ -74,6 +74,7 @@ class ServiceMiddleware:
                 request_id=rid,
                 exception=type(exc).__name__,
                 error=exc,
+                exc_info=exc,
             )
             if not started:
                 resp = error_response(500, "internal", "An internal error occurred; it has been logged.")

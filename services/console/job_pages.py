@@ -8,17 +8,16 @@ import json
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fleetline import statuses
 from services.console.api import Refused
 from services.console.pages import COMMAND_TYPES, PAGE, labels_typed
 from services.console.sessions import Session
 from services.console.web import form_action, path_id, redirect, render, signed_in
 
-JOB_STATUSES = ("running", "completed", "halted", "cancelled")
-TARGET_STATUSES = ("waiting", "pending", "sent", "running", "succeeded", "failed", "timed_out",
-                   "expired", "rejected", "cancelled", "skipped")
+JOB_STATUSES = statuses.JOB_STATUSES
+TARGET_STATUSES = statuses.TARGET_STATUSES
 # The progress bar, left to right: how targets ended, then what is still under way.
-BAR_ORDER = ("succeeded", "failed", "timed_out", "expired", "rejected", "cancelled", "skipped",
-             "running", "sent", "pending", "waiting")
+BAR_ORDER = (*statuses.TARGET_ENDS, *reversed(statuses.TARGET_LIVE))
 
 
 def bar(counts: dict, total: int) -> list[dict]:

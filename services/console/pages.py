@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fleetline.labels import split_label
+from fleetline import statuses
 from services.console.api import Refused
 from services.console.presence import ago, parse_time, presence
 from services.console.sessions import Session
@@ -19,8 +20,7 @@ from services.console.web import form_action, path_id, redirect, render, signed_
 PAGE = 100
 PRESENCES = ("online", "offline", "revoked")
 COMMAND_TYPES = ("ping", "facts", "sleep", "shell")
-COMMAND_STATUSES = ("pending", "sent", "running", "succeeded", "failed", "rejected", "timed_out",
-                    "expired", "cancelled")
+COMMAND_STATUSES = statuses.COMMAND_STATUSES
 
 
 def labels_typed(text: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ from services.dispatch.commands import PollPolicy
 from services.dispatch.first_use import FirstUse
 from services.dispatch.last_seen import LastSeen
 from services.dispatch.reaper import Reaper
+from services.dispatch.revocations import Revocations
 from services.dispatch.signer import CommandSigner, read_keyset
 from services.dispatch.lease_sweep import LeaseSweep
 from services.dispatch.listener import Listener
@@ -77,7 +78,8 @@ def create_app(settings: Settings) -> Starlette:
     jwks_refresh = Periodic("jwks", settings.jwks_refresh_s, lambda: keys.refresh(force=True),
                             first_after_s=settings.jwks_refresh_s)
     waiters = Waiters()
-    listener = Listener(postgres_url(settings.database_url), waiters)
+    revocations = Revocations(db, waiters)
+    listener = Listener(postgres_url(settings.database_url), waiters, revocations.revoked)
     lease_sweep = LeaseSweep(db, waiters)
     reaper = Reaper(db, settings.reaper_interval_s)
     last_seen = LastSeen(db, settings.last_seen_flush_s)
@@ -111,6 +113,7 @@ def create_app(settings: Settings) -> Starlette:
             await lease_sweep.stop()
             await last_seen.stop()  # flushes what was seen since the last interval
             await listener.stop()
+            await revocations.stop()
             await db.disconnect()
             _log.info("service_stopped")
 

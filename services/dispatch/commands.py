@@ -7,6 +7,7 @@
                         |   ack timeout, retries used up --> timed_out
     pending|sent --expires_at--> expired        pending|sent|running --cancel--> cancelled
     sent|running --the agent refuses it (bad signature, unknown type)--> rejected
+    pending (a job's) --its agent revoked--> cancelled
 
 Each operation below runs its one guarded statement (queries.py says why each lock and
 guard is there) and returns what happened, or raises one of the exceptions below. The
@@ -22,15 +23,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Mapping
 
+from fleetline import statuses
 from services.common.db import Db
 from services.dispatch import queries as q
 from services.dispatch.signer import CommandSigner
 
-STATUSES = ("pending", "sent", "running", "succeeded", "failed", "rejected", "timed_out", "expired",
-            "cancelled")
-LIVE = frozenset({"pending", "sent", "running"})
-FINAL = frozenset(STATUSES) - LIVE
-OUTCOMES = ("succeeded", "failed", "rejected")  # what an agent reports
+STATUSES = statuses.COMMAND_STATUSES
+LIVE = frozenset(statuses.COMMAND_LIVE)
+FINAL = frozenset(statuses.COMMAND_FINAL)
+OUTCOMES = statuses.OUTCOMES  # what an agent reports
 
 # Every legal transition; the race tests check the SQL never produces anything else.
 TRANSITIONS = frozenset({
@@ -267,16 +268,23 @@ async def cancel(db: Db, command_id: uuid.UUID) -> Row:
     return row
 
 
+async def cancel_revoked(db: Db, agent_id: uuid.UUID) -> set[uuid.UUID]:
+    """A revoked agent's job commands not delivered yet -> cancelled; the jobs they were in."""
+    return {r["job_id"] for r in await db.fetch(q.CANCEL_REVOKED_AGENT_JOB_COMMANDS, agent_id)}
+
+
 REAPER_SWEEPS = (
     ("exhausted_leases", q.REAP_EXHAUSTED_LEASES),
     ("overdue_runs", q.REAP_OVERDUE_RUNS),
     ("expired", q.REAP_EXPIRED),
+    ("revoked_agents", q.REAP_REVOKED_AGENTS_JOB_COMMANDS),
 )
 
 
 async def reap(db: Db, batch: int = 1000) -> dict[str, int]:
     """The reaper's moves, one full pass: exhausted leases and overdue runs -> timed_out,
-    past-expiry commands -> expired."""
+    past-expiry commands -> expired, undelivered job commands of agents revoked lately ->
+    cancelled (what a missed notification left)."""
     moved = {}
     for name, sql in REAPER_SWEEPS:
         async def step(n: int, sql: str = sql) -> int:

@@ -34,7 +34,7 @@ class LastSeen(Periodic):
             # Put them back (newer marks win) and try again next interval.
             for agent_id, seen in batch.items():
                 self._pending.setdefault(agent_id, seen)
-            _log.error("flush_failed", agents=len(ids), error=exc)
+            _log.error("flush_failed", agents=len(ids), error=exc, exc_info=exc)
 
     async def stop(self) -> None:
         await super().stop()

@@ -1,5 +1,6 @@
 """The LISTEN connection: one per dispatch process on `fleetline_commands` (notified with
-the agent id when a command is queued), handing each agent id to `wake`.
+the agent id when a command is queued or released for it), handing each agent id to
+`wake`, and on `fleetline_revoked` (an agent revoked), handing it to `revoked`.
 
 The connection is supervised: pinged every PING_S, reconnected with backoff when it
 drops, and after each reconnect one catch-up query wakes the parked agents that got
@@ -13,7 +14,9 @@ import asyncio
 import asyncpg
 
 from fleetline.ethos import Log
-from services.common.db import AGENT_CHANNEL
+from typing import Callable
+
+from services.common.db import AGENT_CHANNEL, REVOKED_CHANNEL
 from services.dispatch import queries as q
 from services.dispatch.waiters import Waiters
 
@@ -22,8 +25,8 @@ RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0
 _log = Log("dispatch", "listener")
 
 class Listener:
-    def __init__(self, dsn: str, waiters: Waiters):
-        self.dsn, self.waiters = dsn, waiters
+    def __init__(self, dsn: str, waiters: Waiters, revoked: Callable[[str], None]):
+        self.dsn, self.waiters, self.revoked = dsn, waiters, revoked
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task | None = None
         self._lost = asyncio.Event()
@@ -70,6 +73,7 @@ class Listener:
         conn = await asyncpg.connect(self.dsn, timeout=5)
         conn.add_termination_listener(lambda _conn: self._lost.set())
         await conn.add_listener(AGENT_CHANNEL, self._on_notify)
+        await conn.add_listener(REVOKED_CHANNEL, self._on_revoked)
         self._conn = conn
 
     async def _healthy(self) -> bool:
@@ -94,3 +98,6 @@ class Listener:
 
     def _on_notify(self, conn, pid, channel, agent_id: str) -> None:
         self.waiters.wake(agent_id)
+
+    def _on_revoked(self, conn, pid, channel, agent_id: str) -> None:
+        self.revoked(agent_id)

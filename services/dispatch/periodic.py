@@ -21,7 +21,7 @@ class Periodic:
             try:
                 await self.step()
             except Exception as exc:  # logged once here; the next interval tries again
-                self.log.error("step_failed", error=exc)
+                self.log.error("step_failed", error=exc, exc_info=exc)
             await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:

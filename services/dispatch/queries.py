@@ -319,6 +319,37 @@ UPDATE commands c
 """
 
 
+# --- revoked agents (revocations.py) ----------------------------------------------------------
+# A revoked agent never polls again: its job commands not delivered yet would wait for ever
+# (or expire, and count as failures). They end cancelled, which a job counts as final.
+# Commands queued to it one by one stay as they are (the operator sees them pending, and
+# may cancel them). Both statements walk commands_claimable by agent and re-check the
+# status they expect.
+
+# When auth notifies the revocation (within a second); the jobs they belong to move on.
+CANCEL_REVOKED_AGENT_JOB_COMMANDS = """
+UPDATE commands
+   SET status = 'cancelled', finished_at = statement_timestamp()
+ WHERE agent_id = $1 AND status = 'pending' AND job_id IS NOT NULL
+   AND EXISTS (SELECT 1 FROM agents a WHERE a.id = $1 AND a.status = 'revoked')
+RETURNING job_id
+"""
+
+# The reaper's catch-up, for a notification no dispatch process heard (all down, or its
+# LISTEN connection reconnecting): agents revoked within the last day, through the small
+# agents_recently_revoked index, in batches, skipping rows a claim holds.
+REAP_REVOKED_AGENTS_JOB_COMMANDS = """
+UPDATE commands c
+   SET status = 'cancelled', finished_at = statement_timestamp()
+  FROM (SELECT c.id FROM agents a
+          JOIN commands c ON c.agent_id = a.id
+         WHERE a.status = 'revoked' AND a.revoked_at > statement_timestamp() - interval '1 day'
+           AND c.status = 'pending' AND c.job_id IS NOT NULL
+         LIMIT $1
+           FOR UPDATE OF c SKIP LOCKED) AS stale
+ WHERE c.id = stale.id AND c.status = 'pending'
+"""
+
 # --- jobs (jobs.py) -------------------------------------------------------------------------
 # A job's commands are ordinary commands (the claim, ack, result and reaper treat them like
 # any other); what is particular to jobs is here.
@@ -330,7 +361,7 @@ UPDATE commands c
 # predicate of the commands_job_waiting index, which statements must repeat to use it).
 WAITING = "(c.status = 'pending' AND c.visible_at = 'infinity')"
 # Not final yet: waiting, released, delivered or running.
-LIVE = "(c.status IN ('pending', 'sent', 'running'))"
+LIVE = "(c.status IN ({}))".format(", ".join(f"'{s}'" for s in rollout.IN_WINDOW))
 # The ends that count against max_failures (rollout.FAILURES).
 FAILURE = "(c.status IN ({}))".format(", ".join(f"'{s}'" for s in sorted(rollout.FAILURES)))
 

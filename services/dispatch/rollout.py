@@ -13,14 +13,15 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-TARGET_STATUSES = ("waiting", "pending", "sent", "running", "succeeded", "failed", "timed_out",
-                   "expired", "rejected", "cancelled", "skipped")
+from fleetline import statuses
+
+TARGET_STATUSES = statuses.TARGET_STATUSES
 # Ends that count against max_failures (cancelled and skipped do not).
-FAILURES = frozenset({"failed", "timed_out", "expired", "rejected"})
+FAILURES = frozenset(statuses.FAILURES)
 # Occupies the window: released (claimable now) or delivered, and not final.
-IN_WINDOW = frozenset({"pending", "sent", "running"})
-NOT_FINAL = IN_WINDOW | {"waiting"}
-JOB_STATUSES = ("running", "completed", "halted", "cancelled")
+IN_WINDOW = frozenset(statuses.COMMAND_LIVE)
+NOT_FINAL = frozenset(statuses.TARGET_LIVE)
+JOB_STATUSES = statuses.JOB_STATUSES
 
 _PERCENT = re.compile(r"([0-9]{1,3})%")
 

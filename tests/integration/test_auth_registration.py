@@ -133,7 +133,10 @@ def test_failed_refresh_insert_rolls_back_agent_and_token_use(auth, sql, databas
 
     sql.execute("DROP TRIGGER refresh_insert_fails ON refresh_tokens")
     assert register(auth.url, tok["token"], "m-fault").status_code == 201
-    assert "injected failure" in auth.log() and "Traceback" not in auth.log()
+    # Logged once, with its traceback as one escaped field: one line per event.
+    (logged,) = [line for line in auth.log().splitlines() if "unhandled_exception" in line]
+    assert "injected failure" in logged and 'traceback="Traceback (most recent call last):\\n' in logged
+    assert "\nTraceback" not in auth.log()
 
 
 def test_registration_rate_limited_per_client_address(start_service, sql):

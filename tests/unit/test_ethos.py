@@ -66,3 +66,31 @@ def test_service_events_and_library_records_share_the_format():
     lines = out.getvalue().splitlines()
     assert lines[0] == "[INFO] [dispatch] [claim] claimed agent_id=a1 count=2"
     assert lines[1] == '[WARNING] [lib] [uvicorn] library_message message="Something odd"'
+
+
+def _boom() -> Exception:
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError as exc:
+        return exc
+
+
+def test_an_unexpected_exception_is_one_line_with_its_traceback_as_a_field():
+    out = io.StringIO()
+    ethos.configure("INFO", out)
+    try:
+        exc = _boom()
+        ethos.Log("dispatch", "reaper").error("step_failed", error=exc, exc_info=exc)
+    finally:
+        ethos.configure("INFO")
+    (line,) = out.getvalue().splitlines()  # one line, newlines escaped inside the field
+    assert line.startswith('[ERROR] [dispatch] [reaper] step_failed error="bad\\nthing" traceback="Traceback '
+                           '(most recent call last):\\n  File ')
+    assert ", in _boom\\n" in line and line.endswith('ValueError: bad\\nthing"')
+
+
+def test_the_agent_logs_a_traceback_the_same_way():
+    out = io.StringIO()
+    exc = _boom()
+    AgentLog(out).error("lifecycle", "agent_crashed", error=exc, exc_info=exc)
+    assert out.getvalue().count("\n") == 1 and 'traceback="Traceback (most recent call last):\\n' in out.getvalue()

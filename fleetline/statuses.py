@@ -1,0 +1,22 @@
+"""The status vocabulary of the API, written once: where a command, a job target, a job or
+an agent stands. Dispatch (its state machine and rollout rules), the OpenAPI document, the
+console and the CLI read it here; the migrations' CHECK constraints spell the same words,
+and a test reads those back from the database and compares."""
+
+# A command (API: the command lifecycle). Live ones may still change; final ones never do.
+COMMAND_LIVE = ("pending", "sent", "running")
+COMMAND_FINAL = ("succeeded", "failed", "rejected", "timed_out", "expired", "cancelled")
+COMMAND_STATUSES = COMMAND_LIVE + COMMAND_FINAL
+# What an agent reports as a command's result.
+OUTCOMES = ("succeeded", "failed", "rejected")
+# The ends of a job's target that count against its max_failures (cancelled and skipped do not).
+FAILURES = ("failed", "timed_out", "expired", "rejected")
+
+# A job's target: its command's status, or `waiting` (held back by the rollout window, not
+# yet claimable) or `skipped` (cancelled because the job halted). Live ones first.
+TARGET_LIVE = ("waiting", *COMMAND_LIVE)
+TARGET_ENDS = ("succeeded", "failed", "timed_out", "expired", "rejected", "cancelled", "skipped")
+TARGET_STATUSES = TARGET_LIVE + TARGET_ENDS
+
+JOB_STATUSES = ("running", "completed", "halted", "cancelled")
+AGENT_STATUSES = ("active", "revoked")
