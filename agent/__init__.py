@@ -1,3 +1,4 @@
-"""The Fleetline agent. Depends on httpx and the standard library only."""
+"""The Fleetline agent. Depends on httpx, cryptography and the standard library only (its own
+distribution: agent/pyproject.toml)."""
 
 __version__ = "1.0.0"

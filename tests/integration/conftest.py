@@ -11,62 +11,14 @@ import tempfile
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
-from fleetline.cli.pgembed import EmbeddedPostgres, free_port
-from fleetline.cli.keys import ensure_keys, key_settings
+from fleetline.cli.pgembed import free_port
+from fleetline.cli.keys import key_settings
 from fleetline.cli.tls import ensure_tls
-from tests.integration.support import HTTP, Databases, ServiceProcess, wait_until
+from tests.integration.support import HTTP, ServiceProcess, wait_until
 
 ADMIN_TOKEN = "test-admin-token-" + os.urandom(16).hex()
-
-
-@pytest.fixture(scope="session")
-def pg_server_url():
-    url = os.environ.get("FLEETLINE_TEST_DATABASE_URL")
-    if url:
-        yield url
-        return
-    data_dir = Path(tempfile.mkdtemp(prefix="fleetline-test-pg-"))
-    pg = EmbeddedPostgres(data_dir, fast_unsafe=True)
-    pg.start()
-    try:
-        yield pg.url
-    finally:
-        pg.destroy()
-
-
-@pytest.fixture(scope="session")
-def databases(pg_server_url):
-    dbs = Databases(pg_server_url)
-    dbs.create_template()
-    yield dbs
-    dbs.drop_template()
-
-
-@pytest.fixture
-def database_url(databases):
-    url = databases.new()
-    yield url
-    databases.drop(url)
-
-
-@pytest.fixture
-def sql(database_url):
-    """Autocommit psycopg connection for asserting what happened in the database."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture(scope="session")
-def key_dir():
-    """The access-token key, and the command-signing keys: a root and its public half,
-    an online key for dispatch and keyset version 1 listing it (cli/keys.py's names)."""
-    d = Path(tempfile.mkdtemp(prefix="fleetline-test-keys-"))
-    ensure_keys(d)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def signing_env(key_dir: Path) -> dict[str, str]:
@@ -155,8 +107,8 @@ def redis_url():
         yield "redis://127.0.0.1:6379/15"
         return
     binary = shutil.which("redis-server")
-    if not binary:
-        pytest.skip("no Redis: set FLEETLINE_TEST_REDIS_URL or install redis-server")
+    # Not skipped when missing: the replica tests matter (.ci/run installs redis-server).
+    assert binary, "no Redis: set FLEETLINE_TEST_REDIS_URL, run one on 127.0.0.1:6379, or apt-get install redis-server"
     port = free_port()
     proc = subprocess.Popen([binary, "--port", str(port), "--save", "", "--appendonly", "no"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -9,13 +9,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Callable
 
 import httpx
-import psycopg
 
 from fleetline.cli.pgembed import free_port
 from fleetline.transport import tls_context
@@ -57,54 +55,6 @@ def held_polls(dispatch_url: str) -> float:
     text = HTTP.get(f"{dispatch_url}/metrics").text
     match = re.search(r"^fleetline_held_polls (\S+)$", text, re.M)
     return float(match.group(1)) if match else -1
-
-
-def with_database(server_url: str, dbname: str) -> str:
-    base, _, _ = server_url.rpartition("/")
-    return f"{base}/{dbname}"
-
-
-class Databases:
-    """One template database migrated by yoyo; each test gets a copy of it. Services connect
-    to it as the least-privilege login role (`service_url`), as deployed; tests look at it
-    as the owner."""
-
-    def __init__(self, server_url: str):
-        self.server_url = server_url
-        self.template = f"fl_template_{uuid.uuid4().hex[:8]}"
-        self.service_password = uuid.uuid4().hex
-
-    def admin(self) -> psycopg.Connection:
-        return psycopg.connect(self.server_url, autocommit=True)
-
-    def create_template(self) -> None:
-        from fleetline.cli.migrate import migrate
-
-        from fleetline.cli.migrate import ensure_service_login
-
-        with self.admin() as conn:
-            conn.execute(f'CREATE DATABASE "{self.template}"')
-        migrate(with_database(self.server_url, self.template))
-        ensure_service_login(self.server_url, self.service_password)
-
-    def service_url(self, url: str) -> str:
-        from fleetline.cli.migrate import SERVICE_LOGIN, database_url_as
-
-        return database_url_as(url, SERVICE_LOGIN, self.service_password)
-
-    def new(self) -> str:
-        name = f"fl_test_{uuid.uuid4().hex[:12]}"
-        with self.admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY')
-        return with_database(self.server_url, name)
-
-    def drop(self, url: str) -> None:
-        name = url.rpartition("/")[2]
-        with self.admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    def drop_template(self) -> None:
-        self.drop(with_database(self.server_url, self.template))
 
 
 class ServiceProcess:

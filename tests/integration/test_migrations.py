@@ -7,7 +7,8 @@ import sys
 import psycopg
 
 from fleetline.schema import expected_versions
-from tests.integration.support import ROOT, with_database
+from tests.integration.support import ROOT
+from tests.realdb import with_database
 
 
 def _tables(url):

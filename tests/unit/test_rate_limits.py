@@ -69,3 +69,32 @@ def test_the_headers_count_down(spec):
     assert first["X-RateLimit-Limit"] == spec.split("/")[0]
     if second:
         assert int(second["X-RateLimit-Remaining"]) == int(first["X-RateLimit-Remaining"]) - 1
+
+
+def test_memory_storage_still_expires_windows():
+    """The memory storage's garbage collection is throttled; its windows must still end."""
+    import asyncio
+    import time
+
+    from services.common.errors import ApiError
+    from services.common.ratelimit import RateLimit, make_storage
+
+    async def allowed(limit: RateLimit) -> bool:
+        try:
+            await limit.check("k")
+            return True
+        except ApiError as exc:
+            assert exc.code == "rate_limited"
+            return False
+
+    async def scenario() -> float:
+        limit = RateLimit("t", "2/second", make_storage("memory://"))
+        assert await allowed(limit) and await allowed(limit)
+        started = time.monotonic()
+        assert not await allowed(limit)  # a third hit within the second
+        while not await allowed(limit):  # until the sliding counter forgets (polled, not slept)
+            assert time.monotonic() - started < 3, "the window never ended"
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 3
