@@ -1,4 +1,4 @@
-"""The one table from enrolment's refusals (enrolment.py) to API errors."""
+"""The one table from auth's refusals (enrolment.py, registry.py) to API errors."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.auth import enrolment as e
+from services.auth import registry as r
 from services.common.errors import ApiError, conflict, forbidden, invalid_token, not_found
 from services.common.errors import EXCEPTION_HANDLERS as COMMON_HANDLERS
 
@@ -24,6 +25,7 @@ ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
                                       "family is revoked; register again.", headers={"WWW-Authenticate": "Bearer"}),
     e.AgentRevoked: lambda x: forbidden("agent_revoked", "This agent has been revoked."),
     e.NoSuchAgent: lambda x: not_found("No such agent."),
+    r.NoSuchToken: lambda x: not_found("No such registration token."),
     e.MachineMismatch: lambda x: forbidden("machine_mismatch",
                                            "X-Machine-ID is not the machine this agent registered with."),
 }
@@ -33,4 +35,4 @@ async def _refusal(request: Request, exc: Exception) -> Response:
     return await COMMON_HANDLERS[ApiError](request, ERRORS[type(exc)](exc))
 
 
-EXCEPTION_HANDLERS = {**COMMON_HANDLERS, e.EnrolmentError: _refusal}
+EXCEPTION_HANDLERS = {**COMMON_HANDLERS, e.EnrolmentError: _refusal, r.RegistryError: _refusal}
