@@ -343,7 +343,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="only count the targets")
     p.add_argument("--wait", action="store_true",
                    help="show progress until every target is final; non-zero unless all succeeded")
-    listing(jobs, "list", jobs_list, "list jobs, newest first", ["running", "completed", "halted", "cancelled"])
+    listing(jobs, "list", jobs_list, "list jobs, newest first", list(statuses.JOB_STATUSES))
     cmd(jobs, "show", jobs_show, "show one job and its counts").add_argument("id")
     listing(jobs, "targets", jobs_targets, "a job's targets and their commands").add_argument("id")
     cmd(jobs, "cancel", jobs_cancel, "cancel a job: its undelivered commands too").add_argument("id")
