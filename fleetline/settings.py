@@ -129,6 +129,8 @@ class Settings:
     )
     renew_rate_limit: str = _env("FLEETLINE_RENEW_RATE_LIMIT", _rate_limit, "10/minute")
     report_rate_limit: str = _env("FLEETLINE_REPORT_RATE_LIMIT", _rate_limit, "600/minute")
+    # Failed console sign-ins, counted per operator name and per client address.
+    sign_in_rate_limit: str = _env("FLEETLINE_SIGN_IN_RATE_LIMIT", _rate_limit, "10/minute")
     rate_limit_storage: str = _env("FLEETLINE_RATE_LIMIT_STORAGE", _storage_url, "memory://")
     poll_interval_s: int = _env("FLEETLINE_POLL_INTERVAL_S", _positive_int, 300)
     rapid_poll_interval_s: int = _env("FLEETLINE_RAPID_POLL_INTERVAL_S", _positive_int, 5)
@@ -177,6 +179,11 @@ class Settings:
     # Dispatch reads auth's JWKS again this often: a key auth stops publishing stops
     # verifying within one refresh.
     jwks_refresh_s: float = _env("FLEETLINE_JWKS_REFRESH_S", _positive_float, 60.0)
+    # OpenID Connect sign-in to the console (all three, or none): the provider, and the
+    # console's registration with it. Auth verifies the ID tokens; the console runs the flow.
+    oidc_issuer: str | None = _env("FLEETLINE_OIDC_ISSUER", _url)
+    oidc_client_id: str | None = _env("FLEETLINE_OIDC_CLIENT_ID")
+    oidc_client_secret: str | None = _env("FLEETLINE_OIDC_CLIENT_SECRET")
     log_level: str = _env("FLEETLINE_LOG_LEVEL", _log_level, "INFO")
 
     @classmethod

@@ -59,7 +59,8 @@ _ERROR_TEXT = {
     400: "Invalid request (`invalid_request`): bad JSON, a missing or malformed field.",
     401: "`invalid_token` (missing, malformed, expired, unknown or revoked credential); "
          "`token_reused` (a rotated-out refresh token again: its family is revoked).",
-    403: "`machine_mismatch`, `agent_mismatch` or `agent_revoked`.",
+    403: "Agents: `machine_mismatch`, `agent_mismatch` or `agent_revoked`. Operators: `forbidden` "
+         "(the role or the scope does not allow it; recorded in the audit trail).",
     404: "`not_found`.",
     408: "`request_timeout`: the request's headers or body did not arrive in time (10 s each by "
          "default); the connection is closed.",
@@ -100,6 +101,8 @@ def body(schema: dict) -> dict:
 
 def op(summary: str, responses: dict, *, tags: list[str], security: list | None = None,
        parameters: list | None = None, request: dict | None = None) -> dict:
+    if security is ADMIN_AUTH and "403" not in responses:  # every operator may meet a role or scope
+        responses = {**responses, "403": ok(ref("Error"), _ERROR_TEXT[403])}
     out: dict[str, Any] = {"summary": summary, "tags": tags, "responses": responses}
     if security is not None:
         out["security"] = security
@@ -217,6 +220,8 @@ SCHEMAS: dict[str, Any] = {
         "result": {"oneOf": [{"type": "null"}, ref("Result")]},
         "job_id": {"type": ["string", "null"], "format": "uuid",
                    "description": "The job this command belongs to, if any."},
+        "created_by": {"oneOf": [{"type": "null"}, ref("Who")]},
+        "cancelled_by": {"oneOf": [{"type": "null"}, ref("Who")]},
     }),
     "CommandRequest": obj(["agent_id", "type"], {
         "agent_id": UUID,
@@ -253,6 +258,65 @@ SCHEMAS: dict[str, Any] = {
         "created_at": TIME, "last_seen_at": TIME_OR_NULL, "revoked_at": TIME_OR_NULL,
     }),
     "Health": obj(["status"], {"status": {"type": "string"}}),
+    "Who": obj(["id", "name"], {"id": {"type": ["string", "null"]}, "name": {"type": "string"}},),
+    "Scope": obj([], {
+        "labels": {"type": "object", "maxProperties": 64, "additionalProperties": {"type": "string", "maxLength": 255},
+                   "description": "Agents carrying every pair ({}: all agents)."},
+        "command_types": {"type": "array", "minItems": 1, "maxItems": 100,
+                          "items": {"type": "string", "pattern": "^(\\*|[a-z0-9_.-]{1,64})$"},
+                          "description": "The types it may queue ([\"*\"]: all)."},
+    }),
+    "Operator": obj(["id", "name", "role", "scope", "email", "created_at", "disabled_at"], {
+        "id": UUID, "name": {"type": "string"}, "role": {"enum": ["viewer", "operator", "admin"]},
+        "scope": ref("Scope"), "email": {"type": ["string", "null"]}, "created_at": TIME,
+        "disabled_at": TIME_OR_NULL,
+    }),
+    "OperatorRequest": obj(["name", "role"], {
+        "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[a-z0-9_.-]+$"},
+        "role": {"enum": ["viewer", "operator", "admin"]},
+        "scope": {"oneOf": [{"type": "null"}, ref("Scope")]},
+        "email": {"type": ["string", "null"], "maxLength": 254},
+        "password": {"type": ["string", "null"], "minLength": 12, "maxLength": 1024},
+    }),
+    "OperatorChange": obj([], {
+        "role": {"enum": ["viewer", "operator", "admin", None]},
+        "scope": {"oneOf": [{"type": "null"}, ref("Scope")]},
+        "email": {"type": ["string", "null"], "maxLength": 254},
+        "password": {"type": ["string", "null"], "minLength": 12, "maxLength": 1024},
+        "disabled": {"type": ["boolean", "null"]},
+    }),
+    "OperatorToken": obj(["id", "operator_id", "note", "created_at", "expires_at", "last_used_at"], {
+        "id": UUID, "operator_id": UUID, "note": {"type": "string"}, "created_at": TIME, "expires_at": TIME,
+        "revoked_at": TIME_OR_NULL, "last_used_at": TIME_OR_NULL,
+    }),
+    "NewOperatorToken": {"allOf": [ref("OperatorToken"), obj(["token"], {
+        "token": {"type": "string", "description": "The secret (`flop_...`); shown only in this answer."}})]},
+    "OperatorTokenRequest": obj([], {
+        "expires_in_s": opt_int(60, 31536000, 2592000),
+        "note": {"type": ["string", "null"], "maxLength": 1024},
+    }),
+    "SignIn": obj(["method"], {
+        "method": {"enum": ["password", "token", "oidc"]},
+        "name": {"type": "string", "maxLength": 64}, "password": {"type": "string", "maxLength": 1024},
+        "token": {"type": "string", "maxLength": 512},
+        "id_token": {"type": "string", "maxLength": 16384}, "nonce": {"type": "string", "maxLength": 512},
+        "session_s": opt_int(60, 43200, 43200),
+    }),
+    "Session": obj(["session", "expires_at", "operator"], {
+        "session": {"type": "string", "description": "The session's secret (`fls_...`): a bearer "
+                    "credential for the admin API; only its SHA-256 is stored."},
+        "expires_at": TIME, "operator": ref("Operator"),
+    }),
+    "AuditEvent": obj(["id", "at", "actor", "action", "target", "outcome", "request_id", "source_ip", "details"], {
+        "id": UUID, "at": TIME,
+        "actor": obj(["type", "id", "name"], {"type": {"enum": ["operator", "agent", "bootstrap"]},
+                                              "id": {"type": ["string", "null"]}, "name": {"type": "string"}}),
+        "action": {"type": "string", "description": "Dotted: command.create, job.cancel, console.sign_in, ..."},
+        "target": obj(["type", "id"], {"type": {"type": ["string", "null"]}, "id": {"type": ["string", "null"]}}),
+        "outcome": {"enum": ["ok", "forbidden", "failed"]},
+        "request_id": {"type": ["string", "null"]}, "source_ip": {"type": ["string", "null"]},
+        "details": {"type": "object"},
+    }),
     "JobSelector": {
         "description": "Exactly one of agent_ids, labels, all_active. Targets are the active "
                        "agents matching when the job is created.",
@@ -287,6 +351,8 @@ SCHEMAS: dict[str, Any] = {
         "id": UUID,
         "status": {"enum": list(statuses.JOB_STATUSES)},
         "selector": {"type": "object"}, "command": {"type": "object"}, "rollout": {"type": "object"},
+        "created_by": {"oneOf": [{"type": "null"}, ref("Who")]},
+        "cancelled_by": {"oneOf": [{"type": "null"}, ref("Who")]},
         "target_count": {"type": "integer", "minimum": 1},
         "counts": ref("JobCounts"),
         "created_at": TIME, "finished_at": TIME_OR_NULL,
@@ -312,6 +378,7 @@ SCHEMAS: dict[str, Any] = {
 AGENT_PATH = path_id("agent_id", "The agent's id; it must be the token's own agent.")
 COMMAND_PATH = path_id("command_id", "The command's id.")
 JOB_PATH = path_id("job_id", "The job's id.")
+OPERATOR_PATH = path_id("operator_id", "The operator's id.")
 BEFORE = query_str("before", "A `next` cursor from the previous page.",
                    {"type": "string", "maxLength": 512})
 
@@ -452,6 +519,60 @@ PATHS: dict[str, dict] = {
         "Cancel a running job: it and its undelivered commands, at once", {
             "200": ok(ref("Job"), "Cancelled."), **errors(401, 404, 409)},
         tags=["jobs"], security=ADMIN_AUTH, parameters=[JOB_PATH])},
+    "/api/v1/admin/whoami": {"get": op(
+        "The operator this credential acts as", {"200": ok(ref("Operator"), "The operator."), **errors(401)},
+        tags=["operators"], security=ADMIN_AUTH)},
+    "/api/v1/admin/operators": {
+        "post": op("Create an operator (admin)", {
+            "201": ok(ref("Operator"), "Created."), **errors(400, 401, 403, 409)},
+            tags=["operators"], security=ADMIN_AUTH, request=body(ref("OperatorRequest"))),
+        "get": op("List operators (admin)", {
+            "200": ok(obj(["operators"], {"operators": {"type": "array", "items": ref("Operator")}}),
+                      "Every operator, by name."), **errors(401, 403)},
+            tags=["operators"], security=ADMIN_AUTH),
+    },
+    "/api/v1/admin/operators/{operator_id}": {
+        "get": op("One operator (admin)", {"200": ok(ref("Operator"), "The operator."), **errors(401, 403, 404)},
+                  tags=["operators"], security=ADMIN_AUTH, parameters=[OPERATOR_PATH]),
+        "patch": op("Change an operator (admin): role, scope, email, password, disabled (disabling "
+                    "ends its sessions and tokens at once)", {
+            "200": ok(ref("Operator"), "Changed."), **errors(400, 401, 403, 404, 409)},
+            tags=["operators"], security=ADMIN_AUTH, parameters=[OPERATOR_PATH],
+            request=body(ref("OperatorChange"))),
+    },
+    "/api/v1/admin/operators/{operator_id}/tokens": {
+        "post": op("Issue an operator token (admin, or the operator itself)", {
+            "201": ok(ref("NewOperatorToken"), "Issued; the secret is shown only here."),
+            **errors(400, 401, 403, 404, 409)},
+            tags=["operators"], security=ADMIN_AUTH, parameters=[OPERATOR_PATH],
+            request=body(ref("OperatorTokenRequest"))),
+        "get": op("An operator's tokens, without secrets (admin, or the operator itself)", {
+            "200": ok(obj(["tokens"], {"tokens": {"type": "array", "items": ref("OperatorToken")}}), "Its tokens."),
+            **errors(401, 403, 404)},
+            tags=["operators"], security=ADMIN_AUTH, parameters=[OPERATOR_PATH]),
+    },
+    "/api/v1/admin/operator-tokens/{token_id}": {"delete": op(
+        "Revoke an operator token (admin, or its operator)", {"204": ok(None, "Revoked."), **errors(401, 403, 404)},
+        tags=["operators"], security=ADMIN_AUTH, parameters=[path_id("token_id", "The token's id.")])},
+    "/api/v1/admin/audit": {"get": op(
+        "The audit trail, newest first (admin)", {
+            "200": ok(obj(["events", "next"], {"events": {"type": "array", "items": ref("AuditEvent")},
+                                               "next": {"type": ["string", "null"]}}), "One page."),
+            **errors(400, 401, 403)},
+        tags=["operators"], security=ADMIN_AUTH, parameters=[
+            query_str("actor", "An operator's (or agent's) id or name.", {"type": "string", "maxLength": 255}),
+            query_str("action", "A dotted action, e.g. command.create.", {"type": "string", "maxLength": 64}),
+            query_str("target_id", "The id of what was acted on.", {"type": "string", "maxLength": 255}),
+            query_str("since", "Events at or after this instant.", TIME),
+            query_int("limit", 1, 1000, 100, "Page size."), BEFORE,
+        ])},
+    "/api/v1/operators/sign-in": {"post": op(
+        "Open a console session (an extension: what the console signs operators in with)", {
+            "201": ok(ref("Session"), "Signed in."), **errors(400, 401, 429)},
+        tags=["operators"], security=NO_AUTH, request=body(ref("SignIn")))},
+    "/api/v1/admin/sign-out": {"post": op(
+        "End the console session presented (an extension)", {"204": ok(None, "Signed out."), **errors(401)},
+        tags=["operators"], security=ADMIN_AUTH)},
     "/openapi.json": {"get": op("This document", {"200": ok({"type": "object"}, "OpenAPI 3.1.")},
                                 tags=["health"], security=NO_AUTH)},
     "/healthz": {"get": op("The process is up", {"200": ok(ref("Health"), "Up.")},
@@ -488,7 +609,9 @@ DOCUMENT: dict[str, Any] = {
                            "description": "An access token from register or renew; every agent "
                                           "request also carries X-Machine-ID."},
             "adminToken": {"type": "http", "scheme": "bearer",
-                           "description": "The operator's admin token."},
+                           "description": "An operator token (`flop_...`), a console session "
+                                          "(`fls_...`), or the bootstrap token (FLEETLINE_ADMIN_TOKEN, "
+                                          "the built-in admin `bootstrap`)."},
         },
     },
 }

@@ -16,6 +16,13 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("prefix", "/api/v1/admin/registration-tokens/", AUTH),
     ("exact", "/api/v1/admin/agents", AUTH),
     ("prefix", "/api/v1/admin/agents/", AUTH),
+    ("exact", "/api/v1/admin/whoami", AUTH),
+    ("exact", "/api/v1/admin/operators", AUTH),
+    ("prefix", "/api/v1/admin/operators/", AUTH),
+    ("prefix", "/api/v1/admin/operator-tokens/", AUTH),
+    ("exact", "/api/v1/admin/sign-out", AUTH),
+    ("exact", "/api/v1/admin/audit", AUTH),
+    ("exact", "/api/v1/operators/sign-in", AUTH),
     ("prefix", "/api/v1/agents/", DISPATCH),  # /api/v1/agents/{id}/commands[...], keyset
     ("exact", "/api/v1/admin/commands", DISPATCH),
     ("prefix", "/api/v1/admin/commands/", DISPATCH),

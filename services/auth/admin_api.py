@@ -21,7 +21,7 @@ from services.common.validation import (
 async def create_registration_token(request: Request) -> JSONResponse:
     body = await read_json_object(request)
     row, secret = await registry.create_token(
-        request.app.state.db,
+        request.app.state.db, request.state.audit,
         max_uses=take(body, "max_uses", Int(1, 100000), 1),
         expires_in_s=take(body, "expires_in_s", Int(60, 31536000), 86400),
         note=take(body, "note", Str(0, 1024), ""))
@@ -36,7 +36,8 @@ async def list_registration_tokens(request: Request) -> JSONResponse:
 
 
 async def revoke_registration_token(request: Request) -> Response:
-    await registry.revoke_token(request.app.state.db, path_id(request, "token_id", "registration token"))
+    await registry.revoke_token(request.app.state.db, request.state.audit,
+                                path_id(request, "token_id", "registration token"))
     return Response(status_code=204)
 
 
@@ -46,10 +47,12 @@ async def list_agents(request: Request) -> JSONResponse:
     db, params = request.app.state.db, request.query_params
     where = registry.AgentFilter(status=query_choice(request, "status", AGENT_STATUSES),
                                  labels=_labels(params.getlist("label")))
+    scope = request.state.operator.scope
     if not any(k in params for k in ("limit", "before", "status", "label")):
-        return JSONResponse({"agents": [agent_view(r) for r in await registry.all_agents(db)], "next": None})
+        rows = await registry.all_agents(db, scope)
+        return JSONResponse({"agents": [agent_view(r) for r in rows], "next": None})
     limit = query_int(request, "limit", 1, 10000, 1000)
-    rows = await registry.agent_page(db, decode_cursor(params.get("before")), limit, where)
+    rows = await registry.agent_page(db, scope, decode_cursor(params.get("before")), limit, where)
     return JSONResponse({"agents": [agent_view(r) for r in rows[:limit]], "next": next_cursor(rows, limit)})
 
 
@@ -69,10 +72,10 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 
 async def get_agent(request: Request) -> JSONResponse:
-    return JSONResponse(agent_view(await registry.get_agent(request.app.state.db,
+    return JSONResponse(agent_view(await registry.get_agent(request.app.state.db, request.state.operator.scope,
                                                            path_id(request, "agent_id", "agent"))))
 
 
 async def revoke_agent(request: Request) -> Response:
-    await enrolment.revoke(request.app.state.db, path_id(request, "agent_id", "agent"))
+    await enrolment.revoke(request.app.state.db, request.state.audit, path_id(request, "agent_id", "agent"))
     return Response(status_code=204)

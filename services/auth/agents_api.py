@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from services.auth import enrolment
+from services.common import audit
 from services.common.errors import invalid_token
 from services.common.http import client_address
 from services.common.validation import Str, StrMap, printable, read_json_object, rfc3339, take
@@ -30,7 +31,7 @@ async def register(request: Request) -> JSONResponse:
     )
     client = client_address(request, state.settings.trusted_proxies)
     await state.registration_limit.check(client)
-    creds, _ = await enrolment.register(state.db, new, state.settings.refresh_token_ttl_s, client)
+    creds, _ = await enrolment.register(state.db, new, state.settings.refresh_token_ttl_s, _origin(request, client))
     # Signed only after the commit: a token never names an agent that was rolled back.
     access, access_expires = state.signer.access_token(str(creds.agent_id), new.machine_id)
     keyset = await enrolment.current_keyset(state.db)
@@ -65,8 +66,9 @@ async def renew(request: Request) -> JSONResponse:
         raise invalid_token("The refresh token does not belong to this agent.") from None
     # Keyed by the agent alone: a made-up token gets no fresh allowance.
     await state.renew_limit.check(str(agent_uuid))
+    origin = _origin(request, client_address(request, state.settings.trusted_proxies))
     creds, _ = await enrolment.renew(state.db, agent_uuid, presented, machine_id,
-                                     state.settings.refresh_token_ttl_s)
+                                     state.settings.refresh_token_ttl_s, origin)
     access, access_expires = state.signer.access_token(str(agent_uuid), machine_id)
     return JSONResponse(
         {
@@ -76,6 +78,11 @@ async def renew(request: Request) -> JSONResponse:
             "refresh_token_expires_at": rfc3339(creds.refresh_token_expires_at),
         }
     )
+
+
+def _origin(request: Request, address: str) -> audit.Context:
+    """Where an agent's request came from, for its security events (the actor is set then)."""
+    return audit.Context(audit.Actor("agent", None, ""), request.headers.get("x-request-id"), address)
 
 
 async def jwks(request: Request) -> JSONResponse:

@@ -7,6 +7,7 @@ from typing import Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.auth import accounts as a
 from services.auth import enrolment as e
 from services.auth import registry as r
 from services.common.errors import ApiError, conflict, forbidden, invalid_token, not_found
@@ -26,13 +27,22 @@ ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     e.AgentRevoked: lambda x: forbidden("agent_revoked", "This agent has been revoked."),
     e.NoSuchAgent: lambda x: not_found("No such agent."),
     r.NoSuchToken: lambda x: not_found("No such registration token."),
+    a.NoSuchOperator: lambda x: not_found("No such operator."),
+    a.NoSuchToken: lambda x: not_found("No such operator token."),
+    a.Taken: lambda x: conflict(f"Another operator has this {x.what}."),
+    a.BuiltIn: lambda x: conflict("The bootstrap operator is built in: it has no tokens and does not change."),
+    a.Disabled: lambda x: conflict("This operator is disabled."),
+    a.NotYours: lambda x: forbidden("forbidden", "Only an admin or the operator itself manages its tokens."),
+    a.SignInRefused: lambda x: invalid_token("The name and password, token or identity were not accepted."),
     e.MachineMismatch: lambda x: forbidden("machine_mismatch",
                                            "X-Machine-ID is not the machine this agent registered with."),
 }
 
 
 async def _refusal(request: Request, exc: Exception) -> Response:
+    # Through the common handler: a 403 forbidden is recorded in the audit trail there.
     return await COMMON_HANDLERS[ApiError](request, ERRORS[type(exc)](exc))
 
 
-EXCEPTION_HANDLERS = {**COMMON_HANDLERS, e.EnrolmentError: _refusal, r.RegistryError: _refusal}
+EXCEPTION_HANDLERS = {**COMMON_HANDLERS, e.EnrolmentError: _refusal, r.RegistryError: _refusal,
+                      a.AccountError: _refusal}

@@ -1,4 +1,5 @@
-"""The auth service: registration, renewal, JWKS, registration-token and agent admin."""
+"""The auth service: enrolment (registration, renewal, revocation), the JWKS, registration
+tokens, agents, operators and their tokens, console sign-in, and the audit trail."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from starlette.middleware import Middleware
 from fleetline.ethos import Log
 from fleetline.http import Metrics
 from fleetline.settings import Settings, postgres_url
-from services.auth import admin_api, agents_api
+from services.auth import admin_api, agents_api, operators_api
+from services.auth.oidc import OidcVerifier
 from fleetline.signing import root_key_sha256
 from services.auth.keys import Signer
-from services.common.admin import admin_mount
+from services.common.admin import Access, admin_mount
+from services.common.operators import ADMIN, VIEWER, OperatorAuth, TokenUse
 from services.common.db import Db
 from services.auth.api_errors import EXCEPTION_HANDLERS
 from services.common.http import ServiceMiddleware, api_route, health_routes
@@ -29,33 +32,71 @@ AGENT_ROUTES = [
     api_route("/.well-known/jwks.json", GET=agents_api.jwks),
 ]
 
-# Relative to /api/v1/admin; every one behind the admin guard.
+# Console sign-in: no operator yet (rate limited per name and per address instead).
+OPERATOR_ROUTES = [
+    api_route("/api/v1/operators/sign-in", POST=operators_api.sign_in),
+]
+
+# Relative to /api/v1/admin; every one behind the admin guard, with its line in ACCESS.
 ADMIN_ROUTES = [
     api_route("/registration-tokens", POST=admin_api.create_registration_token,
               GET=admin_api.list_registration_tokens),
     api_route("/registration-tokens/{token_id}", DELETE=admin_api.revoke_registration_token),
     api_route("/agents", GET=admin_api.list_agents),
     api_route("/agents/{agent_id}", GET=admin_api.get_agent, DELETE=admin_api.revoke_agent),
+    api_route("/whoami", GET=operators_api.whoami),
+    api_route("/operators", POST=operators_api.create_operator, GET=operators_api.list_operators),
+    api_route("/operators/{operator_id}", GET=operators_api.get_operator, PATCH=operators_api.update_operator),
+    api_route("/operators/{operator_id}/tokens", POST=operators_api.create_token, GET=operators_api.list_tokens),
+    api_route("/operator-tokens/{token_id}", DELETE=operators_api.revoke_token),
+    api_route("/sign-out", POST=operators_api.sign_out),
+    api_route("/audit", GET=operators_api.list_audit),
 ]
+
+# Who may call each admin route: the least role, and the action its audit events name. An
+# operator manages its own tokens (the operation checks it is its own, or an admin asks).
+ACCESS = {
+    "POST /registration-tokens": Access(ADMIN, "registration_token.create"),
+    "GET /registration-tokens": Access(ADMIN, "registration_token.list"),
+    "DELETE /registration-tokens/{token_id}": Access(ADMIN, "registration_token.revoke"),
+    "GET /agents": Access(VIEWER, "agent.list"),
+    "GET /agents/{agent_id}": Access(VIEWER, "agent.read"),
+    "DELETE /agents/{agent_id}": Access(ADMIN, "agent.revoke"),
+    "GET /whoami": Access(VIEWER, "operator.whoami"),
+    "POST /operators": Access(ADMIN, "operator.create"),
+    "GET /operators": Access(ADMIN, "operator.list"),
+    "GET /operators/{operator_id}": Access(ADMIN, "operator.read"),
+    "PATCH /operators/{operator_id}": Access(ADMIN, "operator.update"),
+    "POST /operators/{operator_id}/tokens": Access(VIEWER, "operator_token.create"),
+    "GET /operators/{operator_id}/tokens": Access(VIEWER, "operator_token.list"),
+    "DELETE /operator-tokens/{token_id}": Access(VIEWER, "operator_token.revoke"),
+    "POST /sign-out": Access(VIEWER, "console.sign_out"),
+    "GET /audit": Access(ADMIN, "audit.list"),
+}
 
 
 def create_app(settings: Settings) -> Starlette:
-    settings.require("database_url", "admin_token", "jwt_private_key_file")
+    settings.require("database_url", "jwt_private_key_file")
     db = Db(postgres_url(settings.database_url), max_size=settings.db_pool_max)
     metrics = Metrics("auth")
+    token_use = TokenUse(db, component="auth")
+    operator_auth = OperatorAuth(db, settings.admin_token, token_use)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await db.connect()
+        token_use.start()
         _log.info("service_started")
         try:
             yield
         finally:
+            await token_use.stop()
             await db.disconnect()
             _log.info("service_stopped")
 
     app = Starlette(
-        routes=[*AGENT_ROUTES, admin_mount(ADMIN_ROUTES, settings.admin_token),
+        routes=[*AGENT_ROUTES, *OPERATOR_ROUTES,
+                admin_mount(ADMIN_ROUTES, ACCESS, operator_auth, settings.trusted_proxies),
                 *health_routes(SchemaCheck(db), metrics)],
         middleware=[Middleware(ServiceMiddleware, metrics=metrics, component="auth")],
         exception_handlers=EXCEPTION_HANDLERS,
@@ -73,4 +114,8 @@ def create_app(settings: Settings) -> Starlette:
     state.renew_limit = RateLimit("agent_renew", settings.renew_rate_limit, storage)
     state.root_key_sha256 = (root_key_sha256(settings.command_root_public_key)
                              if settings.command_root_public_key else None)
+    state.operator_auth = operator_auth
+    state.sign_in_limit = RateLimit("operator_sign_in", settings.sign_in_rate_limit, storage)
+    state.oidc = (OidcVerifier(settings.oidc_issuer, settings.oidc_client_id, settings.ca_file)
+                  if settings.oidc_issuer and settings.oidc_client_id else None)
     return app

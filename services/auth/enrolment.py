@@ -29,6 +29,7 @@ from fleetline.ethos import Log
 from services.auth import queries as q
 from services.auth.rotation import REUSE_REASON, Renewal, decide
 from services.auth.secrets import REFRESH_PREFIX, digest, new_secret
+from services.common import audit
 from services.common.db import Db
 
 _log = Log("auth", "enrolment")
@@ -109,8 +110,14 @@ def repeat_outcome(existing: Any, token_id: uuid.UUID) -> str | None:
     return None
 
 
-async def register(db: Db, new: Registration, refresh_ttl_s: int, client: str) -> tuple[Credentials, bool]:
-    """The agent's credentials, and whether this was a retry of an earlier registration."""
+def _as_agent(origin: audit.Context, agent_id: uuid.UUID) -> audit.Context:
+    """An agent's security event: the agent is the actor, with the request's id and address."""
+    return audit.Context(audit.agent_actor(agent_id), origin.request_id, origin.source_ip)
+
+
+async def register(db: Db, new: Registration, refresh_ttl_s: int, origin: audit.Context) -> tuple[Credentials, bool]:
+    """The agent's credentials, and whether this was a retry of an earlier registration.
+    `origin`: the request's id and address (a refusal is an audit event of the agent)."""
     refresh_token = new_secret(REFRESH_PREFIX)
     try:
         async with db.transaction():
@@ -137,7 +144,10 @@ async def register(db: Db, new: Registration, refresh_ttl_s: int, client: str) -
     except MachineEnrolled as exc:
         # Changes nothing; whoever asked may be trying to take the machine over.
         _log.warning("registration_refused", agent_id=exc.agent_id, reason=exc.reason,
-                     token_id=token["id"], client=client, security_event=True)
+                     token_id=token["id"], client=origin.source_ip, security_event=True)
+        await audit.record(db, _as_agent(origin, exc.agent_id), "agent.register_refused", "agent", exc.agent_id,
+                           outcome="forbidden", details={"reason": exc.reason, "token_id": str(token["id"]),
+                                                         "hostname": new.hostname})
         raise
     except asyncpg.UniqueViolationError:
         # Two registrations with different tokens raced for one new machine; this one lost.
@@ -150,8 +160,8 @@ async def register(db: Db, new: Registration, refresh_ttl_s: int, client: str) -
 # --- renewal ---------------------------------------------------------------------------
 
 
-async def renew(db: Db, agent_id: uuid.UUID, presented: str, machine_id: str,
-                refresh_ttl_s: int) -> tuple[Credentials, bool]:
+async def renew(db: Db, agent_id: uuid.UUID, presented: str, machine_id: str, refresh_ttl_s: int,
+                origin: audit.Context) -> tuple[Credentials, bool]:
     """The successor of the presented refresh token (it is consumed), and whether this was
     a grace renewal (the agent lost the previous answer)."""
     successor = new_secret(REFRESH_PREFIX)
@@ -178,6 +188,9 @@ async def renew(db: Db, agent_id: uuid.UUID, presented: str, machine_id: str,
         if decision is Renewal.REUSE:
             # Committed, not rolled back: the family stays dead whatever the caller does.
             await db.execute(q.REVOKE_FAMILY, found["family_id"], REUSE_REASON)
+            await audit.record(db, _as_agent(origin, agent_id), "agent.refresh_token_reused", "agent", agent_id,
+                               outcome="forbidden", details={"family_id": str(found["family_id"]),
+                                                             "action": "family_revoked"})
         else:
             if decision is Renewal.GRACE:
                 await db.execute(q.RETIRE_UNUSED_SUCCESSOR, token_state["superseded_by"])
@@ -194,7 +207,7 @@ async def renew(db: Db, agent_id: uuid.UUID, presented: str, machine_id: str,
 # --- revocation ------------------------------------------------------------------------
 
 
-async def revoke(db: Db, agent_id: uuid.UUID) -> None:
+async def revoke(db: Db, ctx: audit.Context, agent_id: uuid.UUID) -> None:
     """The agent and every refresh token of it, in one transaction (again: no change). Its
     commands are dispatch's: the notification tells dispatch to end the undelivered ones of
     its jobs and to answer its held poll `403 agent_revoked` at once."""
@@ -202,6 +215,7 @@ async def revoke(db: Db, agent_id: uuid.UUID) -> None:
         if await db.fetchval(q.REVOKE_AGENT, agent_id) is None:
             raise NoSuchAgent()
         await db.execute(q.REVOKE_AGENT_REFRESH_TOKENS, agent_id, "agent_revoked")
+        await audit.record(db, ctx, "agent.revoke", "agent", agent_id)
         await db.execute(q.NOTIFY_REVOKED, str(agent_id))
     _log.info("agent_revoked", agent_id=agent_id)
 

@@ -190,7 +190,9 @@ RETURNING id
 _AGENT_COLUMNS = """id, machine_id, hostname, os, arch, agent_version, labels, status,
        created_at, last_seen_at, revoked_at"""
 
-LIST_AGENTS = f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY created_at DESC, id DESC"
+# Every agent list and read is narrowed to the operator's scope: agents carrying every label
+# pair of it ($n, '{}' for all: `labels @> '{}'` holds for every agent).
+LIST_AGENTS = f"SELECT {_AGENT_COLUMNS} FROM agents WHERE labels @> $1 ORDER BY created_at DESC, id DESC"
 
 # Pages (an extension for large fleets): keyset on the agents_created_at index.
 _AGENT_PAGE = f"""
@@ -200,19 +202,19 @@ SELECT {_AGENT_COLUMNS}
  ORDER BY created_at DESC, id DESC
  LIMIT $3
 """
-LIST_AGENTS_PAGE = _AGENT_PAGE.format(filters="")
-LIST_AGENTS_PAGE_BY_STATUS = _AGENT_PAGE.format(filters="AND status = $4")
+LIST_AGENTS_PAGE = _AGENT_PAGE.format(filters="AND labels @> $4")
+LIST_AGENTS_PAGE_BY_STATUS = _AGENT_PAGE.format(filters="AND labels @> $4 AND status = $5")
 # With labels (every pair must match), as a job's label selector chooses: still a walk of
 # agents_created_at, filtered as it goes.
 LIST_AGENTS_PAGE_BY_LABELS = _AGENT_PAGE.format(
-    filters="AND ($4::text IS NULL OR status = $4) AND labels @> $5::jsonb")
+    filters="AND labels @> $4 AND ($5::text IS NULL OR status = $5) AND labels @> $6::jsonb")
 
 # In the revocation's transaction, so the notification goes out only once it commits:
 # dispatch (every replica) wakes the agent's held poll, answered 403 agent_revoked at once,
 # and ends its job commands not delivered yet (a transition of commands: dispatch's).
 NOTIFY_REVOKED = NOTIFY_REVOKED_AGENT
 
-GET_AGENT = f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = $1"
+GET_AGENT = f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = $1 AND labels @> $2"
 
 # Idempotent, and in one transaction with REVOKE_AGENT_REFRESH_TOKENS: once it commits,
 # no refresh token of the agent renews and dispatch answers 403 agent_revoked.
@@ -221,4 +223,108 @@ UPDATE agents
    SET status = 'revoked', revoked_at = COALESCE(revoked_at, statement_timestamp())
  WHERE id = $1
 RETURNING id
+"""
+
+# --- operators, their tokens and console sessions (accounts.py) ------------------------------
+
+_OPERATOR_COLUMNS = "id, name, role, scope, email, created_at, disabled_at"
+
+# The name and the email are unique (the table's constraints): a racing twin is a 409.
+INSERT_OPERATOR = f"""
+INSERT INTO operators (id, name, role, scope, email, password_hash)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING {_OPERATOR_COLUMNS}
+"""
+
+LIST_OPERATORS = f"SELECT {_OPERATOR_COLUMNS} FROM operators ORDER BY name"
+
+GET_OPERATOR = f"SELECT {_OPERATOR_COLUMNS} FROM operators WHERE id = $1"
+
+# Locked for an update: the checks (the bootstrap operator is built in) and the change see
+# the same row, and two admins' racing updates apply one after the other.
+LOCK_OPERATOR = f"SELECT {_OPERATOR_COLUMNS}, password_hash FROM operators WHERE id = $1 FOR UPDATE"
+
+# Every field given (a NULL keeps what is there, except the email: $6 says whether it is
+# set, so null can clear it); disabled: $7 true disables (the first time stays), false
+# enables, null keeps.
+UPDATE_OPERATOR = f"""
+UPDATE operators
+   SET role = COALESCE($2, role),
+       scope = COALESCE($3, scope),
+       password_hash = COALESCE($4, password_hash),
+       email = CASE WHEN $6::boolean THEN $5 ELSE email END,
+       disabled_at = CASE WHEN $7::boolean IS NULL THEN disabled_at
+                          WHEN $7::boolean THEN COALESCE(disabled_at, statement_timestamp())
+                          ELSE NULL END
+ WHERE id = $1
+RETURNING {_OPERATOR_COLUMNS}
+"""
+
+# Disabling ends everything the operator holds, in the disabling's transaction: its
+# sessions (deleted) and its tokens (revoked). The guard's 5 s cache is the only delay.
+END_OPERATOR_SESSIONS = "DELETE FROM operator_sessions WHERE operator_id = $1"
+REVOKE_OPERATOR_TOKENS = """
+UPDATE operator_tokens SET revoked_at = statement_timestamp()
+ WHERE operator_id = $1 AND revoked_at IS NULL
+"""
+
+_TOKEN_COLUMNS = "id, operator_id, note, created_at, expires_at, revoked_at, last_used_at"
+
+INSERT_OPERATOR_TOKEN = f"""
+INSERT INTO operator_tokens (id, operator_id, token_hash, note, expires_at)
+VALUES ($1, $2, $3, $4, statement_timestamp() + make_interval(secs => $5))
+RETURNING {_TOKEN_COLUMNS}
+"""
+
+LIST_OPERATOR_TOKENS = f"""
+SELECT {_TOKEN_COLUMNS} FROM operator_tokens WHERE operator_id = $1 ORDER BY created_at DESC, id DESC
+"""
+
+GET_OPERATOR_TOKEN = f"SELECT {_TOKEN_COLUMNS} FROM operator_tokens WHERE id = $1"
+
+# Idempotent: a token revoked twice keeps its first revocation time.
+REVOKE_OPERATOR_TOKEN = f"""
+UPDATE operator_tokens SET revoked_at = COALESCE(revoked_at, statement_timestamp())
+ WHERE id = $1
+RETURNING {_TOKEN_COLUMNS}
+"""
+
+# Sign-in by name: the password's hash, for an enabled operator only.
+OPERATOR_FOR_SIGN_IN = f"""
+SELECT {_OPERATOR_COLUMNS}, password_hash FROM operators WHERE name = $1 AND disabled_at IS NULL
+"""
+
+# Sign-in through the organisation's provider: its verified email names the operator.
+OPERATOR_BY_EMAIL = f"""
+SELECT {_OPERATOR_COLUMNS} FROM operators WHERE email = $1 AND disabled_at IS NULL
+"""
+
+# A password rehashed at sign-in when its parameters are out of date.
+REHASH_PASSWORD = "UPDATE operators SET password_hash = $2 WHERE id = $1"
+
+INSERT_SESSION = """
+INSERT INTO operator_sessions (id_hash, operator_id, token_id, method, expires_at)
+VALUES ($1, $2, $3, $4, statement_timestamp() + make_interval(secs => $5))
+RETURNING expires_at
+"""
+
+END_SESSION = "DELETE FROM operator_sessions WHERE id_hash = $1 RETURNING operator_id"
+
+# --- the audit trail's listing (audit_api.py) --------------------------------------------------
+
+# Newest first after the (at, id) cursor; each filter optional. The filters' own indexes
+# (by actor, actor name, action, target) serve a filtered listing; the newest-first index
+# the plain one.
+LIST_AUDIT = """
+SELECT id, at, actor_type, actor_id, actor_name, action, target_type, target_id, outcome,
+       request_id, source_ip, details
+  FROM audit_events
+ WHERE (at, id) < ($1, $2)
+   AND ($4::uuid IS NULL OR actor_id = $4)
+   AND ($5::text IS NULL OR actor_name = $5)
+   AND ($6::text IS NULL OR action = $6)
+   AND ($7::text IS NULL OR target_id = $7)
+   AND ($8::timestamptz IS NULL OR at >= $8)
+ ORDER BY at DESC, id DESC
+ LIMIT $3
 """

@@ -13,7 +13,9 @@ from fleetline.ethos import Log
 from services.auth import queries as q
 from services.auth.enrolment import NoSuchAgent
 from services.auth.secrets import REGISTRATION_PREFIX, digest, new_secret
+from services.common import audit
 from services.common.db import Db
+from services.common.operators import Scope
 
 _log = Log("auth", "admin")
 
@@ -26,11 +28,15 @@ class NoSuchToken(RegistryError):
     pass
 
 
-async def create_token(db: Db, max_uses: int, expires_in_s: int, note: str) -> tuple[dict, str]:
+async def create_token(db: Db, ctx: audit.Context, max_uses: int, expires_in_s: int,
+                       note: str) -> tuple[dict, str]:
     """The token's row and its secret (shown once; only its digest is stored)."""
     secret = new_secret(REGISTRATION_PREFIX)
-    row = await db.fetchrow(q.INSERT_REGISTRATION_TOKEN, uuid.uuid4(), digest(secret), max_uses, note,
-                            expires_in_s)
+    async with db.transaction():
+        row = await db.fetchrow(q.INSERT_REGISTRATION_TOKEN, uuid.uuid4(), digest(secret), max_uses, note,
+                                expires_in_s)
+        await audit.record(db, ctx, "registration_token.create", "registration_token", row["id"],
+                           details={"max_uses": max_uses, "expires_in_s": expires_in_s, "note": note})
     _log.info("registration_token_created", token_id=row["id"], max_uses=max_uses)
     return row, secret
 
@@ -39,10 +45,12 @@ async def list_tokens(db: Db) -> list:
     return await db.fetch(q.LIST_REGISTRATION_TOKENS)
 
 
-async def revoke_token(db: Db, token_id: uuid.UUID) -> None:
+async def revoke_token(db: Db, ctx: audit.Context, token_id: uuid.UUID) -> None:
     """Idempotent: a token revoked twice keeps its first revocation time."""
-    if await db.fetchval(q.REVOKE_REGISTRATION_TOKEN, token_id) is None:
-        raise NoSuchToken()
+    async with db.transaction():
+        if await db.fetchval(q.REVOKE_REGISTRATION_TOKEN, token_id) is None:
+            raise NoSuchToken()
+        await audit.record(db, ctx, "registration_token.revoke", "registration_token", token_id)
     _log.info("registration_token_revoked", token_id=token_id)
 
 
@@ -52,21 +60,41 @@ class AgentFilter:
     labels: dict | None = None  # every pair must match
 
 
-async def all_agents(db: Db) -> list:
-    return await db.fetch(q.LIST_AGENTS)
+async def all_agents(db: Db, scope: Scope) -> list:
+    """Every agent within the operator's scope."""
+    return await db.fetch(q.LIST_AGENTS, scope.labels)
 
 
-async def agent_page(db: Db, before: tuple[datetime, uuid.UUID], limit: int, where: AgentFilter) -> list:
-    """Newest first after the cursor; limit + 1 rows (the caller tells a next page)."""
+async def agent_page(db: Db, scope: Scope, before: tuple[datetime, uuid.UUID], limit: int,
+                     where: AgentFilter) -> list:
+    """Newest first after the cursor, within the scope; limit + 1 rows (the caller tells a
+    next page)."""
     if where.labels:
-        return await db.fetch(q.LIST_AGENTS_PAGE_BY_LABELS, *before, limit + 1, where.status, where.labels)
+        return await db.fetch(q.LIST_AGENTS_PAGE_BY_LABELS, *before, limit + 1, scope.labels, where.status,
+                              where.labels)
     if where.status is None:
-        return await db.fetch(q.LIST_AGENTS_PAGE, *before, limit + 1)
-    return await db.fetch(q.LIST_AGENTS_PAGE_BY_STATUS, *before, limit + 1, where.status)
+        return await db.fetch(q.LIST_AGENTS_PAGE, *before, limit + 1, scope.labels)
+    return await db.fetch(q.LIST_AGENTS_PAGE_BY_STATUS, *before, limit + 1, scope.labels, where.status)
 
 
-async def get_agent(db: Db, agent_id: uuid.UUID):
-    row = await db.fetchrow(q.GET_AGENT, agent_id)
+async def get_agent(db: Db, scope: Scope, agent_id: uuid.UUID):
+    """The agent, if the scope reaches it (else, to this operator, there is no such agent)."""
+    row = await db.fetchrow(q.GET_AGENT, agent_id, scope.labels)
     if row is None:
         raise NoSuchAgent()
     return row
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    actor_id: uuid.UUID | None = None
+    actor_name: str | None = None
+    action: str | None = None
+    target_id: str | None = None
+    since: datetime | None = None
+
+
+async def audit_page(db: Db, before: tuple[datetime, uuid.UUID], limit: int, where: AuditFilter) -> list:
+    """The trail, newest first after the cursor; limit + 1 rows."""
+    return await db.fetch(q.LIST_AUDIT, *before, limit + 1, where.actor_id, where.actor_name, where.action,
+                          where.target_id, where.since)

@@ -31,3 +31,43 @@ def agent_view(row) -> dict:
         "last_seen_at": rfc3339(row["last_seen_at"]),
         "revoked_at": rfc3339(row["revoked_at"]),
     }
+
+
+def operator_view(row) -> dict:
+    """Never a secret: no password hash, no token."""
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "role": row["role"],
+        "scope": row["scope"] if row["role"] != "admin" else {"labels": {}, "command_types": ["*"]},
+        "email": row["email"],
+        "created_at": rfc3339(row["created_at"]),
+        "disabled_at": rfc3339(row["disabled_at"]),
+    }
+
+
+def operator_token_view(row) -> dict:
+    return {
+        "id": str(row["id"]),
+        "operator_id": str(row["operator_id"]),
+        "note": row["note"],
+        "created_at": rfc3339(row["created_at"]),
+        "expires_at": rfc3339(row["expires_at"]),
+        "revoked_at": rfc3339(row["revoked_at"]),
+        "last_used_at": rfc3339(row["last_used_at"]),
+    }
+
+
+def audit_view(row) -> dict:
+    return {
+        "id": str(row["id"]),
+        "at": rfc3339(row["at"]),
+        "actor": {"type": row["actor_type"], "id": str(row["actor_id"]) if row["actor_id"] else None,
+                  "name": row["actor_name"]},
+        "action": row["action"],
+        "target": {"type": row["target_type"], "id": row["target_id"]},
+        "outcome": row["outcome"],
+        "request_id": row["request_id"],
+        "source_ip": row["source_ip"],
+        "details": row["details"],
+    }

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fleetline.http import error_body
+from services.common import audit
 
 
 class ApiError(Exception):
@@ -17,10 +18,12 @@ class ApiError(Exception):
         detail: str,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        details: dict | None = None,
     ):
         super().__init__(detail)
         self.status, self.code, self.detail, self.field = status, code, detail, field
         self.headers = headers or {}
+        self.details = details or {}  # for the audit event of a refusal, never in the answer
 
 
 def invalid(detail: str, field: str | None = None) -> ApiError:
@@ -39,8 +42,8 @@ def invalid_token(detail: str = "The credential is missing, malformed or no long
     return ApiError(401, "invalid_token", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def forbidden(code: str, detail: str) -> ApiError:
-    return ApiError(403, code, detail)
+def forbidden(code: str, detail: str, details: dict | None = None) -> ApiError:
+    return ApiError(403, code, detail, details=details)
 
 
 def error_response(
@@ -51,6 +54,11 @@ def error_response(
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
+    if exc.code == "forbidden" and "audit" in request.scope.get("state", {}):
+        # An operator refused (a role too low, a scope too narrow): one audit event, on its own.
+        await audit.record(request.app.state.db, request.state.audit, request.state.action, outcome="forbidden",
+                           details={"method": request.method, "path": request.url.path,
+                                    "role": request.state.operator.role, "reason": exc.detail, **exc.details})
     return error_response(exc.status, exc.code, exc.detail, exc.field, exc.headers)
 
 

@@ -35,9 +35,10 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID]:
         raise invalid("before is not a cursor this API returned.", "before") from None
 
 
-def next_cursor(rows: list, limit: int) -> str | None:
-    """Rows were fetched with LIMIT limit + 1: a cursor when there is more."""
+def next_cursor(rows: list, limit: int, at: str = "created_at") -> str | None:
+    """Rows were fetched with LIMIT limit + 1: a cursor when there is more (`at`: the
+    column the listing is ordered by, with the id)."""
     if len(rows) <= limit:
         return None
     last = rows[limit - 1]
-    return encode_cursor(last["created_at"], last["id"])
+    return encode_cursor(last[at], last["id"])

@@ -128,6 +128,18 @@ class RateLimit:
         self.item: RateLimitItem = parse(spec)
         self.limiter = SlidingWindowCounterRateLimiter(storage)
 
+    async def ensure_room(self, key: str) -> None:
+        """`429 rate_limited` when `key`'s window is already full; counts nothing (with
+        `count`, for limits on failures only, such as sign-ins)."""
+        if not await self.limiter.test(self.item, self.name, key):
+            stats = await self.limiter.get_window_stats(self.item, self.name, key)
+            reset_in = max(1, math.ceil(stats.reset_time - time.time()))
+            raise ApiError(429, "rate_limited", f"Too many attempts for {self.name}; retry after {reset_in} s.",
+                           headers={"Retry-After": str(reset_in)})
+
+    async def count(self, key: str) -> None:
+        await self.limiter.hit(self.item, self.name, key)
+
     async def check(self, key: str) -> dict[str, str]:
         """Count one hit for `key`; raise `429 rate_limited` once the window is full.
         Returns the X-RateLimit-* headers for a successful response."""

@@ -53,7 +53,8 @@ async def create_command(request: Request) -> JSONResponse:
     new = dataclasses.replace(
         read_command(body, agent_id),
         idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None))
-    row, created = await commands.create(request.app.state.db, new, request.app.state.signer)
+    row, created = await commands.create(request.app.state.db, new, request.app.state.signer,
+                                         request.state.operator, request.state.audit)
     if created:
         _log.info("command_queued", command_id=row["id"], agent_id=new.agent_id, type=new.type)
     return JSONResponse(state_view(row), status_code=201 if created else 200)
@@ -65,7 +66,8 @@ async def list_commands(request: Request) -> JSONResponse:
     agent_uuid = uuid.UUID(parse_uuid(agent_id, "agent_id")) if agent_id else None
     status = query_choice(request, "status", commands.STATUSES)
     limit = query_int(request, "limit", 1, 1000, 100)
-    rows = await commands.page(db, decode_cursor(params.get("before")), limit, agent_uuid, status)
+    rows = await commands.page(db, decode_cursor(params.get("before")), limit, agent_uuid, status,
+                               request.state.operator.scope)
     return JSONResponse({"commands": [state_view(r) for r in rows[:limit]],
                          "next": next_cursor(rows, limit)})
 
@@ -75,12 +77,13 @@ def _command_id(request: Request) -> uuid.UUID:
 
 
 async def get_command(request: Request) -> JSONResponse:
-    return JSONResponse(state_view(await commands.get(request.app.state.db, _command_id(request))))
+    return JSONResponse(state_view(await commands.get(request.app.state.db, _command_id(request),
+                                                      request.state.operator.scope)))
 
 
 async def cancel_command(request: Request) -> JSONResponse:
     command_id = _command_id(request)
-    row = await commands.cancel(request.app.state.db, command_id)
+    row = await commands.cancel(request.app.state.db, command_id, request.state.operator, request.state.audit)
     _log.info("command_cancelled", command_id=command_id)
     if row["job_id"] is not None:
         await jobs.advance(request.app.state.db, row["job_id"])
@@ -95,7 +98,7 @@ async def install_keyset(request: Request) -> JSONResponse:
         keyset = read_keyset(body, state.settings.command_root_public_key)
     except BadKeyset as exc:
         raise invalid(str(exc)) from None
-    if not await keysets.install(state.db, keyset):
+    if not await keysets.install(state.db, keyset, request.state.audit):
         raise conflict("This keyset's version is not above the current one.")
     if state.signer.kid not in keyset.kids:
         _log.warning("signing_key_not_in_keyset", kid=state.signer.kid, version=keyset.version)

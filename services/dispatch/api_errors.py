@@ -21,6 +21,7 @@ ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     c.NotDelivered: lambda e: conflict("This command has not been delivered yet; poll for it first."),
     c.OtherOutcome: lambda e: conflict(f"This command already ended {e.status} with another outcome."),
     c.AlreadyFinal: lambda e: conflict(f"This command is already {e.status}; it can no longer change."),
+    c.OutOfScope: lambda e: forbidden("forbidden", e.reason),
     j.JobNotFound: lambda e: not_found("No such job."),
     j.NoTargets: lambda e: invalid("The selector matches no active agent.", "selector"),
     j.InactiveTargets: lambda e: invalid(

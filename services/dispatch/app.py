@@ -13,7 +13,8 @@ from starlette.middleware import Middleware
 from fleetline.ethos import Log
 from fleetline.http import Metrics
 from fleetline.settings import Settings, SettingsError, postgres_url
-from services.common.admin import admin_mount
+from services.common.admin import Access, admin_mount
+from services.common.operators import ADMIN, OPERATOR, VIEWER, OperatorAuth, TokenUse
 from services.common.db import Db
 from services.common.http import ServiceMiddleware, api_route, health_routes
 from services.common.ratelimit import RateLimit, make_storage
@@ -29,7 +30,7 @@ from services.dispatch.revocations import Revocations
 from services.dispatch.signer import CommandSigner, read_keyset
 from services.dispatch.lease_sweep import LeaseSweep
 from services.dispatch.listener import Listener
-from services.dispatch.periodic import Periodic
+from services.common.periodic import Periodic
 from services.dispatch.waiters import Waiters
 
 _log = Log("dispatch", "lifecycle")
@@ -41,7 +42,7 @@ AGENT_ROUTES = [
     api_route("/api/v1/agents/{agent_id}/commands/{command_id}/result", POST=agent_api.result),
 ]
 
-# Relative to /api/v1/admin; every one behind the admin guard.
+# Relative to /api/v1/admin; every one behind the admin guard, with its line in ACCESS.
 ADMIN_ROUTES = [
     api_route("/commands", POST=admin_api.create_command, GET=admin_api.list_commands),
     api_route("/commands/{command_id}", GET=admin_api.get_command),
@@ -52,6 +53,21 @@ ADMIN_ROUTES = [
     api_route("/jobs/{job_id}/targets", GET=jobs_api.list_targets),
     api_route("/jobs/{job_id}/cancel", POST=jobs_api.cancel_job),
 ]
+
+# Who may call each admin route: the least role, and the action its audit events name.
+# Scopes narrow further inside the operations (commands.py, jobs.py).
+ACCESS = {
+    "POST /commands": Access(OPERATOR, "command.create"),
+    "GET /commands": Access(VIEWER, "command.list"),
+    "GET /commands/{command_id}": Access(VIEWER, "command.read"),
+    "POST /commands/{command_id}/cancel": Access(OPERATOR, "command.cancel"),
+    "PUT /command-keyset": Access(ADMIN, "keyset.install"),
+    "POST /jobs": Access(OPERATOR, "job.create"),
+    "GET /jobs": Access(VIEWER, "job.list"),
+    "GET /jobs/{job_id}": Access(VIEWER, "job.read"),
+    "GET /jobs/{job_id}/targets": Access(VIEWER, "job.targets"),
+    "POST /jobs/{job_id}/cancel": Access(OPERATOR, "job.cancel"),
+}
 
 # Pinned plans for dispatch's connections:
 # - plan_cache_mode=force_generic_plan: every statement here is prepared once per
@@ -66,7 +82,7 @@ DB_SETTINGS = {"enable_bitmapscan": "off", "plan_cache_mode": "force_generic_pla
 
 
 def create_app(settings: Settings) -> Starlette:
-    settings.require("database_url", "admin_token", "command_signing_key_file", "command_root_public_key")
+    settings.require("database_url", "command_signing_key_file", "command_root_public_key")
     if not (settings.jwks_url or settings.jwt_public_key_file):
         raise SettingsError("required setting missing: FLEETLINE_JWKS_URL or FLEETLINE_JWT_PUBLIC_KEY_FILE")
     db = Db(postgres_url(settings.database_url), max_size=settings.db_pool_max,
@@ -78,6 +94,8 @@ def create_app(settings: Settings) -> Starlette:
     jwks_refresh = Periodic("jwks", settings.jwks_refresh_s, lambda: keys.refresh(force=True),
                             first_after_s=settings.jwks_refresh_s)
     waiters = Waiters()
+    token_use = TokenUse(db, component="dispatch")
+    operator_auth = OperatorAuth(db, settings.admin_token, token_use)
     revocations = Revocations(db, waiters)
     listener = Listener(postgres_url(settings.database_url), waiters, revocations.revoked)
     lease_sweep = LeaseSweep(db, waiters)
@@ -104,6 +122,7 @@ def create_app(settings: Settings) -> Starlette:
         lease_sweep.start()
         reaper.start()
         last_seen.start()
+        token_use.start()
         _log.info("service_started")
         try:
             yield
@@ -112,13 +131,14 @@ def create_app(settings: Settings) -> Starlette:
             await reaper.stop()
             await lease_sweep.stop()
             await last_seen.stop()  # flushes what was seen since the last interval
+            await token_use.stop()
             await listener.stop()
             await revocations.stop()
             await db.disconnect()
             _log.info("service_stopped")
 
     app = Starlette(
-        routes=[*AGENT_ROUTES, admin_mount(ADMIN_ROUTES, settings.admin_token),
+        routes=[*AGENT_ROUTES, admin_mount(ADMIN_ROUTES, ACCESS, operator_auth, settings.trusted_proxies),
                 *health_routes(ready, metrics)],
         middleware=[Middleware(ServiceMiddleware, metrics=metrics, component="dispatch")],
         exception_handlers=EXCEPTION_HANDLERS,

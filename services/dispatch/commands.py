@@ -18,13 +18,17 @@ these exceptions to API errors in one table.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Mapping
 
 from fleetline import statuses
+from fleetline.signing import canonical
+from services.common import audit
 from services.common.db import Db
+from services.common.operators import EVERYTHING, Operator, Scope
 from services.dispatch import queries as q
 from services.dispatch.signer import CommandSigner
 
@@ -87,6 +91,14 @@ class AlreadyFinal(CommandError):
 
 class OtherOutcome(AlreadyFinal):
     """A result for a command that already ended with a different outcome."""
+
+
+class OutOfScope(CommandError):
+    """The operator's scope does not reach this agent or this command type (403)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 # --- pure decisions ---------------------------------------------------------------------
@@ -160,9 +172,22 @@ def create_outcome(row: Row | None) -> Row | None:
     """The new command, or None when the idempotency key already names one."""
     if row is None:
         raise NoSuchTarget()
+    if not row["in_scope"]:
+        raise OutOfScope("This agent is outside the operator's scope.")
     if row["agent_status"] != "active":
         raise TargetRevoked()
     return row if row["id"] is not None else None
+
+
+def check_type(scope: Scope, command_type: str) -> None:
+    if not scope.allows_type(command_type):
+        raise OutOfScope(f"The command type {command_type!r} is outside the operator's scope.")
+
+
+def params_digest(params: dict) -> str:
+    """What the audit trail keeps of a command's params: proof of what ran, not its values
+    (params may carry secrets; the command itself shows them while it is kept)."""
+    return hashlib.sha256(canonical(params)).hexdigest()
 
 
 async def sweep(step: Callable[[int], Awaitable[int]], batch: int) -> int:
@@ -225,46 +250,62 @@ async def report(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID, outcome: st
     return result_outcome(row, outcome, result)
 
 
-async def create(db: Db, new: NewCommand, signer: CommandSigner) -> tuple[Row, bool]:
-    """The command, signed now, and whether it was created now (False: the idempotency
-    key's twin, which keeps its own signature)."""
+async def create(db: Db, new: NewCommand, signer: CommandSigner, by: Operator,
+                 ctx: audit.Context) -> tuple[Row, bool]:
+    """The command, signed now (its payload names who issued it), and whether it was created
+    now (False: the idempotency key's twin, which keeps its own signature). Created, its
+    audit event and the agent's wake-up commit together."""
+    check_type(by.scope, new.type)
     command_id = uuid.uuid4()
     issued_at = datetime.now(timezone.utc)
     expires_at = issued_at + timedelta(seconds=new.ttl_s)
     signed = signer.sign(command_id=str(command_id), agent_id=str(new.agent_id), type=new.type,
                          params=new.params, issued_at=issued_at, expires_at=expires_at,
-                         run_timeout_s=new.run_timeout_s)
-    row = create_outcome(await db.fetchrow(
-        q.CREATE_COMMAND, new.agent_id, command_id, new.type, new.params, new.priority,
-        new.max_retries, new.ack_timeout_s, new.run_timeout_s, new.idempotency_key, issued_at,
-        expires_at, signed,
-    ))
-    if row is None:
-        return await db.fetchrow(q.GET_BY_IDEMPOTENCY_KEY, new.agent_id, new.idempotency_key), False
-    await db.execute(q.NOTIFY_NEW_COMMAND, str(new.agent_id))
+                         run_timeout_s=new.run_timeout_s, issued_by=by.name)
+    async with db.transaction():
+        row = create_outcome(await db.fetchrow(
+            q.CREATE_COMMAND, new.agent_id, command_id, new.type, new.params, new.priority,
+            new.max_retries, new.ack_timeout_s, new.run_timeout_s, new.idempotency_key, issued_at,
+            expires_at, signed, by.scope.labels, by.id, by.name,
+        ))
+        if row is None:
+            return await db.fetchrow(q.GET_BY_IDEMPOTENCY_KEY, new.agent_id, new.idempotency_key), False
+        await audit.record(db, ctx, "command.create", "command", command_id, details={
+            "agent_id": str(new.agent_id), "type": new.type, "params_sha256": params_digest(new.params),
+            "priority": new.priority, "ttl_s": new.ttl_s, "idempotency_key": new.idempotency_key})
+        await db.execute(q.NOTIFY_NEW_COMMAND, str(new.agent_id))
     return row, True
 
 
-async def get(db: Db, command_id: uuid.UUID) -> Row:
-    row = await db.fetchrow(q.GET_COMMAND, command_id)
+async def get(db: Db, command_id: uuid.UUID, scope: Scope = EVERYTHING) -> Row:
+    """The command, if the scope reaches its agent (else, for this operator, there is none)."""
+    if scope.labels:
+        row = await db.fetchrow(q.GET_COMMAND_IN_SCOPE, command_id, scope.labels)
+    else:
+        row = await db.fetchrow(q.GET_COMMAND, command_id)
     if row is None:
         raise CommandNotFound()
     return row
 
 
 async def page(db: Db, before: tuple, limit: int, agent_id: uuid.UUID | None = None,
-               status: str | None = None) -> list[Row]:
-    """Newest first, after the `before` cursor; limit + 1 rows, so the caller can tell
-    whether there is a next page."""
-    sql = q.LIST_COMMANDS[(agent_id is not None, status is not None)]
-    filters = [v for v in (agent_id, status) if v is not None]
+               status: str | None = None, scope: Scope = EVERYTHING) -> list[Row]:
+    """Newest first, after the `before` cursor, within the scope; limit + 1 rows, so the
+    caller can tell whether there is a next page."""
+    scoped = bool(scope.labels)
+    sql = q.LIST_COMMANDS[(agent_id is not None, status is not None, scoped)]
+    filters = [v for v in (agent_id, status) if v is not None] + ([scope.labels] if scoped else [])
     return await db.fetch(sql, *before, limit + 1, *filters)
 
 
-async def cancel(db: Db, command_id: uuid.UUID) -> Row:
-    row = await db.fetchrow(q.CANCEL_COMMAND, command_id)
-    if row is None:
-        raise AlreadyFinal((await get(db, command_id))["status"])
+async def cancel(db: Db, command_id: uuid.UUID, by: Operator, ctx: audit.Context) -> Row:
+    async with db.transaction():
+        current = await get(db, command_id, by.scope)
+        row = await db.fetchrow(q.CANCEL_COMMAND, command_id, by.id, by.name)
+        if row is None:
+            raise AlreadyFinal((await get(db, command_id))["status"])
+        await audit.record(db, ctx, "command.cancel", "command", command_id,
+                           details={"agent_id": str(row["agent_id"]), "was": current["status"]})
     return row
 
 

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
+from services.common import audit
 from services.common.db import Db
+from services.common.operators import EVERYTHING, Operator, Scope
 from services.dispatch import queries as q
 from services.dispatch import rollout
-from services.dispatch.commands import NewCommand, Row
+from services.dispatch.commands import NewCommand, OutOfScope, Row, check_type, params_digest
 from services.dispatch.signer import CommandSigner
 
 
@@ -81,55 +83,82 @@ def command_settings(new: NewCommand) -> dict:
             "run_timeout_s": new.run_timeout_s}
 
 
-def _selection(selector: Mapping[str, Any]) -> tuple[str, str, list]:
-    """The targets statement, the count statement and their arguments for a selector."""
-    if "agent_ids" in selector:
-        return q.TARGETS_BY_IDS, q.COUNT_BY_IDS, [[uuid.UUID(i) for i in selector["agent_ids"]]]
-    if "labels" in selector:
-        return q.TARGETS_BY_LABELS, q.COUNT_BY_LABELS, [selector["labels"]]
-    return q.TARGETS_ALL_ACTIVE, q.COUNT_ALL_ACTIVE, []
+@dataclass(frozen=True)
+class Selection:
+    """How a selector picks targets within a scope: the statements, their arguments, and
+    the labels every target is known to carry (the job's `target_labels`)."""
+    targets_sql: str
+    count_sql: str
+    args: list
+    labels: dict
 
 
-async def _check_named_ids(db: Db, selector: Mapping[str, Any]) -> None:
+def selection(selector: Mapping[str, Any], scope: Scope) -> Selection | None:
+    """The selector's matches within the scope, written once for the targets and the
+    dry-run count. None: a label selector the scope excludes outright (no targets)."""
+    if "agent_ids" in selector:  # every id named was checked to lie within the scope
+        return Selection(q.TARGETS_BY_IDS, q.COUNT_BY_IDS, [[uuid.UUID(i) for i in selector["agent_ids"]]],
+                         dict(scope.labels))
+    wanted = dict(selector.get("labels") or {})
+    if any(wanted.get(k, v) != v for k, v in scope.labels.items()):
+        return None  # asks for env=prod within a scope of env=staging
+    wanted.update(scope.labels)
+    if not wanted:
+        return Selection(q.TARGETS_ALL_ACTIVE, q.COUNT_ALL_ACTIVE, [], {})
+    return Selection(q.TARGETS_BY_LABELS, q.COUNT_BY_LABELS, [wanted], wanted)
+
+
+async def _check_named_ids(db: Db, selector: Mapping[str, Any], scope: Scope) -> None:
     if "agent_ids" in selector:
-        inactive = [r[0] for r in await db.fetch(q.NOT_ACTIVE_IDS, [uuid.UUID(i) for i in selector["agent_ids"]])]
+        ids = [uuid.UUID(i) for i in selector["agent_ids"]]
+        if scope.labels:
+            outside = [r[0] for r in await db.fetch(q.OUT_OF_SCOPE_IDS, ids, scope.labels)]
+            if outside:
+                raise OutOfScope(f"These agents are outside the operator's scope: {', '.join(outside[:20])}.")
+        inactive = [r[0] for r in await db.fetch(q.NOT_ACTIVE_IDS, ids)]
         if inactive:
             raise InactiveTargets(inactive)
 
 
-async def count_targets(db: Db, selector: Mapping[str, Any]) -> int:
-    """A dry run: how many agents the job would target now. Creates nothing."""
-    await _check_named_ids(db, selector)
-    _, count_sql, args = _selection(selector)
+async def count_targets(db: Db, selector: Mapping[str, Any], by: Operator) -> int:
+    """A dry run: how many agents the job would target now, within the scope. Creates nothing."""
+    await _check_named_ids(db, selector, by.scope)
+    chosen = selection(selector, by.scope)
+    if chosen is None:
+        raise NoTargets()
     async with db.transaction():
         await db.execute(q.ALLOW_BITMAP_SCANS)
-        count = await db.fetchval(count_sql, *args)
+        count = await db.fetchval(chosen.count_sql, *chosen.args)
     if not count:
         raise NoTargets()
     return count
 
 
-async def create(db: Db, new: NewJob, signer: CommandSigner) -> tuple[Row, bool]:
-    """The job and one signed command per target, in one transaction; and whether it was
-    created now (False: the idempotency key's job, for the same request)."""
+async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
+                 ctx: audit.Context) -> tuple[Row, bool]:
+    """The job and one signed command per target (the selector's matches within the
+    operator's scope), its audit event, in one transaction; and whether it was created now
+    (False: the idempotency key's job, for the same request)."""
     if new.idempotency_key is not None:
         existing = await _same_request(db, new)
         if existing is not None:
             return existing, False
-    targets_sql, _, args = _selection(new.selector)
+    check_type(by.scope, new.command.type)
     job_id, settings = uuid.uuid4(), new.command
     created_at = datetime.now(timezone.utc)
     expires_at = created_at + timedelta(seconds=settings.ttl_s)
     async with db.transaction():
         await db.execute(q.ALLOW_BITMAP_SCANS)
-        await _check_named_ids(db, new.selector)
-        agents = [r[0] for r in await db.fetch(targets_sql, *args)]
+        await _check_named_ids(db, new.selector, by.scope)
+        chosen = selection(new.selector, by.scope)
+        agents = [r[0] for r in await db.fetch(chosen.targets_sql, *chosen.args)] if chosen else []
         if not agents:
             raise NoTargets()
         window = rollout.window_size(new.rollout["max_in_flight"], len(agents))
         job = await db.fetchrow(
             q.CREATE_JOB, job_id, new.selector, command_settings(settings), new.rollout, window,
-            new.rollout["max_failures"], len(agents), new.idempotency_key, created_at)
+            new.rollout["max_failures"], len(agents), new.idempotency_key, created_at, by.id, by.name,
+            chosen.labels)
         if job is None:  # a racing request with the same key won
             raise _Raced()
         command_ids = [uuid.uuid4() for _ in agents]
@@ -137,7 +166,8 @@ async def create(db: Db, new: NewJob, signer: CommandSigner) -> tuple[Row, bool]
         for n, (c, a) in enumerate(zip(command_ids, agents, strict=True), 1):
             signed.append(signer.sign(command_id=str(c), agent_id=str(a), type=settings.type,
                                       params=settings.params, issued_at=created_at,
-                                      expires_at=expires_at, run_timeout_s=settings.run_timeout_s))
+                                      expires_at=expires_at, run_timeout_s=settings.run_timeout_s,
+                                      issued_by=by.name))
             if n % SIGN_SLICE == 0:
                 # ~60 us a signature: 10,000 would hold the event loop (held polls, acks)
                 # for over half a second in one piece.
@@ -145,7 +175,10 @@ async def create(db: Db, new: NewJob, signer: CommandSigner) -> tuple[Row, bool]
         await db.execute(
             q.CREATE_JOB_COMMANDS, command_ids, agents, job_id, settings.type, settings.params,
             settings.priority, settings.max_retries, settings.ack_timeout_s, settings.run_timeout_s,
-            created_at, expires_at, window if window is not None else len(agents), signed)
+            created_at, expires_at, window if window is not None else len(agents), signed, by.id, by.name)
+        await audit.record(db, ctx, "job.create", "job", job_id, details={
+            "selector": new.selector, "type": settings.type, "params_sha256": params_digest(settings.params),
+            "rollout": new.rollout, "target_count": len(agents), "idempotency_key": new.idempotency_key})
         await db.execute(q.NOTIFY_AGENTS, agents[:window])
     return job, True
 
@@ -165,19 +198,21 @@ async def _same_request(db: Db, new: NewJob) -> Row | None:
     return existing
 
 
-async def create_once(db: Db, new: NewJob, signer: CommandSigner) -> tuple[Row, bool]:
+async def create_once(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
+                      ctx: audit.Context) -> tuple[Row, bool]:
     """create(), where losing a race for the idempotency key answers the winner's job."""
     try:
-        return await create(db, new, signer)
+        return await create(db, new, signer, by, ctx)
     except _Raced:
         existing = await _same_request(db, new)
         if existing is None:  # the winner rolled back: nothing holds the key any more
-            return await create(db, new, signer)
+            return await create(db, new, signer, by, ctx)
         return existing, False
 
 
-async def get(db: Db, job_id: uuid.UUID) -> Row:
-    row = await db.fetchrow(q.GET_JOB, job_id)
+async def get(db: Db, job_id: uuid.UUID, scope: Scope = EVERYTHING) -> Row:
+    """The job, if the scope covers its targets (else, for this operator, there is none)."""
+    row = await db.fetchrow(q.GET_JOB, job_id, scope.labels)
     if row is None:
         raise JobNotFound()
     return row
@@ -194,9 +229,10 @@ async def counts(db: Db, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, 
     return {j: rollout.tally(rows) for j, rows in by_job.items()}
 
 
-async def page(db: Db, before: tuple, limit: int, status: str | None = None) -> list[Row]:
+async def page(db: Db, before: tuple, limit: int, status: str | None = None,
+               scope: Scope = EVERYTHING) -> list[Row]:
     filters = [status] if status is not None else []
-    return await db.fetch(q.LIST_JOBS[status is not None], *before, limit + 1, *filters)
+    return await db.fetch(q.LIST_JOBS[status is not None], *before, limit + 1, scope.labels, *filters)
 
 
 async def targets(db: Db, job_id: uuid.UUID, before_agent: uuid.UUID, limit: int,
@@ -206,13 +242,16 @@ async def targets(db: Db, job_id: uuid.UUID, before_agent: uuid.UUID, limit: int
     return await db.fetch(q.LIST_TARGETS[status is not None], job_id, before_agent, limit + 1, *filters)
 
 
-async def cancel(db: Db, job_id: uuid.UUID) -> Row:
-    """The job and every command of it not delivered yet, in one transaction."""
+async def cancel(db: Db, job_id: uuid.UUID, by: Operator, ctx: audit.Context) -> Row:
+    """The job and every command of it not delivered yet, with its audit event, in one
+    transaction."""
     async with db.transaction():
+        await get(db, job_id, by.scope)
         if await db.fetchrow(q.LOCK_RUNNING_JOB, job_id) is None:
             raise JobFinished((await get(db, job_id))["status"])
-        job = await db.fetchrow(q.END_JOB, job_id, "cancelled", None)
-        await db.execute(q.CANCEL_UNDELIVERED, job_id, False)
+        job = await db.fetchrow(q.END_JOB, job_id, "cancelled", None, by.id, by.name)
+        await db.execute(q.CANCEL_UNDELIVERED, job_id, False, by.id, by.name)
+        await audit.record(db, ctx, "job.cancel", "job", job_id)
     return job
 
 
@@ -229,10 +268,10 @@ async def advance(db: Db, job_id: uuid.UUID) -> rollout.Step | None:
         step = rollout.next_step(rollout.Progress(**dict(facts)), window, limit)
         if step.halt:
             reason = f"more than max_failures {limit} targets ended failed, timed_out, expired or rejected"
-            await db.execute(q.END_JOB, job_id, "halted", reason)
-            await db.execute(q.CANCEL_UNDELIVERED, job_id, True)
+            await db.execute(q.END_JOB, job_id, "halted", reason, None, None)
+            await db.execute(q.CANCEL_UNDELIVERED, job_id, True, None, None)
         elif step.complete:
-            await db.execute(q.END_JOB, job_id, "completed", None)
+            await db.execute(q.END_JOB, job_id, "completed", None, None, None)
         elif step.release:
             await db.execute(q.RELEASE_WAITING, job_id, step.release)
     return step

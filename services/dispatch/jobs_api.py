@@ -84,8 +84,9 @@ async def create_job(request: Request) -> JSONResponse:
         idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None),
     )
     if take(body, "dry_run", _dry_run, False):
-        return JSONResponse({"target_count": await jobs.count_targets(state.db, new.selector)})
-    job, created = await jobs.create_once(state.db, new, state.signer)
+        return JSONResponse({"target_count": await jobs.count_targets(state.db, new.selector,
+                                                                      request.state.operator)})
+    job, created = await jobs.create_once(state.db, new, state.signer, request.state.operator, request.state.audit)
     if created:
         _log.info("job_created", job_id=job["id"], targets=job["target_count"],
                   type=new.command.type, max_in_flight=job["max_in_flight"],
@@ -106,7 +107,8 @@ async def list_jobs(request: Request) -> JSONResponse:
     db = request.app.state.db
     status = query_choice(request, "status", rollout.JOB_STATUSES)
     limit = query_int(request, "limit", 1, 1000, 100)
-    rows = (await jobs.page(db, decode_cursor(request.query_params.get("before")), limit, status))
+    rows = (await jobs.page(db, decode_cursor(request.query_params.get("before")), limit, status,
+                            request.state.operator.scope))
     page, more = rows[:limit], len(rows) > limit
     counts = await jobs.counts(db, [r["id"] for r in page])
     return JSONResponse({
@@ -116,7 +118,8 @@ async def list_jobs(request: Request) -> JSONResponse:
 
 
 async def get_job(request: Request) -> JSONResponse:
-    return await _render(request, await jobs.get(request.app.state.db, _job_id(request)))
+    return await _render(request, await jobs.get(request.app.state.db, _job_id(request),
+                                                 request.state.operator.scope))
 
 
 async def list_targets(request: Request) -> JSONResponse:
@@ -125,7 +128,7 @@ async def list_targets(request: Request) -> JSONResponse:
     status = query_choice(request, "status", rollout.TARGET_STATUSES)
     limit = query_int(request, "limit", 1, 1000, 100)
     _, before_agent = decode_cursor(request.query_params.get("before"))
-    job = await jobs.get(db, job_id)
+    job = await jobs.get(db, job_id, request.state.operator.scope)
     rows = await jobs.targets(db, job_id, before_agent, limit, status)
     page, more = rows[:limit], len(rows) > limit
     return JSONResponse({
@@ -136,6 +139,6 @@ async def list_targets(request: Request) -> JSONResponse:
 
 async def cancel_job(request: Request) -> JSONResponse:
     job_id = _job_id(request)
-    job = await jobs.cancel(request.app.state.db, job_id)
+    job = await jobs.cancel(request.app.state.db, job_id, request.state.operator, request.state.audit)
     _log.info("job_cancelled", job_id=job_id)
     return await _render(request, job)

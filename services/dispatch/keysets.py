@@ -4,14 +4,22 @@ for its version)."""
 
 from __future__ import annotations
 
+from services.common import audit
 from services.common.db import Db
 from services.dispatch import queries as q
 from services.dispatch.signer import Keyset
 
 
-async def install(db: Db, keyset: Keyset) -> bool:
-    """True when installed; False when its version is not above the current one."""
-    return await db.fetchval(q.INSTALL_KEYSET, keyset.version, keyset.document, keyset.expires_at) is not None
+async def install(db: Db, keyset: Keyset, ctx: audit.Context | None = None) -> bool:
+    """True when installed; False when its version is not above the current one. An
+    operator's upload (`ctx`) is recorded with it; the start-up file's is not a request."""
+    async with db.transaction():
+        installed = await db.fetchval(q.INSTALL_KEYSET, keyset.version, keyset.document,
+                                      keyset.expires_at) is not None
+        if installed and ctx is not None:
+            await audit.record(db, ctx, "keyset.install", "keyset", keyset.version,
+                               details={"version": keyset.version, "kids": sorted(keyset.kids)})
+    return installed
 
 
 async def current(db: Db) -> dict | None:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from services.common.db import Db
 from fleetline.ethos import Log
 from services.dispatch import queries as q
-from services.dispatch.periodic import Periodic
+from services.common.periodic import Periodic
 
 _log = Log("dispatch", "last_seen")
 

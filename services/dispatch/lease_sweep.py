@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from services.common.db import Db
 from services.dispatch import queries as q
-from services.dispatch.periodic import Periodic
+from services.common.periodic import Periodic
 from services.dispatch.waiters import Waiters
 
 SWEEP_S = 2.0

@@ -33,7 +33,8 @@ LEASE_EXHAUSTED = f"({DUE} AND NOT {RETRIES_LEFT})"
 # The columns of the command state object (API.md), shared by every statement below.
 COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, max_retries,
     delivery_count, ack_timeout_s, run_timeout_s, idempotency_key, created_at, sent_at,
-    acked_at, finished_at, expires_at, result, signed, job_id"""
+    acked_at, finished_at, expires_at, result, signed, job_id, created_by_id, created_by_name,
+    cancelled_by_id, cancelled_by_name"""
 
 # --- the poll -------------------------------------------------------------------------
 
@@ -183,17 +184,18 @@ SELECT agent.status AS agent_status, done.status AS new_status,
 # server and the agent agree on when the command expires.
 CREATE_COMMAND = f"""
 WITH agent AS MATERIALIZED (
-    SELECT id, status FROM agents WHERE id = $1
+    SELECT id, status, labels @> $13 AS in_scope FROM agents WHERE id = $1
 ), ins AS (
     INSERT INTO commands (id, agent_id, type, params, priority, max_retries, ack_timeout_s,
-                          run_timeout_s, idempotency_key, created_at, expires_at, visible_at, signed)
-    SELECT $2, agent.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, statement_timestamp(), $12
+                          run_timeout_s, idempotency_key, created_at, expires_at, visible_at, signed,
+                          created_by_id, created_by_name)
+    SELECT $2, agent.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, statement_timestamp(), $12, $14, $15
       FROM agent
-     WHERE agent.status = 'active'
+     WHERE agent.status = 'active' AND agent.in_scope
     ON CONFLICT (agent_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING {COMMAND_COLUMNS}
 )
-SELECT agent.status AS agent_status, ins.*
+SELECT agent.status AS agent_status, agent.in_scope, ins.*
   FROM agent LEFT JOIN ins ON true
 """
 
@@ -250,10 +252,17 @@ RETURNING version
 NOTIFY_NEW_COMMAND = NOTIFY_AGENT
 
 GET_COMMAND = f"SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"
+# For an operator with a scope: the command, if its agent is within it.
+GET_COMMAND_IN_SCOPE = f"""
+SELECT {COMMAND_COLUMNS} FROM commands c
+ WHERE c.id = $1 AND EXISTS (SELECT 1 FROM agents a WHERE a.id = c.agent_id AND a.labels @> $2)
+"""
 
 # Keyset paging, newest first: (created_at, id) < cursor, as an index condition. The first
 # page passes an "infinity" cursor, and each filter combination is its own statement, so
 # the generic plans dispatch pins (app.py) walk commands_newest / commands_by_agent.
+# An operator with a scope gets its own statements (the last parameter: its labels), so the
+# unscoped listings keep their plans.
 _LIST = f"""
 SELECT {COMMAND_COLUMNS}
   FROM commands
@@ -261,17 +270,23 @@ SELECT {COMMAND_COLUMNS}
  ORDER BY created_at DESC, id DESC
  LIMIT $3
 """
+_IN_SCOPE = "AND agent_id IN (SELECT a.id FROM agents a WHERE a.labels @> ${n})"
 LIST_COMMANDS = {
-    (False, False): _LIST.format(filters=""),
-    (True, False): _LIST.format(filters="AND agent_id = $4"),
-    (False, True): _LIST.format(filters="AND status = $4"),
-    (True, True): _LIST.format(filters="AND agent_id = $4 AND status = $5"),
+    (False, False, False): _LIST.format(filters=""),
+    (True, False, False): _LIST.format(filters="AND agent_id = $4"),
+    (False, True, False): _LIST.format(filters="AND status = $4"),
+    (True, True, False): _LIST.format(filters="AND agent_id = $4 AND status = $5"),
+    (False, False, True): _LIST.format(filters=_IN_SCOPE.format(n=4)),
+    (True, False, True): _LIST.format(filters="AND agent_id = $4 " + _IN_SCOPE.format(n=5)),
+    (False, True, True): _LIST.format(filters="AND status = $4 " + _IN_SCOPE.format(n=5)),
+    (True, True, True): _LIST.format(filters="AND agent_id = $4 AND status = $5 " + _IN_SCOPE.format(n=6)),
 }
 
 # pending|sent|running -> cancelled; guarded so a final command never changes.
 CANCEL_COMMAND = f"""
 UPDATE commands
-   SET status = 'cancelled', finished_at = statement_timestamp()
+   SET status = 'cancelled', finished_at = statement_timestamp(), cancelled_by_id = $2,
+       cancelled_by_name = $3
  WHERE id = $1 AND status IN ('pending', 'sent', 'running')
 RETURNING {COMMAND_COLUMNS}
 """
@@ -370,7 +385,8 @@ TARGET_STATUS = f"""(CASE WHEN c.skipped THEN 'skipped'
             ELSE c.status END)"""
 
 JOB_COLUMNS = """id, status, selector, command, rollout, max_in_flight, max_failures,
-    target_count, idempotency_key, created_at, finished_at, halted_reason"""
+    target_count, idempotency_key, created_at, finished_at, halted_reason, created_by_id,
+    created_by_name, cancelled_by_id, cancelled_by_name, target_labels"""
 
 # The targets of a new job: active agents matching the selector, in a stable order. FOR
 # SHARE: a revocation racing with the job's creation waits for it to commit, so its
@@ -395,6 +411,11 @@ COUNT_BY_LABELS = _COUNT.format(match=_BY_LABELS)
 COUNT_ALL_ACTIVE = _COUNT.format(match=_ALL)
 COUNT_BY_IDS = _COUNT.format(match=_BY_IDS)
 
+# Which of the ids an operator named lie outside its scope: the 403 names them.
+OUT_OF_SCOPE_IDS = """
+SELECT a.id::text FROM agents a WHERE a.id = ANY($1::uuid[]) AND NOT a.labels @> $2 ORDER BY 1
+"""
+
 # Which of the ids an operator named are not active agents (unknown or revoked): the 400
 # names them.
 NOT_ACTIVE_IDS = """
@@ -409,8 +430,8 @@ JOB_BY_IDEMPOTENCY_KEY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key 
 # first to commit, then inserts nothing; the caller reads the winner and compares bodies.
 CREATE_JOB = f"""
 INSERT INTO jobs (id, selector, command, rollout, max_in_flight, max_failures, target_count,
-                  idempotency_key, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                  idempotency_key, created_at, created_by_id, created_by_name, target_labels)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING {JOB_COLUMNS}
 """
@@ -421,9 +442,10 @@ RETURNING {JOB_COLUMNS}
 # made for its own id and agent.
 CREATE_JOB_COMMANDS = """
 INSERT INTO commands (id, agent_id, job_id, type, params, priority, max_retries, ack_timeout_s,
-                      run_timeout_s, created_at, expires_at, visible_at, signed)
+                      run_timeout_s, created_at, expires_at, visible_at, signed, created_by_id,
+                      created_by_name)
 SELECT t.id, t.agent_id, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-       CASE WHEN t.n <= $12 THEN $10 ELSE 'infinity'::timestamptz END, t.signed
+       CASE WHEN t.n <= $12 THEN $10 ELSE 'infinity'::timestamptz END, t.signed, $14, $15
   FROM unnest($1::uuid[], $2::uuid[], $13::jsonb[]) WITH ORDINALITY AS t(id, agent_id, signed, n)
 """
 
@@ -432,7 +454,9 @@ NOTIFY_AGENTS = f"""
 SELECT pg_notify('{AGENT_CHANNEL}', a::text) FROM unnest($1::uuid[]) AS a
 """
 
-GET_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
+# A job is within an operator's scope when every target is known to carry its labels
+# (target_labels, fixed at creation; '{}' for an unscoped operator covers every job).
+GET_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND target_labels @> $2"
 
 # Serializes everything that moves one job on (advance, cancel), in every replica: taken
 # first in their transactions, so each statement after it sees what the previous holder
@@ -502,7 +526,8 @@ SELECT pg_notify('{AGENT_CHANNEL}', agent_id::text) FROM released
 # running -> completed | halted | cancelled; the status guard makes each happen once.
 END_JOB = f"""
 UPDATE jobs
-   SET status = $2, finished_at = statement_timestamp(), halted_reason = $3
+   SET status = $2, finished_at = statement_timestamp(), halted_reason = $3,
+       cancelled_by_id = $4, cancelled_by_name = $5
  WHERE id = $1 AND status = 'running'
 RETURNING {JOB_COLUMNS}
 """
@@ -512,7 +537,8 @@ RETURNING {JOB_COLUMNS}
 # guard re-checks the status after waiting for its lock.
 CANCEL_UNDELIVERED = """
 UPDATE commands
-   SET status = 'cancelled', skipped = $2, finished_at = statement_timestamp()
+   SET status = 'cancelled', skipped = $2, finished_at = statement_timestamp(),
+       cancelled_by_id = $3, cancelled_by_name = $4
  WHERE job_id = $1 AND status = 'pending'
 """
 
@@ -525,7 +551,8 @@ SELECT {JOB_COLUMNS}
  ORDER BY created_at DESC, id DESC
  LIMIT $3
 """
-LIST_JOBS = {False: _JOB_PAGE.format(filters=""), True: _JOB_PAGE.format(filters="AND status = $4")}
+LIST_JOBS = {False: _JOB_PAGE.format(filters="AND target_labels @> $4"),
+             True: _JOB_PAGE.format(filters="AND target_labels @> $4 AND status = $5")}
 
 # One job's targets, by agent id descending (`before` is the last agent id of a page), on
 # commands_job_target; a status filter reads the rows it walks.

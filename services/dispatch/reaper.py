@@ -15,7 +15,7 @@ from __future__ import annotations
 from fleetline.ethos import Log
 from services.common.db import Db
 from services.dispatch import commands, jobs
-from services.dispatch.periodic import Periodic
+from services.common.periodic import Periodic
 
 _log = Log("dispatch", "reaper")
 

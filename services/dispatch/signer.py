@@ -22,11 +22,17 @@ class CommandSigner:
         self.kid = key_id(self._key.public_key())
 
     def sign(self, *, command_id: str, agent_id: str, type: str, params: dict, issued_at: datetime,
-             expires_at: datetime, run_timeout_s: int) -> dict:
-        """The `signed` object of a delivered command: what the agent verifies and runs."""
+             expires_at: datetime, run_timeout_s: int, issued_by: str | None = None,
+             approved_by: list[str] | None = None) -> dict:
+        """The `signed` object of a delivered command: what the agent verifies and runs, and
+        who issued (and approved) it, which the agent logs with the command."""
         payload = {"v": 1, "aud": AUDIENCE, "command_id": command_id, "agent_id": agent_id,
                    "type": type, "params": params, "issued_at": rfc3339(issued_at),
                    "expires_at": rfc3339(expires_at), "run_timeout_s": run_timeout_s}
+        if issued_by is not None:
+            payload["issued_by"] = issued_by
+        if approved_by:
+            payload["approved_by"] = list(approved_by)
         return {"kid": self.kid, **sign(self._key, COMMAND_CONTEXT, payload)}
 
 

@@ -30,7 +30,17 @@ def state_view(row: Mapping[str, Any]) -> dict:
         "expires_at": rfc3339(row["expires_at"]),
         "result": row["result"],
         "job_id": str(row["job_id"]) if row["job_id"] is not None else None,
+        "created_by": by(row, "created_by"),
+        "cancelled_by": by(row, "cancelled_by"),
     }
+
+
+def by(row: Mapping[str, Any], who: str) -> dict | None:
+    """`created_by` / `cancelled_by`: {"id", "name"} of the operator, or None."""
+    name = row[f"{who}_name"]
+    if name is None:
+        return None
+    return {"id": str(row[f"{who}_id"]) if row[f"{who}_id"] else None, "name": name}
 
 
 def delivery_view(row: Mapping[str, Any]) -> dict:
@@ -62,6 +72,8 @@ def job_view(row: Mapping[str, Any], counts: Mapping[str, int]) -> dict:
         "finished_at": rfc3339(row["finished_at"]),
         "halted_reason": row["halted_reason"],
         "idempotency_key": row["idempotency_key"],
+        "created_by": by(row, "created_by"),
+        "cancelled_by": by(row, "cancelled_by"),
     }
 
 

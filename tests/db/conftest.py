@@ -32,3 +32,4 @@ def signer(key_dir):
 @pytest.fixture(scope="session")
 def policy():
     return PollPolicy(standard_s=300, rapid_s=5, rapid_window_s=600)
+

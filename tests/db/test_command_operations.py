@@ -8,8 +8,13 @@ import uuid
 
 import pytest
 
+from services.common.audit import BOOTSTRAP_ID, Context
+from services.common.operators import Operator, Scope
 from services.dispatch import commands
 from tests.db import rows
+
+ADMIN = Operator(BOOTSTRAP_ID, "bootstrap", "admin", Scope())
+CTX = Context(ADMIN.actor, "test-request", "127.0.0.1")
 
 
 def _new(agent_id, **over) -> commands.NewCommand:
@@ -18,8 +23,8 @@ def _new(agent_id, **over) -> commands.NewCommand:
     return commands.NewCommand(agent_id=agent_id, **{**settings, **over})
 
 
-async def _queue(db, signer, agent_id, **over) -> uuid.UUID:
-    row, created = await commands.create(db, _new(agent_id, **over), signer)
+async def _queue(db, signer, agent_id, by=None, ctx=None, **over) -> uuid.UUID:
+    row, created = await commands.create(db, _new(agent_id, **over), signer, by or ADMIN, ctx or CTX)
     assert created
     return row["id"]
 
@@ -88,7 +93,7 @@ async def test_a_result_ends_a_command_once_and_another_outcome_is_refused(db, s
     with pytest.raises(commands.OtherOutcome):
         await commands.report(db, agent, cmd, "failed", {**result, "exit_code": 1})
     with pytest.raises(commands.AlreadyFinal):
-        await commands.cancel(db, cmd)
+        await commands.cancel(db, cmd, ADMIN, CTX)
 
 
 async def test_concurrent_claims_never_hand_one_command_to_two_polls(db, sql, signer, policy):
@@ -117,7 +122,7 @@ async def test_a_revoked_agent_claims_nothing_and_its_undelivered_job_commands_e
     job, _ = await jobs.create(db, jobs.NewJob(selector={"agent_ids": [str(a) for a in agents]},
                                                command=_new(None), rollout={"max_in_flight": None,
                                                                             "max_failures": None},
-                                               idempotency_key=None), signer)
+                                               idempotency_key=None), signer, ADMIN, CTX)
     one_by_one = await _queue(db, signer, agents[0])
     sql.execute("UPDATE agents SET status = 'revoked', revoked_at = now() WHERE id = %s", (agents[0],))
     with pytest.raises(commands.AgentRevoked):

@@ -13,9 +13,12 @@ import pytest
 
 from fleetline.settings import postgres_url
 from services.auth import enrolment
+from services.common.audit import Actor, Context
 from services.common.db import MARK_CREDENTIALS_USED, REVOKED_CHANNEL
+from tests.db.test_command_operations import CTX
 
 TTL = 3600
+ORIGIN = Context(Actor("agent", None, ""), "test-request", "127.0.0.1")
 
 
 def _token(sql, max_uses: int = 1) -> str:
@@ -32,44 +35,44 @@ def _reg(token: str, machine: str = "m-1") -> enrolment.Registration:
 
 async def test_a_repeat_registration_is_a_retry_until_the_credentials_are_used(db, sql):
     token = _token(sql)
-    first, retry = await enrolment.register(db, _reg(token), TTL, "127.0.0.1")
-    again, retry = await enrolment.register(db, _reg(token), TTL, "127.0.0.1")
+    first, retry = await enrolment.register(db, _reg(token), TTL, ORIGIN)
+    again, retry = await enrolment.register(db, _reg(token), TTL, ORIGIN)
     assert retry and again.agent_id == first.agent_id
     assert sql.execute("SELECT uses FROM registration_tokens").fetchone() == (1,)
     await db.execute(MARK_CREDENTIALS_USED, first.agent_id)  # its first poll
     with pytest.raises(enrolment.MachineEnrolled) as refused:
-        await enrolment.register(db, _reg(token), TTL, "127.0.0.1")
+        await enrolment.register(db, _reg(token), TTL, ORIGIN)
     assert refused.value.agent_id == first.agent_id and refused.value.reason == enrolment.CREDENTIALS_USED
     with pytest.raises(enrolment.MachineEnrolled) as other:
-        await enrolment.register(db, _reg(_token(sql, 5)), TTL, "127.0.0.1")
+        await enrolment.register(db, _reg(_token(sql, 5)), TTL, ORIGIN)
     assert other.value.reason == enrolment.OTHER_TOKEN
     assert sql.execute("SELECT count(*) FROM agents").fetchone() == (1,)
 
 
 async def test_a_renewal_counts_as_a_use(db, sql):
     token = _token(sql)
-    creds, _ = await enrolment.register(db, _reg(token), TTL, "127.0.0.1")
-    await enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL)
+    creds, _ = await enrolment.register(db, _reg(token), TTL, ORIGIN)
+    await enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL, ORIGIN)
     with pytest.raises(enrolment.MachineEnrolled):
-        await enrolment.register(db, _reg(token), TTL, "127.0.0.1")
+        await enrolment.register(db, _reg(token), TTL, ORIGIN)
 
 
 async def test_a_grace_retired_successor_is_a_reuse_and_the_family_dies(db, sql):
-    creds, _ = await enrolment.register(db, _reg(_token(sql)), TTL, "127.0.0.1")
-    r2, grace = await enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL)
+    creds, _ = await enrolment.register(db, _reg(_token(sql)), TTL, ORIGIN)
+    r2, grace = await enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL, ORIGIN)
     assert not grace
-    r3, grace = await enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL)  # lost answer
+    r3, grace = await enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL, ORIGIN)  # lost answer
     assert grace
     with pytest.raises(enrolment.TokenReused):
-        await enrolment.renew(db, creds.agent_id, r2.refresh_token, "m-1", TTL)
+        await enrolment.renew(db, creds.agent_id, r2.refresh_token, "m-1", TTL, ORIGIN)
     with pytest.raises(enrolment.TokenReused):  # committed: the family stays dead
-        await enrolment.renew(db, creds.agent_id, r3.refresh_token, "m-1", TTL)
+        await enrolment.renew(db, creds.agent_id, r3.refresh_token, "m-1", TTL, ORIGIN)
     assert sql.execute("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL").fetchone() == (0,)
 
 
 async def test_racing_renewals_of_one_token_leave_one_live_token(db, sql):
-    creds, _ = await enrolment.register(db, _reg(_token(sql)), TTL, "127.0.0.1")
-    outcomes = await asyncio.gather(*(enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL)
+    creds, _ = await enrolment.register(db, _reg(_token(sql)), TTL, ORIGIN)
+    outcomes = await asyncio.gather(*(enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL, ORIGIN)
                                       for _ in range(8)), return_exceptions=True)
     assert all(not isinstance(o, Exception) for o in outcomes), outcomes
     assert sql.execute("SELECT count(*) FROM refresh_tokens WHERE revoked_at IS NULL AND consumed_at IS NULL"
@@ -77,18 +80,18 @@ async def test_racing_renewals_of_one_token_leave_one_live_token(db, sql):
 
 
 async def test_revocation_ends_the_tokens_and_tells_dispatch(db, sql, databases, database_url):
-    creds, _ = await enrolment.register(db, _reg(_token(sql)), TTL, "127.0.0.1")
+    creds, _ = await enrolment.register(db, _reg(_token(sql)), TTL, ORIGIN)
     listener = await asyncpg.connect(postgres_url(databases.service_url(database_url)))
     heard: asyncio.Queue = asyncio.Queue()
     await listener.add_listener(REVOKED_CHANNEL, lambda *args: heard.put_nowait(args[-1]))
     try:
-        await enrolment.revoke(db, creds.agent_id)
+        await enrolment.revoke(db, CTX, creds.agent_id)
         assert await asyncio.wait_for(heard.get(), 5) == str(creds.agent_id)
-        await enrolment.revoke(db, creds.agent_id)  # again: no change
+        await enrolment.revoke(db, CTX, creds.agent_id)  # again: no change
     finally:
         await listener.close()
     assert sql.execute("SELECT status FROM agents").fetchone() == ("revoked",)
     with pytest.raises(enrolment.AgentRevoked):
-        await enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL)
+        await enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL, ORIGIN)
     with pytest.raises(enrolment.NoSuchAgent):
-        await enrolment.revoke(db, uuid.uuid4())
+        await enrolment.revoke(db, CTX, uuid.uuid4())

@@ -12,9 +12,10 @@ import asyncpg
 from fleetline import statuses
 from fleetline.settings import postgres_url
 from services.auth import queries as auth_queries
+from services.common import queries as common_queries
 from services.dispatch import queries as dispatch_queries
 
-MODULES = (auth_queries, dispatch_queries)
+MODULES = (auth_queries, common_queries, dispatch_queries)
 STATEMENT = re.compile(r"\s*(WITH|SELECT|INSERT|UPDATE|DELETE|SET)\b", re.IGNORECASE)
 
 
@@ -25,7 +26,7 @@ def statements() -> list[tuple[str, str]]:
             if name.startswith("_"):  # a template or fragment, not a statement
                 continue
             if isinstance(value, str) and name.isupper() and STATEMENT.match(value):
-                found.append((f"{module.__name__.rsplit('.', 2)[1]}.{name}", value))
+                found.append((f"{module.__name__.split('.')[1]}.{name}", value))
             elif isinstance(value, dict) and name.isupper():  # statements chosen by filters
                 found += [(f"{module.__name__}.{name}[{key}]", v) for key, v in value.items()
                           if isinstance(v, str) and STATEMENT.match(v)]

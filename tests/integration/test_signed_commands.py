@@ -30,7 +30,7 @@ def test_a_delivered_command_is_signed_for_its_agent_by_a_key_the_root_vouches_f
     payload = verify(keys[signed["kid"]], COMMAND_CONTEXT, signed)
     assert payload == {"v": 1, "aud": "fleetline-agent", "command_id": cmd["id"], "agent_id": agent.agent_id,
                        "type": "shell", "params": {"argv": ["uptime"], "n": 3}, "issued_at": cmd["created_at"],
-                       "expires_at": cmd["expires_at"], "run_timeout_s": 30}
+                       "expires_at": cmd["expires_at"], "run_timeout_s": 30, "issued_by": "bootstrap"}
     # The expiry the agent checks is the one the server enforces.
     assert datetime.fromisoformat(payload["expires_at"].replace("Z", "+00:00")) == \
         sql.execute("SELECT expires_at FROM commands").fetchone()[0]

@@ -14,7 +14,8 @@ def service_routes() -> list[tuple[str, str, str]]:
     """(service, method, path template) for every API route."""
     out = []
     for name, module in SERVICES.items():
-        for prefix, routes in (("", module.AGENT_ROUTES), (ADMIN_PREFIX, module.ADMIN_ROUTES)):
+        public = [*module.AGENT_ROUTES, *getattr(module, "OPERATOR_ROUTES", [])]
+        for prefix, routes in (("", public), (ADMIN_PREFIX, module.ADMIN_ROUTES)):
             for route in routes:
                 for method in route.methods:
                     out.append((name, method, prefix + route.path))

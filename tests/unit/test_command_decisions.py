@@ -15,7 +15,7 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 
 
 def row(status="sent", new_status=None, agent_status="active", exists=True, **extra):
-    base = {"agent_status": agent_status, "id": uuid.uuid4() if exists else None,
+    base = {"agent_status": agent_status, "in_scope": True, "id": uuid.uuid4() if exists else None,
             "status": status if exists else None, "new_status": new_status,
             "new_acked_at": NOW if new_status else None, "acked_at": None,
             "new_finished_at": NOW if new_status else None, "new_result": None, "result": None}
@@ -102,6 +102,20 @@ def test_queueing_for_an_unknown_or_revoked_agent_is_refused():
         c.create_outcome(None)
     with pytest.raises(c.TargetRevoked):
         c.create_outcome(row(agent_status="revoked"))
+
+
+def test_an_agent_or_a_type_outside_the_operators_scope_is_refused():
+    from services.common.operators import Scope
+
+    with pytest.raises(c.OutOfScope, match="agent is outside"):
+        c.create_outcome(row(in_scope=False))
+    with pytest.raises(c.OutOfScope, match="outside"):  # before revoked: nothing said about it
+        c.create_outcome(row(in_scope=False, agent_status="revoked"))
+    staging = Scope({"env": "staging"}, ("ping", "facts"))
+    c.check_type(staging, "ping")
+    with pytest.raises(c.OutOfScope, match="'shell'"):
+        c.check_type(staging, "shell")
+    c.check_type(Scope(), "shell")
 
 
 def test_a_repeated_idempotency_key_creates_nothing():

@@ -4,7 +4,7 @@ import asyncio
 import io
 
 from fleetline import ethos
-from services.dispatch.periodic import Periodic
+from services.common.periodic import Periodic
 
 
 async def test_a_failing_step_is_logged_with_its_traceback_and_the_loop_goes_on():

@@ -34,3 +34,23 @@ def test_every_console_path_is_routed_to_the_console():
 def test_no_route_answers_head():
     # Starlette adds HEAD to GET routes; a HEAD on the poll would claim commands.
     assert all(method != "HEAD" for _s, method, _t in service_routes())
+
+
+def test_every_admin_route_has_exactly_its_line_in_the_access_table():
+    """One table of (route -> least role) beside each service's routes: no admin route
+    without a role, no role for a route that is not there."""
+    from services.common.operators import ROLES
+    from tests.unit.routes import SERVICES
+
+    for name, module in SERVICES.items():
+        served = {f"{m} {r.path}" for r in module.ADMIN_ROUTES for m in r.methods}
+        assert served == set(module.ACCESS), name
+        for key, access in module.ACCESS.items():
+            assert access.role in ROLES, key
+            assert access.action.count(".") == 1 and access.action.islower(), key
+        # A viewer changes nothing: every POST, PUT, PATCH and DELETE takes more, but the
+        # operator's own tokens and sign-out, which the operations check themselves.
+        own = {"POST /operators/{operator_id}/tokens", "DELETE /operator-tokens/{token_id}", "POST /sign-out"}
+        for key, access in module.ACCESS.items():
+            if key.split()[0] != "GET" and key not in own:
+                assert access.role != "viewer", key

@@ -10,9 +10,9 @@ from fleetline.ethos import Log
 
 class Periodic:
     def __init__(self, name: str, interval_s: float, step: Callable[[], Awaitable[None]],
-                 first_after_s: float = 0.0):
+                 first_after_s: float = 0.0, component: str = "dispatch"):
         self.interval_s, self.step, self.first_after_s = interval_s, step, first_after_s
-        self.log = Log("dispatch", name)
+        self.log = Log(component, name)
         self._task: asyncio.Task | None = None
 
     async def _run(self) -> None:
