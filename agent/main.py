@@ -473,7 +473,10 @@ class Agent:
             return
         self.journal.start(command_id)
         started_at = _now()
-        log.info("commands", "command_started", command_id=command_id, type=ctype)
+        # Who asked for it (and who approved it), as the signature vouches: the agent's own
+        # record of every command it runs, whatever the server's history later says.
+        log.info("commands", "command_started", command_id=command_id, type=ctype,
+                 issued_by=payload.get("issued_by"), approved_by=",".join(payload.get("approved_by") or []) or None)
         ctx = handlers.Context(self.stopper, time.monotonic() + float(payload["run_timeout_s"]),
                                self.allow_shell)
         outcome = handlers.run(ctype, payload["params"], ctx)

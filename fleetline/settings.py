@@ -184,6 +184,9 @@ class Settings:
     oidc_issuer: str | None = _env("FLEETLINE_OIDC_ISSUER", _url)
     oidc_client_id: str | None = _env("FLEETLINE_OIDC_CLIENT_ID")
     oidc_client_secret: str | None = _env("FLEETLINE_OIDC_CLIENT_SECRET")
+    # Where browsers reach the console (the gateway's public URL): the provider sends them
+    # back to {this}/console/sign-in/oidc/callback, which must be registered with it.
+    console_public_url: str | None = _env("FLEETLINE_CONSOLE_PUBLIC_URL", _url)
     log_level: str = _env("FLEETLINE_LOG_LEVEL", _log_level, "INFO")
 
     @classmethod

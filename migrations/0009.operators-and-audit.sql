@@ -32,11 +32,13 @@ CREATE TABLE operator_tokens (
 CREATE INDEX operator_tokens_by_operator ON operator_tokens (operator_id, created_at DESC);
 
 -- Console sessions: only a hash of the session id (the cookie's value) is stored. A session
--- opened with a token lives no longer than that token.
+-- opened with a token lives no longer than that token; one opened with the bootstrap token
+-- keeps that token's digest, so setting a new bootstrap token ends it.
 CREATE TABLE operator_sessions (
     id_hash     bytea PRIMARY KEY,
     operator_id uuid NOT NULL REFERENCES operators (id),
     token_id    uuid REFERENCES operator_tokens (id),
+    bootstrap_hash bytea,
     method      text NOT NULL CHECK (method IN ('password', 'token', 'oidc')),
     created_at  timestamptz NOT NULL DEFAULT statement_timestamp(),
     expires_at  timestamptz NOT NULL

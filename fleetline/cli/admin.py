@@ -1,4 +1,5 @@
-"""Operator subcommands: `fleetline tokens|agents|commands|jobs ...`, talking to the gateway.
+"""Operator subcommands: `fleetline tokens|agents|commands|jobs ...` (and operators.py's
+`whoami`, `operators`, `audit`), talking to the gateway.
 
 Readable tables by default, `--json` for scripts; any refusal or unreachable server is one
 line on stderr and a non-zero exit, never a traceback.
@@ -17,6 +18,8 @@ from typing import Any
 
 from fleetline import statuses
 from fleetline.cli import jobs as jobs_cli
+from fleetline.cli import operators as operators_cli
+from fleetline.cli.tables import show as _show, table
 from fleetline.cli.admin_client import Api, CliError
 from fleetline.transport import InsecureTransport, check_url
 from fleetline.private_files import write_private
@@ -25,25 +28,25 @@ from fleetline.settings import Settings, SettingsError
 FINAL = set(statuses.COMMAND_FINAL)
 
 
-def safe_text(value: Any) -> str:
-    """What a terminal may print of a value that came over the network (an agent's host
-    name, a label, an output): control characters and bidirectional overrides escaped, so
-    none can clear the screen, forge a row or set the window title."""
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+def _read_secret(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        # The path is not echoed: a token passed there by mistake must not be printed.
+        raise CliError(f"cannot read the file {what} names: {exc.strerror}") from None
 
 
-def _admin_token(args: argparse.Namespace) -> str:
-    """From a file or the environment, never from argv (`ps` shows argv to every user):
-    --admin-token-file, FLEETLINE_ADMIN_TOKEN (or _FILE), else DATA_DIR/admin-token."""
+def _token(args: argparse.Namespace) -> str:
+    """Who the CLI acts as, from a file or the environment, never from argv (`ps` shows argv
+    to every user): --admin-token-file; your operator token, FLEETLINE_TOKEN (or
+    FLEETLINE_TOKEN_FILE); the bootstrap token, FLEETLINE_ADMIN_TOKEN (or _FILE); else
+    DATA_DIR/admin-token (what `fleetline up` made)."""
     if args.admin_token_file:
-        try:
-            return Path(args.admin_token_file).read_text().strip()
-        except OSError as exc:
-            # The path is not echoed: a token passed there by mistake must not be printed.
-            raise CliError(f"cannot read the file --admin-token-file names: {exc.strerror}") from None
+        return _read_secret(args.admin_token_file, "--admin-token-file")
+    if os.environ.get("FLEETLINE_TOKEN"):
+        return os.environ["FLEETLINE_TOKEN"].strip()
+    if os.environ.get("FLEETLINE_TOKEN_FILE"):
+        return _read_secret(os.environ["FLEETLINE_TOKEN_FILE"], "FLEETLINE_TOKEN_FILE")
     configured = Settings.from_env().admin_token  # FLEETLINE_ADMIN_TOKEN or its _FILE
     if configured:
         return configured
@@ -51,35 +54,9 @@ def _admin_token(args: argparse.Namespace) -> str:
     try:
         return path.read_text().strip()
     except OSError:
-        raise CliError(f"no admin token: pass --admin-token-file, set FLEETLINE_ADMIN_TOKEN(_FILE), or run "
+        raise CliError(f"no token: set FLEETLINE_TOKEN_FILE (your operator token), pass --admin-token-file, "
+                       f"set FLEETLINE_ADMIN_TOKEN(_FILE), or run "
                        f"`fleetline up` to create {path}") from None
-
-
-def _table(rows: list[dict], columns: list[str]) -> str:
-    if not rows:
-        return "(none)"
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict):
-        return ",".join(f"{safe_text(k)}={safe_text(v)}" for k, v in value.items()) or "-"
-    return safe_text(value)
-
-
-def _show(obj: dict) -> str:
-    width = max(len(k) for k in obj)
-    out = []
-    for k, v in obj.items():
-        text = json.dumps(v) if isinstance(v, (dict, list)) else _cell(v)
-        out.append(f"{k.ljust(width)}  {text}")
-    return "\n".join(out)
 
 
 # --- handlers -------------------------------------------------------------------------------
@@ -212,7 +189,8 @@ def jobs_wait(api: Api, a) -> Any:
 
 
 # How each result is printed as a table (key in the body, columns); others as key/value.
-LISTINGS = {"tokens": TOKEN_COLUMNS, "agents": AGENT_COLUMNS, "commands": COMMAND_COLUMNS}
+LISTINGS = {"tokens": TOKEN_COLUMNS, "agents": AGENT_COLUMNS, "commands": COMMAND_COLUMNS,
+            "operators": operators_cli.OPERATOR_COLUMNS, "operator_tokens": operators_cli.OPERATOR_TOKEN_COLUMNS}
 
 
 def _render(result: Any, as_json: bool) -> str:
@@ -220,13 +198,17 @@ def _render(result: Any, as_json: bool) -> str:
         return json.dumps(result, indent=2)
     listing = jobs_cli.rows(result)
     if listing is not None:
-        text = _table(*listing)
+        text = table(*listing)
         return text + (f"\n(more: --before {result['next']})" if result.get("next") else "")
     if isinstance(result, dict) and isinstance(result.get("counts"), dict):  # a job
         return _show(jobs_cli.show(result))
+    if isinstance(result, dict) and isinstance(result.get("events"), list):  # the audit trail
+        result = {**result, "audit": operators_cli.audit_rows(result["events"])}
+        text = table(result["audit"], operators_cli.AUDIT_COLUMNS)
+        return text + (f"\n(more: --before {result['next']})" if result.get("next") else "")
     for key, columns in LISTINGS.items():
         if isinstance(result, dict) and isinstance(result.get(key), list):
-            text = _table(result[key], columns)
+            text = table(result[key], columns)
             if result.get("next"):
                 text += f"\n(more: --before {result['next']})"
             return text
@@ -247,11 +229,13 @@ def _run(handler):
     def run(args: argparse.Namespace) -> int:
         try:
             check_url(args.url, allow_plaintext=args.insecure_http)
-            api = Api(args.url, _admin_token(args), ca_file=args.ca_file)
+            api = Api(args.url, _token(args), ca_file=args.ca_file)
             result = handler(api, args)
         except (CliError, SettingsError, OSError, InsecureTransport) as exc:
             print(f"fleetline: {exc}", file=sys.stderr)
             return 1
+        if result is None:  # it printed as it went (audit --follow)
+            return 0
         print(_render(result, args.json))
         if handler is tokens_create and not args.json:
             print("\nTo enrol a machine, put the token in the file --registration-token-file names "
@@ -267,8 +251,8 @@ def add_parsers(sub) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("FLEETLINE_URL", "http://127.0.0.1:8080"),
                         help="the gateway [FLEETLINE_URL]")
-    common.add_argument("--admin-token-file", help="a file holding the admin or operator token "
-                        "[FLEETLINE_ADMIN_TOKEN or FLEETLINE_ADMIN_TOKEN_FILE, else DATA_DIR/admin-token]")
+    common.add_argument("--admin-token-file", help="a file holding your operator token or the bootstrap token "
+                        "[FLEETLINE_TOKEN(_FILE), else FLEETLINE_ADMIN_TOKEN(_FILE), else DATA_DIR/admin-token]")
     common.add_argument("--ca-file", default=os.environ.get("FLEETLINE_CA_FILE") or None,
                         help="the CA that signed the gateway's certificate [FLEETLINE_CA_FILE; "
                              "the system trust store]")
@@ -330,6 +314,8 @@ def add_parsers(sub) -> None:
     p = cmd(commands, "wait", commands_wait, "wait for a command's final status")
     p.add_argument("id")
     p.add_argument("--timeout", type=float, default=600)
+
+    operators_cli.add_parsers(sub, group, cmd)
 
     jobs = group("jobs", "one command on many agents")
     p = cmd(jobs, "run", jobs_run, "run a command on every agent a selector matches")

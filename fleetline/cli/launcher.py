@@ -18,8 +18,8 @@ from fleetline.ethos import Log
 _log = Log("launcher", "up")
 
 NEXT_STEPS = """\
-Open the console at {console} and sign in with the admin token in {token_file}.
-Or from the command line (the admin token is read from the data directory):
+Open the console at {console} and sign in as "admin" with the password in {password_file}.
+Or from the command line (the bootstrap admin token is read from the data directory):
   .venv/bin/fleetline agents list
   .venv/bin/fleetline commands send --agent <AGENT_ID> --type ping --wait
   .venv/bin/fleetline jobs run --label env=demo --type ping --max-in-flight 1 --wait
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     print(stack.ready_line(), flush=True)
     if args.hints:
         print(NEXT_STEPS.format(console=f"{stack.gateway_url}/console/",
-                                token_file=stack.data_dir / "admin-token"), flush=True)
+                                password_file=stack.data_dir / "admin-password"), flush=True)
         if stack.ca_file:
             print(TLS_STEPS.format(ca_file=stack.ca_file, url=stack.gateway_url), flush=True)
     code = 0

@@ -27,6 +27,7 @@ from fleetline.cli.tls import ensure_tls
 from fleetline.transport import is_loopback_host, tls_context
 
 _log = Log("launcher", "stack")
+FIRST_ADMIN = "admin"
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
@@ -157,24 +158,49 @@ class Stack:
         edge = self._edge()
         scheme = "https" if self.tls else "http"
         local = f"{scheme}://127.0.0.1:{port}"  # what processes on this machine call
+        public = local if self.host in WILDCARDS or is_loopback_host(self.host) else \
+            f"{scheme}://{_url_host(self.host)}:{port}"
         # The console calls the admin API through the gateway, like any operator.
         self.console_url, console = self._start("console", "services.console", free_port(), {
             "FLEETLINE_CONSOLE_API_URL": local, **({"FLEETLINE_CA_FILE": self.ca_file} if self.ca_file else {}),
+            **({} if self._setting("FLEETLINE_CONSOLE_PUBLIC_URL") else {"FLEETLINE_CONSOLE_PUBLIC_URL": public}),
         })
         wait_ready(self.console_url, console)
         gateway_env = {"FLEETLINE_AUTH_URLS": self.auth_url, "FLEETLINE_DISPATCH_URLS": ",".join(self.dispatch_urls),
                        "FLEETLINE_CONSOLE_URLS": self.console_url, **edge}
         _, gateway = self._start("gateway", "gateway", port, gateway_env, host=self.host)
-        self.gateway_url = local if self.host in WILDCARDS or is_loopback_host(self.host) else \
-            f"{scheme}://{_url_host(self.host)}:{port}"
+        self.gateway_url = public
         wait_ready(self.gateway_url, gateway, ca_file=self.ca_file)
+        self._ensure_first_admin()
         if self.agents:
             self._start_agents()
 
+    def _admin_api(self, method: str, path: str, **kw) -> httpx.Response:
+        return httpx.request(method, f"{self.gateway_url}/api/v1/admin{path}", timeout=30,
+                             headers={"Authorization": f"Bearer {self.admin_token}"},
+                             verify=tls_context(self.ca_file), **kw)
+
+    def _ensure_first_admin(self) -> None:
+        """A named admin, `admin`, with a generated password in DATA_DIR/admin-password (0600):
+        the console's first sign-in, so nobody needs the bootstrap token there. Made once; a
+        name already taken (by an earlier run, or by hand) is left as it is."""
+        password_path = self.data_dir / "admin-password"
+        if password_path.exists():
+            return
+        password = secrets.token_urlsafe(18)
+        resp = self._admin_api("POST", "/operators", json={"name": FIRST_ADMIN, "role": "admin",
+                                                           "password": password})
+        if resp.status_code == 201:
+            write_private(password_path, password + "\n")
+            _log.info("first_admin_created", name=FIRST_ADMIN, password_file=password_path)
+        elif resp.status_code == 409:
+            _log.info("first_admin_exists", name=FIRST_ADMIN)
+        else:
+            resp.raise_for_status()
+
     def _start_agents(self) -> None:
-        resp = httpx.post(f"{self.gateway_url}/api/v1/admin/registration-tokens",
-                          headers={"Authorization": f"Bearer {self.admin_token}"}, verify=tls_context(self.ca_file),
-                          json={"max_uses": self.agents, "expires_in_s": 3600, "note": "demo agents"})
+        resp = self._admin_api("POST", "/registration-tokens",
+                               json={"max_uses": self.agents, "expires_in_s": 3600, "note": "demo agents"})
         resp.raise_for_status()
         token = resp.json()["token"]
         for i in range(1, self.agents + 1):
@@ -192,7 +218,8 @@ class Stack:
     def ready_line(self) -> str:
         line = (f"ready gateway={self.gateway_url} auth={self.auth_url} "
                 f"dispatch={','.join(self.dispatch_urls)} console={self.gateway_url}/console/ "
-                f"admin_token_file={self.data_dir / 'admin-token'}")
+                f"admin_token_file={self.data_dir / 'admin-token'} "
+                f"admin_password_file={self.data_dir / 'admin-password'}")
         return line + (f" ca_file={self.ca_file}" if self.ca_file else "")
 
     # --- supervision ----------------------------------------------------------------------

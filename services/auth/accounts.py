@@ -215,12 +215,13 @@ class Session:
 
 
 async def _open(db: Db, ctx: audit.Context, operator, method: str, session_s: int,
-                token_id: uuid.UUID | None = None) -> Session:
+                token_id: uuid.UUID | None = None, bootstrap_hash: bytes | None = None) -> Session:
     secret = SESSION_PREFIX + secrets.token_urlsafe(32)
-    actor = audit.Actor("operator", operator["id"], operator["name"])
+    actor = audit.Actor("bootstrap" if operator["id"] == BOOTSTRAP_ID else "operator", operator["id"],
+                        operator["name"])
     async with db.transaction():
         expires = await db.fetchval(q.INSERT_SESSION, digest(secret), operator["id"], token_id, method,
-                                    min(session_s, MAX_SESSION_S))
+                                    min(session_s, MAX_SESSION_S), bootstrap_hash)
         await audit.record(db, audit.Context(actor, ctx.request_id, ctx.source_ip), "console.sign_in",
                            "operator", operator["id"], details={"method": method})
     return Session(secret, expires, operator)
@@ -245,10 +246,12 @@ async def sign_in_with_password(db: Db, ctx: audit.Context, name: str, password:
 
 
 async def sign_in_with_token(db: Db, ctx: audit.Context, operator: Operator | None, session_s: int) -> Session:
-    """`operator`: what the token authenticated as (the guard's lookup), or None."""
-    if operator is None or operator.token_id is None:
+    """`operator`: what the token authenticated as (the guard's lookup), or None. The
+    bootstrap token opens a session too (break-glass), which ends when that token changes."""
+    if operator is None or (operator.token_id is None and operator.bootstrap_hash is None):
         raise await _refused(db, ctx, "", "token")
-    return await _open(db, ctx, await get_operator(db, operator.id), "token", session_s, operator.token_id)
+    return await _open(db, ctx, await get_operator(db, operator.id), "token", session_s, operator.token_id,
+                       operator.bootstrap_hash)
 
 
 async def sign_in_with_email(db: Db, ctx: audit.Context, email: str, session_s: int) -> Session:

@@ -11,7 +11,8 @@ from starlette.middleware import Middleware
 
 from fleetline.ethos import Log
 from fleetline.http import Metrics
-from fleetline.settings import Settings, postgres_url
+from fleetline.settings import Settings, SettingsError, postgres_url
+from fleetline.transport import InsecureTransport, check_url
 from services.auth import admin_api, agents_api, operators_api
 from services.auth.oidc import OidcVerifier
 from fleetline.signing import root_key_sha256
@@ -116,6 +117,11 @@ def create_app(settings: Settings) -> Starlette:
                              if settings.command_root_public_key else None)
     state.operator_auth = operator_auth
     state.sign_in_limit = RateLimit("operator_sign_in", settings.sign_in_rate_limit, storage)
-    state.oidc = (OidcVerifier(settings.oidc_issuer, settings.oidc_client_id, settings.ca_file)
-                  if settings.oidc_issuer and settings.oidc_client_id else None)
+    state.oidc = None
+    if settings.oidc_issuer and settings.oidc_client_id:
+        try:  # the keys ID tokens are checked against come from there: TLS, unless on this machine
+            check_url(settings.oidc_issuer, allow_plaintext=settings.allow_plaintext)
+        except InsecureTransport as exc:
+            raise SettingsError(f"FLEETLINE_OIDC_ISSUER: {exc}") from None
+        state.oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_client_id, settings.ca_file)
     return app

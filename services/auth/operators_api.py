@@ -176,6 +176,7 @@ async def _sign_in_with_oidc(request: Request, ctx: audit.Context, body: dict, s
 
 async def sign_out(request: Request) -> Response:
     await accounts.sign_out(request.app.state.db, _context(request), bearer_token(request))
+    request.app.state.operator_auth.forget(bearer_token(request))
     return Response(status_code=204)
 
 

@@ -303,8 +303,8 @@ SELECT {_OPERATOR_COLUMNS} FROM operators WHERE email = $1 AND disabled_at IS NU
 REHASH_PASSWORD = "UPDATE operators SET password_hash = $2 WHERE id = $1"
 
 INSERT_SESSION = """
-INSERT INTO operator_sessions (id_hash, operator_id, token_id, method, expires_at)
-VALUES ($1, $2, $3, $4, statement_timestamp() + make_interval(secs => $5))
+INSERT INTO operator_sessions (id_hash, operator_id, token_id, method, expires_at, bootstrap_hash)
+VALUES ($1, $2, $3, $4, statement_timestamp() + make_interval(secs => $5), $6)
 RETURNING expires_at
 """
 

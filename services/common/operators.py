@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Callable
 
 from services.common import queries as q
 from services.common.audit import BOOTSTRAP_ID, Actor
@@ -74,6 +75,7 @@ class Operator:
     role: str
     scope: Scope
     token_id: uuid.UUID | None = None  # the operator token used, if one was
+    bootstrap_hash: bytes | None = None  # the bootstrap token's digest, when it was used
 
     @property
     def actor(self) -> Actor:
@@ -113,8 +115,9 @@ class TokenUse(Periodic):
 class OperatorAuth:
     """Bearer credential -> Operator (or None), cached at most CACHE_S."""
 
-    def __init__(self, db: Db, bootstrap_token: str | None, token_use: TokenUse):
-        self.db, self.token_use = db, token_use
+    def __init__(self, db: Db, bootstrap_token: str | None, token_use: TokenUse,
+                 clock: Callable[[], float] = time.monotonic):
+        self.db, self.token_use, self.clock = db, token_use, clock
         self._bootstrap = digest(bootstrap_token) if bootstrap_token else None
         self._cache: dict[bytes, tuple[Operator | None, float]] = {}
 
@@ -123,7 +126,7 @@ class OperatorAuth:
             return None
         key = digest(credential)
         cached = self._cache.get(key)
-        now = time.monotonic()
+        now = self.clock()
         if cached is not None and cached[1] > now:
             operator = cached[0]
         else:
@@ -135,13 +138,18 @@ class OperatorAuth:
             self.token_use.mark(operator.token_id)
         return operator
 
+    def forget(self, credential: str) -> None:
+        """Drop a credential this process has just ended (a sign-out): refused here at once."""
+        self._cache.pop(digest(credential), None)
+
     async def _look_up(self, credential: str, key: bytes) -> Operator | None:
         if self._bootstrap is not None and hmac.compare_digest(key, self._bootstrap):
             row = await self.db.fetchrow(q.BOOTSTRAP_OPERATOR)
-        elif credential.startswith(TOKEN_PREFIX):
+            return Operator(row["id"], row["name"], row["role"], Scope(), bootstrap_hash=key)
+        if credential.startswith(TOKEN_PREFIX):
             row = await self.db.fetchrow(q.OPERATOR_BY_TOKEN, key)
         elif credential.startswith(SESSION_PREFIX):
-            row = await self.db.fetchrow(q.OPERATOR_BY_SESSION, key)
+            row = await self.db.fetchrow(q.OPERATOR_BY_SESSION, key, self._bootstrap)
         else:
             return None
         if row is None or row["disabled_at"] is not None:

@@ -19,7 +19,8 @@ SELECT {_OPERATOR}, t.id AS token_id
 """
 
 # A console session: valid while not expired, its operator not disabled and, when it was
-# opened with a token, that token still valid (revoking it ends the session too).
+# opened with a token, that token still valid (revoking it ends the session too); opened
+# with the bootstrap token, that token still the one this service has ($2: its digest).
 OPERATOR_BY_SESSION = f"""
 SELECT {_OPERATOR}, s.token_id
   FROM operator_sessions s
@@ -29,6 +30,7 @@ SELECT {_OPERATOR}, s.token_id
    AND s.expires_at > statement_timestamp()
    AND o.disabled_at IS NULL
    AND (s.token_id IS NULL OR (t.revoked_at IS NULL AND t.expires_at > statement_timestamp()))
+   AND (s.bootstrap_hash IS NULL OR s.bootstrap_hash = $2)
 """
 
 # The built-in bootstrap operator (migration 0009), for the bootstrap token.

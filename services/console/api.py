@@ -1,5 +1,6 @@
 """The admin API as the console calls it: through the gateway, with the signed-in
-operator's admin token, like the CLI. The console has no database and no other way in."""
+operator's session as the bearer, like the CLI with a token. The console has no database
+and no other way in: even sign-in is the API's (auth opens the session)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class Refused(Exception):
 
     @property
     def signed_out(self) -> bool:
-        """The admin token no longer works (rotated): the session is over."""
+        """The session no longer works (signed out, ended, its operator disabled)."""
         return self.status == 401
 
 
@@ -36,9 +37,18 @@ class AdminApi:
         await self.client.aclose()
 
     async def call(self, token: str, method: str, path: str, **kw: Any) -> Any:
+        """An admin API call (`path` under /api/v1/admin) as the session `token`."""
+        return await self._request(method, f"/api/v1/admin{path}", {"Authorization": f"Bearer {token}"}, **kw)
+
+    async def sign_in(self, body: dict, client_address: str | None) -> dict:
+        """A new session from auth: `{"session", "expires_at", "operator"}`. Refused (401,
+        429) when the credential is wrong or too many were."""
+        headers = {"X-Forwarded-For": client_address} if client_address else {}
+        return await self._request("POST", "/api/v1/operators/sign-in", headers, json=body)
+
+    async def _request(self, method: str, path: str, headers: dict, **kw: Any) -> Any:
         try:
-            resp = await self.client.request(method, f"/api/v1/admin{path}",
-                                             headers={"Authorization": f"Bearer {token}"}, **kw)
+            resp = await self.client.request(method, path, headers=headers, **kw)
         except httpx.HTTPError as exc:
             raise Unavailable(f"the admin API cannot be reached: {exc}") from None
         if resp.status_code == 204:
@@ -52,13 +62,3 @@ class AdminApi:
         if resp.status_code >= 400:
             raise Refused(resp.status_code, body)
         return body
-
-    async def token_works(self, token: str) -> bool:
-        """Whether the API accepts this admin token (the sign-in check)."""
-        try:
-            await self.call(token, "GET", "/jobs", params={"limit": 1})
-        except Refused as exc:
-            if exc.signed_out:
-                return False
-            raise
-        return True

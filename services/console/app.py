@@ -3,7 +3,8 @@
 A client of the admin API only (api.py): no database, no signing key. Pages are rendered
 on the server (Jinja2); live progress arrives as server-sent events (events.py) and one
 small script (static/console.js) applies them. Every response carries a strict CSP and
-no-store (security.py); sessions live in this process (sessions.py)."""
+no-store (security.py). Sessions are auth's, in PostgreSQL (sessions.py): this process keeps
+none, so it restarts or runs beside a second replica without signing anyone out."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from fleetline.http import Metrics
 from fleetline.settings import Settings, SettingsError
 from fleetline.transport import InsecureTransport, check_url
 from services.common.http import ServiceMiddleware, health_routes
-from services.console import events, job_pages, pages, signin
+from services.common.ratelimit import RateLimit, make_storage
+from services.console import events, job_pages, oidc_flow, operator_pages, pages, signin
 from services.console.api import AdminApi
+from services.console.oidc_flow import OidcClient
 from services.console.security import SecurityHeaders
 from services.console.sessions import Sessions
 from services.console.web import error_page
@@ -41,6 +44,8 @@ class Console:
     api: AdminApi
     sessions: Sessions
     templates: Jinja2Templates
+    sign_in_limit: RateLimit  # failed sign-ins per browser address
+    oidc: OidcClient | None   # single sign-on, when configured
 
 
 def page(path: str, GET=None, POST=None) -> Route:
@@ -62,7 +67,15 @@ ROUTES = [
     page("/console", GET=_to_slash),
     page("/console/", GET=pages.home),
     page("/console/sign-in", GET=signin.sign_in_form, POST=signin.sign_in),
+    page("/console/sign-in/oidc", GET=oidc_flow.start),
+    page("/console/sign-in/oidc/callback", GET=oidc_flow.callback),
     page("/console/sign-out", POST=signin.sign_out),
+    page("/console/tokens", GET=operator_pages.tokens),
+    page("/console/operators", GET=operator_pages.operators, POST=operator_pages.create_operator),
+    page("/console/operators/{operator_id}", GET=operator_pages.operator, POST=operator_pages.update_operator),
+    page("/console/operators/{operator_id}/tokens", POST=operator_pages.create_token),
+    page("/console/operator-tokens/{token_id}/revoke", POST=operator_pages.revoke_token),
+    page("/console/audit", GET=operator_pages.audit),
     page("/console/agents", GET=pages.agents),
     page("/console/agents/{agent_id}", GET=pages.agent),
     page("/console/agents/{agent_id}/commands", POST=pages.queue_command),
@@ -76,6 +89,7 @@ ROUTES = [
     page("/console/events/jobs", GET=events.jobs_events),
     page("/console/events/jobs/{job_id}", GET=events.job_events),
     page("/console/events/agents/{agent_id}", GET=events.agent_events),
+    page("/console/events/audit", GET=events.audit_events),
     Mount("/console/static", StaticFiles(directory=HERE / "static"), name="static"),
 ]
 
@@ -102,8 +116,20 @@ def create_app(settings: Settings) -> Starlette:
     except InsecureTransport as exc:
         raise SettingsError(f"FLEETLINE_CONSOLE_API_URL: {exc}") from None
     api = AdminApi(settings.console_api_url, settings.ca_file)
-    console = Console(settings, api, Sessions(settings.console_session_s),
-                      templates)
+    oidc = None
+    if settings.oidc_issuer and settings.oidc_client_id:
+        if not settings.console_public_url:
+            raise SettingsError("FLEETLINE_CONSOLE_PUBLIC_URL: required with FLEETLINE_OIDC_ISSUER (the provider "
+                                "sends browsers back to it)")
+        try:  # the client secret and codes go there: TLS, unless on this machine
+            check_url(settings.oidc_issuer, allow_plaintext=settings.allow_plaintext)
+        except InsecureTransport as exc:
+            raise SettingsError(f"FLEETLINE_OIDC_ISSUER: {exc}") from None
+        oidc = OidcClient(settings.oidc_issuer, settings.oidc_client_id, settings.oidc_client_secret,
+                          settings.console_public_url, settings.ca_file)
+    console = Console(settings, api, Sessions(api), templates,
+                      RateLimit("console_sign_in", settings.sign_in_rate_limit,
+                                make_storage(settings.rate_limit_storage)), oidc)
     metrics = Metrics("console")
 
     @contextlib.asynccontextmanager
@@ -113,6 +139,8 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await console.api.close()
+            if console.oidc is not None:
+                await console.oidc.close()
             _log.info("service_stopped")
 
     async def ready() -> bool:

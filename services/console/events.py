@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from services.console.api import Refused, Unavailable
 from services.console.sessions import COOKIE
-from services.console.web import NoSuchPage, path_id
+from services.console.web import NoSuchPage, audit_filters, path_id
 
 STREAM_S = 20.0
 EVERY_S = 1.0
@@ -26,21 +26,25 @@ RECONNECT_MS = 1000
 Read = Callable[[str], Awaitable[dict]]
 
 
-def _stream(request: Request, event: str, read: Read) -> Response:
+async def _stream(request: Request, event: str, read: Read) -> Response:
     console = request.app.state.console
     session_id = request.cookies.get(COOKIE)
-    if console.sessions.get(session_id) is None:
+    try:
+        signed_in = await console.sessions.get(session_id) is not None
+    except (Refused, Unavailable):
+        signed_in = False
+    if not signed_in:
         return Response(status_code=204)  # an EventSource stops reconnecting on 204
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         last, until = None, time.monotonic() + STREAM_S
         yield ServerSentEvent(comment="live", retry=RECONNECT_MS)
         while time.monotonic() < until:
-            session = console.sessions.get(session_id)
-            if session is None:
-                return
             try:
-                data = json.dumps(await read(session.admin_token), sort_keys=True)
+                session = await console.sessions.get(session_id)
+                if session is None:  # signed out, ended, disabled: the stream stops
+                    return
+                data = json.dumps(await read(session.token), sort_keys=True)
             except (Refused, Unavailable):
                 return  # the page shows what is wrong when it is reloaded
             if data != last:
@@ -69,7 +73,7 @@ async def job_events(request: Request) -> Response:
             {"id": t["agent_id"], "status": t["status"],
              "exit_code": (t["result"] or {}).get("exit_code")} for t in targets["targets"]]}
 
-    return _stream(request, "job", read)
+    return await _stream(request, "job", read)
 
 
 async def jobs_events(request: Request) -> Response:
@@ -79,7 +83,7 @@ async def jobs_events(request: Request) -> Response:
         page = await api.call(token, "GET", "/jobs", params={"limit": 50})
         return {"jobs": [_progress(j) for j in page["jobs"]]}
 
-    return _stream(request, "jobs", read)
+    return await _stream(request, "jobs", read)
 
 
 async def agent_events(request: Request) -> Response:
@@ -94,7 +98,18 @@ async def agent_events(request: Request) -> Response:
         return {"commands": [{"id": c["id"], "status": c["status"],
                               "exit_code": (c["result"] or {}).get("exit_code")} for c in page["commands"]]}
 
-    return _stream(request, "commands", read)
+    return await _stream(request, "commands", read)
+
+
+async def audit_events(request: Request) -> Response:
+    """The newest events matching the page's filters (an admin's; anyone else's stream ends
+    at the API's 403)."""
+    api, filters = request.app.state.console.api, audit_filters(request)
+
+    async def read(token: str) -> dict[str, Any]:
+        return await api.call(token, "GET", "/audit", params={**filters, "limit": 50})
+
+    return await _stream(request, "audit", read)
 
 
 def _progress(job: dict) -> dict:

@@ -38,7 +38,7 @@ async def _jobs_page(request: Request, session: Session, status_code: int = 200,
         params["status"] = q["status"]
     if q.get("before"):
         params["before"] = q["before"]
-    page = await request.app.state.console.api.call(session.admin_token, "GET", "/jobs", params=params)
+    page = await request.app.state.console.api.call(session.token, "GET", "/jobs", params=params)
     return render(request, "jobs.html", status_code, jobs=page["jobs"], next=page.get("next"),
                   status=params.get("status", ""), statuses=JOB_STATUSES, types=COMMAND_TYPES,
                   error=error, form=form or {}, bar=bar)
@@ -78,7 +78,7 @@ async def create_job(request: Request, session: Session, form: dict[str, str]) -
     except ValueError:
         return await _jobs_page(request, session, 400, "Params must be a JSON object.", form)
     try:
-        job = await request.app.state.console.api.call(session.admin_token, "POST", "/jobs", json=body)
+        job = await request.app.state.console.api.call(session.token, "POST", "/jobs", json=body)
     except Refused as exc:
         if exc.signed_out:
             raise
@@ -92,13 +92,13 @@ async def create_job(request: Request, session: Session, form: dict[str, str]) -
 async def job(request: Request, session: Session) -> Response:
     job_id, q = path_id(request, "job_id"), request.query_params
     api = request.app.state.console.api
-    shown = await api.call(session.admin_token, "GET", f"/jobs/{job_id}")
+    shown = await api.call(session.token, "GET", f"/jobs/{job_id}")
     params: dict = {"limit": PAGE}
     if q.get("status") in TARGET_STATUSES:
         params["status"] = q["status"]
     if q.get("before"):
         params["before"] = q["before"]
-    targets = await api.call(session.admin_token, "GET", f"/jobs/{job_id}/targets", params=params)
+    targets = await api.call(session.token, "GET", f"/jobs/{job_id}/targets", params=params)
     return render(request, "job.html", job=shown, targets=targets["targets"], next=targets.get("next"),
                   status=params.get("status", ""), statuses=TARGET_STATUSES, bar=bar)
 
@@ -107,7 +107,7 @@ async def job(request: Request, session: Session) -> Response:
 async def cancel_job(request: Request, session: Session, form: dict[str, str]) -> Response:
     job_id = path_id(request, "job_id")
     try:
-        await request.app.state.console.api.call(session.admin_token, "POST", f"/jobs/{job_id}/cancel")
+        await request.app.state.console.api.call(session.token, "POST", f"/jobs/{job_id}/cancel")
     except Refused as exc:
         if exc.status != 409:  # already finished: the page shows how
             raise

@@ -65,9 +65,9 @@ async def agents(request: Request, session: Session) -> Response:
         params["before"] = q["before"]
     if shown != "all":
         params["status"] = "revoked" if shown == "revoked" else "active"
-    page = await console.api.call(session.admin_token, "GET", "/agents", params=params)
+    page = await console.api.call(session.token, "GET", "/agents", params=params)
     now = datetime.now(timezone.utc)
-    in_flight = await _in_flight(console.api, session.admin_token)
+    in_flight = await _in_flight(console.api, session.token)
     rows = [_agent_row(a, now, console.settings.poll_interval_s, in_flight) for a in page["agents"]]
     if shown in ("online", "offline"):
         rows = [r for r in rows if r["presence"] == shown]
@@ -78,8 +78,8 @@ async def agents(request: Request, session: Session) -> Response:
 async def _agent_page(request: Request, session: Session, agent_id: str, status_code: int = 200,
                       error: str | None = None, form: dict | None = None) -> Response:
     console = request.app.state.console
-    agent = await console.api.call(session.admin_token, "GET", f"/agents/{agent_id}")
-    recent = await console.api.call(session.admin_token, "GET", "/commands",
+    agent = await console.api.call(session.token, "GET", f"/agents/{agent_id}")
+    recent = await console.api.call(session.token, "GET", "/commands",
                                     params={"agent_id": agent["id"], "limit": 20})
     now = datetime.now(timezone.utc)
     in_flight = Counter(c["agent_id"] for c in recent["commands"] if c["status"] in ("sent", "running"))
@@ -101,7 +101,7 @@ async def queue_command(request: Request, session: Session, form: dict[str, str]
         return await _agent_page(request, session, agent_id, 400, "Params must be a JSON object.", form)
     body = {"agent_id": agent_id, "type": form.get("type", ""), "params": params}
     try:
-        await request.app.state.console.api.call(session.admin_token, "POST", "/commands", json=body)
+        await request.app.state.console.api.call(session.token, "POST", "/commands", json=body)
     except Refused as exc:
         if exc.signed_out:
             raise
@@ -112,7 +112,7 @@ async def queue_command(request: Request, session: Session, form: dict[str, str]
 @form_action
 async def revoke_agent(request: Request, session: Session, form: dict[str, str]) -> Response:
     agent_id = path_id(request, "agent_id")
-    await request.app.state.console.api.call(session.admin_token, "DELETE", f"/agents/{agent_id}")
+    await request.app.state.console.api.call(session.token, "DELETE", f"/agents/{agent_id}")
     return redirect(request, f"agents/{agent_id}")
 
 
@@ -123,7 +123,7 @@ async def commands(request: Request, session: Session) -> Response:
     for name in ("status", "agent_id", "before"):
         if q.get(name):
             params[name] = q[name]
-    page = await request.app.state.console.api.call(session.admin_token, "GET", "/commands", params=params)
+    page = await request.app.state.console.api.call(session.token, "GET", "/commands", params=params)
     return render(request, "commands.html", commands=page["commands"], next=page.get("next"),
                   status=q.get("status", ""), agent_id=q.get("agent_id", ""), statuses=COMMAND_STATUSES)
 
@@ -131,12 +131,12 @@ async def commands(request: Request, session: Session) -> Response:
 @signed_in
 async def command(request: Request, session: Session) -> Response:
     shown = await request.app.state.console.api.call(
-        session.admin_token, "GET", f"/commands/{path_id(request, 'command_id')}")
+        session.token, "GET", f"/commands/{path_id(request, 'command_id')}")
     return render(request, "command.html", command=shown)
 
 
 @form_action
 async def cancel_command(request: Request, session: Session, form: dict[str, str]) -> Response:
     command_id = path_id(request, "command_id")
-    await request.app.state.console.api.call(session.admin_token, "POST", f"/commands/{command_id}/cancel")
+    await request.app.state.console.api.call(session.token, "POST", f"/commands/{command_id}/cancel")
     return redirect(request, f"commands/{command_id}")

@@ -1,62 +1,84 @@
-"""Console sessions, held in the console's memory: the cookie carries only a random session
-id; the admin token it was opened with stays here (never in a cookie, a page or a log).
+"""Console sessions. A session is opened by auth (POST /api/v1/operators/sign-in) and lives
+in PostgreSQL, stored there as a digest of its id only. The cookie holds that id (`fls_...`),
+and the console presents it to the admin API as the bearer of every call it makes for the
+operator: the API's guard decides what the session may do, with the operator's role and
+scope. The console itself keeps nothing but a few seconds' memory of who each session is,
+so a restart or a second replica keeps every session, and signing out, disabling the
+operator or the session's end are refused by the API within 5 s.
 
-A session ends at its expiry (at most 12 hours after sign-in), at sign-out, or when the
-console restarts (operators sign in again). Sessions are keyed by a digest of their id, so
-even a dump of this memory holds no cookie value."""
+A session's CSRF token is derived from its id (a digest under a fixed label): every replica
+knows it without storing it, and a page that shows it reveals nothing of the cookie."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+from services.common.operators import ADMIN, OPERATOR, SESSION_PREFIX, role_allows
+from services.console.api import AdminApi, Refused
+
 COOKIE = "fleetline_session"
-MAX_SESSIONS = 10000
+WHO_CACHE_S = 5.0
+MAX_ID_CHARS = 128
+CACHE_SIZE = 10_000
+
+
+def csrf_for(session_id: str) -> str:
+    return hashlib.sha256(b"fleetline console csrf\x00" + session_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class Session:
-    admin_token: str
-    csrf: str           # every state-changing form carries it
-    expires_at: float   # time.time()
+    token: str  # the session id: the cookie's value, and the bearer of the console's API calls
+    who: dict   # the operator (GET /whoami): id, name, role, scope
 
+    @property
+    def csrf(self) -> str:
+        return csrf_for(self.token)
 
-def _key(session_id: str) -> bytes:
-    return hashlib.sha256(session_id.encode()).digest()
+    @property
+    def may_operate(self) -> bool:
+        """Queue, cancel and approve (an operator or an admin)."""
+        return role_allows(self.who["role"], OPERATOR)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.who["role"] == ADMIN
 
 
 class Sessions:
-    def __init__(self, length_s: int, clock: Callable[[], float] = time.time):
-        self.length_s, self.clock = length_s, clock
-        self._sessions: OrderedDict[bytes, Session] = OrderedDict()
+    """Which operator a session id is, asked of the API and remembered WHO_CACHE_S."""
 
-    def open(self, admin_token: str) -> tuple[str, Session]:
-        """A new session: its id (the cookie's value) and what it holds."""
-        session_id = secrets.token_urlsafe(32)
-        session = Session(admin_token, secrets.token_urlsafe(32), self.clock() + self.length_s)
-        self._sessions[_key(session_id)] = session
-        while len(self._sessions) > MAX_SESSIONS:  # the oldest sign-in goes first
-            self._sessions.popitem(last=False)
-        return session_id, session
+    def __init__(self, api: AdminApi, clock: Callable[[], float] = time.monotonic):
+        self.api, self.clock = api, clock
+        self._who: dict[bytes, tuple[dict, float]] = {}
 
-    def get(self, session_id: str | None) -> Session | None:
-        if not session_id:
+    async def get(self, session_id: str | None) -> Session | None:
+        """The session, or None when the id is not one the API accepts (any more)."""
+        if not session_id or not session_id.startswith(SESSION_PREFIX) or len(session_id) > MAX_ID_CHARS:
             return None
-        key = _key(session_id)
-        session = self._sessions.get(key)
-        if session is not None and session.expires_at <= self.clock():
-            del self._sessions[key]
-            return None
-        return session
+        key = hashlib.sha256(session_id.encode()).digest()
+        cached = self._who.get(key)
+        if cached is not None and cached[1] > self.clock():
+            return Session(session_id, cached[0])
+        try:
+            who = await self.api.call(session_id, "GET", "/whoami")
+        except Refused as exc:
+            if exc.signed_out:
+                self._who.pop(key, None)
+                return None
+            raise
+        if len(self._who) >= CACHE_SIZE:
+            self._who.clear()
+        self._who[key] = (who, self.clock() + WHO_CACHE_S)
+        return Session(session_id, who)
 
-    def close(self, session_id: str | None) -> None:
+    def forget(self, session_id: str | None) -> None:
         if session_id:
-            self._sessions.pop(_key(session_id), None)
+            self._who.pop(hashlib.sha256(session_id.encode()).digest(), None)
 
 
 def same_secret(given: str | None, expected: str) -> bool:

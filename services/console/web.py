@@ -50,7 +50,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
     console = request.app.state.console
     session = getattr(request.state, "session", None)
     return console.templates.TemplateResponse(
-        request, template, {"csrf": session.csrf if session else None,
+        request, template, {"csrf": session.csrf if session else None, "session": session,
                             "section": (request.url.path.split("/") + ["", "", ""])[2],
                             "now": datetime.now(timezone.utc), **context},
         status_code=status_code)
@@ -62,22 +62,23 @@ def error_page(request: Request, status_code: int, detail: str) -> Response:
 
 def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """A page for signed-in operators: anyone else is sent to sign in. API refusals are
-    shown as they are; an admin token the API no longer accepts ends the session."""
+    shown as they are; a session the API no longer accepts (signed out, ended, its operator
+    disabled) is sent to sign in again."""
 
     @functools.wraps(handler)
     async def page(request: Request) -> Response:
         console = request.app.state.console
         session_id = request.cookies.get(COOKIE)
-        session = console.sessions.get(session_id)
-        if session is None:
-            return redirect(request, "sign-in")
-        request.state.session = session
         try:
+            session = await console.sessions.get(session_id)
+            if session is None:
+                return _to_sign_in(request, session_id)
+            request.state.session = session
             return await handler(request, session)
         except Refused as exc:
             if exc.signed_out:
-                console.sessions.close(session_id)
-                return redirect(request, "sign-in")
+                console.sessions.forget(session_id)
+                return _to_sign_in(request, session_id)
             return error_page(request, exc.status, exc.body.get("detail", "Refused."))
         except Unavailable as exc:
             return error_page(request, 502, str(exc))
@@ -85,6 +86,19 @@ def signed_in(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return error_page(request, 404, "No such page.")
 
     return page
+
+
+def _to_sign_in(request: Request, session_id: str | None) -> Response:
+    response = redirect(request, "sign-in")
+    if session_id:  # a cookie that opens nothing any more goes too
+        response.delete_cookie(COOKIE, path="/console", httponly=True, samesite="strict")
+    return response
+
+
+def audit_filters(request: Request) -> dict[str, str]:
+    """The audit page's filters (its stream's too), as the API takes them."""
+    q = request.query_params
+    return {k: q[k].strip()[:255] for k in ("actor", "action", "target_id", "since") if q.get(k, "").strip()}
 
 
 class BadForm(Exception):

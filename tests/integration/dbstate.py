@@ -1,21 +1,29 @@
 """What the database shows: a fingerprint of every table, to prove that a refused request
-changed nothing (`last_seen_at` is left out: dispatch writes it in the background, every
-few seconds); and counts of statements on a table."""
+changed nothing (times written in the background are left out); the audit trail's size
+(a refusal is recorded there, so it is counted apart); and counts of statements on a table."""
 
 from typing import Callable
 
 TABLES = ("registration_tokens", "agents", "refresh_token_families", "refresh_tokens", "commands", "deliveries",
-          "command_keysets", "jobs")
+          "command_keysets", "jobs", "operators", "operator_tokens", "operator_sessions")
+# Written in the background, every few seconds: when agents were last seen, and when
+# operator tokens were last used.
+BACKGROUND = "- 'last_seen_at' - 'last_used_at'"
 
 
 def snapshot(sql) -> dict:
     out = {}
     for table in TABLES:
         out[table] = sql.execute(
-            f"SELECT count(*), md5(coalesce(string_agg((to_jsonb(t) - 'last_seen_at')::text, '|' "
-            f"ORDER BY (to_jsonb(t) - 'last_seen_at')::text), '')) FROM {table} t"
+            f"SELECT count(*), md5(coalesce(string_agg((to_jsonb(t) {BACKGROUND})::text, '|' "
+            f"ORDER BY (to_jsonb(t) {BACKGROUND})::text), '')) FROM {table} t"
         ).fetchone()
     return out
+
+
+def audit_events(sql) -> int:
+    """Events in the audit trail (refusals with 403 and failed sign-ins add one each)."""
+    return sql.execute("SELECT count(*) FROM audit_events").fetchone()[0]
 
 
 def count_statements(sql, event: str, table: str) -> Callable[[], int]:

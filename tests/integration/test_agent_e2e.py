@@ -88,6 +88,9 @@ def test_ping_result_is_visible_to_the_operator(fleet_stack, tmp_path):
     done = fleet_stack.wait_status(cmd["id"], {"succeeded", "failed"})
     assert done["status"] == "succeeded"
     assert json.loads(done["result"]["output"])["agent_version"] == "1.0.0"
+    # The agent's own record names who issued what it ran, as the signature vouches.
+    started = [line for line in agent.log().splitlines() if "command_started" in line and cmd["id"] in line]
+    assert len(started) == 1 and "issued_by=bootstrap" in started[0]
     unknown = fleet_stack.queue(agent_id, "reboot-everything")
     failed = fleet_stack.wait_status(unknown["id"], {"succeeded", "failed"})
     assert failed["status"] == "failed" and "unknown command type" in failed["result"]["output"]

@@ -86,3 +86,52 @@ def test_a_new_registration_token_comes_with_the_command_line_that_enrols_a_mach
     secret = (tmp_path / "token").read_text().strip()
     assert secret.startswith("flreg_") and secret not in done.stdout
     assert (tmp_path / "token").stat().st_mode & 0o777 == 0o600
+
+
+def test_an_admin_manages_operators_and_each_acts_with_its_own_token(start_gateway, auth, dispatch, tmp_path, sql):
+    gw = start_gateway([auth.url], [dispatch.url])
+    admin = {"FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN, "FLEETLINE_URL": gw.url}
+    password = "a long console password"
+    added = fleetline("operators", "add", "vic", "--role", "viewer", "--label", "env=staging",
+                      "--password-file", "-", env=admin, stdin=password + "\n")
+    assert added.returncode == 0, added.stderr
+    assert password not in added.stdout
+    token_file = tmp_path / "vic-token"
+    made = fleetline("operators", "token", "create", "vic", "--note", "laptop", "--token-file", str(token_file),
+                     env=admin)
+    assert made.returncode == 0 and token_file.stat().st_mode & 0o777 == 0o600
+    secret = token_file.read_text().strip()
+    assert secret.startswith("flop_") and secret not in made.stdout
+    vic = {"FLEETLINE_TOKEN_FILE": str(token_file), "FLEETLINE_URL": gw.url}
+    who = fleetline("whoami", env=vic)
+    assert who.returncode == 0 and "vic" in who.stdout and "viewer" in who.stdout
+    refused = fleetline("tokens", "create", env=vic)  # registration tokens: admins only
+    assert refused.returncode == 1 and "forbidden" in refused.stderr and "HTTP 403" in refused.stderr
+    listed = fleetline("operators", "token", "list", "me", env=vic)
+    assert listed.returncode == 0 and "laptop" in listed.stdout and secret not in listed.stdout
+    assert fleetline("operators", "update", "vic", "--disable", env=admin).returncode == 0
+    assert sql.execute("SELECT count(*) FROM operator_tokens WHERE revoked_at IS NULL").fetchone()[0] == 0
+    trail = fleetline("audit", "--actor", "vic", env=admin)
+    assert trail.returncode == 0 and "registration_token.create" in trail.stdout and "forbidden" in trail.stdout
+    creates = fleetline("audit", "--action", "operator.create", "--json", env=admin)
+    assert password not in creates.stdout and '"vic"' in creates.stdout
+
+
+def test_audit_follow_prints_each_new_event_as_it_lands(start_gateway, auth, dispatch):
+    gw = start_gateway([auth.url], [dispatch.url])
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")},
+           "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN, "FLEETLINE_URL": gw.url}
+    follow = subprocess.Popen([sys.executable, "-m", "fleetline", "audit", "--follow", "--action",
+                               "registration_token.create"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        for note in ("first", "second"):
+            done = fleetline("tokens", "create", "--note", note, env={"FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN,
+                                                                      "FLEETLINE_URL": gw.url})
+            assert done.returncode == 0, done.stderr
+        lines = []
+        while sum("registration_token.create" in line for line in lines) < 2:
+            lines.append(follow.stdout.readline())  # a missing line would time the test out
+        assert sum("bootstrap" in line for line in lines) == 2
+    finally:
+        follow.terminate()
+        follow.wait(10)

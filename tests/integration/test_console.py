@@ -1,7 +1,11 @@
-"""The console in a real headless Chromium, against `fleetline up` with two demo agents:
-sign in, agents online, a ping from an agent's page turning `succeeded` without a reload,
-a job on a label filling its progress bar, a cancelled job, sign-out; on every page the
-CSP header and no console error. And its security rules checked over plain HTTP.
+"""The console in a real headless Chromium, against `fleetline up` with two demo agents and
+a single sign-on provider of its own (oidc_provider.py, a process): sign in (as the first
+admin `fleetline up` made, by password; with an operator token; through the provider),
+agents online, a ping from an agent's page turning `succeeded` without a reload, a job on a
+label filling its progress bar, a cancelled job, operators and the audit trail, roles that
+hide what they may not do, sessions that survive a console restart and end when their
+operator is disabled, sign-out; on every page the CSP header and no console error. And its
+security rules checked over plain HTTP.
 
 A screenshot of each page is saved under tests/screenshots/ (git-ignored)."""
 
@@ -18,7 +22,8 @@ import psutil
 import pytest
 
 from tests.integration.launch import read_ready_line, stop_launcher
-from tests.integration.support import ROOT, cmdline, wait_until
+from fleetline.cli.pgembed import free_port
+from tests.integration.support import ROOT, cmdline, stop_process, wait_until
 
 CHROMIUM = os.environ.get("FLEETLINE_TEST_CHROMIUM", "/usr/bin/chromium")
 SHOTS = ROOT / "tests" / "screenshots"
@@ -27,15 +32,30 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_
 
 
 class Fleet:
-    def __init__(self, proc: subprocess.Popen, data_dir: Path, fields: dict[str, str]):
-        self.proc, self.data_dir = proc, data_dir
+    def __init__(self, proc: subprocess.Popen, data_dir: Path, fields: dict[str, str], provider: str):
+        self.proc, self.data_dir, self.provider = proc, data_dir, provider
         self.gateway = fields["gateway"]
         self.console = f"{self.gateway}/console/"
         self.token = (data_dir / "admin-token").read_text().strip()
+        self.password = Path(fields["admin_password_file"]).read_text().strip()
 
-    def api(self, method: str, path: str, **kw) -> httpx.Response:
+    def api(self, method: str, path: str, token: str | None = None, **kw) -> httpx.Response:
         return httpx.request(method, f"{self.gateway}/api/v1/admin{path}",
-                             headers={"Authorization": f"Bearer {self.token}"}, timeout=30, **kw)
+                             headers={"Authorization": f"Bearer {token or self.token}"}, timeout=30, **kw)
+
+    def operator(self, name: str, role: str, **fields) -> dict:
+        """A new operator (with a token of its own in "token")."""
+        made = self.api("POST", "/operators", json={"name": name, "role": role, **fields})
+        assert made.status_code == 201, made.text
+        token = self.api("POST", f"/operators/{made.json()['id']}/tokens", json={"note": "test"}).json()["token"]
+        return {**made.json(), "token": token}
+
+    def events(self, **filters) -> list[dict]:
+        return self.api("GET", "/audit", params={"limit": 1000, **filters}).json()["events"]
+
+    def console_process(self) -> psutil.Process:
+        return next(p for p in psutil.Process(self.proc.pid).children(recursive=True)
+                    if "services.console" in cmdline(p))
 
     def agent_process(self, machine_id: str) -> psutil.Process:
         for child in psutil.Process(self.proc.pid).children(recursive=True):
@@ -45,14 +65,38 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def provider(tmp_path_factory):
+    """The organisation's sign-on provider, as its own process."""
+    secret_file = tmp_path_factory.mktemp("oidc") / "client-secret"
+    secret_file.write_text(os.urandom(16).hex())
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.oidc_provider", str(port), "fleetline-console",
+                             str(secret_file)], cwd=ROOT, env=CLEAN_ENV)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _answers(f"{url}/jwks"), 20, 0.1, "the sign-on provider")
+    yield url, secret_file
+    stop_process(proc)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, provider):
     data_dir = tmp_path_factory.mktemp("console") / "fleet"
-    env = {**CLEAN_ENV, "FLEETLINE_LAST_SEEN_FLUSH_S": "1", "FLEETLINE_REAPER_INTERVAL_S": "1"}
+    issuer, secret_file = provider
+    env = {**CLEAN_ENV, "FLEETLINE_LAST_SEEN_FLUSH_S": "1", "FLEETLINE_REAPER_INTERVAL_S": "1",
+           "FLEETLINE_OIDC_ISSUER": issuer, "FLEETLINE_OIDC_CLIENT_ID": "fleetline-console",
+           "FLEETLINE_OIDC_CLIENT_SECRET_FILE": str(secret_file)}
     proc = subprocess.Popen([sys.executable, "-m", "fleetline", "up", "--data-dir", str(data_dir),
                              "--port", "0", "--agents", "2"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        running = Fleet(proc, data_dir, read_ready_line(proc))
+        running = Fleet(proc, data_dir, read_ready_line(proc), issuer)
         wait_until(lambda: len([a for a in running.api("GET", "/agents").json()["agents"]
                                 if a["last_seen_at"]]) == 2, 60, 0.2, "two demo agents seen")
         yield running
@@ -91,13 +135,21 @@ class Watched:
         SHOTS.mkdir(exist_ok=True)
         self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
-    def sign_in(self, token: str) -> None:
+    def sign_in(self, name: str, password: str) -> None:
         self.page.goto(self.base)
         assert self.page.url.endswith("/console/sign-in")
         self.shot("sign-in")
-        self.page.fill("#admin_token", token)
-        self.page.click("button[type=submit]")
+        self.page.fill("#name", name)
+        self.page.fill("#password", password)
+        self.page.click("form.password button[type=submit]")
         self.page.wait_for_url(re.compile(r"/console/agents$"))
+        assert self.page.locator("header .who").get_attribute("data-operator") == name
+
+    def sign_in_with_token(self, token: str) -> None:
+        self.page.goto(self.base + "sign-in")
+        self.page.click("details.with-token summary")
+        self.page.fill("#token", token)
+        self.page.click("form.token button[type=submit]")
 
     def check_clean(self) -> None:
         assert self.errors == []
@@ -112,7 +164,7 @@ class Watched:
 
 def test_an_operator_signs_in_sees_the_agents_and_watches_a_ping_succeed_live(fleet, browser):
     w = Watched(browser, fleet.console)
-    w.sign_in(fleet.token)
+    w.sign_in("admin", fleet.password)
     page = w.page
     def both_online() -> bool:
         page.reload()
@@ -165,7 +217,7 @@ def _run_sleep_job(page, labels: str, seconds: int, window: int) -> None:
 
 def test_a_job_on_a_label_fills_its_progress_bar_and_another_is_cancelled(fleet, browser):
     w = Watched(browser, fleet.console)
-    w.sign_in(fleet.token)
+    w.sign_in("admin", fleet.password)
     page = w.page
     _run_sleep_job(page, "env=demo", seconds=1, window=1)
     page.evaluate("window.notReloaded = true")
@@ -197,7 +249,7 @@ def test_a_job_on_a_label_fills_its_progress_bar_and_another_is_cancelled(fleet,
 
 def test_sign_out_ends_the_session(fleet, browser):
     w = Watched(browser, fleet.console)
-    w.sign_in(fleet.token)
+    w.sign_in("admin", fleet.password)
     cookie = next(c for c in w.page.context.cookies() if c["name"] == "fleetline_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
     assert fleet.token not in cookie["value"]
@@ -214,49 +266,59 @@ def test_sign_out_ends_the_session(fleet, browser):
 # --- the same rules over plain HTTP --------------------------------------------------------
 
 
-def _sign_in(fleet, token: str) -> tuple[httpx.Client, httpx.Response]:
-    """A fresh client through the sign-in form (its CSRF token and cookie) with `token`."""
+def _sign_in(fleet, **fields: str) -> tuple[httpx.Client, httpx.Response]:
+    """A fresh client through the sign-in form (its CSRF token and cookie) with `fields`
+    (name and password, or token)."""
     client = httpx.Client(base_url=fleet.console, timeout=30)
     form = client.get("sign-in")
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
-    return client, client.post("sign-in", data={"csrf": csrf, "admin_token": token})
+    return client, client.post("sign-in", data={"csrf": csrf, **fields})
 
 
-def _signed_in(fleet) -> httpx.Client:
-    client, done = _sign_in(fleet, fleet.token)
-    assert done.status_code == 303 and done.headers["location"] == "agents"
+def _signed_in(fleet, **fields: str) -> httpx.Client:
+    client, done = _sign_in(fleet, **(fields or {"name": "admin", "password": fleet.password}))
+    assert done.status_code == 303 and done.headers["location"] == "agents", done.text
     return client
 
 
 def test_the_session_cookie_follows_the_rules_and_never_holds_the_token(fleet):
-    client, done = _sign_in(fleet, fleet.token)
+    token = fleet.operator("cookie-check", "viewer")["token"]
+    client, done = _sign_in(fleet, token=token)
     cookie = next(v for k, v in done.headers.multi_items() if k == "set-cookie" and v.startswith("fleetline_session="))
     attributes = {a.strip().split("=")[0].lower(): a.strip() for a in cookie.split(";")[1:]}
     assert {"httponly", "path", "samesite", "max-age"} <= set(attributes)
     assert attributes["path"] == "Path=/console" and attributes["samesite"].lower() == "samesite=strict"
     assert 0 < int(attributes["max-age"].split("=")[1]) <= 12 * 3600
     assert "secure" not in attributes  # plain HTTP here
-    assert fleet.token not in cookie and fleet.token not in client.get("agents").text
+    assert token not in cookie and token not in client.get("agents").text
 
 
 def test_forms_without_the_sessions_csrf_token_change_nothing(fleet):
     client = _signed_in(fleet)
     agent_id = fleet.api("GET", "/agents").json()["agents"][0]["id"]
-    before = fleet.api("GET", "/commands", params={"agent_id": agent_id}).json()["commands"]
+    def queued() -> list[str]:  # ids only: an earlier test's command may still be finishing
+        return [c["id"] for c in fleet.api("GET", "/commands", params={"agent_id": agent_id}).json()["commands"]]
+
+    before = queued()
     for csrf in (None, "forged"):
         data = {"type": "ping", "params": "{}", **({"csrf": csrf} if csrf else {})}
         refused = client.post(f"agents/{agent_id}/commands", data=data)
         assert refused.status_code == 403
     assert client.post(f"agents/{agent_id}/revoke", data={"confirm": "yes"}).status_code == 403
-    assert fleet.api("GET", "/commands", params={"agent_id": agent_id}).json()["commands"] == before
+    assert queued() == before
     assert fleet.api("GET", f"/agents/{agent_id}").json()["status"] == "active"
 
 
-def test_a_wrong_token_opens_no_session(fleet):
-    client, refused = _sign_in(fleet, "not-the-token")
-    assert refused.status_code == 401 and "not accepted" in refused.text
-    assert "fleetline_session" not in refused.headers.get("set-cookie", "")
-    assert client.get("agents").status_code == 303
+def test_a_wrong_password_or_token_opens_no_session_and_is_recorded(fleet):
+    for fields in ({"name": "admin", "password": fleet.password + "x"}, {"token": "flop_" + "A" * 43},
+                   {"name": "nobody", "password": "whatever-it-is"}):
+        client, refused = _sign_in(fleet, **fields)
+        assert refused.status_code == 401 and "not accepted" in refused.text
+        assert "fleetline_session" not in refused.headers.get("set-cookie", "")
+        assert client.get("agents").status_code == 303
+    failed = [e for e in fleet.events(action="console.sign_in") if e["outcome"] == "failed"]
+    assert {"admin", "nobody"} <= {e["actor"]["name"] for e in failed}
+    assert not any(fleet.password in str(e) for e in failed)
 
 
 def test_the_cookie_is_secure_behind_an_https_proxy(fleet):
@@ -282,7 +344,7 @@ def test_console_paths_never_redirect_outside_the_console(fleet):
 def test_hostile_forms_are_a_4xx_page_and_change_nothing(fleet):
     client = _signed_in(fleet)
     agent_id = fleet.api("GET", "/agents").json()["agents"][0]["id"]
-    before = fleet.api("GET", "/commands", params={"agent_id": agent_id, "limit": 1000}).json()["commands"]
+    before = [c["id"] for c in fleet.api("GET", "/commands", params={"agent_id": agent_id, "limit": 1000}).json()["commands"]]
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     for body, headers in ((b"csrf=%ff%fe&type=ping", form), (b"type=ping&params=" + b"x" * 300_000, form),
                           (b'{"type": "ping"}', {"Content-Type": "application/json"}), (b"\x00\x01", form)):
@@ -291,7 +353,7 @@ def test_hostile_forms_are_a_4xx_page_and_change_nothing(fleet):
         assert resp.headers["content-security-policy"]
     assert client.get("jobs?status=%ff&before=zz").status_code < 500
     assert client.get("agents?status=nope&label=%00").status_code < 500
-    after = fleet.api("GET", "/commands", params={"agent_id": agent_id, "limit": 1000}).json()["commands"]
+    after = [c["id"] for c in fleet.api("GET", "/commands", params={"agent_id": agent_id, "limit": 1000}).json()["commands"]]
     assert after == before
 
 
@@ -308,11 +370,175 @@ def test_over_https_the_session_cookie_is_secure(browser, tmp_path):
         context = browser.new_context(ignore_https_errors=True)  # a private CA the browser lacks
         page = context.new_page()
         page.goto(fields["console"])
-        page.fill("#admin_token", (data_dir / "admin-token").read_text().strip())
-        page.click("button[type=submit]")
+        page.fill("#name", "admin")
+        page.fill("#password", Path(fields["admin_password_file"]).read_text().strip())
+        page.click("form.password button[type=submit]")
         page.wait_for_url(re.compile(r"/console/agents$"))
         (cookie,) = [c for c in context.cookies() if c["name"] == "fleetline_session"]
         assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         context.close()
     finally:
         stop_launcher(proc)
+
+
+# --- operators: roles, sessions, single sign-on --------------------------------------------------
+
+
+def test_a_viewer_sees_no_action_and_a_forged_one_is_refused_and_recorded(fleet, browser):
+    fleet.operator("vera", "viewer", password="vera-password-1")
+    w = Watched(browser, fleet.console)
+    w.sign_in("vera", "vera-password-1")
+    page = w.page
+    assert page.locator("header .who .role").inner_text() == "viewer"
+    assert page.locator("nav >> text=Operators").count() == 0
+    page.click("table.agents a >> nth=0")
+    page.wait_for_url(re.compile(r"/console/agents/[0-9a-f-]{36}$"))
+    assert page.locator("form.queue").count() == 0 and page.locator("form.revoke").count() == 0
+    agent_id = page.url.rsplit("/", 1)[1]
+    page.click("nav >> text=Jobs")
+    assert page.locator("form.new-job").count() == 0
+    w.check_clean()
+    # The form is hidden, not the rule: posted anyway (with a valid CSRF token), the API refuses.
+    client = _signed_in(fleet, name="vera", password="vera-password-1")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("agents").text).group(1)
+    before = [c["id"] for c in fleet.api("GET", "/commands", params={"agent_id": agent_id}).json()["commands"]]
+    refused = client.post(f"agents/{agent_id}/commands", data={"csrf": csrf, "type": "ping", "params": "{}"})
+    assert refused.status_code == 403
+    assert [c["id"] for c in fleet.api("GET", "/commands", params={"agent_id": agent_id}).json()["commands"]] == before
+    (event,) = fleet.events(actor="vera", action="command.create")
+    assert event["outcome"] == "forbidden"
+
+
+def test_an_admin_adds_an_operator_makes_it_a_token_and_watches_the_audit_trail_live(fleet, browser):
+    w = Watched(browser, fleet.console)
+    w.sign_in("admin", fleet.password)
+    page = w.page
+    page.click("nav >> text=Operators")
+    page.fill("#name", "olga")
+    page.select_option("#role", "operator")
+    page.fill("#labels", "env=demo")
+    page.fill("#command_types", "ping, facts")
+    page.fill("#password", "olga-password-1")
+    page.click("form.new-operator button[type=submit]")
+    page.wait_for_url(re.compile(r"/console/operators/[0-9a-f-]{36}$"))
+    olga = fleet.api("GET", page.url.split("/console")[1]).json()
+    assert (olga["role"], olga["scope"]) == ("operator", {"labels": {"env": "demo"}, "command_types": ["ping", "facts"]})
+    page.fill("#note", "laptop")
+    page.click("form.new-token button[type=submit]")
+    secret = page.locator("[data-secret]").inner_text()
+    assert secret.startswith("flop_")
+    assert fleet.api("GET", "/whoami", token=secret).json()["name"] == "olga"
+    page.goto(fleet.console + f"operators/{olga['id']}")  # shown once: not again
+    assert page.locator("[data-secret]").count() == 0 and secret not in page.content()
+    w.shot("operator")
+
+    page.click("nav >> text=Audit")
+    page.wait_for_url(re.compile(r"/console/audit$"))
+    rows = page.locator("table.audit tbody tr")
+    assert "operator.create" in page.locator("table.audit").inner_text()
+    page.evaluate("window.notReloaded = true")
+    page.wait_for_function("document.body.dataset.live === 'on'")
+    made = fleet.api("POST", "/registration-tokens", json={"max_uses": 1, "note": "<script>alert(1)</script>"})
+    page.locator('tr[data-event] >> text=registration_token.create').first.wait_for()
+    assert page.evaluate("window.notReloaded") is True
+    assert made.json()["token"] not in page.content()  # never a secret in the trail
+    assert page.locator("table.audit script").count() == 0  # a hostile note stays text
+    assert rows.count() >= 3
+    w.shot("audit")
+    w.check_clean()
+
+
+def test_a_session_survives_a_console_restart_and_ends_when_its_operator_is_disabled(fleet, browser):
+    pat = fleet.operator("pat", "operator", password="pat-password-12")
+    w = Watched(browser, fleet.console)
+    w.sign_in("pat", "pat-password-12")
+    old = fleet.console_process()
+    old.kill()  # SIGKILL: the console keeps nothing a session needs
+    wait_until(lambda: _console_back(fleet, old.pid), 60, 0.2, "the console restarted")
+    w.page.goto(fleet.console + "jobs")
+    assert w.page.url.endswith("/console/jobs")
+    assert w.page.locator("header .who").get_attribute("data-operator") == "pat"
+    fleet.api("PATCH", f"/operators/{pat['id']}", json={"disabled": True})
+
+    def signed_out() -> bool:
+        w.page.goto(fleet.console + "jobs")
+        return w.page.url.endswith("/console/sign-in")
+
+    wait_until(signed_out, 8, 0.5, "the disabled operator signed out")
+
+
+def _console_back(fleet, old_pid: int) -> bool:
+    try:
+        return fleet.console_process().pid != old_pid and \
+            httpx.get(fleet.console + "sign-in", timeout=2).status_code == 200
+    except (StopIteration, httpx.HTTPError):
+        return False
+
+
+def _as_user(fleet, email: str | None, verified: bool = True) -> None:
+    httpx.post(f"{fleet.provider}/test/user", json={"email": email, "email_verified": verified}).raise_for_status()
+
+
+def test_single_sign_on_lets_in_an_operator_with_that_verified_email_and_no_one_else(fleet, browser):
+    fleet.operator("sso-sam", "viewer", email="Sam@Example.com")
+    context = browser.new_context()
+    page = context.new_page()
+    callbacks: list[str] = []
+    page.on("request", lambda r: "/oidc/callback" in r.url and callbacks.append(r.url))
+    _as_user(fleet, "sam@example.com")
+    page.goto(fleet.console + "sign-in")
+    page.click("a.sso")
+    page.wait_for_url(re.compile(r"/console/agents$"))
+    assert page.locator("header .who").get_attribute("data-operator") == "sso-sam"
+    assert [c for c in context.cookies() if c["name"] == "fleetline_oidc"] == []  # spent
+    (signed,) = [e for e in fleet.events(action="console.sign_in") if e["actor"]["name"] == "sso-sam"]
+    assert signed["outcome"] == "ok" and signed["details"]["method"] == "oidc"
+
+    # The same callback again (a replayed code): the flow is spent, nothing opens.
+    fresh = browser.new_context()
+    replay = fresh.new_page()
+    replay.goto(callbacks[0])
+    assert replay.url.endswith("/oidc/callback?" + callbacks[0].split("?", 1)[1])
+    assert "not started here" in replay.locator(".error").inner_text()
+    assert [c for c in fresh.cookies() if c["name"] == "fleetline_session"] == []
+    fresh.close()
+
+    def refused() -> str:
+        ctx = browser.new_context()
+        p = ctx.new_page()
+        p.goto(fleet.console + "sign-in")
+        p.click("a.sso")
+        p.locator(".error").wait_for()
+        assert "/oidc/callback?" in p.url  # the refusal is shown where the provider sent us back
+        text = p.locator(".error").inner_text()
+        assert [c for c in ctx.cookies() if c["name"] == "fleetline_session"] == []
+        ctx.close()
+        return text
+
+    _as_user(fleet, "stranger@example.com")
+    assert "not accepted" in refused()
+    _as_user(fleet, "sam@example.com", verified=False)
+    assert "not accepted" in refused()
+    context.close()
+
+
+def test_a_sign_on_answer_with_another_state_is_refused_before_any_code_is_exchanged(fleet):
+    """Login CSRF: a provider answer this browser did not start (its state is not the one in
+    this browser's flow cookie) opens nothing, and its code is never spent."""
+    fleet.operator("sso-sue", "viewer", email="sue@example.com")
+    _as_user(fleet, "sue@example.com")
+    client = httpx.Client(base_url=fleet.console, timeout=30)
+    started = client.get("sign-in/oidc")
+    assert started.status_code == 303 and started.headers["location"].startswith(fleet.provider)
+    flow_cookie = started.headers["set-cookie"].lower()
+    assert "httponly" in flow_cookie and "samesite=lax" in flow_cookie and "path=/console/sign-in" in flow_cookie
+    back = httpx.get(started.headers["location"]).headers["location"]
+    assert "code=" in back and "state=" in back
+    exchanged = httpx.get(f"{fleet.provider}/test/stats").json()["exchanged"]
+    forged = client.get(re.sub(r"state=[^&]+", "state=forged", back.split("/console/", 1)[1]))
+    assert forged.status_code == 401 and "not started here" in forged.text
+    assert "fleetline_session" not in forged.headers.get("set-cookie", "")
+    assert httpx.get(f"{fleet.provider}/test/stats").json()["exchanged"] == exchanged  # never exchanged
+    # Without the flow cookie at all (another browser), the genuine answer opens nothing either.
+    stranger = httpx.get(fleet.console + back.split("/console/", 1)[1])
+    assert stranger.status_code == 401 and "fleetline_session" not in stranger.headers.get("set-cookie", "")

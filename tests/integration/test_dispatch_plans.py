@@ -53,14 +53,14 @@ def test_admin_listing_walks_an_index_under_generic_plans(fleet, sql, database_u
     with psycopg.connect(database_url, autocommit=True) as conn:
         for k, v in DB_SETTINGS.items():
             conn.execute(f"SET {k} = {v}")
-        for (by_agent, by_status), statement in q.LIST_COMMANDS.items():
-            types = ["timestamptz", "uuid", "int"] + ["uuid"] * by_agent + ["text"] * by_status
+        for (by_agent, by_status, scoped), statement in q.LIST_COMMANDS.items():
+            types = ["timestamptz", "uuid", "int"] + ["uuid"] * by_agent + ["text"] * by_status + ["jsonb"] * scoped
             conn.execute(f"PREPARE l({', '.join(types)}) AS {statement}")
             args = ["'infinity'", "'ffffffff-ffff-ffff-ffff-ffffffffffff'", "101"]
-            args += [f"'{agent.agent_id}'"] * by_agent + ["'succeeded'"] * by_status
+            args += [f"'{agent.agent_id}'"] * by_agent + ["'succeeded'"] * by_status + ["'{\"env\": \"test\"}'"] * scoped
             plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN EXECUTE l({', '.join(args)})"))
             conn.execute("DEALLOCATE l")
-            assert "Seq Scan" not in plan and "Sort" not in plan, plan
+            assert "Seq Scan on commands" not in plan and "Sort" not in plan, plan
             assert "Index Scan" in plan, plan
 
 

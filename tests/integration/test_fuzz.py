@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 from gateway.openapi import DOCUMENT
 from gateway.routes import route
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token, register, signing_env
-from tests.integration.dbstate import snapshot
+from tests.integration.dbstate import audit_events, snapshot
 from tests.integration.support import HTTP, ServiceProcess
 
 schema = schemathesis.openapi.from_dict(DOCUMENT)
@@ -58,7 +58,10 @@ def world(databases, key_dir, tmp_path_factory):
     env = {"FLEETLINE_DATABASE_URL": databases.service_url(database_url), "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN,
            **signing_env(key_dir),
            "FLEETLINE_REGISTRATION_RATE_LIMIT": "1000000/minute", "FLEETLINE_RENEW_RATE_LIMIT": "1000000/minute",
-           "FLEETLINE_CHECKIN_RATE_LIMIT": "1000000/minute", "FLEETLINE_REPORT_RATE_LIMIT": "1000000/minute"}
+           "FLEETLINE_CHECKIN_RATE_LIMIT": "1000000/minute", "FLEETLINE_REPORT_RATE_LIMIT": "1000000/minute",
+           # Nothing moves in the background (a command's TTL ending) between a case's two
+           # snapshots: the reaper runs once at start, then not within the test.
+           "FLEETLINE_REAPER_INTERVAL_S": "3600", "FLEETLINE_SIGN_IN_RATE_LIMIT": "1000000/minute"}
     auth = ServiceProcess("services.auth", env, logs)
     dispatch = ServiceProcess("services.dispatch", {**env, "FLEETLINE_JWKS_URL": f"{auth.url}/.well-known/jwks.json"},
                               logs)
@@ -104,7 +107,7 @@ def test_no_5xx_every_error_is_json_and_refusals_change_nothing(case, world, tar
     headers = _aim(case, world)
     owner = route(case.formatted_path) if target == "service" else None
     base = world.urls[owner] if owner else world.urls["gateway"]
-    before = snapshot(world.sql)
+    before, events_before = snapshot(world.sql), audit_events(world.sql)
     response = case.call(base_url=base, headers=headers, timeout=30)
     assert response.status_code < 500, (case.method, case.formatted_path, response.text[:500])
     if response.status_code >= 400:
@@ -112,5 +115,7 @@ def test_no_5xx_every_error_is_json_and_refusals_change_nothing(case, world, tar
         assert isinstance(body, dict) and isinstance(body.get("error"), str) and isinstance(body.get("detail"), str)
         assert response.headers.get("x-request-id")
         assert snapshot(world.sql) == before, (case.method, case.formatted_path, response.status_code)
+        if response.status_code not in (401, 403):  # those are recorded; nothing else is
+            assert audit_events(world.sql) == events_before, (case.method, case.formatted_path)
     case.validate_response(response, checks=CHECKS)
 

@@ -10,7 +10,9 @@ from services.console.job_pages import bar, job_request
 from services.console.pages import labels_typed
 from services.console.presence import ago, presence
 from services.console.security import CSP, cookie_attributes, over_https
-from services.console.sessions import Sessions, same_secret
+from services.console import oidc_flow
+from services.console.operator_pages import scope_text, scope_typed
+from services.console.sessions import Session, csrf_for, same_secret
 from services.console.web import relative
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
@@ -32,19 +34,34 @@ def test_relative_times_read_as_people_say_them(seconds, text):
     assert ago(None, NOW) == "never"
 
 
-def test_a_session_holds_the_token_until_it_expires_or_closes():
-    clock = SimpleNamespace(t=1000.0)
-    sessions = Sessions(3600, clock=lambda: clock.t)
-    sid, session = sessions.open("admin-secret")
-    assert "admin-secret" not in sid and sessions.get(sid) == session
-    assert sessions.get("other") is None and sessions.get(None) is None
-    clock.t += 3599
-    assert sessions.get(sid) is not None
-    clock.t += 1
-    assert sessions.get(sid) is None  # expired: gone for good
-    sid2, _ = sessions.open("admin-secret")
-    sessions.close(sid2)
-    assert sessions.get(sid2) is None
+def test_a_sessions_csrf_token_is_its_own_and_reveals_nothing_of_it():
+    a, b = "fls_" + "a" * 43, "fls_" + "b" * 43
+    assert csrf_for(a) == csrf_for(a) != csrf_for(b)
+    assert a[4:12] not in csrf_for(a) and Session(a, {"role": "viewer"}).csrf == csrf_for(a)
+
+
+@pytest.mark.parametrize("role,operate,admin", [("viewer", False, False), ("operator", True, False),
+                                                ("admin", True, True)])
+def test_what_a_session_may_follows_its_operators_role(role, operate, admin):
+    session = Session("fls_x", {"role": role})
+    assert (session.may_operate, session.is_admin) == (operate, admin)
+
+
+def test_the_scope_form_becomes_the_api_scope_and_back():
+    scope = scope_typed({"labels": "env=staging, role=web", "command_types": "ping, facts"})
+    assert scope == {"labels": {"env": "staging", "role": "web"}, "command_types": ["ping", "facts"]}
+    assert scope_typed({}) == {"labels": {}, "command_types": ["*"]}
+    assert scope_text(scope) == {"labels": "env=staging, role=web", "command_types": "ping, facts"}
+
+
+@pytest.mark.parametrize("cookie", [None, "", "%%%", "bm90IGpzb24", "W10", "eyJzdGF0ZSI6IDF9"])
+def test_a_sign_on_flow_cookie_that_is_not_ours_is_no_flow(cookie):
+    assert oidc_flow._unpack(cookie) is None
+
+
+def test_a_sign_on_flow_cookie_round_trips():
+    flow = {"state": "s", "nonce": "n", "verifier": "v"}
+    assert oidc_flow._unpack(oidc_flow._pack(flow)) == flow
 
 
 def test_csrf_tokens_compare_exactly():

@@ -41,6 +41,27 @@ function drawRow(selector, item) {
   if (exit) exit.textContent = item.exit_code === null || item.exit_code === undefined ? "" : item.exit_code;
 }
 
+function cell(row, text, className) {
+  var td = document.createElement("td");
+  td.textContent = text;  // never markup: actors, targets and details come from anyone
+  if (className) td.className = className;
+  row.appendChild(td);
+  return td;
+}
+
+function auditRow(e) {
+  var row = document.createElement("tr");
+  row.dataset.event = e.id;
+  cell(row, e.at.slice(0, 19).replace("T", " ") + " UTC");
+  cell(row, e.actor.name + " (" + e.actor.type + ")");
+  cell(row, e.action);
+  cell(row, e.target ? e.target.type + " " + (e.target.id || "").slice(0, 8) : "");
+  cell(row, e.outcome, "outcome-" + e.outcome);
+  cell(row, e.source_ip || "");
+  cell(row, JSON.stringify(e.details), "details");
+  return row;
+}
+
 document.addEventListener("DOMContentLoaded", function () {
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
@@ -57,6 +78,15 @@ document.addEventListener("DOMContentLoaded", function () {
     var data = JSON.parse(event.data);
     drawJob(data.job);
     data.targets.forEach(function (t) { drawRow('[data-target="' + t.id + '"]', t); });
+  });
+  source.addEventListener("audit", function (event) {
+    var body = live.querySelector("tbody");
+    JSON.parse(event.data).events.slice().reverse().forEach(function (e) {
+      if (body.querySelector('[data-event="' + e.id + '"]')) return;
+      var none = body.querySelector("tr.none");
+      if (none) none.remove();
+      body.insertBefore(auditRow(e), body.firstChild);
+    });
   });
   source.addEventListener("commands", function (event) {
     JSON.parse(event.data).commands.forEach(function (c) { drawRow('[data-command="' + c.id + '"]', c); });
