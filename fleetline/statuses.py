@@ -3,10 +3,13 @@ an agent stands. Dispatch (its state machine and rollout rules), the OpenAPI doc
 console and the CLI read it here; the migrations' CHECK constraints spell the same words,
 and a test reads those back from the database and compares."""
 
-# A command (API: the command lifecycle). Live ones may still change; final ones never do.
+# A command (API: the command lifecycle). One that needs approval first waits, unsigned and
+# not claimable, `awaiting_approval` (-> `pending` once approved, `denied` if not). Live
+# ones (in flight: claimable or delivered) may still change; final ones never do.
+AWAITING = "awaiting_approval"
 COMMAND_LIVE = ("pending", "sent", "running")
-COMMAND_FINAL = ("succeeded", "failed", "rejected", "timed_out", "expired", "cancelled")
-COMMAND_STATUSES = COMMAND_LIVE + COMMAND_FINAL
+COMMAND_FINAL = ("succeeded", "failed", "rejected", "timed_out", "expired", "cancelled", "denied")
+COMMAND_STATUSES = (AWAITING, *COMMAND_LIVE, *COMMAND_FINAL)
 # What an agent reports as a command's result.
 OUTCOMES = ("succeeded", "failed", "rejected")
 # The ends of a job's target that count against its max_failures (cancelled and skipped do not).
@@ -14,9 +17,9 @@ FAILURES = ("failed", "timed_out", "expired", "rejected")
 
 # A job's target: its command's status, or `waiting` (held back by the rollout window, not
 # yet claimable) or `skipped` (cancelled because the job halted). Live ones first.
-TARGET_LIVE = ("waiting", *COMMAND_LIVE)
-TARGET_ENDS = ("succeeded", "failed", "timed_out", "expired", "rejected", "cancelled", "skipped")
+TARGET_LIVE = (AWAITING, "waiting", *COMMAND_LIVE)
+TARGET_ENDS = ("succeeded", "failed", "timed_out", "expired", "rejected", "cancelled", "skipped", "denied")
 TARGET_STATUSES = TARGET_LIVE + TARGET_ENDS
 
-JOB_STATUSES = ("running", "completed", "halted", "cancelled")
+JOB_STATUSES = (AWAITING, "running", "completed", "halted", "cancelled", "denied")
 AGENT_STATUSES = ("active", "revoked")

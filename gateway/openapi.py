@@ -128,6 +128,14 @@ _COMMAND_SETTINGS = {
     "run_timeout_s": opt_int(1, 604800, 3600),
 }
 
+_APPROVAL_FIELDS = {
+    "approvals": {"type": "array", "items": {"$ref": "#/components/schemas/Approval"},
+                  "description": "Who approved it, each operator once."},
+    "approvals_required": {"type": "integer", "minimum": 0,
+                           "description": "Approvals it needs before it is signed (0: none)."},
+    "denied_reason": {"type": ["string", "null"], "description": "`denied` or `approval_expired`."},
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": obj(["error", "detail"], {
         "error": {"type": "string", "description": "A snake_case code."},
@@ -222,6 +230,7 @@ SCHEMAS: dict[str, Any] = {
                    "description": "The job this command belongs to, if any."},
         "created_by": {"oneOf": [{"type": "null"}, ref("Who")]},
         "cancelled_by": {"oneOf": [{"type": "null"}, ref("Who")]},
+        **_APPROVAL_FIELDS,
     }),
     "CommandRequest": obj(["agent_id", "type"], {
         "agent_id": UUID,
@@ -358,6 +367,25 @@ SCHEMAS: dict[str, Any] = {
         "created_at": TIME, "finished_at": TIME_OR_NULL,
         "halted_reason": {"type": ["string", "null"]},
         "idempotency_key": {"type": ["string", "null"]},
+        **_APPROVAL_FIELDS,
+        "approval_expires_at": {**TIME_OR_NULL, "description": "While it awaits approval: when it is denied."},
+    }),
+    "Approval": obj(["operator", "at", "comment"], {"operator": ref("Who"), "at": TIME, "comment": {"type": "string"}}),
+    "Decision": obj([], {"comment": {"type": ["string", "null"], "maxLength": 2048}}),
+    "ApprovalRule": {"type": "object", "minProperties": 1, "additionalProperties": False, "properties": {
+        "command_types": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string"}},
+        "min_targets": {"type": "integer", "minimum": 1, "maximum": 1000000},
+        "all_active": {"const": True},
+        "labels": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}},
+    }},
+    "ApprovalPolicyRequest": obj([], {
+        "rules": {"type": "array", "maxItems": 100, "items": ref("ApprovalRule")},
+        "approvals": opt_int(1, 10, 1), "expires_in_s": opt_int(60, 2592000, 86400),
+    }),
+    "ApprovalPolicy": obj(["rules", "approvals", "expires_in_s"], {
+        "rules": {"type": "array", "items": ref("ApprovalRule")},
+        "approvals": {"type": "integer"}, "expires_in_s": {"type": "integer"},
+        "updated_at": TIME_OR_NULL, "updated_by": {"type": ["string", "null"]},
     }),
     "DryRun": obj(["target_count"], {"target_count": {"type": "integer", "minimum": 1}}),
     "JobPage": obj(["jobs", "next"], {
@@ -519,6 +547,32 @@ PATHS: dict[str, dict] = {
         "Cancel a running job: it and its undelivered commands, at once", {
             "200": ok(ref("Job"), "Cancelled."), **errors(401, 404, 409)},
         tags=["jobs"], security=ADMIN_AUTH, parameters=[JOB_PATH])},
+    "/api/v1/admin/jobs/{job_id}/approve": {"post": op(
+        "Approve a job awaiting approval (an operator other than its creator, whose scope covers every "
+        "target); with enough approvals its commands are signed and it starts", {
+            "200": ok(ref("Job"), "Approved (and started, once approved enough)."), **errors(400, 401, 403, 404, 409)},
+        tags=["jobs"], security=ADMIN_AUTH, parameters=[JOB_PATH], request=body(ref("Decision")))},
+    "/api/v1/admin/jobs/{job_id}/deny": {"post": op(
+        "Deny a job awaiting approval: it ends denied, nothing of it signed", {
+            "200": ok(ref("Job"), "Denied."), **errors(400, 401, 403, 404, 409)},
+        tags=["jobs"], security=ADMIN_AUTH, parameters=[JOB_PATH], request=body(ref("Decision")))},
+    "/api/v1/admin/commands/{command_id}/approve": {"post": op(
+        "Approve a command awaiting approval (an operator other than its creator)", {
+            "200": ok(ref("CommandState"), "Approved (and pending, once approved enough)."),
+            **errors(400, 401, 403, 404, 409)},
+        tags=["operators"], security=ADMIN_AUTH, parameters=[COMMAND_PATH], request=body(ref("Decision")))},
+    "/api/v1/admin/commands/{command_id}/deny": {"post": op(
+        "Deny a command awaiting approval", {
+            "200": ok(ref("CommandState"), "Denied."), **errors(400, 401, 403, 404, 409)},
+        tags=["operators"], security=ADMIN_AUTH, parameters=[COMMAND_PATH], request=body(ref("Decision")))},
+    "/api/v1/admin/approval-policy": {
+        "get": op("The approval policy (admin)", {"200": ok(ref("ApprovalPolicy"), "The policy."),
+                                                  **errors(401, 403)},
+                  tags=["operators"], security=ADMIN_AUTH),
+        "put": op("Set the approval policy (admin): requests matching any rule need approval", {
+            "200": ok(ref("ApprovalPolicy"), "Set."), **errors(400, 401, 403)},
+            tags=["operators"], security=ADMIN_AUTH, request=body(ref("ApprovalPolicyRequest"))),
+    },
     "/api/v1/admin/whoami": {"get": op(
         "The operator this credential acts as", {"200": ok(ref("Operator"), "The operator."), **errors(401)},
         tags=["operators"], security=ADMIN_AUTH)},

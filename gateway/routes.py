@@ -27,6 +27,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("exact", "/api/v1/admin/commands", DISPATCH),
     ("prefix", "/api/v1/admin/commands/", DISPATCH),
     ("exact", "/api/v1/admin/command-keyset", DISPATCH),
+    ("exact", "/api/v1/admin/approval-policy", DISPATCH),
     ("exact", "/api/v1/admin/jobs", DISPATCH),
     ("prefix", "/api/v1/admin/jobs/", DISPATCH),
     ("exact", "/console", CONSOLE),

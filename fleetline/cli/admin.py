@@ -184,12 +184,57 @@ def jobs_cancel(api: Api, a) -> Any:
     return api.call("POST", f"/api/v1/admin/jobs/{a.id}/cancel")
 
 
+def _decision(a) -> dict:
+    return {"comment": a.comment}
+
+
+def jobs_approve(api: Api, a) -> Any:
+    return api.call("POST", f"/api/v1/admin/jobs/{a.id}/approve", json=_decision(a))
+
+
+def jobs_deny(api: Api, a) -> Any:
+    return api.call("POST", f"/api/v1/admin/jobs/{a.id}/deny", json=_decision(a))
+
+
+def commands_approve(api: Api, a) -> Any:
+    return api.call("POST", f"/api/v1/admin/commands/{a.id}/approve", json=_decision(a))
+
+
+def commands_deny(api: Api, a) -> Any:
+    return api.call("POST", f"/api/v1/admin/commands/{a.id}/deny", json=_decision(a))
+
+
+def approvals_list(api: Api, a) -> Any:
+    """Every job and command awaiting approval (one page of each, newest first)."""
+    waiting = {"status": "awaiting_approval", "limit": 1000}
+    found = api.call("GET", "/api/v1/admin/jobs", params=waiting)["jobs"]
+    single = [c for c in api.call("GET", "/api/v1/admin/commands", params=waiting)["commands"] if not c["job_id"]]
+    return {"awaiting": [
+        *({"kind": "job", "id": j["id"], "type": j["command"]["type"], "targets": j["target_count"],
+           "created_by": (j["created_by"] or {}).get("name"), "approvals": f"{len(j['approvals'])}/{j['approvals_required']}",
+           "created_at": j["created_at"]} for j in found),
+        *({"kind": "command", "id": c["id"], "type": c["type"], "targets": 1,
+           "created_by": (c["created_by"] or {}).get("name"), "approvals": f"{len(c['approvals'])}/{c['approvals_required']}",
+           "created_at": c["created_at"]} for c in single)]}
+
+
+def approvals_policy(api: Api, a) -> Any:
+    if a.file is None:
+        return api.call("GET", "/api/v1/admin/approval-policy")
+    try:
+        policy = json.loads(sys.stdin.read() if a.file == "-" else Path(a.file).read_text())
+    except (OSError, ValueError) as exc:
+        raise CliError(f"--file must hold the policy as JSON: {exc}") from None
+    return api.call("PUT", "/api/v1/admin/approval-policy", json=policy)
+
+
 def jobs_wait(api: Api, a) -> Any:
     return jobs_cli.follow(lambda: api.call("GET", f"/api/v1/admin/jobs/{a.id}"), a.timeout)
 
 
 # How each result is printed as a table (key in the body, columns); others as key/value.
 LISTINGS = {"tokens": TOKEN_COLUMNS, "agents": AGENT_COLUMNS, "commands": COMMAND_COLUMNS,
+            "awaiting": ["kind", "id", "type", "targets", "created_by", "approvals", "created_at"],
             "operators": operators_cli.OPERATOR_COLUMNS, "operator_tokens": operators_cli.OPERATOR_TOKEN_COLUMNS}
 
 
@@ -270,6 +315,13 @@ def add_parsers(sub) -> None:
         p.set_defaults(func=_run(handler))
         return p
 
+    def decisions(parent, what: str, approve, deny) -> None:
+        for name, handler, text in (("approve", approve, f"approve a {what} awaiting approval (not your own)"),
+                                    ("deny", deny, f"deny a {what} awaiting approval")):
+            p = cmd(parent, name, handler, text)
+            p.add_argument("id")
+            p.add_argument("--comment", default="", help="why (kept with the decision)")
+
     def listing(parent, name: str, handler, help_text: str, statuses: list[str] | None = None):
         """A listing: its status filter and the paging flags _paging() reads."""
         p = cmd(parent, name, handler, help_text)
@@ -314,6 +366,7 @@ def add_parsers(sub) -> None:
     p = cmd(commands, "wait", commands_wait, "wait for a command's final status")
     p.add_argument("id")
     p.add_argument("--timeout", type=float, default=600)
+    decisions(commands, "command", commands_approve, commands_deny)
 
     operators_cli.add_parsers(sub, group, cmd)
 
@@ -336,3 +389,10 @@ def add_parsers(sub) -> None:
     p = cmd(jobs, "wait", jobs_wait, "show a job's progress until every target is final")
     p.add_argument("id")
     p.add_argument("--timeout", type=float, default=600)
+    decisions(jobs, "job", jobs_approve, jobs_deny)
+
+    approvals = group("approvals", "requests awaiting a second operator's approval")
+    cmd(approvals, "list", approvals_list, "jobs and commands awaiting approval")
+    p = cmd(approvals, "policy", approvals_policy, "show the approval policy, or set it (admin) from --file")
+    p.add_argument("--file", help='the policy as JSON, - for stdin: {"rules": [{"command_types": ["shell"]}], '
+                                  '"approvals": 1, "expires_in_s": 86400}')

@@ -69,8 +69,13 @@ def all_succeeded(job: dict) -> bool:
 
 
 def progress(job: dict, width: int = 30) -> str:
-    """One line: a bar of the final share, then every non-zero count."""
+    """One line: a bar of the final share, then every non-zero count (or, while the job
+    awaits approval, who approved it so far)."""
     total = job["target_count"]
+    if job["status"] == statuses.AWAITING:
+        names = ", ".join(a["operator"]["name"] for a in job["approvals"])
+        return (f"awaiting approval: {len(job['approvals'])} of {job['approvals_required']}"
+                f"{f' ({names})' if names else ''}; {total} targets")
     final = sum(job["counts"][s] for s in ENDS)
     filled = width * final // total
     counts = " ".join(f"{s}={job['counts'][s]}" for s in (*LIVE, *ENDS) if job["counts"][s])

@@ -45,17 +45,22 @@ class AdminGuard:
         self.app, self.routes, self.access, self.auth = app, routes, access, auth
         self.trusted_proxies = trusted_proxies
 
-    def _access(self, scope: Scope) -> Access | None:
+    def _access(self, scope: Scope) -> tuple[Access, str | None] | None:
+        """The route's access line, and the id in its path (what a refusal names)."""
         for route in self.routes:
-            match, _ = route.matches(scope)
+            match, child = route.matches(scope)
             if match == Match.FULL and isinstance(route, Route):
-                return self.access[access_key(scope["method"], route.path)]
+                target = next(iter(child.get("path_params", {}).values()), None)
+                target = target[:128] if isinstance(target, str) else target  # any text: bounded
+                return self.access[access_key(scope["method"], route.path)], target
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (needed := self._access(scope)) is None:
+        found = self._access(scope) if scope["type"] == "http" else None
+        if found is None:
             await self.app(scope, receive, send)
             return
+        needed, target = found
         request = Request(scope)
         operator = await self.auth.authenticate(bearer_token(request))
         if operator is None:
@@ -63,7 +68,8 @@ class AdminGuard:
         context = audit.Context(operator.actor, header_value(scope["headers"], b"x-request-id"),
                                 client_address(request, self.trusted_proxies))
         # Set before the role check: a refusal is recorded (errors.py) with who and what.
-        scope.setdefault("state", {}).update(operator=operator, audit=context, action=needed.action)
+        scope.setdefault("state", {}).update(operator=operator, audit=context, action=needed.action,
+                                             target=target)
         if not operator.may(needed.role):
             raise forbidden("forbidden", f"The {operator.role} role may not do this; it takes {needed.role}.",
                             {"required_role": needed.role})

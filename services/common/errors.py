@@ -56,7 +56,9 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     if exc.code == "forbidden" and "audit" in request.scope.get("state", {}):
         # An operator refused (a role too low, a scope too narrow): one audit event, on its own.
-        await audit.record(request.app.state.db, request.state.audit, request.state.action, outcome="forbidden",
+        action, target = request.state.action, request.state.target
+        await audit.record(request.app.state.db, request.state.audit, action,
+                           action.split(".")[0] if target else None, target, outcome="forbidden",
                            details={"method": request.method, "path": request.url.path,
                                     "role": request.state.operator.role, "reason": exc.detail, **exc.details})
     return error_response(exc.status, exc.code, exc.detail, exc.field, exc.headers)

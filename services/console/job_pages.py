@@ -38,10 +38,12 @@ async def _jobs_page(request: Request, session: Session, status_code: int = 200,
         params["status"] = q["status"]
     if q.get("before"):
         params["before"] = q["before"]
-    page = await request.app.state.console.api.call(session.token, "GET", "/jobs", params=params)
+    api = request.app.state.console.api
+    page = await api.call(session.token, "GET", "/jobs", params=params)
+    awaiting = await api.call(session.token, "GET", "/jobs", params={"status": "awaiting_approval", "limit": 100})
     return render(request, "jobs.html", status_code, jobs=page["jobs"], next=page.get("next"),
                   status=params.get("status", ""), statuses=JOB_STATUSES, types=COMMAND_TYPES,
-                  error=error, form=form or {}, bar=bar)
+                  error=error, form=form or {}, bar=bar, awaiting=awaiting["jobs"])
 
 
 @signed_in
@@ -112,3 +114,32 @@ async def cancel_job(request: Request, session: Session, form: dict[str, str]) -
         if exc.status != 409:  # already finished: the page shows how
             raise
     return redirect(request, f"jobs/{job_id}")
+
+
+async def decide(request: Request, session: Session, form: dict[str, str], kind: str, decision: str) -> Response:
+    """Approve or deny a job or a command awaiting approval; the API decides who may. A
+    refusal (its own request, out of scope, decided already) is shown on an error page."""
+    item_id = path_id(request, f"{kind}_id")
+    await request.app.state.console.api.call(session.token, "POST", f"/{kind}s/{item_id}/{decision}",
+                                             json={"comment": form.get("comment", "")[:2048]})
+    return redirect(request, f"{kind}s/{item_id}")
+
+
+@form_action
+async def approve_job(request: Request, session: Session, form: dict[str, str]) -> Response:
+    return await decide(request, session, form, "job", "approve")
+
+
+@form_action
+async def deny_job(request: Request, session: Session, form: dict[str, str]) -> Response:
+    return await decide(request, session, form, "job", "deny")
+
+
+@form_action
+async def approve_command(request: Request, session: Session, form: dict[str, str]) -> Response:
+    return await decide(request, session, form, "command", "approve")
+
+
+@form_action
+async def deny_command(request: Request, session: Session, form: dict[str, str]) -> Response:
+    return await decide(request, session, form, "command", "deny")

@@ -53,8 +53,9 @@ async def create_command(request: Request) -> JSONResponse:
     new = dataclasses.replace(
         read_command(body, agent_id),
         idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None))
-    row, created = await commands.create(request.app.state.db, new, request.app.state.signer,
-                                         request.state.operator, request.state.audit)
+    state = request.app.state
+    row, created = await commands.create(state.db, new, state.signer, request.state.operator, request.state.audit,
+                                         await state.approval_policy.get())
     if created:
         _log.info("command_queued", command_id=row["id"], agent_id=new.agent_id, type=new.type)
     return JSONResponse(state_view(row), status_code=201 if created else 200)

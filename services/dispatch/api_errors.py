@@ -1,4 +1,5 @@
-"""The one table from the refusals of the state machines (commands.py, jobs.py) to API errors."""
+"""The one table from the refusals of the state machines (commands.py, jobs.py, approvals.py)
+to API errors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from starlette.responses import Response
 
 from services.common.errors import ApiError, conflict, forbidden, invalid, invalid_token, not_found
 from services.common.errors import EXCEPTION_HANDLERS as COMMON_HANDLERS
+from services.dispatch import approvals as a
 from services.dispatch import commands as c
 from services.dispatch import jobs as j
 
@@ -28,6 +30,8 @@ ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
         f"These agent ids are unknown or revoked: {_listed(e.ids)}.", "selector.agent_ids"),
     j.JobFinished: lambda e: conflict(f"This job is already {e.status}; it can no longer be cancelled."),
     j.KeyReused: lambda e: conflict("This idempotency key was used for a job with a different request."),
+    a.NotAwaiting: lambda e: conflict(f"This request is {e.status}, not awaiting approval."),
+    a.OwnRequest: lambda e: forbidden("forbidden", "An operator may not approve its own request: another must."),
 }
 
 
@@ -47,4 +51,5 @@ async def _refusal(request: Request, exc: Exception) -> Response:
     return await COMMON_HANDLERS[ApiError](request, to_api_error(exc))
 
 
-EXCEPTION_HANDLERS = {**COMMON_HANDLERS, c.CommandError: _refusal, j.JobError: _refusal}
+EXCEPTION_HANDLERS = {**COMMON_HANDLERS, c.CommandError: _refusal, j.JobError: _refusal,
+                      a.ApprovalError: _refusal}

@@ -20,7 +20,8 @@ from services.common.http import ServiceMiddleware, api_route, health_routes
 from services.common.ratelimit import RateLimit, make_storage
 from services.common.readiness import SchemaCheck
 from services.common.tokens import AccessTokenVerifier, KeySet
-from services.dispatch import admin_api, agent_api, jobs_api, keysets
+from services.dispatch import admin_api, agent_api, approvals, approvals_api, jobs_api, keysets
+from services.dispatch.approval_policy import PolicyCache
 from services.dispatch.api_errors import EXCEPTION_HANDLERS
 from services.dispatch.commands import PollPolicy
 from services.dispatch.first_use import FirstUse
@@ -52,6 +53,11 @@ ADMIN_ROUTES = [
     api_route("/jobs/{job_id}", GET=jobs_api.get_job),
     api_route("/jobs/{job_id}/targets", GET=jobs_api.list_targets),
     api_route("/jobs/{job_id}/cancel", POST=jobs_api.cancel_job),
+    api_route("/jobs/{job_id}/approve", POST=approvals_api.approve_job),
+    api_route("/jobs/{job_id}/deny", POST=approvals_api.deny_job),
+    api_route("/commands/{command_id}/approve", POST=approvals_api.approve_command),
+    api_route("/commands/{command_id}/deny", POST=approvals_api.deny_command),
+    api_route("/approval-policy", GET=approvals_api.get_policy, PUT=approvals_api.set_policy),
 ]
 
 # Who may call each admin route: the least role, and the action its audit events name.
@@ -67,6 +73,12 @@ ACCESS = {
     "GET /jobs/{job_id}": Access(VIEWER, "job.read"),
     "GET /jobs/{job_id}/targets": Access(VIEWER, "job.targets"),
     "POST /jobs/{job_id}/cancel": Access(OPERATOR, "job.cancel"),
+    "POST /jobs/{job_id}/approve": Access(OPERATOR, "job.approve"),
+    "POST /jobs/{job_id}/deny": Access(OPERATOR, "job.deny"),
+    "POST /commands/{command_id}/approve": Access(OPERATOR, "command.approve"),
+    "POST /commands/{command_id}/deny": Access(OPERATOR, "command.deny"),
+    "GET /approval-policy": Access(ADMIN, "approval_policy.read"),
+    "PUT /approval-policy": Access(ADMIN, "approval_policy.update"),
 }
 
 # Pinned plans for dispatch's connections:
@@ -161,6 +173,7 @@ def create_app(settings: Settings) -> Starlette:
     state.listener = listener
     state.last_seen = last_seen
     state.first_use = FirstUse(db)
+    state.approval_policy = PolicyCache(lambda: approvals.read_policy(db))
     metrics.gauge("fleetline_held_polls", "Long polls parked in this process", waiters.held)
     state.claimed_total = metrics.counter("fleetline_commands_claimed_total",
                                           "Commands handed to agents by the poll")

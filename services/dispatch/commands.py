@@ -8,6 +8,9 @@
     pending|sent --expires_at--> expired        pending|sent|running --cancel--> cancelled
     sent|running --the agent refuses it (bad signature, unknown type)--> rejected
     pending (a job's) --its agent revoked--> cancelled
+    awaiting_approval --approved (approvals.py signs it)--> pending
+    awaiting_approval --denied, or its approval deadline passed--> denied
+    awaiting_approval --cancel--> cancelled
 
 Each operation below runs its one guarded statement (queries.py says why each lock and
 guard is there) and returns what happened, or raises one of the exceptions below. The
@@ -29,7 +32,9 @@ from fleetline.signing import canonical
 from services.common import audit
 from services.common.db import Db
 from services.common.operators import EVERYTHING, Operator, Scope
+from services.dispatch import approval_policy
 from services.dispatch import queries as q
+from services.dispatch.approval_policy import NO_POLICY, Policy
 from services.dispatch.signer import CommandSigner
 
 STATUSES = statuses.COMMAND_STATUSES
@@ -45,6 +50,7 @@ TRANSITIONS = frozenset({
     ("sent", "timed_out"), ("running", "timed_out"),
     ("pending", "expired"), ("sent", "expired"),
     ("pending", "cancelled"), ("sent", "cancelled"), ("running", "cancelled"),
+    ("awaiting_approval", "pending"), ("awaiting_approval", "denied"), ("awaiting_approval", "cancelled"),
 })
 
 Row = Mapping[str, Any]
@@ -250,30 +256,51 @@ async def report(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID, outcome: st
     return result_outcome(row, outcome, result)
 
 
+async def _approvals_needed(db: Db, new: NewCommand, policy: Policy) -> int:
+    """How many approvals the new command needs under the policy (0: none)."""
+    if not policy.rules:
+        return 0
+    carried: list[bool] = []
+    if policy.label_rules():
+        labels = await db.fetchval(q.AGENT_LABELS, new.agent_id) or {}
+        carried = [all(labels.get(k) == v for k, v in rule.items()) for rule in policy.label_rules()]
+    request = approval_policy.Request(new.type, 1, carried=carried)
+    return policy.approvals if approval_policy.needs_approval(policy, request) else 0
+
+
 async def create(db: Db, new: NewCommand, signer: CommandSigner, by: Operator,
-                 ctx: audit.Context) -> tuple[Row, bool]:
+                 ctx: audit.Context, policy: Policy = NO_POLICY) -> tuple[Row, bool]:
     """The command, signed now (its payload names who issued it), and whether it was created
     now (False: the idempotency key's twin, which keeps its own signature). Created, its
-    audit event and the agent's wake-up commit together."""
+    audit event and the agent's wake-up commit together. One the approval policy catches is
+    created `awaiting_approval` instead: unsigned, not claimable, no wake-up; its
+    expires_at is the approval deadline until approved (approvals.py)."""
     check_type(by.scope, new.type)
     command_id = uuid.uuid4()
     issued_at = datetime.now(timezone.utc)
-    expires_at = issued_at + timedelta(seconds=new.ttl_s)
-    signed = signer.sign(command_id=str(command_id), agent_id=str(new.agent_id), type=new.type,
-                         params=new.params, issued_at=issued_at, expires_at=expires_at,
-                         run_timeout_s=new.run_timeout_s, issued_by=by.name)
+    required = await _approvals_needed(db, new, policy)
+    if required:
+        status, signed = statuses.AWAITING, None
+        expires_at = issued_at + timedelta(seconds=policy.expires_in_s)
+    else:
+        status, expires_at = "pending", issued_at + timedelta(seconds=new.ttl_s)
+        signed = signer.sign(command_id=str(command_id), agent_id=str(new.agent_id), type=new.type,
+                             params=new.params, issued_at=issued_at, expires_at=expires_at,
+                             run_timeout_s=new.run_timeout_s, issued_by=by.name)
     async with db.transaction():
         row = create_outcome(await db.fetchrow(
             q.CREATE_COMMAND, new.agent_id, command_id, new.type, new.params, new.priority,
             new.max_retries, new.ack_timeout_s, new.run_timeout_s, new.idempotency_key, issued_at,
-            expires_at, signed, by.scope.labels, by.id, by.name,
+            expires_at, signed, by.scope.labels, by.id, by.name, status, required, new.ttl_s,
         ))
         if row is None:
             return await db.fetchrow(q.GET_BY_IDEMPOTENCY_KEY, new.agent_id, new.idempotency_key), False
         await audit.record(db, ctx, "command.create", "command", command_id, details={
             "agent_id": str(new.agent_id), "type": new.type, "params_sha256": params_digest(new.params),
-            "priority": new.priority, "ttl_s": new.ttl_s, "idempotency_key": new.idempotency_key})
-        await db.execute(q.NOTIFY_NEW_COMMAND, str(new.agent_id))
+            "priority": new.priority, "ttl_s": new.ttl_s, "idempotency_key": new.idempotency_key,
+            "approvals_required": required})
+        if not required:
+            await db.execute(q.NOTIFY_NEW_COMMAND, str(new.agent_id))
     return row, True
 
 

@@ -1,8 +1,10 @@
 """Jobs: one operator request, many agents. The one module that moves a job on.
 
+    awaiting_approval --approved (approvals.py)--> running
+    awaiting_approval --denied, or its deadline passed--> denied   (its commands: denied)
+    awaiting_approval|running --operator--> cancelled       (undelivered commands: cancelled)
     running --every target final--> completed
     running --more failures than max_failures--> halted   (undelivered commands: skipped)
-    running --operator--> cancelled                        (undelivered commands: cancelled)
 
 A job is a row plus one ordinary command per target, created in one transaction. Its
 progress is read from those commands (rollout.py decides from the counts); `advance` is
@@ -20,11 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
+from fleetline import statuses
 from services.common import audit
 from services.common.db import Db
 from services.common.operators import EVERYTHING, Operator, Scope
+from services.dispatch import approval_policy
 from services.dispatch import queries as q
 from services.dispatch import rollout
+from services.dispatch.approval_policy import NO_POLICY, Policy
 from services.dispatch.commands import NewCommand, OutOfScope, Row, check_type, params_digest
 from services.dispatch.signer import CommandSigner
 
@@ -135,7 +140,7 @@ async def count_targets(db: Db, selector: Mapping[str, Any], by: Operator) -> in
 
 
 async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
-                 ctx: audit.Context) -> tuple[Row, bool]:
+                 ctx: audit.Context, policy: Policy = NO_POLICY) -> tuple[Row, bool]:
     """The job and one signed command per target (the selector's matches within the
     operator's scope), its audit event, in one transaction; and whether it was created now
     (False: the idempotency key's job, for the same request)."""
@@ -155,32 +160,58 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
         if not agents:
             raise NoTargets()
         window = rollout.window_size(new.rollout["max_in_flight"], len(agents))
+        required = await _approvals_needed(db, new, agents, policy)
+        deadline = created_at + timedelta(seconds=policy.expires_in_s) if required else None
         job = await db.fetchrow(
             q.CREATE_JOB, job_id, new.selector, command_settings(settings), new.rollout, window,
             new.rollout["max_failures"], len(agents), new.idempotency_key, created_at, by.id, by.name,
-            chosen.labels)
+            chosen.labels, statuses.AWAITING if required else "running", required, deadline)
         if job is None:  # a racing request with the same key won
             raise _Raced()
         command_ids = [uuid.uuid4() for _ in agents]
-        signed = []
-        for n, (c, a) in enumerate(zip(command_ids, agents, strict=True), 1):
-            signed.append(signer.sign(command_id=str(c), agent_id=str(a), type=settings.type,
-                                      params=settings.params, issued_at=created_at,
-                                      expires_at=expires_at, run_timeout_s=settings.run_timeout_s,
-                                      issued_by=by.name))
-            if n % SIGN_SLICE == 0:
-                # ~60 us a signature: 10,000 would hold the event loop (held polls, acks)
-                # for over half a second in one piece.
-                await asyncio.sleep(0)
+        if required:  # nothing signed, nothing due: approvals.py signs and starts it
+            signed: list = [None] * len(agents)
+        else:
+            signed = await sign_all(signer, command_ids, agents, settings, created_at, expires_at, by.name)
         await db.execute(
             q.CREATE_JOB_COMMANDS, command_ids, agents, job_id, settings.type, settings.params,
             settings.priority, settings.max_retries, settings.ack_timeout_s, settings.run_timeout_s,
-            created_at, expires_at, window if window is not None else len(agents), signed, by.id, by.name)
+            created_at, deadline or expires_at, 0 if required else window if window is not None else len(agents),
+            signed, by.id, by.name, statuses.AWAITING if required else "pending")
         await audit.record(db, ctx, "job.create", "job", job_id, details={
             "selector": new.selector, "type": settings.type, "params_sha256": params_digest(settings.params),
-            "rollout": new.rollout, "target_count": len(agents), "idempotency_key": new.idempotency_key})
-        await db.execute(q.NOTIFY_AGENTS, agents[:window])
+            "rollout": new.rollout, "target_count": len(agents), "idempotency_key": new.idempotency_key,
+            "approvals_required": required})
+        if not required:
+            await db.execute(q.NOTIFY_AGENTS, agents[:window])
     return job, True
+
+
+async def sign_all(signer: CommandSigner, command_ids: list[uuid.UUID], agents: list[uuid.UUID],
+                   settings: NewCommand, issued_at: datetime, expires_at: datetime, issued_by: str,
+                   approved_by: list[str] | None = None) -> list[dict]:
+    """One signature per target, each for its own command id and agent, yielding to the event
+    loop every SIGN_SLICE: ~60 us a signature, so 10,000 would hold it (held polls, acks)
+    for over half a second in one piece."""
+    signed = []
+    for n, (c, a) in enumerate(zip(command_ids, agents, strict=True), 1):
+        signed.append(signer.sign(command_id=str(c), agent_id=str(a), type=settings.type, params=settings.params,
+                                  issued_at=issued_at, expires_at=expires_at, run_timeout_s=settings.run_timeout_s,
+                                  issued_by=issued_by, approved_by=approved_by))
+        if n % SIGN_SLICE == 0:
+            await asyncio.sleep(0)
+    return signed
+
+
+async def _approvals_needed(db: Db, new: NewJob, agents: list[uuid.UUID], policy: Policy) -> int:
+    """How many approvals the job needs under the policy (0: none)."""
+    if not policy.rules:
+        return 0
+    label_rules = policy.label_rules()
+    carried = await db.fetchval(q.LABEL_RULES_CARRIED, agents, label_rules) if label_rules else []
+    request = approval_policy.Request(new.command.type, len(agents), all_active="all_active" in new.selector,
+                                      carried=carried)
+    return policy.approvals if approval_policy.needs_approval(policy, request) else 0
 
 
 class _Raced(Exception):
@@ -199,14 +230,14 @@ async def _same_request(db: Db, new: NewJob) -> Row | None:
 
 
 async def create_once(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
-                      ctx: audit.Context) -> tuple[Row, bool]:
+                      ctx: audit.Context, policy: Policy = NO_POLICY) -> tuple[Row, bool]:
     """create(), where losing a race for the idempotency key answers the winner's job."""
     try:
-        return await create(db, new, signer, by, ctx)
+        return await create(db, new, signer, by, ctx, policy)
     except _Raced:
         existing = await _same_request(db, new)
         if existing is None:  # the winner rolled back: nothing holds the key any more
-            return await create(db, new, signer, by, ctx)
+            return await create(db, new, signer, by, ctx, policy)
         return existing, False
 
 
@@ -247,7 +278,7 @@ async def cancel(db: Db, job_id: uuid.UUID, by: Operator, ctx: audit.Context) ->
     transaction."""
     async with db.transaction():
         await get(db, job_id, by.scope)
-        if await db.fetchrow(q.LOCK_RUNNING_JOB, job_id) is None:
+        if await db.fetchrow(q.LOCK_LIVE_JOB, job_id) is None:
             raise JobFinished((await get(db, job_id))["status"])
         job = await db.fetchrow(q.END_JOB, job_id, "cancelled", None, by.id, by.name)
         await db.execute(q.CANCEL_UNDELIVERED, job_id, False, by.id, by.name)

@@ -86,7 +86,8 @@ async def create_job(request: Request) -> JSONResponse:
     if take(body, "dry_run", _dry_run, False):
         return JSONResponse({"target_count": await jobs.count_targets(state.db, new.selector,
                                                                       request.state.operator)})
-    job, created = await jobs.create_once(state.db, new, state.signer, request.state.operator, request.state.audit)
+    job, created = await jobs.create_once(state.db, new, state.signer, request.state.operator, request.state.audit,
+                                          await state.approval_policy.get())
     if created:
         _log.info("job_created", job_id=job["id"], targets=job["target_count"],
                   type=new.command.type, max_in_flight=job["max_in_flight"],

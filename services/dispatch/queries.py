@@ -34,7 +34,7 @@ LEASE_EXHAUSTED = f"({DUE} AND NOT {RETRIES_LEFT})"
 COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, max_retries,
     delivery_count, ack_timeout_s, run_timeout_s, idempotency_key, created_at, sent_at,
     acked_at, finished_at, expires_at, result, signed, job_id, created_by_id, created_by_name,
-    cancelled_by_id, cancelled_by_name"""
+    cancelled_by_id, cancelled_by_name, approvals, approvals_required, denied_reason"""
 
 # --- the poll -------------------------------------------------------------------------
 
@@ -188,8 +188,9 @@ WITH agent AS MATERIALIZED (
 ), ins AS (
     INSERT INTO commands (id, agent_id, type, params, priority, max_retries, ack_timeout_s,
                           run_timeout_s, idempotency_key, created_at, expires_at, visible_at, signed,
-                          created_by_id, created_by_name)
-    SELECT $2, agent.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, statement_timestamp(), $12, $14, $15
+                          created_by_id, created_by_name, status, approvals_required, ttl_s)
+    SELECT $2, agent.id, $3, $4, $5, $6, $7, $8, $9, $10, $11, statement_timestamp(), $12, $14, $15,
+           $16, $17, $18
       FROM agent
      WHERE agent.status = 'active' AND agent.in_scope
     ON CONFLICT (agent_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
@@ -198,6 +199,9 @@ WITH agent AS MATERIALIZED (
 SELECT agent.status AS agent_status, agent.in_scope, ins.*
   FROM agent LEFT JOIN ins ON true
 """
+
+# An agent's labels, for the approval policy's label rules.
+AGENT_LABELS = "SELECT labels FROM agents WHERE id = $1"
 
 GET_BY_IDEMPOTENCY_KEY = f"""
 SELECT {COMMAND_COLUMNS} FROM commands WHERE agent_id = $1 AND idempotency_key = $2
@@ -282,12 +286,12 @@ LIST_COMMANDS = {
     (True, True, True): _LIST.format(filters="AND agent_id = $4 AND status = $5 " + _IN_SCOPE.format(n=6)),
 }
 
-# pending|sent|running -> cancelled; guarded so a final command never changes.
+# awaiting_approval|pending|sent|running -> cancelled; guarded so a final command never changes.
 CANCEL_COMMAND = f"""
 UPDATE commands
    SET status = 'cancelled', finished_at = statement_timestamp(), cancelled_by_id = $2,
        cancelled_by_name = $3
- WHERE id = $1 AND status IN ('pending', 'sent', 'running')
+ WHERE id = $1 AND status IN ('awaiting_approval', 'pending', 'sent', 'running')
 RETURNING {COMMAND_COLUMNS}
 """
 
@@ -386,7 +390,8 @@ TARGET_STATUS = f"""(CASE WHEN c.skipped THEN 'skipped'
 
 JOB_COLUMNS = """id, status, selector, command, rollout, max_in_flight, max_failures,
     target_count, idempotency_key, created_at, finished_at, halted_reason, created_by_id,
-    created_by_name, cancelled_by_id, cancelled_by_name, target_labels"""
+    created_by_name, cancelled_by_id, cancelled_by_name, target_labels, approvals, approvals_required,
+    approval_expires_at, denied_reason"""
 
 # The targets of a new job: active agents matching the selector, in a stable order. FOR
 # SHARE: a revocation racing with the job's creation waits for it to commit, so its
@@ -430,23 +435,33 @@ JOB_BY_IDEMPOTENCY_KEY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key 
 # first to commit, then inserts nothing; the caller reads the winner and compares bodies.
 CREATE_JOB = f"""
 INSERT INTO jobs (id, selector, command, rollout, max_in_flight, max_failures, target_count,
-                  idempotency_key, created_at, created_by_id, created_by_name, target_labels)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                  idempotency_key, created_at, created_by_id, created_by_name, target_labels,
+                  status, approvals_required, approval_expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING {JOB_COLUMNS}
 """
 
 # The fan-out: every target's command in one statement, in the job's transaction. The first
-# $14 (the window; all of them without one) are due at once, the rest wait
+# $12 (the window; all of them without one) are due at once, the rest wait
 # (visible_at = 'infinity') for the releaser. Each command carries its own signature,
-# made for its own id and agent.
+# made for its own id and agent. A job awaiting approval writes them all
+# `awaiting_approval` ($16), unsigned, none due ($12 = 0).
 CREATE_JOB_COMMANDS = """
 INSERT INTO commands (id, agent_id, job_id, type, params, priority, max_retries, ack_timeout_s,
                       run_timeout_s, created_at, expires_at, visible_at, signed, created_by_id,
-                      created_by_name)
+                      created_by_name, status)
 SELECT t.id, t.agent_id, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-       CASE WHEN t.n <= $12 THEN $10 ELSE 'infinity'::timestamptz END, t.signed, $14, $15
+       CASE WHEN t.n <= $12 THEN $10 ELSE 'infinity'::timestamptz END, t.signed, $14, $15, $16
   FROM unnest($1::uuid[], $2::uuid[], $13::jsonb[]) WITH ORDINALITY AS t(id, agent_id, signed, n)
+"""
+
+# The approval policy's label rules ($2) a job's targets ($1) carry: one answer per rule,
+# in order (a GIN probe of agents_labels within the targets each).
+LABEL_RULES_CARRIED = """
+SELECT coalesce(array_agg(EXISTS (SELECT 1 FROM agents a WHERE a.id = ANY($1::uuid[]) AND a.labels @> r.labels)
+                          ORDER BY r.n), '{}')
+  FROM unnest($2::jsonb[]) WITH ORDINALITY AS r(labels, n)
 """
 
 # Wakes the held polls of every agent given, in every replica (sent on commit).
@@ -465,6 +480,10 @@ GET_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND target_labels @> $2
 # foreign-key checks of commands referencing the job.
 LOCK_RUNNING_JOB = f"""
 SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND status = 'running' FOR NO KEY UPDATE
+"""
+# The same, for what may still be cancelled: running, or awaiting approval.
+LOCK_LIVE_JOB = f"""
+SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND status IN ('awaiting_approval', 'running') FOR NO KEY UPDATE
 """
 
 # Counts by target status for some jobs: per job, an index-only scan of its entries in
@@ -523,12 +542,13 @@ WITH next AS (
 SELECT pg_notify('{AGENT_CHANNEL}', agent_id::text) FROM released
 """
 
-# running -> completed | halted | cancelled; the status guard makes each happen once.
+# running -> completed | halted | cancelled, awaiting_approval -> cancelled; the status
+# guard makes each happen once.
 END_JOB = f"""
 UPDATE jobs
    SET status = $2, finished_at = statement_timestamp(), halted_reason = $3,
        cancelled_by_id = $4, cancelled_by_name = $5
- WHERE id = $1 AND status = 'running'
+ WHERE id = $1 AND status IN ('awaiting_approval', 'running')
 RETURNING {JOB_COLUMNS}
 """
 
@@ -539,7 +559,7 @@ CANCEL_UNDELIVERED = """
 UPDATE commands
    SET status = 'cancelled', skipped = $2, finished_at = statement_timestamp(),
        cancelled_by_id = $3, cancelled_by_name = $4
- WHERE job_id = $1 AND status = 'pending'
+ WHERE job_id = $1 AND status IN ('awaiting_approval', 'pending')
 """
 
 RUNNING_JOBS = "SELECT id FROM jobs WHERE status = 'running' ORDER BY created_at"
@@ -565,3 +585,110 @@ SELECT c.agent_id, a.hostname, c.id AS command_id, {TARGET_STATUS} AS status, c.
 """
 LIST_TARGETS = {False: _TARGET_PAGE.format(filters=""),
                 True: _TARGET_PAGE.format(filters=f"AND {TARGET_STATUS} = $4")}
+
+# --- approvals (approvals.py) -------------------------------------------------------------------
+
+# The fleet's one policy row (migration 0010), read through a 5 s cache.
+APPROVAL_POLICY = "SELECT rules, approvals, expires_in_s, updated_at, updated_by_name FROM approval_policy"
+SET_APPROVAL_POLICY = """
+UPDATE approval_policy
+   SET rules = $1, approvals = $2, expires_in_s = $3, updated_at = statement_timestamp(), updated_by_name = $4
+RETURNING rules, approvals, expires_in_s, updated_at, updated_by_name
+"""
+
+# A request an operator decides on, locked: two approvers racing for the last approval
+# take turns here, so the second sees what the first did (READ COMMITTED, a new snapshot
+# per statement) and a request starts once. NO KEY UPDATE: the delivery ledger's foreign
+# keys are not blocked. The command carries its agent's labels for the scope check.
+LOCK_COMMAND_FOR_DECISION = f"""
+SELECT {COMMAND_COLUMNS}, c.ttl_s, (SELECT a.labels FROM agents a WHERE a.id = c.agent_id) AS agent_labels
+  FROM commands c WHERE c.id = $1 FOR NO KEY UPDATE OF c
+"""
+LOCK_JOB_FOR_DECISION = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR NO KEY UPDATE"
+
+# Whether a job has a target outside an approver's scope (one is enough to refuse).
+JOB_TARGET_OUTSIDE = """
+SELECT EXISTS (SELECT 1 FROM commands c JOIN agents a ON a.id = c.agent_id
+                WHERE c.job_id = $1 AND c.job_id IS NOT NULL AND NOT a.labels @> $2)
+"""
+
+# One more approval, not enough yet; the status guard: only while it awaits.
+ADD_COMMAND_APPROVAL = f"""
+UPDATE commands SET approvals = $2 WHERE id = $1 AND status = 'awaiting_approval' RETURNING {COMMAND_COLUMNS}
+"""
+ADD_JOB_APPROVAL = f"""
+UPDATE jobs SET approvals = $2 WHERE id = $1 AND status = 'awaiting_approval' RETURNING {JOB_COLUMNS}
+"""
+
+# awaiting_approval -> pending: signed now (the payload names its approvers), its TTL
+# counted from now, due now. The claim statement needs no change: it reads pending rows.
+START_APPROVED_COMMAND = f"""
+UPDATE commands
+   SET status = 'pending', approvals = $2, signed = $3, expires_at = $4, visible_at = statement_timestamp()
+ WHERE id = $1 AND status = 'awaiting_approval'
+RETURNING {COMMAND_COLUMNS}
+"""
+
+# A job's targets to sign when it is approved, in the releaser's order (commands_job_target).
+AWAITING_JOB_COMMANDS = """
+SELECT id, agent_id FROM commands WHERE job_id = $1 AND job_id IS NOT NULL AND status = 'awaiting_approval'
+ ORDER BY id
+"""
+START_APPROVED_JOB = f"""
+UPDATE jobs SET status = 'running', approvals = $2 WHERE id = $1 AND status = 'awaiting_approval'
+RETURNING {JOB_COLUMNS}
+"""
+# Every target signed; the first $5 (the window; all without one) due now, the rest waiting.
+START_JOB_COMMANDS = """
+UPDATE commands c
+   SET status = 'pending', signed = t.signed, expires_at = $4,
+       visible_at = CASE WHEN t.n <= $5 THEN statement_timestamp() ELSE 'infinity'::timestamptz END
+  FROM unnest($2::uuid[], $3::jsonb[]) WITH ORDINALITY AS t(id, signed, n)
+ WHERE c.id = t.id AND c.job_id = $1 AND c.status = 'awaiting_approval'
+"""
+
+# awaiting_approval -> denied ($2: `denied` or `approval_expired`), final.
+DENY_COMMAND = f"""
+UPDATE commands SET status = 'denied', denied_reason = $2, finished_at = statement_timestamp()
+ WHERE id = $1 AND status = 'awaiting_approval'
+RETURNING {COMMAND_COLUMNS}
+"""
+DENY_JOB = f"""
+UPDATE jobs SET status = 'denied', denied_reason = $2, finished_at = statement_timestamp()
+ WHERE id = $1 AND status = 'awaiting_approval'
+RETURNING {JOB_COLUMNS}
+"""
+DENY_JOB_COMMANDS = """
+UPDATE commands SET status = 'denied', denied_reason = $2, finished_at = statement_timestamp()
+ WHERE job_id = $1 AND job_id IS NOT NULL AND status = 'awaiting_approval'
+"""
+
+# The reaper: requests whose approval deadline passed -> denied (approval_expired), in
+# batches through their partial indexes, SKIP LOCKED (an approver holding one right now
+# decides it first; the guard re-checks). A job goes with its commands, in one statement.
+EXPIRE_AWAITING_JOBS = """
+WITH due AS (
+    SELECT id FROM jobs
+     WHERE status = 'awaiting_approval' AND approval_expires_at <= statement_timestamp()
+     ORDER BY approval_expires_at LIMIT $1
+       FOR NO KEY UPDATE SKIP LOCKED
+), ended AS (
+    UPDATE jobs j SET status = 'denied', denied_reason = 'approval_expired', finished_at = statement_timestamp()
+      FROM due WHERE j.id = due.id AND j.status = 'awaiting_approval'
+    RETURNING j.id
+), commands_denied AS (
+    UPDATE commands c SET status = 'denied', denied_reason = 'approval_expired', finished_at = statement_timestamp()
+     WHERE c.job_id IN (SELECT id FROM ended) AND c.status = 'awaiting_approval'
+)
+SELECT count(*) FROM ended
+"""
+EXPIRE_AWAITING_COMMANDS = """
+WITH due AS (
+    SELECT id FROM commands
+     WHERE status = 'awaiting_approval' AND job_id IS NULL AND expires_at <= statement_timestamp()
+     ORDER BY expires_at LIMIT $1
+       FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE commands c SET status = 'denied', denied_reason = 'approval_expired', finished_at = statement_timestamp()
+  FROM due WHERE c.id = due.id AND c.status = 'awaiting_approval'
+"""

@@ -4,6 +4,7 @@ Every `FLEETLINE_REAPER_INTERVAL_S` it runs commands.reap(), which moves in batc
   unacked leases with retries used up -> timed_out
   running commands past run_timeout_s  -> timed_out
   pending|sent commands past expires_at -> expired
+then denies requests whose approval deadline passed (approvals.expire),
 and then moves every running job on (jobs.advance_running: halts, completions and the
 rollout window's releases that those ends, or ends elsewhere, made due).
 Safe with many replicas running it at once: each row is picked FOR UPDATE SKIP LOCKED
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from fleetline.ethos import Log
 from services.common.db import Db
-from services.dispatch import commands, jobs
+from services.dispatch import approvals, commands, jobs
 from services.common.periodic import Periodic
 
 _log = Log("dispatch", "reaper")
@@ -29,6 +30,9 @@ class Reaper(Periodic):
         moved = await commands.reap(self.db)
         if any(moved.values()):
             _log.info("reaped", **moved)
+        expired = await approvals.expire(self.db)
+        if any(expired.values()):
+            _log.info("approvals_expired", **expired)
         advanced = await jobs.advance_running(self.db)
         if any(advanced.values()):
             _log.info("jobs_advanced", **advanced)

@@ -32,7 +32,14 @@ def state_view(row: Mapping[str, Any]) -> dict:
         "job_id": str(row["job_id"]) if row["job_id"] is not None else None,
         "created_by": by(row, "created_by"),
         "cancelled_by": by(row, "cancelled_by"),
+        **approval_fields(row),
     }
+
+
+def approval_fields(row: Mapping[str, Any]) -> dict:
+    """`approvals` (API 1.2), and how many were required and why a request was denied."""
+    return {"approvals": list(row["approvals"]), "approvals_required": row["approvals_required"],
+            "denied_reason": row["denied_reason"]}
 
 
 def by(row: Mapping[str, Any], who: str) -> dict | None:
@@ -74,6 +81,8 @@ def job_view(row: Mapping[str, Any], counts: Mapping[str, int]) -> dict:
         "idempotency_key": row["idempotency_key"],
         "created_by": by(row, "created_by"),
         "cancelled_by": by(row, "cancelled_by"),
+        **approval_fields(row),
+        "approval_expires_at": rfc3339(row["approval_expires_at"]),
     }
 
 
@@ -85,3 +94,9 @@ def target_view(row: Mapping[str, Any]) -> dict:
         "status": row["status"],
         "result": row["result"],
     }
+
+
+def policy_view(row: Mapping[str, Any]) -> dict:
+    """The approval policy (API 1.2), with when and by whom it was last set."""
+    return {"rules": list(row["rules"]), "approvals": row["approvals"], "expires_in_s": row["expires_in_s"],
+            "updated_at": rfc3339(row["updated_at"]), "updated_by": row["updated_by_name"]}

@@ -57,8 +57,8 @@ async def test_every_statement_of_every_queries_module_prepares(databases, datab
 def _allowed(sql, table: str) -> set[str]:
     """The words the CHECK constraint on `table.status` allows."""
     (definition,) = [d for (d,) in sql.execute(
-        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c'",
-        (table,)) if "status" in d and "ARRAY" in d]
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c' "
+        "AND conname = %s", (table, f"{table}_status_check"))]
     return set(re.findall(r"'([a-z_]+)'::text", definition))
 
 

@@ -542,3 +542,51 @@ def test_a_sign_on_answer_with_another_state_is_refused_before_any_code_is_excha
     # Without the flow cookie at all (another browser), the genuine answer opens nothing either.
     stranger = httpx.get(fleet.console + back.split("/console/", 1)[1])
     assert stranger.status_code == 401 and "fleetline_session" not in stranger.headers.get("set-cookie", "")
+
+
+def test_one_operator_asks_a_second_approves_and_the_progress_bar_fills(fleet, browser):
+    fleet.api("PUT", "/approval-policy", json={"rules": [{"command_types": ["facts"]}], "approvals": 1})
+    try:
+        fleet.operator("asker", "operator", password="asker-password-1")
+        fleet.operator("checker", "operator", password="checker-password-1")
+        asker = Watched(browser, fleet.console)
+        asker.sign_in("asker", "asker-password-1")
+        page = asker.page
+        page.click("nav >> text=Jobs")
+        page.fill("#labels", "env=demo")
+        page.select_option("#job-type", "facts")
+        page.click("form.new-job button[type=submit]")
+        page.wait_for_url(re.compile(r"/console/jobs/[0-9a-f-]{36}$"))
+        job_id = page.url.rsplit("/", 1)[1]
+        assert page.locator("[data-job-status]").inner_text() == "awaiting_approval"
+        assert page.locator("form.approve").count() == 0  # not for its own request
+        assert "Another operator must approve it" in page.locator(".awaiting").inner_text()
+        page.evaluate("window.notReloaded = true")
+        page.wait_for_function("document.body.dataset.live === 'on'")
+
+        checker = Watched(browser, fleet.console)
+        checker.sign_in("checker", "checker-password-1")
+        other = checker.page
+        other.click("nav >> text=Jobs")
+        row = other.locator(f'tr[data-awaiting-job="{job_id}"]')
+        assert "asker" in row.inner_text() and "facts" in row.inner_text()
+        row.locator("a >> text=review").click()
+        other.wait_for_url(re.compile(rf"/console/jobs/{job_id}$"))
+        assert other.locator("table.targets").inner_text().count("awaiting_approval") == 2  # which targets
+        other.fill("form.approve input[name=comment]", "looks fine")
+        other.click("form.approve button[type=submit]")
+        other.locator("[data-job-status].status-completed").wait_for()
+        checker.shot("approved")
+
+        # The asker's page followed along without a reload: approved, run, complete.
+        page.locator("section[data-job] [data-job-status].status-completed").wait_for()
+        assert page.evaluate("window.notReloaded") is True
+        assert page.locator("[data-awaiting]").count() == 0
+        assert float(page.locator('section[data-job] rect[data-status="succeeded"]').get_attribute("width")) == 100
+        job = fleet.api("GET", f"/jobs/{job_id}").json()
+        assert [a["operator"]["name"] for a in job["approvals"]] == ["checker"]
+        assert job["approvals"][0]["comment"] == "looks fine"
+        asker.check_clean()
+        checker.check_clean()
+    finally:
+        fleet.api("PUT", "/approval-policy", json={"rules": []})

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from services.dispatch import approvals
 from services.dispatch import commands as c
 from services.dispatch.api_errors import to_api_error
 
@@ -194,8 +195,12 @@ def test_every_refusal_class_is_in_the_table():
             yield from subclasses(sub)
 
     assert set(subclasses(c.CommandError)) <= set(ERRORS)
+    assert set(subclasses(approvals.ApprovalError)) <= set(ERRORS)
 
 
-def test_transitions_only_leave_live_statuses():
-    assert {old for old, _ in c.TRANSITIONS} <= c.LIVE
+def test_transitions_only_leave_statuses_that_are_not_final():
+    assert {old for old, _ in c.TRANSITIONS} <= c.LIVE | {"awaiting_approval"}
+    assert not {old for old, _ in c.TRANSITIONS} & c.FINAL
     assert {new for _, new in c.TRANSITIONS} <= set(c.STATUSES)
+    # Approval leads only to pending (signed, due); nothing reaches sent without a claim.
+    assert {new for old, new in c.TRANSITIONS if old == "awaiting_approval"} == {"pending", "denied", "cancelled"}

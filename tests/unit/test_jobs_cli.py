@@ -8,13 +8,13 @@ import pytest
 from fleetline.cli import jobs as jobs_cli
 from fleetline.cli.admin_client import CliError
 
-STATUSES = ("waiting", "pending", "sent", "running", "succeeded", "failed", "timed_out",
-            "expired", "rejected", "cancelled", "skipped")
+from fleetline.statuses import TARGET_STATUSES as STATUSES
 
 
-def job(status="running", **counts):
+def job(status="running", approvals=(), required=0, **counts):
     full = {**dict.fromkeys(STATUSES, 0), **counts}
-    return {"id": "j1", "status": status, "target_count": sum(full.values()), "counts": full}
+    return {"id": "j1", "status": status, "target_count": sum(full.values()), "counts": full,
+            "approvals": list(approvals), "approvals_required": required}
 
 
 def args(**kw):
@@ -55,6 +55,14 @@ def test_waiting_ends_only_when_the_job_stopped_and_every_target_is_final():
 def test_only_a_job_where_every_target_succeeded_exits_zero():
     assert jobs_cli.all_succeeded(job("completed", succeeded=3))
     assert not jobs_cli.all_succeeded(job("completed", succeeded=2, cancelled=1))
+
+
+def test_a_job_awaiting_approval_says_so_and_is_not_finished_until_decided():
+    waiting = job("awaiting_approval", required=2, approvals=[{"operator": {"name": "ann"}}], awaiting_approval=3)
+    assert jobs_cli.progress(waiting) == "awaiting approval: 1 of 2 (ann); 3 targets"
+    assert not jobs_cli.finished(waiting)
+    assert jobs_cli.finished(job("denied", denied=3))
+    assert not jobs_cli.all_succeeded(job("denied", denied=3))
 
 
 def test_progress_fills_with_the_final_share_and_names_the_counts():

@@ -27,8 +27,11 @@ function drawJob(job) {
     });
     var finished = el.querySelector("[data-job-finished]");
     if (finished && job.finished_at) finished.textContent = job.finished_at.slice(0, 19).replace("T", " ") + " UTC";
-    if (job.status !== "running") {
+    if (job.status !== "running" && job.status !== "awaiting_approval") {
       el.querySelectorAll("form.cancel-job").forEach(function (form) { form.remove(); });
+    }
+    if (job.status !== "awaiting_approval") {  // decided: the approval box goes
+      el.querySelectorAll("[data-awaiting]").forEach(function (box) { box.remove(); });
     }
   });
 }
