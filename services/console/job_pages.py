@@ -116,30 +116,19 @@ async def cancel_job(request: Request, session: Session, form: dict[str, str]) -
     return redirect(request, f"jobs/{job_id}")
 
 
-async def decide(request: Request, session: Session, form: dict[str, str], kind: str, decision: str) -> Response:
-    """Approve or deny a job or a command awaiting approval; the API decides who may. A
-    refusal (its own request, out of scope, decided already) is shown on an error page."""
-    item_id = path_id(request, f"{kind}_id")
-    await request.app.state.console.api.call(session.token, "POST", f"/{kind}s/{item_id}/{decision}",
-                                             json={"comment": form.get("comment", "")[:2048]})
-    return redirect(request, f"{kind}s/{item_id}")
+def decision(kind: str, verdict: str):
+    """The form that approves or denies a job or a command awaiting approval; the API decides
+    who may. A refusal (its own request, out of scope, decided already) is shown as a page."""
+
+    @form_action
+    async def decide(request: Request, session: Session, form: dict[str, str]) -> Response:
+        item_id = path_id(request, f"{kind}_id")
+        await request.app.state.console.api.call(session.token, "POST", f"/{kind}s/{item_id}/{verdict}",
+                                                 json={"comment": form.get("comment", "")[:2048]})
+        return redirect(request, f"{kind}s/{item_id}")
+
+    return decide
 
 
-@form_action
-async def approve_job(request: Request, session: Session, form: dict[str, str]) -> Response:
-    return await decide(request, session, form, "job", "approve")
-
-
-@form_action
-async def deny_job(request: Request, session: Session, form: dict[str, str]) -> Response:
-    return await decide(request, session, form, "job", "deny")
-
-
-@form_action
-async def approve_command(request: Request, session: Session, form: dict[str, str]) -> Response:
-    return await decide(request, session, form, "command", "approve")
-
-
-@form_action
-async def deny_command(request: Request, session: Session, form: dict[str, str]) -> Response:
-    return await decide(request, session, form, "command", "deny")
+approve_job, deny_job = decision("job", "approve"), decision("job", "deny")
+approve_command, deny_command = decision("command", "approve"), decision("command", "deny")

@@ -3,6 +3,7 @@ database per test, keys and an admin token, and services as real uvicorn process
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import pytest
 from fleetline.cli.pgembed import free_port
 from fleetline.cli.keys import key_settings
 from fleetline.cli.tls import ensure_tls
+from tests.integration.agentproc import AgentProcess
 from tests.integration.support import HTTP, ServiceProcess, wait_until
 
 ADMIN_TOKEN = "test-admin-token-" + os.urandom(16).hex()
@@ -173,3 +175,66 @@ def start_gateway(base_env, tmp_path):
     yield start
     for p in started:
         p.stop()
+
+
+# --- a whole fleet: auth, dispatch, the gateway, and real agents on demand ---------------------
+
+FAST = {"FLEETLINE_POLL_INTERVAL_S": "1", "FLEETLINE_RAPID_POLL_INTERVAL_S": "1",
+        "FLEETLINE_REAPER_INTERVAL_S": "0.5"}
+
+
+@pytest.fixture
+def fleet_stack(start_service, start_gateway, tmp_path):
+    # Started side by side, then waited for.
+    auth = start_service("services.auth", wait=False, **FAST)
+    dispatch = start_service("services.dispatch", wait=False,
+                             FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json", **FAST)
+    gw = start_gateway([auth.url], [dispatch.url], wait=False)
+    for proc in (auth, dispatch, gw):
+        proc.wait_ready()
+    agents: list[AgentProcess] = []
+
+    class Stack:
+        url = gw.url
+        services = {"auth": auth, "dispatch": dispatch, "gateway": gw}
+
+        def api(self, method: str, path: str, who: dict | None = None, **kw) -> httpx.Response:
+            """An admin API call as `who` (headers), or as the bootstrap admin."""
+            return HTTP.request(method, f"{gw.url}/api/v1/admin{path}",
+                                headers=who or {"Authorization": f"Bearer {ADMIN_TOKEN}"}, **kw)
+
+        def agent(self, name="a1", token=None, **kw) -> AgentProcess:
+            if token is None and not (tmp_path / name / "state.json").exists():
+                token = create_registration_token(gw.url)["token"]
+            a = AgentProcess(gw.url, tmp_path / name, f"machine-{name}", token, **kw)
+            agents.append(a)
+            return a
+
+        def enrol(self, name="a1", token=None) -> str:
+            """Register an agent, then stop it: the test changes the world before it runs."""
+            a = self.agent(name, token)
+            agent_id = self.agent_id(name)
+            a.wait_log("agent_started")
+            a.stop()
+            return agent_id
+
+        def agent_id(self, name="a1") -> str:
+            wait_until(lambda: (tmp_path / name / "state.json").exists(), 30, what="registration")
+            return json.loads((tmp_path / name / "state.json").read_text())["agent_id"]
+
+        def queue(self, agent_id, ctype, **fields) -> dict:
+            r = HTTP.post(f"{gw.url}/api/v1/admin/commands", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                           json={"agent_id": agent_id, "type": ctype, **fields})
+            assert r.status_code == 201, r.text
+            return r.json()
+
+        def command(self, cid) -> dict:
+            return HTTP.get(f"{gw.url}/api/v1/admin/commands/{cid}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json()
+
+        def wait_status(self, cid, statuses, timeout=30) -> dict:
+            return wait_until(lambda: (c := self.command(cid))["status"] in statuses and c, timeout, 0.1,
+                              f"command {cid} to reach {statuses}")
+
+    yield Stack()
+    for a in agents:
+        a.stop()

@@ -12,66 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.integration.agentproc import AgentProcess
-from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
+from tests.integration.conftest import ADMIN_TOKEN, FAST, create_registration_token
 from fleetline.cli.pgembed import free_port
 from tests.integration.support import HTTP, ROOT, ServiceProcess, wait_until
 from fleetline.cli.keys import ACCESS_TOKEN_KEY
 
-FAST = {"FLEETLINE_POLL_INTERVAL_S": "1", "FLEETLINE_RAPID_POLL_INTERVAL_S": "1",
-        "FLEETLINE_REAPER_INTERVAL_S": "0.5"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-@pytest.fixture
-def fleet_stack(start_service, start_gateway, tmp_path):
-    # Started side by side, then waited for.
-    auth = start_service("services.auth", wait=False, **FAST)
-    dispatch = start_service("services.dispatch", wait=False,
-                             FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json", **FAST)
-    gw = start_gateway([auth.url], [dispatch.url], wait=False)
-    for proc in (auth, dispatch, gw):
-        proc.wait_ready()
-    agents: list[AgentProcess] = []
-
-    class Stack:
-        url = gw.url
-        services = {"auth": auth, "dispatch": dispatch, "gateway": gw}
-
-        def agent(self, name="a1", token=None, **kw) -> AgentProcess:
-            if token is None and not (tmp_path / name / "state.json").exists():
-                token = create_registration_token(gw.url)["token"]
-            a = AgentProcess(gw.url, tmp_path / name, f"machine-{name}", token, **kw)
-            agents.append(a)
-            return a
-
-        def enrol(self, name="a1", token=None) -> str:
-            """Register an agent, then stop it: the test changes the world before it runs."""
-            a = self.agent(name, token)
-            agent_id = self.agent_id(name)
-            a.wait_log("agent_started")
-            a.stop()
-            return agent_id
-
-        def agent_id(self, name="a1") -> str:
-            wait_until(lambda: (tmp_path / name / "state.json").exists(), 30, what="registration")
-            return json.loads((tmp_path / name / "state.json").read_text())["agent_id"]
-
-        def queue(self, agent_id, ctype, **fields) -> dict:
-            r = HTTP.post(f"{gw.url}/api/v1/admin/commands", headers=ADMIN,
-                           json={"agent_id": agent_id, "type": ctype, **fields})
-            assert r.status_code == 201, r.text
-            return r.json()
-
-        def command(self, cid) -> dict:
-            return HTTP.get(f"{gw.url}/api/v1/admin/commands/{cid}", headers=ADMIN).json()
-
-        def wait_status(self, cid, statuses, timeout=30) -> dict:
-            return wait_until(lambda: (c := self.command(cid))["status"] in statuses and c, timeout, 0.1,
-                              f"command {cid} to reach {statuses}")
-
-    yield Stack()
-    for a in agents:
-        a.stop()
 
 
 def _executions(state_dir, cid) -> int:

@@ -9,53 +9,38 @@ import uuid
 
 import pytest
 
-from tests.integration.agentproc import AgentProcess
-from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
-from tests.integration.support import HTTP, held_polls, wait_until
-from tests.integration.test_agent_e2e import FAST
+from tests.integration.conftest import ADMIN_TOKEN
+from tests.integration.support import held_polls, wait_until
 
 BOOTSTRAP = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SHELL_RULE = {"rules": [{"command_types": ["shell"]}], "approvals": 1, "expires_in_s": 3600}
 
 
+class World:
+    """The fleet_stack, with operators of its own and agents named by label."""
+
+    def __init__(self, stack):
+        self.stack, self.dispatch_url = stack, stack.services["dispatch"].url
+        self.agents: dict = {}
+
+    def api(self, method, path, who=None, **kw):
+        return self.stack.api(method, path, who, **kw)
+
+    def operator(self, name, labels=None) -> dict:
+        made = self.api("POST", "/operators", json={"name": name, "role": "operator",
+                                                    "scope": {"labels": labels or {}, "command_types": ["*"]}})
+        token = self.api("POST", f"/operators/{made.json()['id']}/tokens", json={}).json()["token"]
+        return {"Authorization": f"Bearer {token}"}
+
+    def agent(self, name: str, labels: list[str] = ()) -> str:
+        self.agents[name] = self.stack.agent(name, extra_args=[a for label in labels for a in ("--label", label)])
+        self.agents[name].wait_log("agent_started")
+        return self.stack.agent_id(name)
+
+
 @pytest.fixture
-def world(start_service, start_gateway, tmp_path):
-    auth = start_service("services.auth", wait=False, **FAST)
-    dispatch = start_service("services.dispatch", wait=False,
-                             FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json", **FAST)
-    gw = start_gateway([auth.url], [dispatch.url], wait=False)
-    for proc in (auth, dispatch, gw):
-        proc.wait_ready()
-    agents: list[AgentProcess] = []
-
-    class World:
-        url, dispatch_url = gw.url, dispatch.url
-
-        def api(self, method, path, who=None, **kw):
-            headers = who or BOOTSTRAP
-            return HTTP.request(method, f"{gw.url}/api/v1/admin{path}", headers=headers, **kw)
-
-        def operator(self, name, labels=None) -> dict:
-            made = self.api("POST", "/operators", json={"name": name, "role": "operator",
-                                                        "scope": {"labels": labels or {}, "command_types": ["*"]}})
-            token = self.api("POST", f"/operators/{made.json()['id']}/tokens", json={}).json()["token"]
-            return {"Authorization": f"Bearer {token}"}
-
-        def agent(self, name: str, labels: list[str] = ()) -> str:
-            token = create_registration_token(gw.url)["token"]
-            extra = [a for label in labels for a in ("--label", label)]
-            a = AgentProcess(gw.url, tmp_path / name, f"machine-{name}", token, extra_args=extra)
-            agents.append(a)
-            a.wait_log("agent_started")
-            self.agents[name] = a
-            return wait_until(lambda: next((x["id"] for x in self.api("GET", "/agents").json()["agents"]
-                                            if x["machine_id"] == f"machine-{name}"), None), 30)
-
-        agents: dict[str, AgentProcess] = {}
-
-    yield World()
-    for a in agents:
-        a.stop()
+def world(fleet_stack) -> World:
+    return World(fleet_stack)
 
 
 def test_a_shell_job_reaches_no_agent_until_a_second_operator_approves_it(world, sql):
