@@ -1,6 +1,7 @@
 """Who may poll, ack and report: the codes of API.md, and nothing claimed when refused."""
 
 import jwt
+import pytest
 
 from tests.integration.fleet import Agent
 from tests.integration.support import HTTP
@@ -72,3 +73,30 @@ def test_unknown_command_and_malformed_ids_are_not_found(fleet):
             assert (resp.status_code, resp.json()["error"]) == (404, "not_found")
     resp = HTTP.get(f"{fleet.dispatch_url}/api/v1/agents/not-a-uuid/commands", headers=agent.headers)
     assert (resp.status_code, resp.json()["error"]) == (403, "agent_mismatch")
+
+
+def test_the_agents_path_reads_no_operator_table(fleet, auth, database_url):
+    """Polls, acks, results and renewals keep flowing while every operator table is locked
+    against reads, where an admin request with a token not yet cached waits for the lock:
+    the agents' path does not pass through the operators' guard."""
+    import httpx
+    import psycopg
+
+    agent = fleet.register()
+    queued = [fleet.queue(agent) for _ in range(3)]
+    with psycopg.connect(database_url) as locker:
+        locker.execute("LOCK TABLE operators, operator_tokens, operator_sessions IN ACCESS EXCLUSIVE MODE")
+        claimed = fleet.poll(agent)["commands"]
+        assert sorted(c["id"] for c in claimed) == sorted(c["id"] for c in queued)
+        for cmd in claimed:
+            assert fleet.ack(agent, cmd["id"]).status_code == 200
+            assert fleet.result(agent, cmd["id"]).status_code == 200
+        renewed = HTTP.post(f"{auth.url}/api/v1/agents/renew",
+                            json={"agent_id": agent.agent_id, "refresh_token": agent.refresh_token},
+                            headers={"X-Machine-ID": agent.machine_id})
+        assert renewed.status_code == 200, renewed.text
+        with pytest.raises(httpx.TimeoutException):  # the lock holds: an admin request waits
+            httpx.get(f"{fleet.dispatch_url}/api/v1/admin/commands", timeout=1.5,
+                      headers={"Authorization": "Bearer flop_not-cached-anywhere"})
+        locker.rollback()
+    assert [fleet.command(c["id"])["status"] for c in queued] == ["succeeded"] * 3
