@@ -37,11 +37,16 @@ class Outcome:
     note: str = ""  # the agent's own word on how it ended, kept within the output's budget
 
 
+def _discard(data: bytes) -> None:
+    pass
+
+
 @dataclass
 class Context:
     stopper: Stopper
     deadline: float  # time.monotonic() by which the command must be done (run_timeout_s)
     allow_shell: bool
+    output: Callable[[bytes], None] = _discard  # what the command prints, as it comes (live output)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -149,6 +154,7 @@ def shell(params: dict, ctx: Context) -> Outcome:
 
     def read() -> None:  # keep reading so the child never blocks on a full pipe
         for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            ctx.output(chunk)
             output.extend(chunk)
             if len(output) > READ_LIMIT:
                 del output[: len(output) - READ_LIMIT]  # keep the end

@@ -29,6 +29,7 @@ from agent.log import Log
 from agent.results import fit_output
 from agent.state import Credentials, resolve_machine_id, secure_dir
 from agent.stopper import Stopper
+from agent.streaming import OutputStream, StreamEnded
 from agent.timing import BACKOFF_CAP_S, Backoff, poll_jitter
 from fleetline.labels import split_label
 from fleetline.transport import InsecureTransport, check_url, is_loopback_url
@@ -477,14 +478,27 @@ class Agent:
         # record of every command it runs, whatever the server's history later says.
         log.info("commands", "command_started", command_id=command_id, type=ctype,
                  issued_by=payload.get("issued_by"), approved_by=",".join(payload.get("approved_by") or []) or None)
+        stream = OutputStream(command_id, lambda offset, data: self._send_output(command_id, offset, data),
+                              retryable=(Retryable,), log=log)
         ctx = handlers.Context(self.stopper, time.monotonic() + float(payload["run_timeout_s"]),
-                               self.allow_shell)
-        outcome = handlers.run(ctype, payload["params"], ctx)
+                               self.allow_shell, output=stream.feed)
+        try:
+            outcome = handlers.run(ctype, payload["params"], ctx)
+        finally:
+            stream.close()  # what is still waiting goes once, now: then the result
         result = self._result(outcome, started_at)
         self.journal.finish(command_id, result)
         log.info("commands", "command_finished", command_id=command_id, status=outcome.status,
                  exit_code=outcome.exit_code)
         self._report(command_id, result)
+
+    def _send_output(self, command_id: str, offset: int, data: str) -> dict:
+        """One chunk of live output; Retryable goes to the stream (it retries while the
+        command runs), anything final ends the stream."""
+        try:
+            return self._authed(lambda t, a: self.client.output(t, a, command_id, offset, data))
+        except (Refused, Fatal) as exc:
+            raise StreamEnded(str(exc)) from None
 
     def _until_answered(self, subsystem: str, call: Callable[[str, str], dict]) -> dict | None:
         """Repeat an idempotent call (ack, result) through failures until the server answers.

@@ -137,6 +137,13 @@ class Settings:
     rapid_window_s: int = _env("FLEETLINE_RAPID_WINDOW_S", _positive_int, 600)
     reaper_interval_s: float = _env("FLEETLINE_REAPER_INTERVAL_S", _positive_float, 5.0)
     last_seen_flush_s: float = _env("FLEETLINE_LAST_SEEN_FLUSH_S", _positive_float, 5.0)
+    # Live output: each command's stored stream is capped; past it, `truncated`.
+    max_output_bytes: int = _env("FLEETLINE_MAX_OUTPUT_BYTES", _positive_int, 8 * 1024 * 1024)
+    # Retention: finished commands and jobs, and audit events, are pruned past these ages
+    # (days; a fraction is allowed). The pruner runs every prune_interval_s.
+    retention_days: float = _env("FLEETLINE_RETENTION_DAYS", _positive_float, 30.0)
+    audit_retention_days: float = _env("FLEETLINE_AUDIT_RETENTION_DAYS", _positive_float, 365.0)
+    prune_interval_s: float = _env("FLEETLINE_PRUNE_INTERVAL_S", _positive_float, 60.0)
     auth_urls: tuple[str, ...] = _env("FLEETLINE_AUTH_URLS", _url_list, ())
     dispatch_urls: tuple[str, ...] = _env("FLEETLINE_DISPATCH_URLS", _url_list, ())
     console_urls: tuple[str, ...] = _env("FLEETLINE_CONSOLE_URLS", _url_list, ())

@@ -210,6 +210,25 @@ SCHEMAS: dict[str, Any] = {
         "started_at": TIME_OR_NULL,
         "finished_at": TIME_OR_NULL,
     }),
+    "OutputChunk": obj(["offset", "data"], {
+        "offset": {"type": "integer", "minimum": 0,
+                   "description": "Where the chunk starts in the command's output stream, in bytes of UTF-8."},
+        "data": {"type": "string", "maxLength": 65536,
+                 "description": "At most 64 KiB of UTF-8, without NUL characters, ending on a whole character."},
+    }),
+    "OutputAccepted": obj(["next_offset", "truncated"], {
+        "next_offset": {"type": "integer", "description": "The stream's end: where the next chunk starts."},
+        "truncated": {"type": "boolean",
+                      "description": "The stream reached FLEETLINE_MAX_OUTPUT_BYTES: send no more."},
+    }),
+    "OutputPage": obj(["offset", "data", "next_offset", "truncated", "complete"], {
+        "offset": {"type": "integer", "description": "Where `data` starts (the offset asked for, moved to the "
+                                                     "next whole character)."},
+        "data": {"type": "string", "description": "At most 1 MiB of the stream."},
+        "next_offset": {"type": "integer", "description": "Where to read next."},
+        "truncated": {"type": "boolean", "description": "The stream was cut at the cap; the result keeps the end."},
+        "complete": {"type": "boolean", "description": "The command has ended and this page reaches the end."},
+    }),
     "Result": obj(["exit_code", "output", "started_at", "finished_at"], {
         "exit_code": {"type": ["integer", "null"]}, "output": {"type": "string"},
         "started_at": TIME_OR_NULL, "finished_at": TIME_OR_NULL,
@@ -456,6 +475,17 @@ PATHS: dict[str, dict] = {
             **errors(400, 401, 403, 404, 409, 429)},
         tags=["agents"], security=AGENT_AUTH, parameters=[AGENT_PATH, COMMAND_PATH, MACHINE_HEADER],
         request=body(ref("ResultRequest")))},
+    "/api/v1/agents/{agent_id}/commands/{command_id}/output": {"post": op(
+        "Send a chunk of a running command's output", {
+            "200": ok(ref("OutputAccepted"), "Stored, or already stored (a replayed chunk changes nothing).",
+                      RATE_HEADERS),
+            **errors(400, 401, 403, 404, 409, 429),
+            "409": ok(ref("Error"), "A gap or a disagreeing overlap: the envelope also carries "
+                                    "`expected_offset` (integer), where the stored stream ends; or the command "
+                                    "is not running."),
+        },
+        tags=["agents"], security=AGENT_AUTH, parameters=[AGENT_PATH, COMMAND_PATH, MACHINE_HEADER],
+        request=body(ref("OutputChunk")))},
     "/api/v1/admin/registration-tokens": {
         "post": op("Create a registration token", {
             "201": ok(ref("NewRegistrationToken"), "Created; the secret is shown only here."),
@@ -513,6 +543,16 @@ PATHS: dict[str, dict] = {
     "/api/v1/admin/commands/{command_id}": {"get": op(
         "One command", {"200": ok(ref("CommandState"), "The command."), **errors(401, 404)},
         tags=["operators"], security=ADMIN_AUTH, parameters=[COMMAND_PATH])},
+    "/api/v1/admin/commands/{command_id}/output": {"get": op(
+        "Read (and follow) a command's output", {
+            "200": ok(ref("OutputPage"), "The stream from `offset`; with `wait`, held until it grows or the "
+                                         "command ends."),
+            **errors(400, 401, 403, 404)},
+        tags=["operators"], security=ADMIN_AUTH, parameters=[
+            COMMAND_PATH,
+            query_int("offset", 0, 999999999, 0, "Where to start, in bytes of the stream."),
+            query_int("wait", 0, 60, 0, "Seconds to hold the request while nothing new has arrived."),
+        ])},
     "/api/v1/admin/commands/{command_id}/cancel": {"post": op(
         "Cancel a command that has not ended", {
             "200": ok(ref("CommandState"), "Cancelled."), **errors(401, 404, 409)},

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import openapi
 from gateway.edge import EdgeCounts
-from gateway.routes import LONG_POLL_SUFFIX, route
+from gateway.routes import LONG_POLL_SUFFIXES, route
 from gateway.upstreams import Upstream
 from fleetline.ethos import Log
 from fleetline.http import Metrics, departure, error_bytes, header_value, request_id_from
@@ -241,7 +241,7 @@ class Gateway:
         """The seconds a poll asks to be held (0 for anything else). Its validity is the
         service's to judge; only a short run of ASCII digits counts here."""
         query = scope.get("query_string", b"")
-        if b"wait=" not in query or scope["method"] != "GET" or not scope["path"].endswith(LONG_POLL_SUFFIX):
+        if b"wait=" not in query or scope["method"] != "GET" or not scope["path"].endswith(LONG_POLL_SUFFIXES):
             return 0
         wait = parse_qs(query.decode("latin-1")).get("wait", ["0"])[-1]
         return min(int(wait), 60) if wait.isascii() and wait.isdigit() and len(wait) <= 3 else 0

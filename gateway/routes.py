@@ -34,8 +34,9 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("prefix", "/console/", CONSOLE),  # the web console, when one is configured
 )
 
-# Long polls: the request's `wait` is added to the upstream timeout.
-LONG_POLL_SUFFIX = "/commands"
+# Long polls: the request's `wait` is added to the upstream timeout (an agent's poll, and
+# an operator following a command's output).
+LONG_POLL_SUFFIXES = ("/commands", "/output")
 
 
 def route(path: str) -> str | None:

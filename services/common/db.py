@@ -25,6 +25,10 @@ NOTIFY_AGENT = f"SELECT pg_notify('{AGENT_CHANNEL}', $1::text)"
 REVOKED_CHANNEL = "fleetline_revoked"
 NOTIFY_REVOKED_AGENT = f"SELECT pg_notify('{REVOKED_CHANNEL}', $1::text)"
 
+# Notified with a command id when its live output grows or it ends: every dispatch process
+# wakes the readers following that command's output (services/dispatch/output.py).
+OUTPUT_CHANNEL = "fleetline_output"
+
 # The first use of an agent's credentials (a renewal in auth, any agent request in
 # dispatch), written once, before that request is answered: from then on, registering its
 # machine again is refused (migration 0006). Guarded by IS NULL: later uses write nothing

@@ -19,11 +19,13 @@ class ApiError(Exception):
         field: str | None = None,
         headers: dict[str, str] | None = None,
         details: dict | None = None,
+        extra: dict | None = None,
     ):
         super().__init__(detail)
         self.status, self.code, self.detail, self.field = status, code, detail, field
         self.headers = headers or {}
         self.details = details or {}  # for the audit event of a refusal, never in the answer
+        self.extra = extra or {}  # fields the answer carries beside the envelope (expected_offset)
 
 
 def invalid(detail: str, field: str | None = None) -> ApiError:
@@ -34,8 +36,8 @@ def not_found(detail: str = "No such resource.") -> ApiError:
     return ApiError(404, "not_found", detail)
 
 
-def conflict(detail: str) -> ApiError:
-    return ApiError(409, "conflict", detail)
+def conflict(detail: str, **extra) -> ApiError:
+    return ApiError(409, "conflict", detail, extra=extra)
 
 
 def invalid_token(detail: str = "The credential is missing, malformed or no longer valid.") -> ApiError:
@@ -47,9 +49,10 @@ def forbidden(code: str, detail: str, details: dict | None = None) -> ApiError:
 
 
 def error_response(
-    status: int, code: str, detail: str, field: str | None = None, headers: dict | None = None
+    status: int, code: str, detail: str, field: str | None = None, headers: dict | None = None,
+    extra: dict | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(code, detail, field), status_code=status, headers=headers)
+    return JSONResponse({**(extra or {}), **error_body(code, detail, field)}, status_code=status, headers=headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -61,7 +64,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
                            action.split(".")[0] if target else None, target, outcome="forbidden",
                            details={"method": request.method, "path": request.url.path,
                                     "role": request.state.operator.role, "reason": exc.detail, **exc.details})
-    return error_response(exc.status, exc.code, exc.detail, exc.field, exc.headers)
+    return error_response(exc.status, exc.code, exc.detail, exc.field, exc.headers, exc.extra)
 
 
 _HTTP_CODES = {

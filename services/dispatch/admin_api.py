@@ -18,7 +18,7 @@ from services.common.validation import (
     Int, JsonObject, Str, nullable, parse_uuid, path_id, query_choice, query_int, read_json_object,
     take,
 )
-from services.dispatch import commands, jobs, keysets
+from services.dispatch import commands, jobs, keysets, output
 from services.dispatch.signer import BadKeyset, read_keyset
 from services.dispatch.views import state_view
 
@@ -80,6 +80,25 @@ def _command_id(request: Request) -> uuid.UUID:
 async def get_command(request: Request) -> JSONResponse:
     return JSONResponse(state_view(await commands.get(request.app.state.db, _command_id(request),
                                                       request.state.operator.scope)))
+
+
+async def command_output(request: Request) -> JSONResponse:
+    """The command's output from `offset`; with `wait`, held like a poll until it grows or
+    the command ends (output.Followers), at no cost while parked."""
+    state = request.app.state
+    command_id = _command_id(request)
+    offset = query_int(request, "offset", 0, 999_999_999, 0)
+    wait = query_int(request, "wait", 0, 60, 0)
+    scope = request.state.operator.scope
+
+    async def read_page() -> output.Page:
+        state.output_reads.inc()  # one statement pair each: none while parked (the metric shows it)
+        return await output.read(state.db, command_id, offset, scope)
+
+    page = await state.followers.follow(str(command_id), wait, request.receive, read_page)
+    if page is None:  # the client left
+        return JSONResponse({})
+    return JSONResponse(page.view())
 
 
 async def cancel_command(request: Request) -> JSONResponse:

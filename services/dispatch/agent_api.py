@@ -16,7 +16,8 @@ from services.common.tokens import AgentIdentity
 from services.common.validation import (
     Int, Str, nullable, parse_timestamp, path_id, path_uuid, query_int, read_json_object, rfc3339, take,
 )
-from services.dispatch import commands, jobs, keysets
+from services.dispatch import commands, jobs, keysets, output
+from services.dispatch.output_rules import MAX_CHUNK_BYTES
 from services.dispatch.views import delivery_view, state_view
 from services.dispatch.waiters import DEADLINE, DEPARTED, RECHECK_S
 
@@ -133,6 +134,22 @@ async def result(request: Request) -> JSONResponse:
         if command["job_id"] is not None:  # its job's window has room, or it may halt
             await jobs.advance(state.db, command["job_id"])
     return JSONResponse(state_view(command), headers=headers)
+
+
+async def append_output(request: Request) -> JSONResponse:
+    """A chunk of a running command's output. Counted against the same limit as acks and
+    results: streaming cannot buy an agent more requests than reporting."""
+    state = request.app.state
+    identity, agent_uuid, command_uuid = await _command_target(request)
+    body = await read_json_object(request)
+    offset = take(body, "offset", Int(0, 2**53))
+    data = take(body, "data", Str(0, MAX_CHUNK_BYTES))
+    if len(data.encode("utf-8")) > MAX_CHUNK_BYTES:
+        raise invalid(f"data must be at most {MAX_CHUNK_BYTES} bytes of UTF-8.", "data")
+    headers = await state.report_limit.check(identity.agent_id)
+    await state.first_use.mark(identity.agent_id)
+    answer = await output.append(state.db, agent_uuid, command_uuid, offset, data, state.settings.max_output_bytes)
+    return JSONResponse(answer, headers=headers)
 
 
 async def keyset(request: Request) -> JSONResponse:

@@ -13,6 +13,7 @@ from services.common.errors import EXCEPTION_HANDLERS as COMMON_HANDLERS
 from services.dispatch import approvals as a
 from services.dispatch import commands as c
 from services.dispatch import jobs as j
+from services.dispatch import output as o
 
 ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     c.UnknownAgent: lambda e: invalid_token("The token's agent does not exist."),
@@ -24,6 +25,9 @@ ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     c.OtherOutcome: lambda e: conflict(f"This command already ended {e.status} with another outcome."),
     c.AlreadyFinal: lambda e: conflict(f"This command is already {e.status}; it can no longer change."),
     c.OutOfScope: lambda e: forbidden("forbidden", e.reason),
+    o.NotRunning: lambda e: conflict(f"This command is {e.status}: only a running command takes output."),
+    o.OffsetConflict: lambda e: conflict(f"The output stored so far ends at byte {e.expected}; send from there.",
+                                         expected_offset=e.expected),
     j.JobNotFound: lambda e: not_found("No such job."),
     j.NoTargets: lambda e: invalid("The selector matches no active agent.", "selector"),
     j.InactiveTargets: lambda e: invalid(

@@ -31,6 +31,8 @@ from services.dispatch.revocations import Revocations
 from services.dispatch.signer import CommandSigner, read_keyset
 from services.dispatch.lease_sweep import LeaseSweep
 from services.dispatch.listener import Listener
+from services.dispatch.output import Followers
+from services.dispatch.pruner import Pruner
 from services.common.periodic import Periodic
 from services.dispatch.waiters import Waiters
 
@@ -41,12 +43,14 @@ AGENT_ROUTES = [
     api_route("/api/v1/agents/{agent_id}/commands", GET=agent_api.poll),
     api_route("/api/v1/agents/{agent_id}/commands/{command_id}/ack", POST=agent_api.ack),
     api_route("/api/v1/agents/{agent_id}/commands/{command_id}/result", POST=agent_api.result),
+    api_route("/api/v1/agents/{agent_id}/commands/{command_id}/output", POST=agent_api.append_output),
 ]
 
 # Relative to /api/v1/admin; every one behind the admin guard, with its line in ACCESS.
 ADMIN_ROUTES = [
     api_route("/commands", POST=admin_api.create_command, GET=admin_api.list_commands),
     api_route("/commands/{command_id}", GET=admin_api.get_command),
+    api_route("/commands/{command_id}/output", GET=admin_api.command_output),
     api_route("/commands/{command_id}/cancel", POST=admin_api.cancel_command),
     api_route("/command-keyset", PUT=admin_api.install_keyset),
     api_route("/jobs", POST=jobs_api.create_job, GET=jobs_api.list_jobs),
@@ -66,6 +70,7 @@ ACCESS = {
     "POST /commands": Access(OPERATOR, "command.create"),
     "GET /commands": Access(VIEWER, "command.list"),
     "GET /commands/{command_id}": Access(VIEWER, "command.read"),
+    "GET /commands/{command_id}/output": Access(VIEWER, "command.output"),
     "POST /commands/{command_id}/cancel": Access(OPERATOR, "command.cancel"),
     "PUT /command-keyset": Access(ADMIN, "keyset.install"),
     "POST /jobs": Access(OPERATOR, "job.create"),
@@ -109,7 +114,13 @@ def create_app(settings: Settings) -> Starlette:
     token_use = TokenUse(db, component="dispatch")
     operator_auth = OperatorAuth(db, settings.admin_token, token_use)
     revocations = Revocations(db, waiters)
-    listener = Listener(postgres_url(settings.database_url), waiters, revocations.revoked)
+    followers = Followers()
+    listener = Listener(postgres_url(settings.database_url), waiters, revocations.revoked, followers)
+    pruned_total = metrics.counter("fleetline_pruned_rows_total", "Rows deleted by the retention pruner",
+                                   ("table",))
+    pruner = Pruner(postgres_url(settings.database_url), DB_SETTINGS, settings.prune_interval_s,
+                    settings.retention_days, settings.audit_retention_days,
+                    counted=lambda table, n: pruned_total.labels(table).inc(n))
     lease_sweep = LeaseSweep(db, waiters)
     reaper = Reaper(db, settings.reaper_interval_s)
     last_seen = LastSeen(db, settings.last_seen_flush_s)
@@ -133,6 +144,7 @@ def create_app(settings: Settings) -> Starlette:
         await listener.start()
         lease_sweep.start()
         reaper.start()
+        pruner.start()
         last_seen.start()
         token_use.start()
         _log.info("service_started")
@@ -141,6 +153,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await jwks_refresh.stop()
             await reaper.stop()
+            await pruner.stop()
             await lease_sweep.stop()
             await last_seen.stop()  # flushes what was seen since the last interval
             await token_use.stop()
@@ -170,13 +183,23 @@ def create_app(settings: Settings) -> Starlette:
     state.poll_policy = PollPolicy(settings.poll_interval_s, settings.rapid_poll_interval_s,
                                    settings.rapid_window_s)
     state.waiters = waiters
+    state.followers = followers
+    state.pruner = pruner
     state.listener = listener
     state.last_seen = last_seen
     state.first_use = FirstUse(db)
     state.approval_policy = PolicyCache(lambda: approvals.read_policy(db))
     metrics.gauge("fleetline_held_polls", "Long polls parked in this process", waiters.held)
+    metrics.gauge("fleetline_output_followers", "Readers parked on a command's output in this process",
+                  followers.held)
+    for table in ("commands", "jobs", "audit_events"):
+        metrics.gauge(f"fleetline_retention_oldest_{table}_age_seconds",
+                      f"Age of the oldest {table.replace('_', ' ')} row kept (ended, for commands and jobs), "
+                      "as of the last pruning pass", lambda t=table: pruner.oldest_age_s(t))
     state.claimed_total = metrics.counter("fleetline_commands_claimed_total",
                                           "Commands handed to agents by the poll")
+    state.output_reads = metrics.counter("fleetline_output_reads_total",
+                                         "Reads of a command's output by operators (none while parked)")
     state.claim_statements = metrics.counter("fleetline_claim_statements_total",
                                              "Claim statements run by polls (none while parked)")
     return app

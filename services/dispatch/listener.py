@@ -1,10 +1,11 @@
 """The LISTEN connection: one per dispatch process on `fleetline_commands` (notified with
 the agent id when a command is queued or released for it), handing each agent id to
-`wake`, and on `fleetline_revoked` (an agent revoked), handing it to `revoked`.
+`wake`; on `fleetline_revoked` (an agent revoked), handing it to `revoked`; and on
+`fleetline_output` (a command's output grew or it ended), waking its output's followers.
 
 The connection is supervised: pinged every PING_S, reconnected with backoff when it
 drops, and after each reconnect one catch-up query wakes the parked agents that got
-commands meanwhile. While it is down, /readyz says so (`listening` is False) and parked
+commands meanwhile (and every output follower reads again). While it is down, /readyz says so (`listening` is False) and parked
 polls fall back to re-checking on a timer (waiters.py)."""
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import asyncpg
 from fleetline.ethos import Log
 from typing import Callable
 
-from services.common.db import AGENT_CHANNEL, REVOKED_CHANNEL
+from services.common.db import AGENT_CHANNEL, OUTPUT_CHANNEL, REVOKED_CHANNEL
 from services.dispatch import queries as q
+from services.dispatch.output import Followers
 from services.dispatch.waiters import Waiters
 
 PING_S = 5.0
@@ -25,8 +27,10 @@ RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0
 _log = Log("dispatch", "listener")
 
 class Listener:
-    def __init__(self, dsn: str, waiters: Waiters, revoked: Callable[[str], None]):
+    def __init__(self, dsn: str, waiters: Waiters, revoked: Callable[[str], None],
+                 followers: Followers | None = None):
         self.dsn, self.waiters, self.revoked = dsn, waiters, revoked
+        self.followers = followers or Followers()
         self._conn: asyncpg.Connection | None = None
         self._task: asyncio.Task | None = None
         self._lost = asyncio.Event()
@@ -74,6 +78,7 @@ class Listener:
         conn.add_termination_listener(lambda _conn: self._lost.set())
         await conn.add_listener(AGENT_CHANNEL, self._on_notify)
         await conn.add_listener(REVOKED_CHANNEL, self._on_revoked)
+        await conn.add_listener(OUTPUT_CHANNEL, self._on_output)
         self._conn = conn
 
     async def _healthy(self) -> bool:
@@ -90,6 +95,7 @@ class Listener:
             return False
 
     async def _catch_up(self) -> None:
+        self.followers.wake_all()
         parked = self.waiters.parked_agents()
         if not parked:
             return
@@ -101,3 +107,6 @@ class Listener:
 
     def _on_revoked(self, conn, pid, channel, agent_id: str) -> None:
         self.revoked(agent_id)
+
+    def _on_output(self, conn, pid, channel, command_id: str) -> None:
+        self.followers.wake(command_id)

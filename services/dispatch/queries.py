@@ -9,7 +9,7 @@ Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 - Each statement runs on its own (autocommit): no transaction is held across a round trip.
 """
 
-from services.common.db import AGENT_CHANNEL, MARK_CREDENTIALS_USED, NOTIFY_AGENT
+from services.common.db import AGENT_CHANNEL, MARK_CREDENTIALS_USED, NOTIFY_AGENT, OUTPUT_CHANNEL
 from services.dispatch import rollout
 
 # --- rules, each written once ------------------------------------------------------------
@@ -167,12 +167,16 @@ WITH agent AS MATERIALIZED (
      WHERE c.id = $2 AND c.agent_id = $1 AND c.status IN ('sent', 'running')
        AND EXISTS (SELECT 1 FROM agent WHERE agent.status = 'active')
     RETURNING c.status, c.finished_at, c.result
+), ended AS (
+    -- Whoever follows its output hears that it is complete (a CTE runs only when read).
+    SELECT pg_notify('{OUTPUT_CHANNEL}', $2::text) FROM done
 )
 SELECT agent.status AS agent_status, done.status AS new_status,
        done.finished_at AS new_finished_at, done.result AS new_result, current.*
   FROM agent
   LEFT JOIN current ON true
   LEFT JOIN done ON true
+  LEFT JOIN ended ON true
 """
 
 # --- operator ---------------------------------------------------------------------------
@@ -691,4 +695,153 @@ WITH due AS (
 )
 UPDATE commands c SET status = 'denied', denied_reason = 'approval_expired', finished_at = statement_timestamp()
   FROM due WHERE c.id = due.id AND c.status = 'awaiting_approval'
+"""
+
+
+# --- live output ---------------------------------------------------------------------------
+
+# The command a chunk belongs to, locked (NO KEY UPDATE, the claim's strength): chunks of
+# one command are placed one at a time, so two copies of a chunk racing cannot both see the
+# old end, and a result arriving meanwhile waits for the chunk or the chunk sees it ended.
+LOCK_FOR_OUTPUT = """
+SELECT status, output_bytes, output_truncated FROM commands
+ WHERE id = $1 AND agent_id = $2
+   FOR NO KEY UPDATE
+"""
+
+# The stored chunks that reach into [$2, $3). A chunk holds at most 64 KiB, so none that
+# starts 64 KiB or more before $2 can: the primary key's range stays short however long
+# the stream is.
+OUTPUT_CHUNKS = """
+SELECT byte_offset, data FROM command_output
+ WHERE command_id = $1 AND byte_offset > $2 - 65536 AND byte_offset < $3
+ ORDER BY byte_offset
+"""
+
+# The chunk, the stream's new end and the followers' wake-up, in one statement (run under
+# LOCK_FOR_OUTPUT's lock, which is what makes $2 the end).
+APPEND_OUTPUT = f"""
+WITH stored AS (
+    INSERT INTO command_output (command_id, byte_offset, data) VALUES ($1, $2, $3)
+), grown AS (
+    UPDATE commands SET output_bytes = $2 + octet_length($3), output_truncated = $4 WHERE id = $1
+)
+SELECT pg_notify('{OUTPUT_CHANNEL}', $1::text)
+"""
+
+# The cap reached exactly: nothing more to store, only the mark.
+MARK_OUTPUT_TRUNCATED = "UPDATE commands SET output_truncated = true WHERE id = $1"
+
+# A reader's view of the stream: how long, whether cut, whether the command has ended.
+OUTPUT_STATE = "SELECT status, output_bytes, output_truncated, result FROM commands WHERE id = $1"
+OUTPUT_STATE_IN_SCOPE = """
+SELECT c.status, c.output_bytes, c.output_truncated, c.result FROM commands c
+ WHERE c.id = $1 AND EXISTS (SELECT 1 FROM agents a WHERE a.id = c.agent_id AND a.labels @> $2)
+"""
+
+# --- retention ----------------------------------------------------------------------------
+# The pruner (services/dispatch/pruner.py) runs these on its own connection, under a
+# session advisory lock (one replica at a time), each batch its own short transaction,
+# oldest first through an index, at most $2 rows. Rows are picked FOR UPDATE SKIP LOCKED:
+# a row something else is touching is left for the next pass, and nothing a poll or a
+# claim does ever waits on the pruner (the claim reads only pending and sent commands,
+# which have no finished_at).
+
+PRUNE_LOCK = "SELECT pg_try_advisory_lock(hashtext('fleetline_pruner'))"
+
+# Single commands that ended before the horizon, with their delivery ledger and output.
+# The ledger and output go in the same statement: the foreign keys are checked at its end.
+PRUNE_COMMANDS = """
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM commands
+     WHERE job_id IS NULL AND finished_at IS NOT NULL AND finished_at < $1
+     ORDER BY finished_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+), ledger AS (
+    DELETE FROM deliveries WHERE command_id IN (SELECT id FROM doomed)
+), output AS (
+    DELETE FROM command_output WHERE command_id IN (SELECT id FROM doomed)
+), gone AS (
+    DELETE FROM commands WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+# The commands of jobs that ended before the horizon, oldest job first; a command still
+# live (a job cancelled under a running command) stays until it ends.
+PRUNE_JOB_COMMANDS = """
+WITH doomed AS MATERIALIZED (
+    SELECT c.id FROM jobs j JOIN commands c ON c.job_id = j.id
+     WHERE j.finished_at IS NOT NULL AND j.finished_at < $1 AND c.finished_at IS NOT NULL
+     ORDER BY j.finished_at
+     LIMIT $2
+       FOR UPDATE OF c SKIP LOCKED
+), ledger AS (
+    DELETE FROM deliveries WHERE command_id IN (SELECT id FROM doomed)
+), output AS (
+    DELETE FROM command_output WHERE command_id IN (SELECT id FROM doomed)
+), gone AS (
+    DELETE FROM commands WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+# Jobs pruned whole: a job goes once none of its commands is left.
+PRUNE_JOBS = """
+WITH doomed AS MATERIALIZED (
+    SELECT j.id FROM jobs j
+     WHERE j.finished_at IS NOT NULL AND j.finished_at < $1
+       AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.job_id = j.id)
+     ORDER BY j.finished_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+# Audit events are append-only (a trigger, migration 0009) except for the pruner, which
+# names its horizon for the transaction first; the trigger lets only older events go.
+AUDIT_PRUNE_HORIZON = "SELECT set_config('fleetline.audit_prune_before', $1::timestamptz::text, true)"
+PRUNE_AUDIT = """
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2
+), gone AS (
+    DELETE FROM audit_events WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+# Console sessions past their end (signing out deletes its own at once).
+PRUNE_SESSIONS = """
+WITH doomed AS MATERIALIZED (
+    SELECT id_hash FROM operator_sessions WHERE expires_at < statement_timestamp() ORDER BY expires_at LIMIT $1
+), gone AS (
+    DELETE FROM operator_sessions WHERE id_hash IN (SELECT id_hash FROM doomed) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+# Operator tokens that expired before the horizon (kept that long so the console still
+# shows a recently expired one). A session that used one ended long before.
+PRUNE_OPERATOR_TOKENS = """
+WITH doomed AS MATERIALIZED (
+    SELECT t.id FROM operator_tokens t
+     WHERE t.expires_at < $1
+       AND NOT EXISTS (SELECT 1 FROM operator_sessions s WHERE s.token_id = t.id)
+     ORDER BY t.expires_at
+     LIMIT $2
+), gone AS (
+    DELETE FROM operator_tokens WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+# The oldest row each pruned table keeps, for the metrics (each one index probe).
+OLDEST_KEPT = """
+SELECT (SELECT min(finished_at) FROM commands WHERE job_id IS NULL AND finished_at IS NOT NULL) AS commands,
+       (SELECT min(finished_at) FROM jobs WHERE finished_at IS NOT NULL) AS jobs,
+       (SELECT min(at) FROM audit_events) AS audit_events
 """

@@ -184,11 +184,17 @@ FAST = {"FLEETLINE_POLL_INTERVAL_S": "1", "FLEETLINE_RAPID_POLL_INTERVAL_S": "1"
 
 
 @pytest.fixture
-def fleet_stack(start_service, start_gateway, tmp_path):
+def stack_env() -> dict:
+    """Settings of fleet_stack's services beyond FAST (a test parametrizes it to change them)."""
+    return {}
+
+
+@pytest.fixture
+def fleet_stack(start_service, start_gateway, tmp_path, stack_env):
     # Started side by side, then waited for.
-    auth = start_service("services.auth", wait=False, **FAST)
+    auth = start_service("services.auth", wait=False, **FAST, **stack_env)
     dispatch = start_service("services.dispatch", wait=False,
-                             FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json", **FAST)
+                             FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json", **FAST, **stack_env)
     gw = start_gateway([auth.url], [dispatch.url], wait=False)
     for proc in (auth, dispatch, gw):
         proc.wait_ready()

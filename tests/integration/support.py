@@ -50,11 +50,16 @@ def cmdline(proc) -> str:
         return ""
 
 
+def metric(service_url: str, name: str) -> float:
+    """One unlabelled metric of a service process, as it is now (-1: not there)."""
+    text = HTTP.get(f"{service_url}/metrics").text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else -1
+
+
 def held_polls(dispatch_url: str) -> float:
     """How many long polls one dispatch process has parked right now (its metrics)."""
-    text = HTTP.get(f"{dispatch_url}/metrics").text
-    match = re.search(r"^fleetline_held_polls (\S+)$", text, re.M)
-    return float(match.group(1)) if match else -1
+    return metric(dispatch_url, "fleetline_held_polls")
 
 
 class ServiceProcess:

@@ -28,7 +28,8 @@ def test_apply_rollback_reapply(pg_server_url):
         assert migrate(url) == len(expected_versions())
         assert _tables(url) == {"registration_tokens", "agents", "refresh_token_families", "refresh_tokens",
                                 "commands", "deliveries", "command_keysets", "jobs", "operators",
-                                "operator_tokens", "operator_sessions", "audit_events", "approval_policy"}
+                                "operator_tokens", "operator_sessions", "audit_events", "approval_policy",
+                                "command_output"}
         assert migrate(url) == 0  # twice is a no-op
         assert migrate(url, rollback=True) == len(expected_versions())
         assert _tables(url) == set()
