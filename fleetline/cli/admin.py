@@ -18,6 +18,7 @@ from typing import Any
 
 from fleetline import statuses
 from fleetline.cli import jobs as jobs_cli
+from fleetline.cli import logs as logs_cli
 from fleetline.cli import operators as operators_cli
 from fleetline.cli.tables import show as _show, table
 from fleetline.cli.admin_client import Api, CliError
@@ -390,6 +391,7 @@ def add_parsers(sub) -> None:
     p.add_argument("id")
     p.add_argument("--timeout", type=float, default=600)
     decisions(jobs, "job", jobs_approve, jobs_deny)
+    logs_cli.add_parsers(commands, jobs, cmd)
 
     approvals = group("approvals", "requests awaiting a second operator's approval")
     cmd(approvals, "list", approvals_list, "jobs and commands awaiting approval")

@@ -17,6 +17,12 @@ def safe_text(value: Any) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def safe_lines(text: str) -> str:
+    """safe_text for many lines (an output): newlines and tabs kept, every other control
+    character escaped."""
+    return "\n".join("\t".join(safe_text(part) for part in line.split("\t")) for line in text.split("\n"))
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "(none)"

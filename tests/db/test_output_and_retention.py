@@ -240,3 +240,27 @@ async def test_expired_console_sessions_and_long_expired_operator_tokens_go(sql,
     assert (deleted["operator_sessions"], deleted["operator_tokens"]) == (1, 1)
     assert sorted(r[0] for r in sql.execute("SELECT note FROM operator_tokens")) == ["live", "recently expired"]
     assert _count(sql, "operator_sessions") == 1
+
+
+async def test_claims_keep_flowing_while_a_large_backlog_is_pruned(db, sql, signer, policy, databases, database_url):
+    old_agent, busy = rows.agent(sql), rows.agent(sql)
+    sql.execute("""
+        INSERT INTO commands (id, agent_id, type, status, max_retries, ack_timeout_s, run_timeout_s, visible_at,
+                              expires_at, finished_at, created_at)
+        SELECT gen_random_uuid(), %s, 'ping', 'succeeded', 0, 60, 60, now(), now(), now() - interval '40 days',
+               now() - interval '40 days'
+          FROM generate_series(1, 20000)""", (old_agent,))
+    for _ in range(200):
+        await _queue(db, signer, busy)
+    pruner = _pruner(databases, database_url, batch=1000, pause_s=0.02)
+    pruning = asyncio.create_task(pruner.prune())
+    claimed_while_pruning = 0
+    while not pruning.done():
+        claim = await commands.claim(db, busy, 1, policy)
+        if not pruning.done():
+            claimed_while_pruning += len(claim.commands)
+        await asyncio.sleep(0)
+    assert (await pruning)["commands"] == 20000
+    assert claimed_while_pruning > 0  # the claim never waited for the pruner to finish
+    assert sql.execute("SELECT count(*) FROM commands WHERE agent_id = %s", (old_agent,)).fetchone()[0] == 0
+    assert sql.execute("SELECT count(*) FROM commands WHERE agent_id = %s", (busy,)).fetchone()[0] == 200

@@ -122,3 +122,30 @@ def test_chunks_replayed_reordered_or_with_gaps_answer_as_the_api_says(fleet_sta
     assert stranger.status_code == 404
     assert _read(fleet_stack, cid)["data"] == "one\ntwo\n"
     assert sql.execute("SELECT count(*) FROM command_output WHERE command_id = %s", (cid,)).fetchone()[0] == 2
+
+
+def test_the_cli_follows_a_command_and_a_jobs_target_line_by_line_with_escapes_defused(fleet_stack, tmp_path):
+    import os
+    import subprocess
+
+    from tests.integration.support import ROOT
+
+    fleet_stack.agent("a1")
+    agent_id = fleet_stack.agent_id()
+    env = {**os.environ, "FLEETLINE_URL": fleet_stack.url, "FLEETLINE_TOKEN": ADMIN_TOKEN}
+    argv = ["sh", "-c", "printf 'title\\033]0;pwned\\007\\n'; for i in $(seq 1 10); do echo tick $i; sleep 0.3; done"]
+    job = fleet_stack.api("POST", "/jobs", json={"selector": {"agent_ids": [agent_id]},
+                                                "command": {"type": "shell", "params": {"argv": argv}}}).json()
+    cli = subprocess.Popen([sys.executable, "-m", "fleetline", "jobs", "logs", job["id"], "--agent", agent_id,
+                            "--follow"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = cli.stdout.readline()
+    assert first == "title\\x1b]0;pwned\\x07\n"  # the terminal sees text, not an escape sequence
+    assert cli.stdout.readline() == "tick 1\n"
+    assert fleet_stack.api("GET", f"/jobs/{job['id']}").json()["status"] == "running"  # still running: live
+    rest = cli.stdout.read()  # to the end: the CLI exits when the command ends
+    assert cli.wait(30) == 0, cli.stderr.read()
+    assert rest == "".join(f"tick {i}\n" for i in range(2, 11))
+    command_id = fleet_stack.api("GET", f"/jobs/{job['id']}/targets").json()["targets"][0]["command_id"]
+    again = subprocess.run([sys.executable, "-m", "fleetline", "commands", "logs", command_id], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.stdout == first + "".join(f"tick {i}\n" for i in range(1, 11))
