@@ -94,6 +94,7 @@ ROUTES = [
     page("/console/events/jobs/{job_id}", GET=events.job_events),
     page("/console/events/agents/{agent_id}", GET=events.agent_events),
     page("/console/events/audit", GET=events.audit_events),
+    page("/console/events/commands/{command_id}/output", GET=events.output_events),
     Mount("/console/static", StaticFiles(directory=HERE / "static"), name="static"),
 ]
 

@@ -21,12 +21,18 @@ from services.console.web import NoSuchPage, audit_filters, path_id
 
 STREAM_S = 20.0
 EVERY_S = 1.0
+HOLD_S = 10  # an output stream's held read of the API
 RECONNECT_MS = 1000
 
 Read = Callable[[str], Awaitable[dict]]
 
 
-async def _stream(request: Request, event: str, read: Read) -> Response:
+Produce = Callable[[Callable[[], Awaitable[str | None]]], AsyncIterator[ServerSentEvent]]
+
+
+async def _serve(request: Request, produce: Produce) -> Response:
+    """A stream for a signed-in session: `produce(token)` yields its events, calling
+    `token()` (the session's bearer, None once it ended) before each read of the API."""
     console = request.app.state.console
     session_id = request.cookies.get(COOKIE)
     try:
@@ -36,23 +42,74 @@ async def _stream(request: Request, event: str, read: Read) -> Response:
     if not signed_in:
         return Response(status_code=204)  # an EventSource stops reconnecting on 204
 
+    async def token() -> str | None:
+        session = await console.sessions.get(session_id)  # signed out, ended, disabled: None
+        return session.token if session is not None else None
+
     async def events() -> AsyncIterator[ServerSentEvent]:
-        last, until = None, time.monotonic() + STREAM_S
         yield ServerSentEvent(comment="live", retry=RECONNECT_MS)
+        try:
+            async for event in produce(token):
+                yield event
+        except (Refused, Unavailable):
+            return  # the page shows what is wrong when it is reloaded
+
+    return EventSourceResponse(events(), ping=10, send_timeout=10)
+
+
+async def _stream(request: Request, event: str, read: Read) -> Response:
+    """`read(token)` once a second; an event each time its answer changed."""
+
+    async def produce(token: Callable[[], Awaitable[str | None]]) -> AsyncIterator[ServerSentEvent]:
+        last, until = None, time.monotonic() + STREAM_S
         while time.monotonic() < until:
-            try:
-                session = await console.sessions.get(session_id)
-                if session is None:  # signed out, ended, disabled: the stream stops
-                    return
-                data = json.dumps(await read(session.token), sort_keys=True)
-            except (Refused, Unavailable):
-                return  # the page shows what is wrong when it is reloaded
+            bearer = await token()
+            if bearer is None:
+                return
+            data = json.dumps(await read(bearer), sort_keys=True)
             if data != last:
                 yield ServerSentEvent(data=data, event=event)
                 last = data
             await asyncio.sleep(EVERY_S)
 
-    return EventSourceResponse(events(), ping=10, send_timeout=10)
+    return await _serve(request, produce)
+
+
+def _resume_offset(request: Request) -> int:
+    """Where an output stream resumes: the last event's id the browser saw (it sends it on
+    reconnecting), else 0. Anything else than a small number starts over."""
+    raw = request.headers.get("last-event-id", "")
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 0
+
+
+async def output_events(request: Request) -> Response:
+    """A command's output as it grows: the API's held read (no polling while nothing
+    arrives), each piece an `output` event whose id is where the next one starts; then
+    `complete` once the command has ended and everything was sent."""
+    try:
+        command_id = path_id(request, "command_id")
+    except NoSuchPage:
+        return Response(status_code=204)
+    api, start = request.app.state.console.api, _resume_offset(request)
+
+    async def produce(token: Callable[[], Awaitable[str | None]]) -> AsyncIterator[ServerSentEvent]:
+        offset, until = start, time.monotonic() + STREAM_S
+        while (left := until - time.monotonic()) > 0:
+            bearer = await token()
+            if bearer is None:
+                return
+            page = await api.call(bearer, "GET", f"/commands/{command_id}/output",
+                                  params={"offset": offset, "wait": max(1, min(HOLD_S, int(left)))},
+                                  timeout=HOLD_S + 15)
+            if page["data"]:
+                yield ServerSentEvent(data=json.dumps({"offset": page["offset"], "data": page["data"]}),
+                                      event="output", id=str(page["next_offset"]))
+            offset = page["next_offset"]
+            if page["complete"]:
+                yield ServerSentEvent(data=json.dumps({"truncated": page["truncated"]}), event="complete")
+                return
+
+    return await _serve(request, produce)
 
 
 async def job_events(request: Request) -> Response:

@@ -590,3 +590,35 @@ def test_one_operator_asks_a_second_approves_and_the_progress_bar_fills(fleet, b
         checker.check_clean()
     finally:
         fleet.api("PUT", "/approval-policy", json={"rules": []})
+
+
+def test_a_running_commands_output_grows_live_on_its_page_as_text(fleet, browser, tmp_path):
+    from tests.integration.agentproc import AgentProcess
+
+    token = fleet.api("POST", "/registration-tokens", json={"max_uses": 1}).json()["token"]
+    agent = AgentProcess(fleet.gateway, tmp_path / "shell-agent", "machine-shell", token, allow_shell=True)
+    try:
+        agent.wait_log("agent_started")
+        agent_id = next(a["id"] for a in fleet.api("GET", "/agents").json()["agents"]
+                        if a["machine_id"] == "machine-shell")
+        argv = ["sh", "-c", "echo '<img src=x onerror=alert(1)>'; for i in $(seq 1 12); do echo line $i; "
+                            "sleep 0.4; done"]
+        cid = fleet.api("POST", "/commands", json={"agent_id": agent_id, "type": "shell",
+                                                   "params": {"argv": argv}}).json()["id"]
+        wait_until(lambda: fleet.api("GET", f"/commands/{cid}").json()["status"] == "running", 30, 0.1,
+                   "the command to start")
+        w = Watched(browser, fleet.console)
+        w.sign_in("admin", fleet.password)
+        page = w.page
+        page.goto(f"{fleet.console}commands/{cid}")
+        pre = page.locator("pre[data-output]")
+        page.locator("pre[data-output]", has_text="line 3").wait_for()
+        assert fleet.api("GET", f"/commands/{cid}").json()["status"] == "running"  # seen live
+        assert pre.inner_text().startswith("<img src=x onerror=alert(1)>\nline 1\nline 2\nline 3")
+        assert page.locator("main img").count() == 0  # text, never markup
+        w.shot("command-output")
+        page.locator("h2", has_text="Result: exit code 0").wait_for()  # complete: reloaded with its result
+        assert "line 12" in page.locator("pre.output").inner_text()
+        w.check_clean()
+    finally:
+        agent.stop()

@@ -65,7 +65,27 @@ function auditRow(e) {
   return row;
 }
 
+function followOutput(pre) {
+  // A running command's output, appended as it arrives (text, never markup); the page
+  // reloads once the command has ended, to show its result.
+  var source = new EventSource(pre.dataset.output);
+  source.addEventListener("output", function (event) {
+    pre.appendChild(document.createTextNode(JSON.parse(event.data).data));
+    pre.scrollTop = pre.scrollHeight;
+  });
+  source.addEventListener("complete", function (event) {
+    source.close();
+    var state = document.querySelector("[data-output-state]");
+    if (state) state.textContent = JSON.parse(event.data).truncated ? "complete (cut at the cap)" : "complete";
+    pre.dataset.complete = "yes";
+    window.setTimeout(function () { window.location.reload(); }, 1500);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("pre[data-output]").forEach(function (pre) {
+    if (window.EventSource) followOutput(pre);
+  });
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {
       if (!window.confirm(form.dataset.confirm)) event.preventDefault();
