@@ -33,9 +33,9 @@ UNLIMITED = {
 }
 
 
-def start_stack() -> Stack:
+def start_stack(**env: str) -> Stack:
     stack = Stack(Path(tempfile.mkdtemp(prefix="fleetline-bench-")), port=0, fast_unsafe_db=True,
-                  env=dict(UNLIMITED))
+                  env={**UNLIMITED, **env})
     stack.start()
     return stack
 
@@ -76,7 +76,7 @@ def _a_signature(stack: Stack) -> str:
 
 def seed_backlog(stack: Stack, agents: list[dict], per_agent: int) -> int:
     with psycopg.connect(database_url(stack), autocommit=True) as conn:
-        conn.execute("TRUNCATE deliveries, commands")
+        conn.execute("TRUNCATE command_output, deliveries, commands")
         conn.execute(
             """INSERT INTO commands (id, agent_id, type, max_retries, ack_timeout_s, run_timeout_s,
                                      expires_at, visible_at, created_at, signed)

@@ -142,7 +142,7 @@ def run() -> dict:
         reads = _advance_reads(url)
         print_table("jobs: what moving a 10,000-target job on reads, per call", reads, ["read", "ms_each"])
         with psycopg.connect(url, autocommit=True) as conn:  # a quiet table for the rollouts
-            conn.execute("TRUNCATE deliveries, commands, jobs")
+            conn.execute("TRUNCATE command_output, deliveries, commands, jobs")
         rollout_agents = agents[:ROLLOUT_AGENTS]
         _label(url, rollout_agents, "rollout")
         rolls = []

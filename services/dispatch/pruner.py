@@ -52,10 +52,10 @@ class Pruner(Periodic):
             now = self.clock()
             horizon, audit_horizon = now - self.retention, now - self.audit_retention
             deleted = {
-                "commands": await self._drain(conn, q.PRUNE_COMMANDS, horizon),
+                "commands": await self._drain(conn, q.PRUNE_COMMANDS, horizon, keyset=True),
                 "job_commands": await self._drain(conn, q.PRUNE_JOB_COMMANDS, horizon),
                 "jobs": await self._drain(conn, q.PRUNE_JOBS, horizon),
-                "audit_events": await self._drain(conn, q.PRUNE_AUDIT, audit_horizon, audit=True),
+                "audit_events": await self._drain(conn, q.PRUNE_AUDIT, audit_horizon, audit=True, keyset=True),
                 "operator_sessions": await self._drain(conn, q.PRUNE_SESSIONS),
                 "operator_tokens": await self._drain(conn, q.PRUNE_OPERATOR_TOKENS, horizon),
             }
@@ -71,14 +71,21 @@ class Pruner(Periodic):
         return deleted
 
     async def _drain(self, conn: asyncpg.Connection, sql: str, horizon: datetime | None = None,
-                     audit: bool = False) -> int:
+                     audit: bool = False, keyset: bool = False) -> int:
+        """Batches until one comes back short. `keyset`: the statement takes where the last
+        batch ended and answers where this one did (queries.PRUNE_COMMANDS says why)."""
         args = (horizon, self.batch) if horizon is not None else (self.batch,)
+        reached = datetime.min.replace(tzinfo=timezone.utc)
         total = 0
         while True:
             async with conn.transaction():
                 if audit:
                     await conn.execute(q.AUDIT_PRUNE_HORIZON, horizon)
-                n = await conn.fetchval(sql, *args)
+                if keyset:
+                    row = await conn.fetchrow(sql, *args, reached)
+                    n, reached = row["deleted"], row["reached"] or reached
+                else:
+                    n = await conn.fetchval(sql, *args)
             total += n
             if n < self.batch:
                 return total

@@ -751,10 +751,14 @@ PRUNE_LOCK = "SELECT pg_try_advisory_lock(hashtext('fleetline_pruner'))"
 
 # Single commands that ended before the horizon, with their delivery ledger and output.
 # The ledger and output go in the same statement: the foreign keys are checked at its end.
+# $3: where the previous batch ended (finished_at). Deleted rows stay in the index until
+# vacuum, so a scan from the oldest would walk every entry earlier batches deleted: each
+# batch slower than the last (measured: 1,552 rows/s over a 1,000,000-row backlog). A row
+# skipped as locked is left behind the bound, for the next pass.
 PRUNE_COMMANDS = """
 WITH doomed AS MATERIALIZED (
-    SELECT id FROM commands
-     WHERE job_id IS NULL AND finished_at IS NOT NULL AND finished_at < $1
+    SELECT id, finished_at FROM commands
+     WHERE job_id IS NULL AND finished_at IS NOT NULL AND finished_at >= $3 AND finished_at < $1
      ORDER BY finished_at
      LIMIT $2
        FOR UPDATE SKIP LOCKED
@@ -765,7 +769,7 @@ WITH doomed AS MATERIALIZED (
 ), gone AS (
     DELETE FROM commands WHERE id IN (SELECT id FROM doomed) RETURNING 1
 )
-SELECT count(*) FROM gone
+SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT max(finished_at) FROM doomed) AS reached
 """
 
 # The commands of jobs that ended before the horizon, oldest job first; a command still
@@ -805,13 +809,14 @@ SELECT count(*) FROM gone
 # Audit events are append-only (a trigger, migration 0009) except for the pruner, which
 # names its horizon for the transaction first; the trigger lets only older events go.
 AUDIT_PRUNE_HORIZON = "SELECT set_config('fleetline.audit_prune_before', $1::timestamptz::text, true)"
+# $3: where the previous batch ended, as for commands.
 PRUNE_AUDIT = """
 WITH doomed AS MATERIALIZED (
-    SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2
+    SELECT id, at FROM audit_events WHERE at >= $3 AND at < $1 ORDER BY at LIMIT $2
 ), gone AS (
     DELETE FROM audit_events WHERE id IN (SELECT id FROM doomed) RETURNING 1
 )
-SELECT count(*) FROM gone
+SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT max(at) FROM doomed) AS reached
 """
 
 # Console sessions past their end (signing out deletes its own at once).
