@@ -20,6 +20,7 @@ from services.common.db import Db
 from services.common.operators import EVERYTHING, Scope
 from services.dispatch import output_rules as rules
 from services.dispatch import queries as q
+from services.dispatch import commands
 from services.dispatch.commands import CommandError, CommandNotFound
 
 PAGE_BYTES = 1024 * 1024  # the most one read answers; `next_offset` says where to go on
@@ -80,12 +81,7 @@ class Page:
 async def read(db: Db, command_id: uuid.UUID, offset: int, scope: Scope = EVERYTHING) -> Page:
     """The stream from `offset` (at most PAGE_BYTES). A command that streamed nothing and
     has ended reads as its result's output (an older agent, or a type that prints at once)."""
-    if scope.labels:
-        row = await db.fetchrow(q.OUTPUT_STATE_IN_SCOPE, command_id, scope.labels)
-    else:
-        row = await db.fetchrow(q.OUTPUT_STATE, command_id)
-    if row is None:
-        raise CommandNotFound()
+    row = await commands.get(db, command_id, scope)
     complete = row["status"] in statuses.COMMAND_FINAL
     stored = row["output_bytes"]
     if stored == 0 and complete:

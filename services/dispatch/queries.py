@@ -34,7 +34,8 @@ LEASE_EXHAUSTED = f"({DUE} AND NOT {RETRIES_LEFT})"
 COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, max_retries,
     delivery_count, ack_timeout_s, run_timeout_s, idempotency_key, created_at, sent_at,
     acked_at, finished_at, expires_at, result, signed, job_id, created_by_id, created_by_name,
-    cancelled_by_id, cancelled_by_name, approvals, approvals_required, denied_reason"""
+    cancelled_by_id, cancelled_by_name, approvals, approvals_required, denied_reason, output_bytes,
+    output_truncated"""
 
 # --- the poll -------------------------------------------------------------------------
 
@@ -732,13 +733,6 @@ SELECT pg_notify('{OUTPUT_CHANNEL}', $1::text)
 # The cap reached exactly: nothing more to store, only the mark.
 MARK_OUTPUT_TRUNCATED = "UPDATE commands SET output_truncated = true WHERE id = $1"
 
-# A reader's view of the stream: how long, whether cut, whether the command has ended.
-OUTPUT_STATE = "SELECT status, output_bytes, output_truncated, result FROM commands WHERE id = $1"
-OUTPUT_STATE_IN_SCOPE = """
-SELECT c.status, c.output_bytes, c.output_truncated, c.result FROM commands c
- WHERE c.id = $1 AND EXISTS (SELECT 1 FROM agents a WHERE a.id = c.agent_id AND a.labels @> $2)
-"""
-
 # --- retention ----------------------------------------------------------------------------
 # The pruner (services/dispatch/pruner.py) runs these on its own connection, under a
 # session advisory lock (one replica at a time), each batch its own short transaction,
@@ -749,45 +743,42 @@ SELECT c.status, c.output_bytes, c.output_truncated, c.result FROM commands c
 
 PRUNE_LOCK = "SELECT pg_try_advisory_lock(hashtext('fleetline_pruner'))"
 
+# The commands a pruning statement picked (`doomed`, ids), deleted with their delivery
+# ledger and output in the same statement: the foreign keys are checked at its end.
+DELETE_DOOMED_COMMANDS = """, ledger AS (
+    DELETE FROM deliveries WHERE command_id IN (SELECT id FROM doomed)
+), output AS (
+    DELETE FROM command_output WHERE command_id IN (SELECT id FROM doomed)
+), gone AS (
+    DELETE FROM commands WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)"""
+
 # Single commands that ended before the horizon, with their delivery ledger and output.
-# The ledger and output go in the same statement: the foreign keys are checked at its end.
 # $3: where the previous batch ended (finished_at). Deleted rows stay in the index until
 # vacuum, so a scan from the oldest would walk every entry earlier batches deleted: each
 # batch slower than the last (measured: 1,552 rows/s over a 1,000,000-row backlog). A row
 # skipped as locked is left behind the bound, for the next pass.
-PRUNE_COMMANDS = """
+PRUNE_COMMANDS = f"""
 WITH doomed AS MATERIALIZED (
     SELECT id, finished_at FROM commands
      WHERE job_id IS NULL AND finished_at IS NOT NULL AND finished_at >= $3 AND finished_at < $1
      ORDER BY finished_at
      LIMIT $2
        FOR UPDATE SKIP LOCKED
-), ledger AS (
-    DELETE FROM deliveries WHERE command_id IN (SELECT id FROM doomed)
-), output AS (
-    DELETE FROM command_output WHERE command_id IN (SELECT id FROM doomed)
-), gone AS (
-    DELETE FROM commands WHERE id IN (SELECT id FROM doomed) RETURNING 1
-)
+){DELETE_DOOMED_COMMANDS}
 SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT max(finished_at) FROM doomed) AS reached
 """
 
 # The commands of jobs that ended before the horizon, oldest job first; a command still
 # live (a job cancelled under a running command) stays until it ends.
-PRUNE_JOB_COMMANDS = """
+PRUNE_JOB_COMMANDS = f"""
 WITH doomed AS MATERIALIZED (
     SELECT c.id FROM jobs j JOIN commands c ON c.job_id = j.id
      WHERE j.finished_at IS NOT NULL AND j.finished_at < $1 AND c.finished_at IS NOT NULL
      ORDER BY j.finished_at
      LIMIT $2
        FOR UPDATE OF c SKIP LOCKED
-), ledger AS (
-    DELETE FROM deliveries WHERE command_id IN (SELECT id FROM doomed)
-), output AS (
-    DELETE FROM command_output WHERE command_id IN (SELECT id FROM doomed)
-), gone AS (
-    DELETE FROM commands WHERE id IN (SELECT id FROM doomed) RETURNING 1
-)
+){DELETE_DOOMED_COMMANDS}
 SELECT count(*) FROM gone
 """
 
