@@ -34,7 +34,7 @@ from agent.timing import BACKOFF_CAP_S, Backoff, poll_jitter
 from fleetline.labels import split_label
 from fleetline.transport import InsecureTransport, check_url, is_loopback_url
 
-LONG_POLL_WAIT_S = 55  # below the gateway's upstream timeout (30 s + wait)
+LONG_POLL_WAIT_S = 55  # the default hold: within the server's default longest wait (60 s)
 RENEW_BEFORE_S = 60  # renew an access token this long before it expires
 FATAL_CODES = {"agent_revoked", "machine_mismatch"}
 
@@ -105,6 +105,7 @@ class Config:
     allow_shell: bool = False
     max_parallel: int = 4
     long_poll: bool = True
+    poll_wait_s: int = LONG_POLL_WAIT_S  # how long a poll asks to be held (the server's FLEETLINE_MAX_WAIT_S caps it)
     labels: dict[str, str] = field(default_factory=dict)
     root_key: str | None = None  # base64url, from --root-key-file
     root_key_sha256: str | None = None
@@ -119,6 +120,7 @@ class Agent:
         self.stopper = stopper
         self.allow_shell = config.allow_shell
         self.long_poll = config.long_poll
+        self.poll_wait_s = config.poll_wait_s
         self.machine_id = resolve_machine_id(config.machine_id, config.state_dir)
         self.creds = Credentials(config.state_dir)
         self.journal = Journal(config.state_dir / "journal.sqlite3")
@@ -371,7 +373,7 @@ class Agent:
             free = self._wait_for_a_slot()
             if free == 0:
                 break
-            wait = LONG_POLL_WAIT_S if self.long_poll else 0
+            wait = self.poll_wait_s if self.long_poll else 0
             try:
                 body = self._poll(free, wait)
             except Retryable as exc:
@@ -379,6 +381,12 @@ class Agent:
                 jitter_next = True
                 continue
             except Refused as exc:
+                if exc.status == 400 and "wait" in exc.detail and self.poll_wait_s > LONG_POLL_WAIT_S:
+                    # Longer than this server allows (FLEETLINE_MAX_WAIT_S): its default, at once.
+                    log.warning("polling", "poll_wait_refused", asked=self.poll_wait_s, now=LONG_POLL_WAIT_S,
+                                hint="lower --poll-wait, or raise the server's FLEETLINE_MAX_WAIT_S")
+                    self.poll_wait_s = LONG_POLL_WAIT_S
+                    continue
                 log.error("polling", "poll_refused", status=exc.status, error=exc.code)
                 self._back_off("polling", Retryable(str(exc)), self.backoff)
                 jitter_next = True
@@ -598,6 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "with every registration token [FLEETLINE_AGENT_ROOT_KEY_SHA256]")
     p.add_argument("--max-parallel", type=int, default=int(_env("FLEETLINE_AGENT_MAX_PARALLEL") or 4),
                    help="commands run at once [FLEETLINE_AGENT_MAX_PARALLEL, 4]")
+    p.add_argument("--poll-wait", type=int, default=int(_env("FLEETLINE_AGENT_POLL_WAIT_S") or LONG_POLL_WAIT_S),
+                   help="seconds a poll asks the server to hold it, at most the server's FLEETLINE_MAX_WAIT_S "
+                        "[FLEETLINE_AGENT_POLL_WAIT_S, 55]")
     p.add_argument("--no-long-poll", action="store_true", default=_flag("FLEETLINE_AGENT_NO_LONG_POLL"),
                    help="poll at the server's interval instead of holding a poll open")
     p.add_argument("--label", action="append", metavar="KEY=VALUE",
@@ -654,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.server.startswith("http://") and not is_loopback_url(args.server):
         log.warning("config", "plaintext_http_allowed", server=args.server,
                     hint="tokens, commands and outputs cross the network readable")
+    if not 1 <= args.poll_wait <= 300:
+        log.error("config", "bad_poll_wait", value=args.poll_wait, hint="1 to 300, at most the server's FLEETLINE_MAX_WAIT_S")
+        return 2
     if not 1 <= args.max_parallel <= 64:
         log.error("config", "bad_max_parallel", value=args.max_parallel, hint="1 to 64")
         return 2
@@ -680,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(server=args.server, state_dir=args.state_dir, machine_id=args.machine_id,
                     registration_token=_token_source(args.registration_token_file),
                     allow_shell=args.allow_shell, max_parallel=args.max_parallel,
-                    long_poll=not args.no_long_poll, labels=labels, root_key=root_key,
+                    long_poll=not args.no_long_poll, poll_wait_s=args.poll_wait, labels=labels, root_key=root_key,
                     root_key_sha256=fingerprint, ca_file=args.ca_file)
     try:
         agent = Agent(config, stopper)

@@ -33,6 +33,13 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _max_wait(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 300:
+        raise ValueError("must be 1 to 300 seconds")
+    return value
+
+
 def _rate_limit(raw: str) -> str:
     parse_rate_limit(raw)
     return raw
@@ -137,6 +144,11 @@ class Settings:
     rapid_window_s: int = _env("FLEETLINE_RAPID_WINDOW_S", _positive_int, 600)
     reaper_interval_s: float = _env("FLEETLINE_REAPER_INTERVAL_S", _positive_float, 5.0)
     last_seen_flush_s: float = _env("FLEETLINE_LAST_SEEN_FLUSH_S", _positive_float, 5.0)
+    # An agent's last_seen_at is written at most once per this many seconds (per replica).
+    last_seen_write_s: float = _env("FLEETLINE_LAST_SEEN_WRITE_S", _positive_float, 30.0)
+    # The longest `wait` a poll (or an output follower) may ask for; the gateway's upstream
+    # timeout follows it. A large fleet polls less often with a longer one.
+    max_wait_s: int = _env("FLEETLINE_MAX_WAIT_S", _max_wait, 60)
     # Live output: each command's stored stream is capped; past it, `truncated`.
     max_output_bytes: int = _env("FLEETLINE_MAX_OUTPUT_BYTES", _positive_int, 8 * 1024 * 1024)
     # Retention: finished commands and jobs, and audit events, are pruned past these ages

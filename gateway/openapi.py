@@ -11,7 +11,7 @@ from typing import Any
 
 from fleetline import statuses
 
-VERSION = "1.1"
+VERSION = "1.2"
 
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
@@ -461,7 +461,8 @@ PATHS: dict[str, dict] = {
         tags=["agents"], security=AGENT_AUTH, parameters=[
             AGENT_PATH, MACHINE_HEADER,
             query_int("limit", 1, 100, 10, "At most this many commands."),
-            query_int("wait", 0, 60, 0, "Seconds to hold the request while nothing is due."),
+            query_int("wait", 0, 300, 0, "Seconds to hold the request while nothing is due: at most the "
+                      "server's FLEETLINE_MAX_WAIT_S (60 unless set, up to 300); more is 400."),
         ])},
     "/api/v1/agents/{agent_id}/commands/{command_id}/ack": {"post": op(
         "Acknowledge a delivered command just before running it", {
@@ -551,7 +552,8 @@ PATHS: dict[str, dict] = {
         tags=["operators"], security=ADMIN_AUTH, parameters=[
             COMMAND_PATH,
             query_int("offset", 0, 999999999, 0, "Where to start, in bytes of the stream."),
-            query_int("wait", 0, 60, 0, "Seconds to hold the request while nothing new has arrived."),
+            query_int("wait", 0, 300, 0, "Seconds to hold the request while nothing new has arrived: at most "
+                      "the server's FLEETLINE_MAX_WAIT_S (60 unless set)."),
         ])},
     "/api/v1/admin/commands/{command_id}/cancel": {"post": op(
         "Cancel a command that has not ended", {

@@ -12,7 +12,6 @@ import json
 import resource
 import time
 from typing import Any
-from urllib.parse import parse_qs
 
 import aiohttp
 from yarl import URL
@@ -20,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import openapi
 from gateway.edge import EdgeCounts
-from gateway.routes import LONG_POLL_SUFFIXES, route
+from gateway.routes import held_seconds, route
 from gateway.upstreams import Upstream
 from fleetline.ethos import Log
 from fleetline.http import Metrics, departure, error_bytes, header_value, request_id_from
@@ -236,19 +235,9 @@ class Gateway:
             return bytes(body)
         return BodyStream(receive, limit)
 
-    @staticmethod
-    def _long_poll_wait(scope: dict) -> int:
-        """The seconds a poll asks to be held (0 for anything else). Its validity is the
-        service's to judge; only a short run of ASCII digits counts here."""
-        query = scope.get("query_string", b"")
-        if b"wait=" not in query or scope["method"] != "GET" or not scope["path"].endswith(LONG_POLL_SUFFIXES):
-            return 0
-        wait = parse_qs(query.decode("latin-1")).get("wait", ["0"])[-1]
-        return min(int(wait), 60) if wait.isascii() and wait.isdigit() and len(wait) <= 3 else 0
-
     def _timeout(self, extra: int) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(extra)
-        if timeout is None:  # at most 61 distinct values: made once each
+        if timeout is None:  # at most FLEETLINE_MAX_WAIT_S + 1 distinct values: made once each
             timeout = self._timeouts[extra] = aiohttp.ClientTimeout(total=self.settings.upstream_timeout_s + extra)
         return timeout
 
@@ -310,7 +299,7 @@ class Gateway:
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
         headers = self._upstream_headers(scope, rid)
-        held = self._long_poll_wait(scope)
+        held = held_seconds(scope, self.settings.max_wait_s)
         timeout = self._timeout(held)
 
         for url in upstream.candidates():

@@ -5,6 +5,8 @@ Checked in order; the first match wins. Anything else is the gateway's own 404.
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs
+
 AUTH, DISPATCH, CONSOLE = "auth", "dispatch", "console"
 
 # (match kind, path, service). "exact" compares the whole path; "prefix" its start.
@@ -37,6 +39,17 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
 # Long polls: the request's `wait` is added to the upstream timeout (an agent's poll, and
 # an operator following a command's output).
 LONG_POLL_SUFFIXES = ("/commands", "/output")
+
+
+def held_seconds(scope: dict, max_wait_s: int) -> int:
+    """The seconds a request asks to be held (a poll's or an output follower's `wait`, at
+    most the server's FLEETLINE_MAX_WAIT_S), added to its upstream timeout; 0 for anything
+    else. Its validity is the service's to judge: only a short run of ASCII digits counts."""
+    query = scope.get("query_string", b"")
+    if b"wait=" not in query or scope["method"] != "GET" or not scope["path"].endswith(LONG_POLL_SUFFIXES):
+        return 0
+    wait = parse_qs(query.decode("latin-1")).get("wait", ["0"])[-1]
+    return min(int(wait), max_wait_s) if wait.isascii() and wait.isdigit() and len(wait) <= 3 else 0
 
 
 def route(path: str) -> str | None:

@@ -88,7 +88,7 @@ async def command_output(request: Request) -> JSONResponse:
     state = request.app.state
     command_id = _command_id(request)
     offset = query_int(request, "offset", 0, 999_999_999, 0)
-    wait = query_int(request, "wait", 0, 60, 0)
+    wait = query_int(request, "wait", 0, state.settings.max_wait_s, 0)
     scope = request.state.operator.scope
 
     async def read_page() -> output.Page:

@@ -40,7 +40,7 @@ async def poll(request: Request) -> JSONResponse:
     state = request.app.state
     identity = await _authenticate(request)
     limit = query_int(request, "limit", 1, 100, 10)
-    wait = query_int(request, "wait", 0, 60, 0)
+    wait = query_int(request, "wait", 0, state.settings.max_wait_s, 0)
     # Keyed by the verified token's agent, never by the path.
     headers = await state.checkin_limit.check(identity.agent_id)
     # Valid credentials, a valid request: from now on the machine is not registered again.

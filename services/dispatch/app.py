@@ -123,7 +123,7 @@ def create_app(settings: Settings) -> Starlette:
                     counted=lambda table, n: pruned_total.labels(table).inc(n))
     lease_sweep = LeaseSweep(db, waiters)
     reaper = Reaper(db, settings.reaper_interval_s)
-    last_seen = LastSeen(db, settings.last_seen_flush_s)
+    last_seen = LastSeen(db, settings.last_seen_flush_s, settings.last_seen_write_s)
     schema_ready = SchemaCheck(db)
     signer = CommandSigner(settings.command_signing_key_file)
     initial_keyset = (read_keyset(json.loads(Path(settings.command_keyset_file).read_text()),

@@ -1,7 +1,6 @@
 """Long polls at fleet scale: parked polls cost no SQL, and they answer within a second of
 anything coming due (a queued command, a lapsed lease), whoever handed the lease out."""
 
-import re
 import time
 from datetime import datetime
 
@@ -9,12 +8,7 @@ from datetime import datetime
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import create_registration_token
 from tests.integration.fleet import Fleet
-from tests.integration.support import HTTP, held_polls, wait_until
-
-
-def _metric(url: str, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", HTTP.get(f"{url}/metrics").text, re.M)
-    return float(match.group(1)) if match else -1
+from tests.integration.support import HTTP, held_polls, metric as _metric, wait_until
 
 
 def _stamp(text: str) -> float:
@@ -84,3 +78,27 @@ def test_the_real_agent_gets_a_command_within_a_second_with_a_300_s_interval(sta
         assert _stamp(done["sent_at"]) - _stamp(done["created_at"]) < 1.0
     finally:
         agent.stop()
+
+
+def test_the_longest_wait_is_the_servers_setting(fleet, start_dispatch):
+    agent = fleet.register()
+    url = f"{fleet.dispatch_url}/api/v1/agents/{agent.agent_id}/commands"
+    refused = HTTP.get(url, params={"wait": 61}, headers=agent.headers)
+    assert (refused.status_code, refused.json()["field"]) == (400, "wait")  # the default longest is 60
+    patient = start_dispatch(FLEETLINE_MAX_WAIT_S="120")
+    fleet.queue(agent)  # something due: the held poll answers at once
+    long = HTTP.get(f"{patient.url}/api/v1/agents/{agent.agent_id}/commands", params={"wait": 120},
+                    headers=agent.headers)
+    assert long.status_code == 200 and len(long.json()["commands"]) == 1
+    too_long = HTTP.get(f"{patient.url}/api/v1/agents/{agent.agent_id}/commands", params={"wait": 121},
+                        headers=agent.headers)
+    assert too_long.status_code == 400
+
+
+def test_an_agent_asking_for_a_longer_wait_than_the_server_allows_falls_back_and_still_works(fleet_stack):
+    agent = fleet_stack.agent("a1", extra_args=["--poll-wait", "200"])
+    agent.wait_log("poll_wait_refused")
+    dispatch = fleet_stack.services["dispatch"].url
+    wait_until(lambda: held_polls(dispatch) == 1, 30, what="the agent's poll to park at the server's longest")
+    cid = fleet_stack.queue(fleet_stack.agent_id(), "ping")["id"]
+    fleet_stack.wait_status(cid, {"succeeded"}, timeout=10)

@@ -1,7 +1,7 @@
 """The gateway's route table (gateway/routes.py) and the services' route lists cannot drift:
 every service route is routed to its service, and every gateway entry leads somewhere."""
 
-from gateway.routes import ROUTES, route
+from gateway.routes import ROUTES, held_seconds, route
 from tests.unit.routes import console_paths, example, service_routes
 
 
@@ -54,3 +54,16 @@ def test_every_admin_route_has_exactly_its_line_in_the_access_table():
         for key, access in module.ACCESS.items():
             if key.split()[0] != "GET" and key not in own:
                 assert access.role != "viewer", key
+
+
+def test_a_held_request_gets_its_wait_added_up_to_the_servers_longest():
+    def held(path: str, query: bytes, max_wait_s: int = 60, method: str = "GET") -> int:
+        return held_seconds({"method": method, "path": path, "query_string": query}, max_wait_s)
+
+    poll, output = "/api/v1/agents/a/commands", "/api/v1/admin/commands/c/output"
+    assert held(poll, b"limit=1&wait=55") == 55
+    assert held(output, b"offset=0&wait=30") == 30
+    assert held(poll, b"wait=250") == 60  # past the server's longest: the service answers 400 anyway
+    assert held(poll, b"wait=250", max_wait_s=300) == 250
+    assert [held(poll, q) for q in (b"wait=-1", b"wait=1e3", b"wait=\xd9\xa1", b"wait=9999", b"")] == [0] * 5
+    assert held("/api/v1/admin/jobs", b"wait=30") == 0 and held(poll, b"wait=30", method="POST") == 0

@@ -7,12 +7,17 @@ def test_defaults_match_design():
     s = Settings.from_env({})
     assert (s.access_token_ttl_s, s.refresh_token_ttl_s, s.checkin_rate_limit) == (900, 7776000, "60/minute")
     assert (s.poll_interval_s, s.rapid_poll_interval_s, s.max_body_bytes) == (300, 5, 1048576)
+    assert (s.max_wait_s, s.last_seen_write_s, s.max_output_bytes) == (60, 30.0, 8 * 1024 * 1024)
+    assert (s.retention_days, s.audit_retention_days) == (30.0, 365.0)
+    assert Settings.from_env({"FLEETLINE_MAX_WAIT_S": "300", "FLEETLINE_RETENTION_DAYS": "0.5"}).max_wait_s == 300
 
 
 @pytest.mark.parametrize("name,value", [
     ("FLEETLINE_POLL_INTERVAL_S", "soon"), ("FLEETLINE_POLL_INTERVAL_S", "-1"),
     ("FLEETLINE_CHECKIN_RATE_LIMIT", "lots"), ("FLEETLINE_RATE_LIMIT_STORAGE", "mongodb://x"),
     ("FLEETLINE_DISPATCH_URLS", "ftp://x"), ("FLEETLINE_LOG_LEVEL", "LOUD"),
+    ("FLEETLINE_MAX_WAIT_S", "301"), ("FLEETLINE_MAX_WAIT_S", "0"), ("FLEETLINE_RETENTION_DAYS", "0"),
+    ("FLEETLINE_LAST_SEEN_WRITE_S", "-5"),
 ])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
