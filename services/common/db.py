@@ -13,11 +13,26 @@ from typing import Any, AsyncIterator, Mapping
 
 import databases
 
-# One channel, notified with an agent id whenever that agent's held poll should look again:
-# a command was queued or released for it (dispatch), or it was revoked (auth). Each
-# dispatch process LISTENs on it (services/dispatch/listener.py).
+# One channel, notified with agent ids whenever their held polls should look again:
+# commands were queued or released for them (dispatch). Each dispatch process LISTENs on
+# it (services/dispatch/listener.py). A transaction sends one notification naming every
+# agent it wakes, comma-separated, split only where a payload would pass PostgreSQL's
+# limit (8,000 bytes): WAKE_BATCH agents of 37 bytes each fit with room to spare.
 AGENT_CHANNEL = "fleetline_commands"
 NOTIFY_AGENT = f"SELECT pg_notify('{AGENT_CHANNEL}', $1::text)"
+WAKE_BATCH = 200
+# The agents of $1, in notifications of at most WAKE_BATCH each (one for most transactions).
+NOTIFY_AGENTS = f"""
+SELECT pg_notify('{AGENT_CHANNEL}', string_agg(a::text, ',')) FROM (
+    SELECT a, (n - 1) / {WAKE_BATCH} AS batch FROM unnest($1::uuid[]) WITH ORDINALITY AS u(a, n)
+) woken
+ GROUP BY batch
+"""
+
+
+def woken_agents(payload: str) -> list[str]:
+    """The agent ids a notification on AGENT_CHANNEL names."""
+    return [a for a in payload.split(",") if a]
 
 # Notified with an agent id when an operator revokes it (auth): every dispatch process wakes
 # its held poll (answered 403 agent_revoked) and dispatch cancels its job commands not

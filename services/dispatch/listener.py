@@ -1,5 +1,5 @@
 """The LISTEN connection: one per dispatch process on `fleetline_commands` (notified with
-the agent id when a command is queued or released for it), handing each agent id to
+the ids of the agents commands were queued or released for, comma-separated), handing each agent id to
 `wake`; on `fleetline_revoked` (an agent revoked), handing it to `revoked`; and on
 `fleetline_output` (a command's output grew or it ended), waking its output's followers.
 
@@ -17,7 +17,7 @@ import asyncpg
 from fleetline.ethos import Log
 from typing import Callable
 
-from services.common.db import AGENT_CHANNEL, OUTPUT_CHANNEL, REVOKED_CHANNEL
+from services.common.db import AGENT_CHANNEL, OUTPUT_CHANNEL, REVOKED_CHANNEL, woken_agents
 from services.dispatch import queries as q
 from services.dispatch.output import Followers
 from services.dispatch.waiters import Waiters
@@ -102,8 +102,9 @@ class Listener:
         for (agent_id,) in await self._conn.fetch(q.CATCH_UP, parked):
             self.waiters.wake(agent_id)
 
-    def _on_notify(self, conn, pid, channel, agent_id: str) -> None:
-        self.waiters.wake(agent_id)
+    def _on_notify(self, conn, pid, channel, payload: str) -> None:
+        for agent_id in woken_agents(payload):
+            self.waiters.wake(agent_id)
 
     def _on_revoked(self, conn, pid, channel, agent_id: str) -> None:
         self.revoked(agent_id)

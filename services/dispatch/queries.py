@@ -9,7 +9,8 @@ Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 - Each statement runs on its own (autocommit): no transaction is held across a round trip.
 """
 
-from services.common.db import AGENT_CHANNEL, MARK_CREDENTIALS_USED, NOTIFY_AGENT, OUTPUT_CHANNEL
+from services.common.db import AGENT_CHANNEL, MARK_CREDENTIALS_USED, NOTIFY_AGENT, OUTPUT_CHANNEL, WAKE_BATCH
+from services.common.db import NOTIFY_AGENTS as _NOTIFY_AGENTS
 from services.dispatch import rollout
 
 # --- rules, each written once ------------------------------------------------------------
@@ -469,10 +470,9 @@ SELECT coalesce(array_agg(EXISTS (SELECT 1 FROM agents a WHERE a.id = ANY($1::uu
   FROM unnest($2::jsonb[]) WITH ORDINALITY AS r(labels, n)
 """
 
-# Wakes the held polls of every agent given, in every replica (sent on commit).
-NOTIFY_AGENTS = f"""
-SELECT pg_notify('{AGENT_CHANNEL}', a::text) FROM unnest($1::uuid[]) AS a
-"""
+# Wakes the held polls of every agent given, in every replica, on commit: one notification
+# per WAKE_BATCH agents (services/common/db.py).
+NOTIFY_AGENTS = _NOTIFY_AGENTS
 
 # A job is within an operator's scope when every target is known to carry its labels
 # (target_labels, fixed at creation; '{}' for an unscoped operator covers every job).
@@ -544,7 +544,10 @@ WITH next AS (
      WHERE c.id = next.id AND {WAITING}
     RETURNING c.agent_id
 )
-SELECT pg_notify('{AGENT_CHANNEL}', agent_id::text) FROM released
+SELECT pg_notify('{AGENT_CHANNEL}', string_agg(agent_id::text, ',')) FROM (
+    SELECT agent_id, (row_number() OVER () - 1) / {WAKE_BATCH} AS batch FROM released
+) woken
+ GROUP BY batch
 """
 
 # running -> completed | halted | cancelled, awaiting_approval -> cancelled; the status
