@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import tempfile
 import time
@@ -33,8 +34,15 @@ UNLIMITED = {
 }
 
 
+# PostgreSQL durable (fsync and synchronous_commit on, as in production) unless
+# FLEETLINE_BENCH_FSYNC_OFF=1: the headline figures are durable; fsync off compares code
+# with code where the disk would only add noise. Every result file says which.
+FSYNC_OFF = os.environ.get("FLEETLINE_BENCH_FSYNC_OFF") == "1"
+POSTGRES = "fsync off" if FSYNC_OFF else "durable"
+
+
 def start_stack(**env: str) -> Stack:
-    stack = Stack(Path(tempfile.mkdtemp(prefix="fleetline-bench-")), port=0, fast_unsafe_db=True,
+    stack = Stack(Path(tempfile.mkdtemp(prefix="fleetline-bench-")), port=0, fast_unsafe_db=FSYNC_OFF,
                   env={**UNLIMITED, **env})
     stack.start()
     return stack
@@ -90,7 +98,8 @@ def seed_backlog(stack: Stack, agents: list[dict], per_agent: int) -> int:
 
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
-    payload = {"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    payload = {"benchmark": name, "postgres": payload.pop("postgres", POSTGRES),
+               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
                **payload}
     path = RESULTS / f"{name}.json"

@@ -27,7 +27,7 @@ import psycopg
 
 from agent.timing import backoff_delay
 from bench.loadgen import percentile
-from bench.harness import database_url, print_table, seed_agents, start_stack, write_result
+from bench.harness import FSYNC_OFF, database_url, print_table, seed_agents, start_stack, write_result
 from fleetline.cli.procs import Child, child_env, wait_ready
 from fleetline.serve import raise_file_limit
 
@@ -275,7 +275,7 @@ def _real_agents(count: int = 4, commands: int = 100) -> dict:
     from fleetline.cli.stack import Stack
 
     stack = Stack(Path(tempfile.mkdtemp(prefix="fleetline-bench-agents-")), port=0, agents=count,
-                  fast_unsafe_db=True, env={"FLEETLINE_LOG_LEVEL": "WARNING"})
+                  fast_unsafe_db=FSYNC_OFF, env={"FLEETLINE_LOG_LEVEL": "WARNING"})
     stack.start()
     try:
         admin = {"Authorization": f"Bearer {stack.admin_token}"}

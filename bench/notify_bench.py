@@ -73,7 +73,7 @@ async def _measure(url: str) -> list[dict]:
 
 
 def run() -> dict:
-    result: dict = {"seconds": SECONDS, "rounds": ROUNDS}
+    result: dict = {"seconds": SECONDS, "rounds": ROUNDS, "postgres": "durable and fsync off, both"}
     for name, fast in (("durable", False), ("fsync_off", True)):
         pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix=f"fleetline-notify-{name}-")), fast_unsafe=fast)
         url = pg.start()

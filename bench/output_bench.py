@@ -99,7 +99,7 @@ def run() -> dict:
                 f"following, {SECONDS:.0f} s", rows,
                 ["chunk", "chunks_per_s", "mib_per_s", "p50_ms", "p99_ms", "dispatch_cpu_cores", "cpu_ms_per_chunk",
                  "follower_reads", "errors"])
-    result = {"agents": AGENTS, "seconds": SECONDS, "followers": FOLLOWERS, "rows": rows, "fsync": "off (bench stack)"}
+    result = {"agents": AGENTS, "seconds": SECONDS, "followers": FOLLOWERS, "rows": rows}
     write_result("output", result)
     return result
 

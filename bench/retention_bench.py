@@ -159,7 +159,6 @@ def run() -> dict:
               "pruned": outcome["deleted"], "prune_seconds": round(outcome["seconds"], 1),
               "prune_rows_per_s": round(rate), "sizes": sizes,
               "during_over_before": round(during["claims_per_s"] / baseline, 3) if during else None,
-              "fsync": "off (bench stack)",
               "all_windows": {k: [r.row() for r in v] for k, v in windows.items()}}
     write_result("retention", result)
     return result
