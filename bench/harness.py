@@ -41,9 +41,9 @@ FSYNC_OFF = os.environ.get("FLEETLINE_BENCH_FSYNC_OFF") == "1"
 POSTGRES = "fsync off" if FSYNC_OFF else "durable"
 
 
-def start_stack(**env: str) -> Stack:
+def start_stack(replicas: int = 1, **env: str) -> Stack:
     stack = Stack(Path(tempfile.mkdtemp(prefix="fleetline-bench-")), port=0, fast_unsafe_db=FSYNC_OFF,
-                  env={**UNLIMITED, **env})
+                  dispatch_replicas=replicas, env={**UNLIMITED, **env})
     stack.start()
     return stack
 
