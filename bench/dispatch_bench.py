@@ -11,7 +11,7 @@ import uuid
 import aiohttp
 import asyncpg
 
-from bench.loadgen import Run, closed_loop
+from bench.loadgen import Run, closed_loop, poll_once
 from bench.harness import (database_url, print_table, ratio_summary, seed_agents, seed_backlog,
                          start_stack, write_result)
 from services.dispatch import queries as q
@@ -29,13 +29,7 @@ async def _http_run(name: str, base: str, agents: list[dict], claims: bool) -> R
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def op(i: int) -> int:
-            a = agents[rng.randrange(len(agents))]
-            async with session.get(f"{base}/api/v1/agents/{a['agent_id']}/commands?limit={LIMIT}",
-                                   headers=a["headers"]) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    return -1
-                return len(json.loads(body)["commands"]) if claims else 1
+            return await poll_once(session, base, agents[rng.randrange(len(agents))], LIMIT, claims)
 
         return await closed_loop(name, CONCURRENCY, SECONDS, op)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import statistics
 import time
@@ -73,3 +74,14 @@ async def closed_loop(name: str, concurrency: int, seconds: float,
     elapsed = time.perf_counter() - started
     await asyncio.gather(*tasks)
     return Run(name, ops, requests, elapsed, lat, errors)
+
+
+async def poll_once(session, base: str, agent: dict, limit: int, claims: bool) -> int:
+    """One agent's poll (no wait): the commands it claimed when `claims`, else 1; -1 when
+    refused. What closed_loop's `op` is made of in the poll and claim benchmarks."""
+    async with session.get(f"{base}/api/v1/agents/{agent['agent_id']}/commands?limit={limit}",
+                           headers=agent["headers"]) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            return -1
+        return len(json.loads(body)["commands"]) if claims else 1

@@ -11,7 +11,6 @@ beside: they must stay under half busy for the ratio to be about dispatch."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -22,7 +21,7 @@ import aiohttp
 import psutil
 
 from bench.harness import print_table, seed_agents, seed_backlog, start_stack, write_result
-from bench.loadgen import Run, closed_loop
+from bench.loadgen import Run, closed_loop, poll_once
 
 CGROUP = Path("/sys/fs/cgroup/cpu")
 # A quarter of a core, granted in 5 ms slices of every 20 ms: with the default 100 ms
@@ -78,14 +77,7 @@ async def _load(urls: list[str], agents: list[dict], claims: bool) -> Run:
     concurrency = PER_REPLICA * len(urls)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async def op(i: int) -> int:
-            a = agents[rng.randrange(len(agents))]
-            base = urls[i % len(urls)]
-            async with session.get(f"{base}/api/v1/agents/{a['agent_id']}/commands?limit=10",
-                                   headers=a["headers"]) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    return -1
-                return len(json.loads(body)["commands"]) if claims else 1
+            return await poll_once(session, urls[i % len(urls)], agents[rng.randrange(len(agents))], 10, claims)
         return await closed_loop("claims" if claims else "empty polls", concurrency, SECONDS, op)
 
 
