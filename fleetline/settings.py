@@ -149,6 +149,9 @@ class Settings:
     # The longest `wait` a poll (or an output follower) may ask for; the gateway's upstream
     # timeout follows it. A large fleet polls less often with a longer one.
     max_wait_s: int = _env("FLEETLINE_MAX_WAIT_S", _max_wait, 60)
+    # A job of more targets than this answers at once and is made in slices of this many in
+    # the background (services/dispatch/materialiser.py).
+    job_slice_targets: int = _env("FLEETLINE_JOB_SLICE_TARGETS", _positive_int, 5000)
     # Live output: each command's stored stream is capped; past it, `truncated`.
     max_output_bytes: int = _env("FLEETLINE_MAX_OUTPUT_BYTES", _positive_int, 8 * 1024 * 1024)
     # Retention: finished commands and jobs, and audit events, are pruned past these ages

@@ -31,6 +31,7 @@ from services.dispatch.revocations import Revocations
 from services.dispatch.signer import CommandSigner, read_keyset
 from services.dispatch.lease_sweep import LeaseSweep
 from services.dispatch.listener import Listener
+from services.dispatch.materialiser import Materialiser
 from services.dispatch.output import Followers
 from services.dispatch.pruner import Pruner
 from services.common.periodic import Periodic
@@ -126,6 +127,7 @@ def create_app(settings: Settings) -> Starlette:
     last_seen = LastSeen(db, settings.last_seen_flush_s, settings.last_seen_write_s)
     schema_ready = SchemaCheck(db)
     signer = CommandSigner(settings.command_signing_key_file)
+    materialiser = Materialiser(db, signer, 1.0, settings.job_slice_targets)
     initial_keyset = (read_keyset(json.loads(Path(settings.command_keyset_file).read_text()),
                                   settings.command_root_public_key)
                       if settings.command_keyset_file else None)
@@ -145,6 +147,7 @@ def create_app(settings: Settings) -> Starlette:
         lease_sweep.start()
         reaper.start()
         pruner.start()
+        materialiser.start()
         last_seen.start()
         token_use.start()
         _log.info("service_started")
@@ -154,6 +157,7 @@ def create_app(settings: Settings) -> Starlette:
             await jwks_refresh.stop()
             await reaper.stop()
             await pruner.stop()
+            await materialiser.stop()
             await lease_sweep.stop()
             await last_seen.stop()  # flushes what was seen since the last interval
             await token_use.stop()
@@ -185,6 +189,7 @@ def create_app(settings: Settings) -> Starlette:
     state.waiters = waiters
     state.followers = followers
     state.pruner = pruner
+    state.materialiser = materialiser
     state.listener = listener
     state.last_seen = last_seen
     state.first_use = FirstUse(db)

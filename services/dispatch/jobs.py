@@ -35,6 +35,9 @@ from services.dispatch.signer import CommandSigner
 
 
 SIGN_SLICE = 500
+# Past this many targets a job answers at once and is materialised in the background
+# (FLEETLINE_JOB_SLICE_TARGETS: also the slice's size).
+IN_REQUEST_TARGETS = 5000
 
 
 class JobError(Exception):
@@ -94,6 +97,7 @@ class Selection:
     the labels every target is known to carry (the job's `target_labels`)."""
     targets_sql: str
     count_sql: str
+    pick_sql: str  # the targets without their rows' locks (a large job: materialiser.py)
     args: list
     labels: dict
 
@@ -102,15 +106,15 @@ def selection(selector: Mapping[str, Any], scope: Scope) -> Selection | None:
     """The selector's matches within the scope, written once for the targets and the
     dry-run count. None: a label selector the scope excludes outright (no targets)."""
     if "agent_ids" in selector:  # every id named was checked to lie within the scope
-        return Selection(q.TARGETS_BY_IDS, q.COUNT_BY_IDS, [[uuid.UUID(i) for i in selector["agent_ids"]]],
-                         dict(scope.labels))
+        return Selection(q.TARGETS_BY_IDS, q.COUNT_BY_IDS, q.PICK_BY_IDS,
+                         [[uuid.UUID(i) for i in selector["agent_ids"]]], dict(scope.labels))
     wanted = dict(selector.get("labels") or {})
     if any(wanted.get(k, v) != v for k, v in scope.labels.items()):
         return None  # asks for env=prod within a scope of env=staging
     wanted.update(scope.labels)
     if not wanted:
-        return Selection(q.TARGETS_ALL_ACTIVE, q.COUNT_ALL_ACTIVE, [], {})
-    return Selection(q.TARGETS_BY_LABELS, q.COUNT_BY_LABELS, [wanted], wanted)
+        return Selection(q.TARGETS_ALL_ACTIVE, q.COUNT_ALL_ACTIVE, q.PICK_ALL_ACTIVE, [], {})
+    return Selection(q.TARGETS_BY_LABELS, q.COUNT_BY_LABELS, q.PICK_BY_LABELS, [wanted], wanted)
 
 
 async def _check_named_ids(db: Db, selector: Mapping[str, Any], scope: Scope) -> None:
@@ -140,10 +144,13 @@ async def count_targets(db: Db, selector: Mapping[str, Any], by: Operator) -> in
 
 
 async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
-                 ctx: audit.Context, policy: Policy = NO_POLICY) -> tuple[Row, bool]:
+                 ctx: audit.Context, policy: Policy = NO_POLICY,
+                 in_request: int = IN_REQUEST_TARGETS) -> tuple[Row, bool]:
     """The job and one signed command per target (the selector's matches within the
     operator's scope), its audit event, in one transaction; and whether it was created now
-    (False: the idempotency key's job, for the same request)."""
+    (False: the idempotency key's job, for the same request). A job of more than
+    `in_request` targets (not awaiting approval) freezes its targets instead, unlocked, and
+    the materialiser makes their commands in slices (materialiser.py)."""
     if new.idempotency_key is not None:
         existing = await _same_request(db, new)
         if existing is not None:
@@ -156,18 +163,28 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
         await db.execute(q.ALLOW_BITMAP_SCANS)
         await _check_named_ids(db, new.selector, by.scope)
         chosen = selection(new.selector, by.scope)
-        agents = [r[0] for r in await db.fetch(chosen.targets_sql, *chosen.args)] if chosen else []
+        agents = [r[0] for r in await db.fetch(chosen.pick_sql, *chosen.args)] if chosen else []
         if not agents:
             raise NoTargets()
-        window = rollout.window_size(new.rollout["max_in_flight"], len(agents))
         required = await _approvals_needed(db, new, agents, policy)
+        large = len(agents) > in_request and not required
+        if not large:  # made whole: the targets locked (a revocation racing with the job waits for it)
+            agents = [r[0] for r in await db.fetch(chosen.targets_sql, *chosen.args)]
+            if not agents:
+                raise NoTargets()
+        window = rollout.window_size(new.rollout["max_in_flight"], len(agents))
         deadline = created_at + timedelta(seconds=policy.expires_in_s) if required else None
         job = await db.fetchrow(
             q.CREATE_JOB, job_id, new.selector, command_settings(settings), new.rollout, window,
             new.rollout["max_failures"], len(agents), new.idempotency_key, created_at, by.id, by.name,
-            chosen.labels, statuses.AWAITING if required else "running", required, deadline)
+            chosen.labels, statuses.AWAITING if required else "running", required, deadline,
+            0 if large else len(agents))
         if job is None:  # a racing request with the same key won
             raise _Raced()
+        if large:
+            await db.execute(q.QUEUE_JOB_TARGETS, job_id, agents)
+            await _record_created(db, ctx, new, job_id, len(agents), required)
+            return job, True
         command_ids = [uuid.uuid4() for _ in agents]
         if required:  # nothing signed, nothing due: approvals.py signs and starts it
             signed: list = [None] * len(agents)
@@ -178,13 +195,19 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
             settings.priority, settings.max_retries, settings.ack_timeout_s, settings.run_timeout_s,
             created_at, deadline or expires_at, 0 if required else window if window is not None else len(agents),
             signed, by.id, by.name, statuses.AWAITING if required else "pending")
-        await audit.record(db, ctx, "job.create", "job", job_id, details={
-            "selector": new.selector, "type": settings.type, "params_sha256": params_digest(settings.params),
-            "rollout": new.rollout, "target_count": len(agents), "idempotency_key": new.idempotency_key,
-            "approvals_required": required})
+        await _record_created(db, ctx, new, job_id, len(agents), required)
         if not required:
             await db.execute(q.NOTIFY_AGENTS, agents[:window])
     return job, True
+
+
+async def _record_created(db: Db, ctx: audit.Context, new: NewJob, job_id: uuid.UUID, targets: int,
+                          required: int) -> None:
+    settings = new.command
+    await audit.record(db, ctx, "job.create", "job", job_id, details={
+        "selector": new.selector, "type": settings.type, "params_sha256": params_digest(settings.params),
+        "rollout": new.rollout, "target_count": targets, "idempotency_key": new.idempotency_key,
+        "approvals_required": required})
 
 
 async def sign_all(signer: CommandSigner, command_ids: list[uuid.UUID], agents: list[uuid.UUID],
@@ -230,14 +253,15 @@ async def _same_request(db: Db, new: NewJob) -> Row | None:
 
 
 async def create_once(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
-                      ctx: audit.Context, policy: Policy = NO_POLICY) -> tuple[Row, bool]:
+                      ctx: audit.Context, policy: Policy = NO_POLICY,
+                      in_request: int = IN_REQUEST_TARGETS) -> tuple[Row, bool]:
     """create(), where losing a race for the idempotency key answers the winner's job."""
     try:
-        return await create(db, new, signer, by, ctx, policy)
+        return await create(db, new, signer, by, ctx, policy, in_request)
     except _Raced:
         existing = await _same_request(db, new)
         if existing is None:  # the winner rolled back: nothing holds the key any more
-            return await create(db, new, signer, by, ctx, policy)
+            return await create(db, new, signer, by, ctx, policy, in_request)
         return existing, False
 
 
@@ -282,6 +306,7 @@ async def cancel(db: Db, job_id: uuid.UUID, by: Operator, ctx: audit.Context) ->
             raise JobFinished((await get(db, job_id))["status"])
         job = await db.fetchrow(q.END_JOB, job_id, "cancelled", None, by.id, by.name)
         await db.execute(q.CANCEL_UNDELIVERED, job_id, False, by.id, by.name)
+        await db.execute(q.DROP_JOB_TARGETS, job_id)
         await audit.record(db, ctx, "job.cancel", "job", job_id)
     return job
 
@@ -301,6 +326,7 @@ async def advance(db: Db, job_id: uuid.UUID) -> rollout.Step | None:
             reason = f"more than max_failures {limit} targets ended failed, timed_out, expired or rejected"
             await db.execute(q.END_JOB, job_id, "halted", reason, None, None)
             await db.execute(q.CANCEL_UNDELIVERED, job_id, True, None, None)
+            await db.execute(q.DROP_JOB_TARGETS, job_id)
         elif step.complete:
             await db.execute(q.END_JOB, job_id, "completed", None, None, None)
         elif step.release:

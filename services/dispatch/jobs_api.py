@@ -87,7 +87,9 @@ async def create_job(request: Request) -> JSONResponse:
         return JSONResponse({"target_count": await jobs.count_targets(state.db, new.selector,
                                                                       request.state.operator)})
     job, created = await jobs.create_once(state.db, new, state.signer, request.state.operator, request.state.audit,
-                                          await state.approval_policy.get())
+                                          await state.approval_policy.get(), state.settings.job_slice_targets)
+    if job["materialised"] < job["target_count"] and job["status"] == "running":
+        state.materialiser.kick()  # its commands are made in slices, starting now
     if created:
         _log.info("job_created", job_id=job["id"], targets=job["target_count"],
                   type=new.command.type, max_in_flight=job["max_in_flight"],

@@ -397,7 +397,7 @@ TARGET_STATUS = f"""(CASE WHEN c.skipped THEN 'skipped'
 JOB_COLUMNS = """id, status, selector, command, rollout, max_in_flight, max_failures,
     target_count, idempotency_key, created_at, finished_at, halted_reason, created_by_id,
     created_by_name, cancelled_by_id, cancelled_by_name, target_labels, approvals, approvals_required,
-    approval_expires_at, denied_reason"""
+    approval_expires_at, denied_reason, materialised"""
 
 # The targets of a new job: active agents matching the selector, in a stable order. FOR
 # SHARE: a revocation racing with the job's creation waits for it to commit, so its
@@ -408,6 +408,13 @@ SELECT a.id FROM agents a
  WHERE a.status = 'active' AND {match}
  ORDER BY a.id
    FOR SHARE
+"""
+# A large job's targets, without the lock (queries.QUEUE_JOB_TARGETS freezes them and the
+# materialiser locks each slice's agents when it makes their commands).
+_PICK = """
+SELECT a.id FROM agents a
+ WHERE a.status = 'active' AND {match}
+ ORDER BY a.id
 """
 # For a dry run: the same selectors, counted without locks.
 _COUNT = "SELECT count(*) FROM agents a WHERE a.status = 'active' AND {match}"
@@ -421,6 +428,9 @@ TARGETS_BY_IDS = _TARGETS.format(match=_BY_IDS)
 COUNT_BY_LABELS = _COUNT.format(match=_BY_LABELS)
 COUNT_ALL_ACTIVE = _COUNT.format(match=_ALL)
 COUNT_BY_IDS = _COUNT.format(match=_BY_IDS)
+PICK_BY_LABELS = _PICK.format(match=_BY_LABELS)
+PICK_ALL_ACTIVE = _PICK.format(match=_ALL)
+PICK_BY_IDS = _PICK.format(match=_BY_IDS)
 
 # Which of the ids an operator named lie outside its scope: the 403 names them.
 OUT_OF_SCOPE_IDS = """
@@ -442,8 +452,8 @@ JOB_BY_IDEMPOTENCY_KEY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key 
 CREATE_JOB = f"""
 INSERT INTO jobs (id, selector, command, rollout, max_in_flight, max_failures, target_count,
                   idempotency_key, created_at, created_by_id, created_by_name, target_labels,
-                  status, approvals_required, approval_expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                  status, approvals_required, approval_expires_at, materialised)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING {JOB_COLUMNS}
 """
@@ -461,6 +471,52 @@ SELECT t.id, t.agent_id, $3, $4, $5, $6, $7, $8, $9, $10, $11,
        CASE WHEN t.n <= $12 THEN $10 ELSE 'infinity'::timestamptz END, t.signed, $14, $15, $16
   FROM unnest($1::uuid[], $2::uuid[], $13::jsonb[]) WITH ORDINALITY AS t(id, agent_id, signed, n)
 """
+
+# --- large jobs, materialised in slices (services/dispatch/materialiser.py) ----------------
+
+# A large job's targets, frozen in the job's transaction, in order.
+QUEUE_JOB_TARGETS = """
+INSERT INTO job_targets (job_id, seq, agent_id)
+SELECT $1, t.n, t.agent_id FROM unnest($2::uuid[]) WITH ORDINALITY AS t(agent_id, n)
+"""
+
+# The oldest running job with targets left, locked (NO KEY UPDATE, as LOCK_RUNNING_JOB:
+# a slice, a release, a cancel or a halt of one job happen one at a time, in any
+# replica), skipping one another replica is materialising: two never make the same slice.
+LOCK_MATERIALISING_JOB = f"""
+SELECT {JOB_COLUMNS} FROM jobs
+ WHERE status = 'running' AND materialised < target_count
+ ORDER BY created_at
+ LIMIT 1
+   FOR NO KEY UPDATE SKIP LOCKED
+"""
+
+# The next slice of a job's frozen targets, taken off the queue, with each agent's status
+# now (FOR SHARE: a revocation racing with the slice waits for it to commit, and then its
+# cancellation of the agent's undelivered commands sees the new one).
+TAKE_JOB_TARGETS = """
+WITH taken AS (
+    DELETE FROM job_targets
+     WHERE job_id = $1 AND seq IN (SELECT seq FROM job_targets WHERE job_id = $1 ORDER BY seq LIMIT $2)
+    RETURNING seq, agent_id
+)
+SELECT t.agent_id, a.status
+  FROM taken t JOIN agents a ON a.id = t.agent_id  -- agents are never deleted, only revoked
+ ORDER BY t.seq
+   FOR SHARE OF a
+"""
+
+# The slice made: the job's count moves on in the slice's transaction.
+MATERIALISED = "UPDATE jobs SET materialised = materialised + $2 WHERE id = $1"
+
+# Targets revoked after the job froze them: their commands end cancelled at once.
+CANCEL_REVOKED_TARGETS = """
+UPDATE commands SET status = 'cancelled', finished_at = statement_timestamp()
+ WHERE job_id = $1 AND agent_id = ANY($2::uuid[]) AND status = 'pending'
+"""
+
+# A cancelled or halted job's targets not materialised yet: never will be.
+DROP_JOB_TARGETS = "DELETE FROM job_targets WHERE job_id = $1"
 
 # The approval policy's label rules ($2) a job's targets ($1) carry: one answer per rule,
 # in order (a GIN probe of agents_labels within the targets each).
@@ -499,6 +555,9 @@ SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND status IN ('awaiting_approval',
 # the planner reads the whole table once per job listed (seen in CI: one job in a tenth of
 # the table was a coin toss between the two). The counts' transaction forbids that.
 JOB_INDEX_ONLY = "SET LOCAL enable_seqscan = off"
+# Targets not materialised yet count as `waiting` while the job runs, as `cancelled` or
+# `skipped` once it was cancelled or halted: the counts add up to target_count at every
+# instant.
 JOB_COUNTS = f"""
 SELECT j.id AS job_id, t.status, t.n
   FROM unnest($1::uuid[]) AS j(id)
@@ -508,6 +567,11 @@ SELECT j.id AS job_id, t.status, t.n
      WHERE c.job_id = j.id AND c.job_id IS NOT NULL  -- (proves the partial index applies)
      GROUP BY 1
  ) AS t
+UNION ALL
+SELECT jobs.id, CASE jobs.status WHEN 'cancelled' THEN 'cancelled' WHEN 'halted' THEN 'skipped'
+                                 ELSE 'waiting' END, jobs.target_count - jobs.materialised
+  FROM jobs
+ WHERE jobs.id = ANY($1::uuid[]) AND jobs.materialised < jobs.target_count
 """
 
 # What moving a job on needs (rollout.Progress), each part bounded whatever the job's size,
@@ -517,7 +581,8 @@ SELECT j.id AS job_id, t.status, t.n
 # exceeded; NULL when the job has no limit). Scalar subqueries under a CASE not taken
 # are never run.
 JOB_PROGRESS = f"""
-SELECT EXISTS (SELECT 1 FROM commands c WHERE c.job_id = $1 AND {LIVE}) AS unfinished,
+SELECT EXISTS (SELECT 1 FROM commands c WHERE c.job_id = $1 AND {LIVE})
+       OR EXISTS (SELECT 1 FROM jobs j WHERE j.id = $1 AND j.materialised < j.target_count) AS unfinished,
        EXISTS (SELECT 1 FROM commands c WHERE c.job_id = $1 AND {WAITING}) AS waiting,
        CASE WHEN $2 THEN (SELECT count(*) FROM commands c
                            WHERE c.job_id = $1 AND {LIVE} AND c.visible_at <> 'infinity')
@@ -794,6 +859,8 @@ WITH doomed AS MATERIALIZED (
      ORDER BY j.finished_at
      LIMIT $2
        FOR UPDATE SKIP LOCKED
+), targets AS (
+    DELETE FROM job_targets WHERE job_id IN (SELECT id FROM doomed)
 ), gone AS (
     DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING 1
 )

@@ -80,7 +80,12 @@ def _explain(conn, name: str, types: list[str], statement: str, args: list[str])
     return plan
 
 
-def test_a_job_of_10000_targets_fans_out_in_one_statement_and_its_reads_use_indexes(fleet, sql, database_url):
+def test_a_job_of_10000_targets_fans_out_in_one_statement_and_its_reads_use_indexes(auth, start_dispatch, sql,
+                                                                                    database_url):
+    from tests.integration.fleet import Fleet
+
+    # Made whole in its request (a larger job would be made in slices: test_large_jobs.py).
+    fleet = Fleet(auth.url, start_dispatch(FLEETLINE_JOB_SLICE_TARGETS="20000").url)
     fleet.register()  # leaves a registration token the bulk-inserted agents can name
     token = sql.execute("SELECT id FROM registration_tokens LIMIT 1").fetchone()[0]
     sql.execute("""
