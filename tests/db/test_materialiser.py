@@ -102,3 +102,19 @@ async def test_two_materialisers_never_make_the_same_slice_and_a_second_finishes
     assert sql.execute("SELECT count(DISTINCT agent_id), count(*) FROM commands WHERE job_id = %s",
                        (job["id"],)).fetchone() == (40, 40)
     assert (await jobs.get(db, job["id"]))["materialised"] == 40
+
+
+async def test_a_halt_during_creation_stops_it_and_what_was_never_made_counts_as_skipped(db, sql, signer, policy):
+    agents = [rows.agent(sql) for _ in range(10)]
+    job = await _large_job(db, signer, agents, max_failures=0)
+    maker = Materialiser(db, signer, slice_size=SLICE)
+    await maker.make_slice()
+    failing = [a for a in agents if (await commands.claim(db, a, 1, policy)).commands][0]
+    cid = sql.execute("SELECT id FROM commands WHERE job_id = %s AND agent_id = %s",
+                      (job["id"], failing)).fetchone()[0]
+    await commands.report(db, failing, cid, "failed", {**OK, "exit_code": 1})
+    assert (await jobs.advance(db, job["id"])).halt
+    assert await maker.make_slice() is None
+    assert _commands(sql, job["id"]) == 4
+    # The slice's other three were delivered (they finish); the six never made are skipped.
+    assert await _counts(db, job["id"]) == {"failed": 1, "sent": 3, "skipped": 6}
