@@ -120,6 +120,11 @@ class Gateway:
 
     async def startup(self) -> None:
         self.capacity = capacity(self.settings)
+        # The DNS cache is what spreads upstream connections over every address of a
+        # replica set behind one name (a headless service): aiohttp's cache hands each new
+        # connection the addresses rotated by one (_DNSCacheTable.next_addrs), and names
+        # are resolved again every 5 minutes. Each address gets its own ~28,000 ephemeral
+        # ports (docs/operations.md).
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300,
                                          keepalive_timeout=self.settings.upstream_keepalive_s),
