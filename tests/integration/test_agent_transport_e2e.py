@@ -46,8 +46,9 @@ def _queue_and_wait(url: str, agent_id: str, client=HTTP) -> dict:
     return wait_until(final, 30, 0.1, "the command to end")
 
 
-def _agent_id(state_dir: Path) -> str:
-    return json.loads((state_dir / "state.json").read_text())["agent_id"]
+def _agent_id(state_dir: Path) -> str | None:
+    """The agent id in its state file; None while it has none (cleared, registering again)."""
+    return json.loads((state_dir / "state.json").read_text()).get("agent_id")
 
 
 def test_an_agent_enrols_over_tls_it_verifies_with_its_ca_file(start_gateway, auth, dispatch, tls_dir,
@@ -194,7 +195,7 @@ def test_an_agent_whose_machine_is_enrolled_waits_for_an_operator_and_recovers_b
         assert HTTP.delete(f"{gw.url}/api/v1/admin/agents/{first['agent_id']}", headers=ADMIN).status_code == 204
         token_file.write_text(create_registration_token(auth.url)["token"])
         agent.wait_log("registration_token_changed", timeout=10)
-        wait_until(lambda: _agent_id(state) != first["agent_id"], 15, 0.1, "the agent to enrol again")
+        wait_until(lambda: _agent_id(state) not in (None, first["agent_id"]), 15, 0.1, "the agent to enrol again")
         assert _queue_and_wait(gw.url, _agent_id(state))["status"] == "succeeded"
         assert sql.execute("SELECT count(*) FROM agents WHERE machine_id = 'm-victim' AND status = 'active'"
                            ).fetchone()[0] == 1
