@@ -15,7 +15,6 @@ Runs every `interval_s`, and at once when this process created a large job (`kic
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -34,23 +33,7 @@ class Materialiser(Periodic):
     def __init__(self, db: Db, signer: CommandSigner, interval_s: float = 1.0,
                  slice_size: int = jobs.IN_REQUEST_TARGETS):
         self.db, self.signer, self.slice_size = db, signer, slice_size
-        self._kicked = asyncio.Event()
         super().__init__("materialiser", interval_s, self.drain)
-
-    def kick(self) -> None:
-        self._kicked.set()
-
-    async def _run(self) -> None:  # Periodic's loop, woken early by a kick
-        while True:
-            try:
-                await self.drain()
-            except Exception as exc:  # logged once here; the next interval tries again
-                self.log.error("step_failed", error=exc, exc_info=exc)
-            try:
-                await asyncio.wait_for(self._kicked.wait(), self.interval_s)
-            except asyncio.TimeoutError:
-                pass
-            self._kicked.clear()
 
     async def drain(self) -> int:
         """Slices until no running job has targets left; how many commands were made."""
