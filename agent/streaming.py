@@ -18,6 +18,7 @@ from typing import Callable
 
 from agent.log import Log
 from agent.timing import Backoff
+from fleetline.utf8 import head
 
 CHUNK_BYTES = 64 * 1024
 INTERVAL_S = 1.0
@@ -26,16 +27,6 @@ BACKLOG_BYTES = 8 * 1024 * 1024  # past this much unsent (a server too slow), st
 
 class StreamEnded(Exception):
     """The server will take no more of this stream (truncated, refused)."""
-
-
-def head(data: bytes, budget: int) -> bytes:
-    """The longest start of `data` (valid UTF-8) within `budget` bytes, whole characters."""
-    if len(data) <= budget:
-        return data
-    end = budget
-    while end > 0 and (data[end] & 0xC0) == 0x80:  # data[end] continues a character
-        end -= 1
-    return data[:end]
 
 
 class OutputStream:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fleetline.utf8 import head
+
 APPEND, SAME, CONFLICT = "append", "same", "conflict"
 MAX_CHUNK_BYTES = 64 * 1024
 
@@ -22,13 +24,6 @@ class Placement:
     at: int = 0
     data: bytes = b""
     truncated: bool = False
-
-
-def cut(data: bytes, budget: int) -> bytes:
-    """The longest start of `data` (valid UTF-8) within `budget` bytes, whole characters."""
-    if len(data) <= budget:
-        return data
-    return data[:max(0, budget)].decode("utf-8", errors="ignore").encode("utf-8")
 
 
 def place(stored: int, truncated: bool, offset: int, data: bytes, overlap: bytes, cap: int) -> Placement:
@@ -44,7 +39,7 @@ def place(stored: int, truncated: bool, offset: int, data: bytes, overlap: bytes
     new = data[agreed:]
     if not new:
         return Placement(SAME)
-    kept = cut(new, cap - stored)
+    kept = head(new, cap - stored)
     return Placement(APPEND, at=stored, data=kept, truncated=len(kept) < len(new))
 
 

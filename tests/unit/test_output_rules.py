@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 
-from services.dispatch.output_rules import APPEND, CONFLICT, SAME, assemble, cut, place, readable_from
+from fleetline.utf8 import head
+from services.dispatch.output_rules import APPEND, CONFLICT, SAME, assemble, place, readable_from
 
 CAP = 100
 
@@ -66,12 +67,14 @@ def test_the_cap_reached_exactly_is_not_yet_truncated():
     assert _apply(s, False, 100, b"c").truncated
 
 
-def test_cut_never_splits_a_character():
-    data = "€€€".encode()
+def test_the_cut_never_splits_a_character():
+    data = "a€b€€".encode()
     for budget in range(len(data) + 1):
-        kept = cut(data, budget)
+        kept = head(data, budget)
         kept.decode("utf-8")  # whole characters
         assert len(kept) <= budget and data.startswith(kept)
+        rest = data[len(kept):].decode("utf-8")
+        assert not rest or len(kept) + len(rest[0].encode()) > budget  # the longest such start
 
 
 def test_assemble_and_readable_from():
