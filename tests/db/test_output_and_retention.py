@@ -264,3 +264,20 @@ async def test_claims_keep_flowing_while_a_large_backlog_is_pruned(db, sql, sign
     assert claimed_while_pruning > 0  # the claim never waited for the pruner to finish
     assert sql.execute("SELECT count(*) FROM commands WHERE agent_id = %s", (old_agent,)).fetchone()[0] == 0
     assert sql.execute("SELECT count(*) FROM commands WHERE agent_id = %s", (busy,)).fetchone()[0] == 200
+
+
+async def test_a_follower_whose_client_leaves_while_parked_is_let_go_at_once(db, sql, signer, policy):
+    agent, cmd = await _running(db, sql, signer, policy)
+    followers = output.Followers()
+    left = asyncio.Event()
+
+    async def receive():  # the client hangs up while its read is held
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    task = asyncio.create_task(followers.follow(str(cmd), 60, receive, lambda: output.read(db, cmd, 0)))
+    while followers.held() == 0:
+        await asyncio.sleep(0.01)
+    left.set()
+    assert await asyncio.wait_for(task, 2) is None  # nothing answered to nobody, long before 60 s
+    assert followers.held() == 0
