@@ -121,6 +121,9 @@ def test_chunks_replayed_reordered_or_with_gaps_answer_as_the_api_says(fleet_sta
     stranger = HTTP.post(f"{base}/{other}x/output", headers=headers, json={"offset": 0, "data": "x"})
     assert stranger.status_code == 404
     assert _read(fleet_stack, cid)["data"] == "one\ntwo\n"
+    for query in ({"offset": -1}, {"offset": "abc"}, {"wait": 61}, {"wait": "1e3"}, {"offset": "\u0661"}):
+        r = HTTP.get(f"{fleet_stack.url}/api/v1/admin/commands/{cid}/output", params=query, headers=ADMIN)
+        assert (r.status_code, r.json()["error"]) == (400, "invalid_request"), query
     assert sql.execute("SELECT count(*) FROM command_output WHERE command_id = %s", (cid,)).fetchone()[0] == 2
 
 
