@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import select
 import shutil
 import signal
 import socket
@@ -21,6 +22,10 @@ from agent.stopper import Stopper
 
 GRACE_S = 5.0  # a running command's time to finish after SIGTERM
 READ_LIMIT = 1024 * 1024  # keep at most this much of a command's output (its end) in memory
+# Once a command's main process has exited: how long its output is still read (what it
+# printed last, what a child it left behind prints at once) before its group is ended and
+# the result goes. A daemon that keeps the pipe open never holds the result longer.
+DRAIN_S = 1.0
 # The umask commands run with: the operator's, from before the agent tightened its own.
 COMMAND_UMASK = 0o022
 # What a command inherits: a usable PATH, HOME and locale, nothing of the agent's
@@ -152,15 +157,13 @@ def shell(params: dict, ctx: Context) -> Outcome:
         return Outcome("failed", None, f"cannot start {argv[0]}: {exc.strerror}")
     output = bytearray()
 
-    def read() -> None:  # keep reading so the child never blocks on a full pipe
-        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-            ctx.output(chunk)
-            output.extend(chunk)
-            if len(output) > READ_LIMIT:
-                del output[: len(output) - READ_LIMIT]  # keep the end
+    def keep(chunk: bytes) -> None:
+        ctx.output(chunk)
+        output.extend(chunk)
+        if len(output) > READ_LIMIT:
+            del output[: len(output) - READ_LIMIT]  # keep the end
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    reader = PipeReader(proc.stdout.fileno(), keep)
     started = time.monotonic()
     killed_for = None
     while proc.poll() is None:
@@ -172,15 +175,60 @@ def shell(params: dict, ctx: Context) -> Outcome:
             killed_for = f"[timeout: killed after {limit:.0f} s]"
             break
         ctx.stopper.sleep(0.05)
-    _kill(proc)  # the group: whatever it left behind goes too, and the pipe closes
+    if killed_for is None:
+        reader.wait(DRAIN_S)  # the command is over: its last words, briefly
+    _kill(proc)  # the group: whatever it left behind goes too, and its end of the pipe
     proc.wait()
-    reader.join(5)
+    reader.stop()  # a process that left the group (setsid) may hold the pipe forever
     proc.stdout.close()
     if killed_for == "interrupted":
         return INTERRUPTED
     if killed_for:
         return Outcome("failed", proc.returncode, bytes(output), killed_for)
     return Outcome("succeeded" if proc.returncode == 0 else "failed", proc.returncode, bytes(output))
+
+
+class PipeReader:
+    """Reads a command's output pipe as it fills, in a thread of its own (the command never
+    blocks on a full pipe), until the pipe ends or `stop()`. A blocking read could not be
+    stopped: a daemon that left the command's process group keeps the pipe open, and the
+    read (and the result behind it) would wait for the daemon to exit."""
+
+    POLL_S = 0.05
+    GRACE_S = 0.2  # after the group is killed: the pipe normally ends at once
+
+    def __init__(self, fd: int, sink: Callable[[bytes], None]):
+        self.fd, self.sink = fd, sink
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pipe-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        after_stop = 0
+        while after_stop <= READ_LIMIT:
+            stopping = self._stopping.is_set()
+            if not poller.poll(0 if stopping else self.POLL_S * 1000):
+                if stopping:
+                    return  # nothing more is waiting: what a daemon prints later is not ours
+                continue
+            data = os.read(self.fd, 65536)
+            if not data:
+                return  # every writer has closed it
+            self.sink(data)
+            if stopping:
+                after_stop += len(data)  # a daemon flooding the pipe cannot keep us here
+
+    def wait(self, seconds: float) -> None:
+        """Until the pipe ends, at most `seconds`."""
+        self._thread.join(seconds)
+
+    def stop(self) -> None:
+        """Take what is waiting in the pipe now, then end (the caller closes the pipe)."""
+        self._thread.join(self.GRACE_S)
+        self._stopping.set()
+        self._thread.join()
 
 
 def _wait_exit(proc: subprocess.Popen, seconds: float) -> bool:

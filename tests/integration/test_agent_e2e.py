@@ -1,7 +1,9 @@
 """The agent end to end: real auth, dispatch and gateway processes and a real agent process."""
 
 import json
+import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -280,6 +282,33 @@ def test_a_background_child_neither_stalls_the_result_nor_outlives_the_command(f
     finished = datetime.fromisoformat(done["result"]["finished_at"].replace("Z", "+00:00"))
     assert (finished - started).total_seconds() < 3  # no 5 s stall waiting on the pipe
     assert _pids_running("sleep 47.25") == []
+
+
+def _seconds(result: dict) -> float:
+    started = datetime.fromisoformat(result["started_at"].replace("Z", "+00:00"))
+    return (datetime.fromisoformat(result["finished_at"].replace("Z", "+00:00")) - started).total_seconds()
+
+
+def test_a_command_that_leaves_a_daemon_behind_reports_within_4s(fleet_stack):
+    """The field's `service x start`: the daemon leaves the command's process group (setsid)
+    and keeps the output pipe open. The command still ends when its main process does: what
+    was printed, and what a child printed within a second after, is in the result, the
+    group is ended, and the daemon (no longer the command's) runs on."""
+    fleet_stack.agent()
+    agent_id = fleet_stack.agent_id()
+    script = "(setsid sleep 52.5 &); (sleep 0.3; echo late) & sleep 0.1; echo started; (sleep 48.5 &)"
+    queued = time.monotonic()
+    cmd = fleet_stack.queue(agent_id, "shell", params={"argv": ["sh", "-c", script]})
+    done = fleet_stack.wait_status(cmd["id"], {"succeeded", "failed"}, timeout=30)
+    try:
+        assert time.monotonic() - queued < 4, done
+        assert done["status"] == "succeeded" and done["result"]["output"] == "started\nlate\n", done
+        assert _seconds(done["result"]) < 2.5
+        assert _pids_running("sleep 48.5") == []  # in the command's group: ended with it
+        assert len(_pids_running("sleep 52.5")) == 1  # the daemon is not the command's any more
+    finally:
+        for pid in _pids_running("sleep 52.5"):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_commands_run_in_a_clean_environment(fleet_stack, tmp_path):
