@@ -30,7 +30,7 @@ UNLIMITED = {
     "FLEETLINE_ACCESS_TOKEN_TTL_S": "3600",
     # The load generator is thousands of agents on one address (real agents are one per
     # machine): the gateway's per-address cap on pending connections would throttle it.
-    "FLEETLINE_MAX_PENDING_PER_ADDRESS": "1000000",
+    "FLEETLINE_MAX_STALLED_PER_ADDRESS": "1000000",
 }
 
 

@@ -194,7 +194,7 @@ class Settings:
     allow_plaintext: bool = _env("FLEETLINE_ALLOW_PLAINTEXT", _flag, False)
     header_timeout_s: float = _env("FLEETLINE_HEADER_TIMEOUT_S", _positive_float, 10.0)
     body_timeout_s: float = _env("FLEETLINE_BODY_TIMEOUT_S", _positive_float, 10.0)
-    max_pending_per_address: int = _env("FLEETLINE_MAX_PENDING_PER_ADDRESS", _positive_int, 64)
+    max_stalled_per_address: int = _env("FLEETLINE_MAX_STALLED_PER_ADDRESS", _positive_int, 64)
     # Clients of the gateway (the console, the CLI): the CA that signed its certificate
     # [the system trust store].
     ca_file: str | None = _env("FLEETLINE_CA_FILE")

@@ -1,14 +1,14 @@
 """Building the gateway from settings: the proxy (an ASGI app) and the edge it is served
-behind (uvicorn's protocol with TLS, deadlines and per-address caps)."""
+behind (uvicorn's protocol with TLS, deadlines and a per-address cap on stalled connections)."""
 
 from fleetline.settings import Settings
-from gateway.edge import EdgeCounts, check_listener, edge_protocol, server_tls
+from gateway.edge import Stalls, check_listener, edge_protocol, server_tls
 from gateway.proxy import Gateway
 
 
 def create_app(settings: Settings) -> Gateway:
-    return Gateway(settings, EdgeCounts(settings.max_pending_per_address,
-                                        frozenset(settings.gateway_trusted_proxies)))
+    return Gateway(settings, Stalls(settings.max_stalled_per_address,
+                                    frozenset(settings.gateway_trusted_proxies)))
 
 
 def edge_options(settings: Settings, app: Gateway, host: str) -> dict:

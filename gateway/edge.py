@@ -6,18 +6,20 @@ request headers nor bodies, and caps nothing per client address):
   (TLS handshake included), or of the first byte of its next request on a kept-alive
   connection, and its body within `body_timeout_s` of its headers. Otherwise it is answered
   `408 request_timeout` (when an answer can still be sent) and closed.
-- Connections that are not carrying a complete request (handshaking, sending headers or a
-  body, idle between requests) are counted per client address. Past
-  `max_pending_per_address`, a new connection from that address is closed at once, so
-  stalled connections from one address never take capacity from anyone else. A request
-  counts against the gateway's capacity (proxy.py) only once it is complete. Proxies in
-  front of the gateway (FLEETLINE_GATEWAY_TRUSTED_PROXIES) are not capped: every client
-  arrives from their address.
+- A connection waiting STALLED_AFTER_S without a complete request (handshaking, sending
+  headers or a body, idle between requests) is *stalled*. Past `max_stalled_per_address`
+  stalled connections from one address, the address's oldest stalled ones are closed, never
+  a fresh one: a burst of thousands from one address (a site behind NAT reconnecting at
+  once) completes its requests in milliseconds and is served in full, while stalled
+  connections from one address never take capacity from anyone else. A request counts
+  against the gateway's capacity (proxy.py) only once it is complete, body included.
+  Proxies in front of the gateway (FLEETLINE_GATEWAY_TRUSTED_PROXIES) are not capped:
+  every client arrives from their address.
 - TLS is started by this protocol on the accepted connection (`loop.start_tls`), not by the
-  listener, so the handshake runs under the header deadline and the address's count.
+  listener, so the handshake runs under the header deadline and counts as waiting.
 
 Everything here runs in the event loop's callbacks: no task per connection but the
-handshake's.
+handshake's; two timer handles per connection (its deadline, and when it would stall).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -36,42 +38,49 @@ from fleetline.transport import is_loopback_host
 
 _log = Log("gateway", "edge")
 
-# What a connection is doing; all but BUSY count against its address.
+# What a connection is doing; all but BUSY are waiting for a complete request.
 HANDSHAKE, HEADERS, BODY, BUSY, IDLE = "handshake", "headers", "body", "busy", "idle"
+# A connection waiting this long without a complete request is stalled (API.md, slow clients).
+STALLED_AFTER_S = 2.0
+
+
+class Stallable(Protocol):
+    def close_stalled(self) -> None: ...
 
 
 @dataclass
-class EdgeCounts:
-    """Per-address counts of connections without a complete request, and what the edge
-    refused; the gateway's metrics read them."""
+class Stalls:
+    """Per address, its stalled connections, oldest first; past `cap`, the oldest is closed.
+    The gateway's metrics read the counts."""
 
     cap: int
     exempt: frozenset[str] = frozenset()
-    by_address: dict[str, int] = field(default_factory=dict)
-    refused: int = 0
+    by_address: dict[str, dict[Stallable, None]] = field(default_factory=dict)
+    closed: int = 0
     timed_out: int = 0
 
-    def acquire(self, address: str) -> bool:
-        if address in self.exempt:
-            return True
-        held = self.by_address.get(address, 0)
-        if held >= self.cap:
-            self.refused += 1
-            return False
-        self.by_address[address] = held + 1
-        return True
-
-    def release(self, address: str) -> None:
+    def stalled(self, address: str, conn: Stallable) -> None:
         if address in self.exempt:
             return
-        held = self.by_address.get(address, 0) - 1
-        if held > 0:
-            self.by_address[address] = held
-        else:
-            self.by_address.pop(address, None)
+        held = self.by_address.setdefault(address, {})
+        held[conn] = None  # insertion order: the oldest stalled first
+        while len(held) > self.cap:
+            oldest = next(iter(held))
+            del held[oldest]
+            self.closed += 1
+            oldest.close_stalled()
 
-    def pending(self) -> int:
-        return sum(self.by_address.values())
+    def resumed(self, address: str, conn: Stallable) -> None:
+        """No longer stalled: its request completed, or it is gone."""
+        held = self.by_address.get(address)
+        if held is None or conn not in held:
+            return
+        del held[conn]
+        if not held:
+            del self.by_address[address]
+
+    def count(self) -> int:
+        return sum(len(held) for held in self.by_address.values())
 
 
 def server_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -116,7 +125,7 @@ def _feed(layer: asyncio.BufferedProtocol, data: bytes) -> None:
         view = view[size:]
 
 
-def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, counts: EdgeCounts) -> type:
+def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, stalls: Stalls) -> type:
     """uvicorn's protocol class for the gateway (uvicorn.Config(http=...))."""
     header_s, body_s = settings.header_timeout_s, settings.body_timeout_s
 
@@ -124,24 +133,34 @@ def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, counts: EdgeCo
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._address = ""
-            self._counted = False
             self._phase = HANDSHAKE
             self._deadline: asyncio.TimerHandle | None = None
+            self._stall: asyncio.TimerHandle | None = None  # when waiting turns into stalled
             self._raw: asyncio.Transport | None = None  # the TCP transport, under TLS
             self._early: list[bytes] | None = None  # TLS data before uvicorn's connection_made
             self._handshaking: asyncio.Task | None = None
 
-        # --- accounting ---------------------------------------------------------------
+        # --- waiting for a complete request, and stalling -----------------------------
 
-        def _count(self) -> bool:
-            if not self._counted:
-                self._counted = counts.acquire(self._address)
-            return self._counted
+        def _waiting(self) -> None:
+            """Waiting for a request from now on (unless already): stalled at STALLED_AFTER_S."""
+            if self._stall is None:
+                self._stall = self.loop.call_later(STALLED_AFTER_S, self._stalled)
 
-        def _uncount(self) -> None:
-            if self._counted:
-                counts.release(self._address)
-                self._counted = False
+        def _not_waiting(self) -> None:
+            if self._stall is not None:
+                self._stall.cancel()
+                self._stall = None
+            stalls.resumed(self._address, self)
+
+        def _stalled(self) -> None:
+            self._stall = None
+            stalls.stalled(self._address, self)
+
+        def close_stalled(self) -> None:
+            """The address has too many stalled connections and this is its oldest."""
+            _log.debug("stalled_connection_closed", client=self._address, phase=self._phase)
+            self._cut()
 
         def _arm(self, seconds: float) -> None:
             self._disarm()
@@ -154,8 +173,14 @@ def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, counts: EdgeCo
 
         def _expired(self) -> None:
             self._deadline = None
-            counts.timed_out += 1
+            stalls.timed_out += 1
             _log.debug("request_timeout", client=self._address, phase=self._phase)
+            self._cut()
+
+        def _cut(self) -> None:
+            """Close the connection: `408` first when an answer can still be sent."""
+            self._disarm()
+            self._not_waiting()
             if self.transport is None:  # still in the TLS handshake: no answer possible
                 if self._raw is not None:
                     self._raw.abort()
@@ -168,19 +193,19 @@ def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, counts: EdgeCo
                 # The app is waiting for the body: it hears the client left, sends nothing.
                 cycle.disconnected = True
                 cycle.message_event.set()
-            if not self.transport.is_closing():
+            if self.transport.is_closing():
+                return
+            if self._phase in (HEADERS, BODY):
                 self.transport.write(_timeout_response("body" if self._phase == BODY else "headers"))
-                self.transport.close()
+            self.transport.close()
 
         # --- connection ---------------------------------------------------------------
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             peer = transport.get_extra_info("peername")
             self._address = str(peer[0]) if peer else ""
-            if not self._count():
-                transport.abort()
-                return
             self._arm(header_s)
+            self._waiting()
             if tls is None:
                 self._phase = HEADERS
                 super().connection_made(transport)
@@ -205,10 +230,11 @@ def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, counts: EdgeCo
                 secured = await starting
             except Exception as exc:  # a bad or abandoned handshake: drop the connection
                 _log.debug("tls_handshake_failed", client=self._address, error=exc)
-            # Lost or timed out meanwhile: start_tls may still hand back a closed transport.
+            # Lost, timed out or closed as stalled meanwhile: start_tls may still hand back
+            # a closed transport.
             if secured is None or secured.is_closing() or self._deadline is None:
                 self._disarm()
-                self._uncount()
+                self._not_waiting()
                 (secured or raw).abort()
                 return
             self._phase = HEADERS
@@ -227,8 +253,8 @@ def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, counts: EdgeCo
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
-            self._uncount()
-            if self.transport is None:  # refused at once, or lost in the handshake
+            self._not_waiting()
+            if self.transport is None:  # lost in the handshake
                 self.connections.discard(self)
                 return
             super().connection_lost(exc)
@@ -237,8 +263,7 @@ def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, counts: EdgeCo
 
         def on_message_begin(self) -> None:
             if self._phase in (BUSY, IDLE):  # the next request on this connection
-                if not self._count():
-                    self.transport.close()
+                self._waiting()  # pipelined behind a busy one: waiting from now
                 self._phase = HEADERS
                 self._arm(header_s)
             super().on_message_begin()
@@ -251,7 +276,7 @@ def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, counts: EdgeCo
         def on_message_complete(self) -> None:
             self._phase = BUSY
             self._disarm()
-            self._uncount()
+            self._not_waiting()
             super().on_message_complete()
 
         def on_response_complete(self) -> None:
@@ -259,7 +284,6 @@ def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, counts: EdgeCo
             if self._phase == BUSY and not self.transport.is_closing():
                 # Idle until the next request (uvicorn's keep-alive timeout ends it).
                 self._phase = IDLE
-                if not self._count():
-                    self.transport.close()
+                self._waiting()
 
     return EdgeProtocol

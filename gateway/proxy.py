@@ -2,7 +2,8 @@
 
 aiohttp because it was measured (bench/gateway_bench.py, DESIGN.md): httpx's pool tops
 out near 400 req/s as a proxy client here. Small responses are buffered (a streamed
-Starlette response costs ~40 %); large or unsized ones are streamed.
+Starlette response costs ~40 %); large or unsized ones are streamed. Request bodies are
+read whole (up to the body limit) before anything goes upstream.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from yarl import URL
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import openapi
-from gateway.edge import EdgeCounts
+from gateway.edge import Stalls
 from gateway.routes import held_seconds, route
 from gateway.upstreams import Upstream
 from fleetline.ethos import Log
@@ -30,7 +31,6 @@ HOP_BY_HOP = frozenset({
     b"trailer", b"trailers", b"transfer-encoding", b"upgrade", b"host", b"content-length",
 })
 BUFFER_LIMIT = 256 * 1024  # responses up to this size (with a length) are buffered
-REQUEST_BUFFER_LIMIT = 64 * 1024  # request bodies up to this size are read before sending
 _log = Log("gateway", "proxy")
 LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 OPENAPI_BYTES = json.dumps(openapi.DOCUMENT).encode()
@@ -58,30 +58,20 @@ class ClientGone(Exception):
     nothing of it may reach an upstream."""
 
 
-class BodyStream:
-    """The client's body as it arrives, cut off past `limit`. `exceeded` and `gone` tell
-    the proxy why an upstream send failed (aiohttp may wrap what a body iterator raises)."""
-
-    def __init__(self, receive: Any, limit: int):
-        self.receive, self.limit = receive, limit
-        self.exceeded = self.gone = False
-
-    async def __aiter__(self):
-        total = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                self.gone = True
-                raise ClientGone
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.limit:
-                self.exceeded = True
-                raise PayloadTooLarge
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
+async def read_body(receive: Any, limit: int) -> bytes:
+    """The client's whole body, refused past `limit`. Read in full before anything is sent
+    upstream: a client that stalls in its body holds no upstream connection and no share of
+    the gateway's capacity (only the edge's deadline and its per-address cap apply)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise PayloadTooLarge
+        if not message.get("more_body", False):
+            return bytes(body)
 
 
 def _json_error(status: int, code: str, detail: str) -> tuple[int, bytes]:
@@ -89,7 +79,7 @@ def _json_error(status: int, code: str, detail: str) -> tuple[int, bytes]:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, edge: EdgeCounts):
+    def __init__(self, settings: Settings, edge: Stalls):
         settings.require("auth_urls", "dispatch_urls")
         self.settings = settings
         self.edge = edge
@@ -104,12 +94,12 @@ class Gateway:
         self.in_flight = 0
         self.metrics.gauge("fleetline_gateway_requests_in_flight",
                            "Requests this gateway process is carrying upstream", lambda: self.in_flight)
-        self.metrics.gauge("fleetline_gateway_pending_connections",
-                           "Connections without a complete request (handshake, headers, body, idle)",
-                           edge.pending)
-        self.metrics.gauge("fleetline_gateway_connections_refused",
-                           "Connections closed at once: their address had too many pending",
-                           lambda: edge.refused)
+        self.metrics.gauge("fleetline_gateway_stalled_connections",
+                           "Connections waiting 2 s or more without a complete request "
+                           "(handshake, headers, body, idle)", edge.count)
+        self.metrics.gauge("fleetline_gateway_stalled_connections_closed",
+                           "Stalled connections closed because their address had too many (the oldest first)",
+                           lambda: edge.closed)
         self.metrics.gauge("fleetline_gateway_request_timeouts",
                            "Connections cut off for slow headers, body or TLS handshake",
                            lambda: edge.timed_out)
@@ -224,21 +214,14 @@ class Gateway:
         await _send_simple(send, status, body, rid, content_type, extra)
         return status
 
-    async def _body(self, scope: dict, receive: Any) -> "bytes | BodyStream":
-        """Small bodies with a known length are read at once; larger or chunked ones are
-        streamed upstream. Either way a body past the limit is refused with 413: before
-        contacting the upstream when its length says so, else the moment it passes it."""
+    async def _body(self, scope: dict, receive: Any) -> bytes:
+        """The whole body; past the limit 413, before reading a byte when its declared
+        length says so."""
         limit = self.settings.max_body_bytes
         declared = header_value(scope["headers"], b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise PayloadTooLarge
-        chunked = header_value(scope["headers"], b"transfer-encoding") is not None
-        if not chunked and (declared is None or int(declared) <= REQUEST_BUFFER_LIMIT):
-            body = bytearray()
-            async for chunk in BodyStream(receive, limit):
-                body += chunk
-            return bytes(body)
-        return BodyStream(receive, limit)
+        return await read_body(receive, limit)
 
     def _timeout(self, extra: int) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(extra)
@@ -280,8 +263,8 @@ class Gateway:
             return too_large[0]
         except ClientGone:
             return 499  # nobody to answer, and nothing forwarded
-        # A request counts against capacity once it is complete (a streamed body: once it
-        # starts; the edge's body deadline bounds it): stalled clients take none of it.
+        # A request counts against capacity once it is complete, body included: stalled
+        # clients take none of it.
         if self.in_flight >= self.capacity:
             status, payload = _json_error(503, "not_ready", "The gateway is at capacity; retry later.")
             await _send_simple(send, status, payload, rid,
@@ -294,11 +277,7 @@ class Gateway:
             self.in_flight -= 1
 
     async def _forward(self, service: str, scope: dict, receive: Any, send: Any, rid: str,
-                       body: "bytes | BodyStream") -> int:
-        too_large = _json_error(413, "payload_too_large",
-                                f"The body is larger than {self.settings.max_body_bytes} bytes.")
-        streamed = body if isinstance(body, BodyStream) else None
-
+                       body: bytes) -> int:
         upstream = self.upstreams[service]
         target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
         if scope.get("query_string"):
@@ -312,7 +291,7 @@ class Gateway:
                 # encoded=True: the client's path and query go upstream byte for byte.
                 request = self.session.request(
                     scope["method"], URL(url + target, encoded=True), headers=headers,
-                    data=(streamed.__aiter__() if streamed else body or None),
+                    data=body or None,
                     timeout=timeout, allow_redirects=False,
                 )
                 if held:
@@ -325,7 +304,7 @@ class Gateway:
                 else:
                     resp = await request
             except aiohttp.ClientConnectorError as exc:
-                # Never sent (nor any of a streamed body read): safe to try the next replica.
+                # Never sent: safe to try the next replica.
                 upstream.mark_down(url)
                 _log.warning("upstream_unreachable", service=service, upstream=url, error=exc)
                 continue
@@ -334,14 +313,7 @@ class Gateway:
                 status, payload = _json_error(504, "upstream_timeout", f"{service} did not answer in time.")
                 await _send_simple(send, status, payload, rid)
                 return status
-            except (aiohttp.ClientError, PayloadTooLarge, ClientGone) as exc:
-                if streamed and streamed.gone:
-                    # Cut short: the upstream saw an incomplete body and changed nothing.
-                    return 499
-                if streamed and streamed.exceeded:
-                    # The upstream saw a body cut short: it changed nothing.
-                    await _send_simple(send, *too_large, rid)
-                    return too_large[0]
+            except aiohttp.ClientError as exc:
                 # The request may have reached the upstream: never retried.
                 _log.warning("upstream_failed", service=service, upstream=url, error=exc)
                 status, payload = _json_error(502, "upstream_unavailable", f"{service} failed to answer.")
