@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import psycopg
 import pytest
@@ -30,6 +32,26 @@ def pg_server_url():
         yield pg.url
     finally:
         pg.destroy()
+
+
+@contextmanager
+def durable_databases() -> Iterator[Databases]:
+    """Databases on a server whose commits are flushed (fsync on), as in production: for the
+    tests whose subject is what a commit costs (a fleet's first requests, a mass enrolment).
+    FLEETLINE_TEST_DATABASE_URL's server when set, else an embedded one of their own."""
+    url = os.environ.get("FLEETLINE_TEST_DATABASE_URL")
+    pg = None
+    if not url:
+        pg = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="fleetline-test-durable-pg-")))
+        url = pg.start()
+    dbs = Databases(url)
+    dbs.create_template()
+    try:
+        yield dbs
+    finally:
+        dbs.drop_template()
+        if pg is not None:
+            pg.destroy()
 
 
 @pytest.fixture(scope="session")

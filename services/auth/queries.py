@@ -4,7 +4,7 @@ Secrets arrive here only as SHA-256 digests (`bytea`). Times come from
 `statement_timestamp()`, never `now()`: inside a transaction `now()` is its start.
 """
 
-from services.common.db import MARK_CREDENTIALS_USED, NOTIFY_REVOKED_AGENT
+from services.common.db import NOTIFY_REVOKED_AGENT
 
 # --- registration (one transaction: lock token -> find machine -> use -> agent -> refresh) ---
 
@@ -89,10 +89,14 @@ SELECT rt.id, rt.family_id, rt.agent_id, a.status AS agent_status, a.machine_id
  WHERE rt.token_hash = $1
 """
 
-# A renewal is a use of the agent's credentials: after it, registering this machine again
-# is refused. Taken before the family's lock, in the order registration takes them (agent,
-# then families), so the two never deadlock; rolled back with a refused renewal.
-MARK_RENEWAL_USE = MARK_CREDENTIALS_USED
+# A renewal is a use of the agent's credentials (as any agent request to dispatch is):
+# after it, registering this machine again is refused (migration 0006). Taken before the
+# family's lock, in the order registration takes them (agent, then families), so the two
+# never deadlock; rolled back with a refused renewal. IS NULL: later renewals write nothing.
+MARK_RENEWAL_USE = """
+UPDATE agents SET credentials_used_at = statement_timestamp()
+ WHERE id = $1 AND credentials_used_at IS NULL
+"""
 
 # FOR UPDATE on the family serializes every renewal of one registration: the consumed and
 # successor state read next cannot change under us, so renewals racing with the same token

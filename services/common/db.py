@@ -44,16 +44,6 @@ NOTIFY_REVOKED_AGENT = f"SELECT pg_notify('{REVOKED_CHANNEL}', $1::text)"
 # wakes the readers following that command's output (services/dispatch/output.py).
 OUTPUT_CHANNEL = "fleetline_output"
 
-# The first use of an agent's credentials (a renewal in auth, any agent request in
-# dispatch), written once, before that request is answered: from then on, registering its
-# machine again is refused (migration 0006). Guarded by IS NULL: later uses write nothing
-# and lock nothing.
-MARK_CREDENTIALS_USED = """
-UPDATE agents SET credentials_used_at = statement_timestamp()
- WHERE id = $1 AND credentials_used_at IS NULL
-"""
-
-
 async def _keep_session(conn: Any) -> None:
     """Pool release without asyncpg's default reset query (one more round trip per
     statement). Safe because nothing here leaves session state on a pooled connection:

@@ -9,7 +9,7 @@ Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 - Each statement runs on its own (autocommit): no transaction is held across a round trip.
 """
 
-from services.common.db import AGENT_CHANNEL, MARK_CREDENTIALS_USED, NOTIFY_AGENT, OUTPUT_CHANNEL, WAKE_BATCH
+from services.common.db import AGENT_CHANNEL, NOTIFY_AGENT, OUTPUT_CHANNEL, WAKE_BATCH
 from services.common.db import NOTIFY_AGENTS as _NOTIFY_AGENTS
 from services.dispatch import rollout
 
@@ -239,10 +239,23 @@ SELECT c.agent_id::text AS agent_id,
 
 # --- agents' first use -------------------------------------------------------------------
 
-# Before an agent request is answered, once per agent (first_use.py): the row lock it takes
-# the first time orders it against a repeat registration of the machine, which locks the
-# same row; later polls find it written and touch nothing.
-MARK_AGENT_USED = MARK_CREDENTIALS_USED
+# Before an agent request is answered, once per agent (first_use.py), for every agent seen
+# while the previous write was under way: one statement, one commit. The row lock each
+# mark takes orders it against a repeat registration of the machine, which locks the same
+# row. Rows are locked in id order, so two replicas' batches (the same agent may reach
+# both) never deadlock; IS NULL: agents marked already are neither locked nor written.
+MARK_AGENTS_USED = """
+WITH first AS (
+    SELECT id FROM agents
+     WHERE id = ANY($1::uuid[]) AND credentials_used_at IS NULL
+     ORDER BY id
+       FOR NO KEY UPDATE
+)
+UPDATE agents a
+   SET credentials_used_at = statement_timestamp()
+  FROM first
+ WHERE a.id = first.id AND a.credentials_used_at IS NULL
+"""
 
 # --- keysets ----------------------------------------------------------------------------
 

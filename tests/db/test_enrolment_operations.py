@@ -14,7 +14,8 @@ import pytest
 from fleetline.settings import postgres_url
 from services.auth import enrolment
 from services.common.audit import Actor, Context
-from services.common.db import MARK_CREDENTIALS_USED, REVOKED_CHANNEL
+from services.common.db import REVOKED_CHANNEL
+from services.dispatch.first_use import FirstUse
 from tests.db.test_command_operations import CTX
 
 TTL = 3600
@@ -39,7 +40,7 @@ async def test_a_repeat_registration_is_a_retry_until_the_credentials_are_used(d
     again, retry = await enrolment.register(db, _reg(token), TTL, ORIGIN)
     assert retry and again.agent_id == first.agent_id
     assert sql.execute("SELECT uses FROM registration_tokens").fetchone() == (1,)
-    await db.execute(MARK_CREDENTIALS_USED, first.agent_id)  # its first poll
+    await FirstUse(db).mark(str(first.agent_id))  # its first poll
     with pytest.raises(enrolment.MachineEnrolled) as refused:
         await enrolment.register(db, _reg(token), TTL, ORIGIN)
     assert refused.value.agent_id == first.agent_id and refused.value.reason == enrolment.CREDENTIALS_USED
@@ -95,3 +96,48 @@ async def test_revocation_ends_the_tokens_and_tells_dispatch(db, sql, databases,
         await enrolment.renew(db, creds.agent_id, creds.refresh_token, "m-1", TTL, ORIGIN)
     with pytest.raises(enrolment.NoSuchAgent):
         await enrolment.revoke(db, CTX, uuid.uuid4())
+
+
+async def test_first_uses_seen_together_are_written_together_and_each_before_its_answer(db, sql):
+    """A mass enrolment's first polls: one statement for all the agents seen while a write
+    was under way, not one commit each; and no mark answered before it is in the database."""
+    token = _token(sql, 300)
+    agents = [(await enrolment.register(db, _reg(token, f"m-{i}"), TTL, ORIGIN))[0].agent_id for i in range(300)]
+    first_use = FirstUse(db)
+
+    async def first_poll(agent_id: uuid.UUID) -> int:
+        await first_use.mark(str(agent_id))
+        # Answered only now: the mark is committed (another connection sees it).
+        used = await db.fetchval("SELECT credentials_used_at IS NOT NULL FROM agents WHERE id = $1", agent_id)
+        assert used
+        return 1
+
+    assert sum(await asyncio.gather(*(first_poll(a) for a in agents))) == 300
+    assert first_use.writes <= 3, first_use.writes
+    assert sql.execute("SELECT count(*) FROM agents WHERE credentials_used_at IS NULL").fetchone() == (0,)
+    for agent_id in agents[:5]:  # and every one of them is enrolled for good
+        with pytest.raises(enrolment.MachineEnrolled):
+            await enrolment.register(db, _reg(token, f"m-{agents.index(agent_id)}"), TTL, ORIGIN)
+    writes = first_use.writes
+    await asyncio.gather(*(first_use.mark(str(a)) for a in agents))  # known: nothing written
+    assert first_use.writes == writes
+
+
+async def test_a_first_use_racing_a_repeat_registration_either_comes_first_or_finds_the_new_credentials(db, sql):
+    """The guarantee batching must keep: after a request is answered, the machine cannot be
+    registered again; a registration answered first is a retry the mark then follows."""
+    token = _token(sql, 50)
+    first_use = FirstUse(db)
+    for i in range(20):
+        creds, _ = await enrolment.register(db, _reg(token, f"race-{i}"), TTL, ORIGIN)
+        outcomes = await asyncio.gather(first_use.mark(str(creds.agent_id)),
+                                        enrolment.register(db, _reg(token, f"race-{i}"), TTL, ORIGIN),
+                                        return_exceptions=True)
+        registered = outcomes[1]
+        if isinstance(registered, enrolment.MachineEnrolled):
+            continue  # the mark came first: refused
+        assert not isinstance(registered, Exception), registered
+        assert registered[0].agent_id == creds.agent_id  # a retry, before the mark
+        with pytest.raises(enrolment.MachineEnrolled):  # and after the mark, never again
+            await enrolment.register(db, _reg(token, f"race-{i}"), TTL, ORIGIN)
+    assert sql.execute("SELECT count(*) FROM agents").fetchone() == (20,)
