@@ -12,11 +12,11 @@ from fleetline.transport import tls_context
 
 
 class Retryable(Exception):
-    """Connection error, 5xx or 429: back off and try again."""
+    """Connection error, 5xx or 429: back off and try again (a 429 when it says)."""
 
-    def __init__(self, reason: str, retry_after: float | None = None):
+    def __init__(self, reason: str, retry_after: float | None = None, rate_limited: bool = False):
         super().__init__(reason)
-        self.retry_after = retry_after
+        self.retry_after, self.rate_limited = retry_after, rate_limited
 
 
 class Unauthorized(Exception):
@@ -93,7 +93,8 @@ class Client:
         if raw is None:
             raise Retryable(f"HTTP {resp.status_code} answer over {MAX_ANSWER_BYTES} bytes")
         if resp.status_code == 429 or resp.status_code >= 500:
-            raise Retryable(f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("retry-after")))
+            raise Retryable(f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("retry-after")),
+                            rate_limited=resp.status_code == 429)
         try:
             body = json.loads(raw)
         except ValueError:

@@ -327,7 +327,7 @@ class Agent:
     # --- the loop -------------------------------------------------------------------------
 
     def _back_off(self, subsystem: str, exc: Retryable, backoff: Backoff) -> None:
-        delay = backoff.next_delay(exc.retry_after)
+        delay = backoff.next_delay(exc.retry_after, exc.rate_limited)
         log.warning(subsystem, "server_unavailable", attempt=backoff.attempt,
                     next_retry_in=f"{delay:.0f}s", reason=exc)
         self.stopper.sleep(delay)

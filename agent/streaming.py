@@ -102,7 +102,8 @@ class OutputStream:
                 if closing:
                     self._end("unsent_at_end", reason=exc)
                     return
-                delay = backoff.next_delay(getattr(exc, "retry_after", None))
+                delay = backoff.next_delay(getattr(exc, "retry_after", None),
+                                           getattr(exc, "rate_limited", False))
                 with self._cond:  # the command ending cuts the wait short
                     self._cond.wait_for(lambda: self._closing, timeout=delay)
                 continue

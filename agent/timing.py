@@ -2,9 +2,12 @@
 
 - Jitter before each poll: uniform in [0, min(interval / 2, 30 s)], so a fleet restarted
   at once does not poll in lockstep.
-- Backoff after a failure (connection error, 5xx, 429): attempt n (1, 2, ...) waits a
-  uniform time in [10 s, min(300 s, 10 s * 2^n)] ("full jitter" above a floor); a server's
+- Backoff after a failure (connection error, 5xx): attempt n (1, 2, ...) waits a uniform
+  time in [10 s, min(300 s, 10 s * 2^n)] ("full jitter" above a floor); a server's
   Retry-After wins when it is longer. A success resets the attempt count.
+- A `429` with Retry-After waits what the server said plus a jitter of up to as much again
+  (at most 30 s), never the longest backoff: the server knows when there is room (a mass
+  enrolment refused for a second comes back within two, not five minutes later).
 """
 
 from __future__ import annotations
@@ -34,15 +37,24 @@ def backoff_delay(attempt: int, rng: random.Random, retry_after_s: float | None 
     return delay
 
 
+def rate_limited_delay(retry_after_s: float, rng: random.Random) -> float:
+    """A 429's wait: the Retry-After, plus a jitter of up to as much again (at least 1 s, at
+    most JITTER_CAP_S), so agents refused together do not all come back in the same instant."""
+    return retry_after_s + rng.uniform(0.0, min(max(retry_after_s, 1.0), JITTER_CAP_S))
+
+
 class Backoff:
-    """Counts consecutive failures; the delays themselves come from backoff_delay()."""
+    """Counts consecutive failures; the delays themselves come from backoff_delay() (or
+    rate_limited_delay() for a 429 that says when to come back)."""
 
     def __init__(self, rng: random.Random | None = None):
         self.rng = rng or random.Random()
         self.attempt = 0
 
-    def next_delay(self, retry_after_s: float | None = None) -> float:
+    def next_delay(self, retry_after_s: float | None = None, rate_limited: bool = False) -> float:
         self.attempt += 1
+        if rate_limited and retry_after_s is not None:
+            return rate_limited_delay(retry_after_s, self.rng)
         return backoff_delay(self.attempt, self.rng, retry_after_s)
 
     def reset(self) -> None:

@@ -277,6 +277,7 @@ def _real_agents(count: int = 4, commands: int = 100) -> dict:
     stack = Stack(Path(tempfile.mkdtemp(prefix="fleetline-bench-agents-")), port=0, agents=count,
                   fast_unsafe_db=FSYNC_OFF, env={"FLEETLINE_LOG_LEVEL": "WARNING"})
     stack.start()
+    stack.start_agents()
     try:
         admin = {"Authorization": f"Bearer {stack.admin_token}"}
         url = stack.dispatch_urls[0]

@@ -131,10 +131,14 @@ class Settings:
     access_token_ttl_s: int = _env("FLEETLINE_ACCESS_TOKEN_TTL_S", _positive_int, 900)
     refresh_token_ttl_s: int = _env("FLEETLINE_REFRESH_TOKEN_TTL_S", _positive_int, 7776000)
     checkin_rate_limit: str = _env("FLEETLINE_CHECKIN_RATE_LIMIT", _rate_limit, "60/minute")
-    registration_rate_limit: str = _env(
-        "FLEETLINE_REGISTRATION_RATE_LIMIT", _rate_limit, "10/minute"
-    )
+    # Registrations per client address: those that succeed (a generous ceiling: a site
+    # behind one address enrols at once), and those refused 401 (a guesser: past it, every
+    # registration from the address is 429 until the window passes).
+    registration_rate_limit: str = _env("FLEETLINE_REGISTRATION_RATE_LIMIT", _rate_limit, "100/second")
+    registration_failure_limit: str = _env("FLEETLINE_REGISTRATION_FAILURE_LIMIT", _rate_limit, "10/minute")
+    # Renewals per agent (those that succeed), and refused renewals per client address.
     renew_rate_limit: str = _env("FLEETLINE_RENEW_RATE_LIMIT", _rate_limit, "10/minute")
+    renew_failure_limit: str = _env("FLEETLINE_RENEW_FAILURE_LIMIT", _rate_limit, "10/minute")
     report_rate_limit: str = _env("FLEETLINE_REPORT_RATE_LIMIT", _rate_limit, "600/minute")
     # Failed console sign-ins, counted per operator name and per client address.
     sign_in_rate_limit: str = _env("FLEETLINE_SIGN_IN_RATE_LIMIT", _rate_limit, "10/minute")

@@ -62,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
         _log.error("start_failed", error=exc, logs=stack.data_dir / "logs")
         return 1
     print(stack.ready_line(), flush=True)
+    # Ready means the services answer; demo agents start after (starting a few hundred
+    # Python processes takes a while on a small machine) and enrol while the user looks.
+    try:
+        stack.start_agents()
+    except Exception as exc:
+        _log.error("start_failed", error=exc, logs=stack.data_dir / "logs")
+        stack.stop()
+        return 1
     if args.hints:
         print(NEXT_STEPS.format(console=f"{stack.gateway_url}/console/",
                                 password_file=stack.data_dir / "admin-password"), flush=True)

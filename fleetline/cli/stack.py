@@ -172,8 +172,6 @@ class Stack:
         self.gateway_url = public
         wait_ready(self.gateway_url, gateway, ca_file=self.ca_file)
         self._ensure_first_admin()
-        if self.agents:
-            self._start_agents()
 
     def _admin_api(self, method: str, path: str, **kw) -> httpx.Response:
         return httpx.request(method, f"{self.gateway_url}/api/v1/admin{path}", timeout=30,
@@ -198,7 +196,11 @@ class Stack:
         else:
             resp.raise_for_status()
 
-    def _start_agents(self) -> None:
+    def start_agents(self) -> None:
+        """The demo agents (`agents` of them), once the services are ready: registered with
+        one token, as a site enrolling at once would be."""
+        if not self.agents:
+            return
         resp = self._admin_api("POST", "/registration-tokens",
                                json={"max_uses": self.agents, "expires_in_s": 3600, "note": "demo agents"})
         resp.raise_for_status()

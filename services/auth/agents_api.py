@@ -30,8 +30,12 @@ async def register(request: Request) -> JSONResponse:
         labels=take(body, "labels", StrMap(key=printable(255, 1)), {}),
     )
     client = client_address(request, state.settings.trusted_proxies)
-    await state.registration_limit.check(client)
-    creds, _ = await enrolment.register(state.db, new, state.settings.refresh_token_ttl_s, _origin(request, client))
+    # Per address, what is limited is failure (a guesser's refused tokens); a valid token is
+    # bounded by its uses already, and a site behind one address enrols a thousand at once.
+    async with state.registration_failures.failures(client, counted=(enrolment.TokenRefused,)), \
+            state.registration_limit.successes(client):
+        creds, _ = await enrolment.register(state.db, new, state.settings.refresh_token_ttl_s,
+                                            _origin(request, client))
     # Signed only after the commit: a token never names an agent that was rolled back.
     access, access_expires = state.signer.access_token(str(creds.agent_id), new.machine_id)
     keyset = await enrolment.current_keyset(state.db)
@@ -64,11 +68,14 @@ async def renew(request: Request) -> JSONResponse:
         agent_uuid = uuid.UUID(agent_id)
     except ValueError:
         raise invalid_token("The refresh token does not belong to this agent.") from None
-    # Keyed by the agent alone: a made-up token gets no fresh allowance.
-    await state.renew_limit.check(str(agent_uuid))
-    origin = _origin(request, client_address(request, state.settings.trusted_proxies))
-    creds, _ = await enrolment.renew(state.db, agent_uuid, presented, machine_id,
-                                     state.settings.refresh_token_ttl_s, origin)
+    client = client_address(request, state.settings.trusted_proxies)
+    # Refusals are limited per address; the agent's own allowance is spent only once its
+    # token is known (counted first: a burst racing one token is held to the limit), so
+    # someone else's made-up tokens for this agent id never cost it its renewal.
+    async with state.renew_failures.failures(client, counted=(enrolment.TokenRefused, enrolment.TokenReused)):
+        creds, _ = await enrolment.renew(state.db, agent_uuid, presented, machine_id,
+                                         state.settings.refresh_token_ttl_s, _origin(request, client),
+                                         admit=lambda: state.renew_limit.check(str(agent_uuid)))
     access, access_expires = state.signer.access_token(str(agent_uuid), machine_id)
     return JSONResponse(
         {

@@ -112,7 +112,10 @@ def create_app(settings: Settings) -> Starlette:
     state.signer = Signer.from_file(settings.jwt_private_key_file, settings.jwt_issuer,
                                     settings.jwt_audience, settings.access_token_ttl_s)
     state.registration_limit = RateLimit("agent_registration", settings.registration_rate_limit, storage)
+    state.registration_failures = RateLimit("agent_registration_failures", settings.registration_failure_limit,
+                                            storage)
     state.renew_limit = RateLimit("agent_renew", settings.renew_rate_limit, storage)
+    state.renew_failures = RateLimit("agent_renew_failures", settings.renew_failure_limit, storage)
     state.root_key_sha256 = (root_key_sha256(settings.command_root_public_key)
                              if settings.command_root_public_key else None)
     state.operator_auth = operator_auth

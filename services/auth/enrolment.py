@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import asyncpg
 
@@ -161,14 +161,19 @@ async def register(db: Db, new: Registration, refresh_ttl_s: int, origin: audit.
 
 
 async def renew(db: Db, agent_id: uuid.UUID, presented: str, machine_id: str, refresh_ttl_s: int,
-                origin: audit.Context) -> tuple[Credentials, bool]:
+                origin: audit.Context, admit: Callable[[], Awaitable[object]] | None = None
+                ) -> tuple[Credentials, bool]:
     """The successor of the presented refresh token (it is consumed), and whether this was
-    a grace renewal (the agent lost the previous answer)."""
+    a grace renewal (the agent lost the previous answer). `admit` is awaited once the token
+    is known to be this agent's, before anything is written (the agent's renewal limit:
+    someone else's made-up tokens never spend it)."""
     successor = new_secret(REFRESH_PREFIX)
+    found = await db.fetchrow(q.FIND_REFRESH_TOKEN, digest(presented))
+    if found is None or found["agent_id"] != agent_id:
+        raise TokenRefused("The refresh token is unknown or belongs to another agent.")
+    if admit is not None:
+        await admit()
     async with db.transaction():
-        found = await db.fetchrow(q.FIND_REFRESH_TOKEN, digest(presented))
-        if found is None or found["agent_id"] != agent_id:
-            raise TokenRefused("The refresh token is unknown or belongs to another agent.")
         if found["agent_status"] != "active":
             raise AgentRevoked()
         if found["machine_id"] != machine_id:

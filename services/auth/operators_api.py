@@ -140,9 +140,7 @@ async def sign_in(request: Request) -> JSONResponse:
     ctx = audit.Context(audit.Actor("operator", None, ""), request.headers.get("x-request-id"), address)
     name = take(body, "name", NAME) if method == "password" else ""
     keys = [f"address:{address}"] + ([f"name:{name}"] if name else [])
-    for key in keys:
-        await state.sign_in_limit.ensure_room(key)
-    try:
+    async with state.sign_in_limit.failures(*keys, counted=(accounts.SignInRefused,)):
         if method == "password":
             session = await accounts.sign_in_with_password(state.db, ctx, name, take(body, "password", Str(1, 1024)),
                                                            session_s)
@@ -151,10 +149,6 @@ async def sign_in(request: Request) -> JSONResponse:
             session = await accounts.sign_in_with_token(state.db, ctx, operator, session_s)
         else:
             session = await _sign_in_with_oidc(request, ctx, body, session_s)
-    except accounts.SignInRefused:
-        for key in keys:
-            await state.sign_in_limit.count(key)
-        raise
     return JSONResponse({"session": session.secret, "expires_at": session.expires_at.isoformat(),
                          "operator": operator_view(session.operator)}, status_code=201)
 

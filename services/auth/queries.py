@@ -79,9 +79,11 @@ RETURNING expires_at
 
 # --- renewal (one transaction: find -> lock the family -> decide -> write) ---
 
-# Which token this is and whose, read without a lock: to find the family to lock, and to
-# tell "unknown or another agent's" (401), "agent revoked" (403) and "wrong machine" (403)
-# apart before anything is written.
+# Which token this is and whose, read without a lock and before the renewal's transaction:
+# to find the family to lock, to spend the agent's renewal allowance only on its own tokens,
+# and to tell "unknown or another agent's" (401), "agent revoked" (403) and "wrong machine"
+# (403) apart before anything is written. A revocation committed after this read revoked
+# the family too, which the family's lock then sees.
 FIND_REFRESH_TOKEN = """
 SELECT rt.id, rt.family_id, rt.agent_id, a.status AS agent_status, a.machine_id
   FROM refresh_tokens rt

@@ -6,9 +6,10 @@ one thread-pool call per key: 11 % of a poll's CPU with 1,000 agents.)"""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import SlidingWindowCounterSupport, Storage
@@ -139,6 +140,29 @@ class RateLimit:
 
     async def count(self, key: str) -> None:
         await self.limiter.hit(self.item, self.name, key)
+
+    @contextlib.asynccontextmanager
+    async def failures(self, *keys: str, counted: tuple[type[BaseException], ...]) -> AsyncIterator[None]:
+        """A limit on what fails (a guesser's refusals): `429` while any key's window is
+        full of failures; one of `counted` raised inside counts against every key, and
+        nothing else counts at all."""
+        for key in keys:
+            await self.ensure_room(key)
+        try:
+            yield
+        except counted:
+            for key in keys:
+                await self.count(key)
+            raise
+
+    @contextlib.asynccontextmanager
+    async def successes(self, key: str) -> AsyncIterator[None]:
+        """A ceiling on what succeeds: `429` while the key's window is full; only a block
+        that ends without an exception counts (approximately: requests already inside
+        when the window fills still count)."""
+        await self.ensure_room(key)
+        yield
+        await self.count(key)
 
     async def check(self, key: str) -> dict[str, str]:
         """Count one hit for `key`; raise `429 rate_limited` once the window is full.

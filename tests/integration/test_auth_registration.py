@@ -139,13 +139,17 @@ def test_failed_refresh_insert_rolls_back_agent_and_token_use(auth, sql, databas
     assert "\nTraceback" not in auth.log()
 
 
-def test_registration_rate_limited_per_client_address(start_service, sql):
-    svc = start_service("services.auth", FLEETLINE_REGISTRATION_RATE_LIMIT="3/minute")
+def test_refused_registrations_are_limited_per_client_address_and_then_so_is_every_registration(
+        start_service, sql):
+    svc = start_service("services.auth", FLEETLINE_REGISTRATION_FAILURE_LIMIT="3/minute")
     statuses = [register(svc.url, "flreg_unknown", f"m-{i}").status_code for i in range(5)]
     assert statuses == [401, 401, 401, 429, 429]
-    limited = register(svc.url, "flreg_unknown", "m-9")
+    # Past it, a valid token from that address waits too: a guesser learns nothing more.
+    token = create_registration_token(svc.url)["token"]
+    limited = register(svc.url, token, "m-9")
     assert int(limited.headers["Retry-After"]) >= 1
     assert limited.json()["error"] == "rate_limited"
+    assert sql.execute("SELECT count(*), sum(uses) FROM registration_tokens").fetchone() == (1, 0)
 
 
 def _renew(url, agent_id, refresh, machine):

@@ -157,11 +157,24 @@ def test_a_thief_renewing_first_is_detected_when_it_uses_its_token(auth, sql):
     assert (later.status_code, later.json()["error"]) == (401, "token_reused")
 
 
-def test_made_up_refresh_tokens_share_the_agents_renewal_allowance(start_service, sql):
-    svc = start_service("services.auth", FLEETLINE_RENEW_RATE_LIMIT="10/minute")
+def test_made_up_refresh_tokens_are_limited_per_address_and_never_cost_the_agent_its_renewal(
+        start_service, sql):
+    svc = start_service("services.auth", FLEETLINE_RENEW_RATE_LIMIT="10/minute",
+                        FLEETLINE_RENEW_FAILURE_LIMIT="10/minute")
     reg = _registered(svc)
-    codes = [_renew(svc.url, reg["agent_id"], f"flref_made-up-{i}").status_code for i in range(30)]
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=30) as attacker:
+        codes = [attacker.post(f"{svc.url}/api/v1/agents/renew", headers={"X-Machine-ID": "m-renew"},
+                               json={"agent_id": reg["agent_id"], "refresh_token": f"flref_made-up-{i}"}).status_code
+                 for i in range(30)]
+        limited = attacker.post(f"{svc.url}/api/v1/agents/renew", headers={"X-Machine-ID": "m-renew"},
+                                json={"agent_id": reg["agent_id"], "refresh_token": "flref_another"})
     assert codes[:10] == [401] * 10 and codes[10:] == [429] * 20
-    limited = _renew(svc.url, reg["agent_id"], "flref_another")
     assert limited.json()["error"] == "rate_limited" and int(limited.headers["Retry-After"]) >= 1
     assert _live(sql, reg["agent_id"]) == 1  # nothing consumed
+    # The agent itself, from its own address, renews as often as its own limit allows.
+    token = reg["refresh_token"]
+    for _ in range(10):
+        answer = _renew(svc.url, reg["agent_id"], token)
+        assert answer.status_code == 200, answer.text
+        token = answer.json()["refresh_token"]
+    assert _renew(svc.url, reg["agent_id"], token).status_code == 429

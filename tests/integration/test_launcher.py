@@ -139,6 +139,37 @@ def test_demo_agents_answer_a_ping_from_the_cli(tmp_path):
         assert proc.wait(15) == 0
 
 
+def test_fifty_demo_agents_all_answer_a_ping_job_within_90_s_of_the_ready_line(tmp_path):
+    """A small site started at once, at the default limits (it took 415 s when every
+    registration counted against 10 a minute per address)."""
+    data_dir = tmp_path / "fifty"
+    env = {**CLEAN_ENV, "FLEETLINE_POLL_INTERVAL_S": "10"}  # as make up runs it
+    proc = subprocess.Popen([sys.executable, "-m", "fleetline", "up", "--data-dir", str(data_dir),
+                             "--port", "0", "--agents", "50"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        fields = read_ready_line(proc)
+        ready = time.monotonic()
+        gw, admin = fields["gateway"], {"Authorization": f"Bearer {(data_dir / 'admin-token').read_text().strip()}"}
+
+        def enrolled() -> bool:
+            return len(HTTP.get(f"{gw}/api/v1/admin/agents", headers=admin).json()["agents"]) == 50
+
+        wait_until(enrolled, 90, 0.5, "50 demo agents enrolled")
+        job = HTTP.post(f"{gw}/api/v1/admin/jobs", headers=admin,
+                        json={"selector": {"labels": {"env": "demo"}}, "command": {"type": "ping"}}).json()
+        assert job["target_count"] == 50
+        left = 90 - (time.monotonic() - ready)
+        done = wait_until(lambda: (j := HTTP.get(f"{gw}/api/v1/admin/jobs/{job['id']}", headers=admin).json())
+                          ["status"] != "running" and j, max(left, 0.1), 0.5, "every demo agent to answer")
+        assert done["counts"]["succeeded"] == 50, done["counts"]
+        logs = "".join((data_dir / "logs" / f"agent-{i}.log").read_text() for i in range(1, 51))
+        assert "server_unavailable" not in logs  # no agent was refused (429) or backed off
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+
+
 def test_fleetline_up_on_a_network_address_serves_the_demo_fleet_over_https(tmp_path):
     """--host 0.0.0.0 implies --tls: a local CA, a gateway certificate for this machine's
     names, demo agents and the CLI verifying it."""

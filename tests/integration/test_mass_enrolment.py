@@ -5,16 +5,21 @@ behind one address registering with one token, and a token guesser beside them."
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import aiohttp
+import httpx
 import pytest
 
+from agent.timing import rate_limited_delay
 from fleetline.cli.keys import ACCESS_TOKEN_KEY
+from fleetline.settings import Settings
 from services.auth.keys import Signer
 from tests.conftest import durable_databases
-from tests.integration.conftest import FAST
+from tests.integration.conftest import FAST, create_registration_token
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +89,57 @@ def test_a_thousand_fresh_agents_first_polls_at_333_per_s_are_answered_promptly(
         _percentile(latencies, 0.5), _percentile(latencies, 0.99))
     # Every one of them marked before it was answered: none of these machines registers again.
     assert sql.execute("SELECT count(*) FROM agents WHERE credentials_used_at IS NULL").fetchone() == (0,)
+
+
+def test_a_site_of_500_machines_behind_one_address_enrols_within_a_minute_beside_a_token_guesser(
+        start_service, sql):
+    """At the default limits: per address, refused registrations are what is limited; a valid
+    token already bounds its successes with its uses."""
+    defaults = Settings.from_env({})
+    auth = start_service("services.auth", FLEETLINE_REGISTRATION_RATE_LIMIT=defaults.registration_rate_limit,
+                         FLEETLINE_REGISTRATION_FAILURE_LIMIT=defaults.registration_failure_limit)
+    token = create_registration_token(auth.url, max_uses=500)["token"]
+    limited: list[float] = []
+
+    async def site() -> list[int]:
+        """500 machines behind 127.0.0.1, 50 at a time, each as the agent does: a 429 waits
+        its Retry-After plus jitter (agent.timing), then tries again."""
+        rng = random.Random(5)
+        gate = asyncio.Semaphore(50)
+        async with httpx.AsyncClient(base_url=auth.url, timeout=60,
+                                     limits=httpx.Limits(max_connections=50)) as client:
+            async def machine(i: int) -> int:
+                async with gate:
+                    while True:
+                        r = await client.post("/api/v1/agents/register", json={
+                            "registration_token": token, "machine_id": f"site-{i}", "hostname": f"site-{i}"})
+                        if r.status_code != 429:
+                            return r.status_code
+                        limited.append(float(r.headers["Retry-After"]))
+                        await asyncio.sleep(rate_limited_delay(float(r.headers["Retry-After"]), rng))
+
+            return await asyncio.gather(*(machine(i) for i in range(500)))
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        enrolling = pool.submit(asyncio.run, site())
+        # Meanwhile a guesser on 127.0.0.2 tries made-up tokens, one after another.
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), base_url=auth.url,
+                          timeout=30) as guesser:
+            guesses = [guesser.post("/api/v1/agents/register", json={
+                "registration_token": f"flreg_guess-{i}", "machine_id": f"guess-{i}", "hostname": "g"}).status_code
+                for i in range(30)]
+        # ... and a machine on 127.0.0.3 enrols with its own token, unaffected by either.
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.3"), base_url=auth.url,
+                          timeout=30) as elsewhere:
+            own = create_registration_token(auth.url)["token"]
+            genuine = elsewhere.post("/api/v1/agents/register", json={
+                "registration_token": own, "machine_id": "elsewhere", "hostname": "elsewhere"})
+        statuses = enrolling.result(timeout=90)
+    took = time.monotonic() - began
+    assert statuses == [201] * 500 and took < 60, (sorted(set(statuses)), took)
+    assert all(seconds <= 1 for seconds in limited)  # told to come back within a second, if at all
+    assert 429 in guesses[:29] and guesses[:10] == [401] * 10 and set(guesses[10:]) == {429}, guesses
+    assert genuine.status_code == 201, genuine.text
+    assert sql.execute("SELECT uses FROM registration_tokens WHERE max_uses = 500").fetchone() == (500,)
+    assert sql.execute("SELECT count(*) FROM agents").fetchone() == (501,)

@@ -15,7 +15,7 @@ from agent.timing import Backoff
 class QuickBackoff(Backoff):
     """The results' backoff starts at 10 s; these tests wait 50 ms."""
 
-    def next_delay(self, retry_after_s=None) -> float:
+    def next_delay(self, retry_after_s=None, rate_limited=False) -> float:
         self.attempt += 1
         return 0.05
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.timing import (BACKOFF_CAP_S, BACKOFF_FLOOR_S, JITTER_CAP_S, Backoff, backoff_ceiling,
-                          backoff_delay, parse_retry_after, poll_jitter)
+                          backoff_delay, parse_retry_after, poll_jitter, rate_limited_delay)
 
 seeds = st.integers(min_value=0, max_value=2**32)
 
@@ -70,3 +70,18 @@ def test_retry_after_forms():
     assert parse_retry_after("37") == 37 and parse_retry_after(" 5 ") == 5
     assert parse_retry_after("-1") is None and parse_retry_after("Wed, 21 Oct 2015") is None
     assert parse_retry_after(None) is None
+
+
+@given(st.integers(min_value=0, max_value=50), seeds, st.floats(min_value=0, max_value=86400))
+def test_a_429_waits_its_retry_after_plus_a_bounded_jitter_whatever_the_attempt(failures, seed, retry_after):
+    backoff = Backoff(random.Random(seed))
+    for _ in range(failures):
+        backoff.next_delay()  # however long it has been failing
+    delay = backoff.next_delay(retry_after, rate_limited=True)
+    assert retry_after <= delay <= retry_after + min(max(retry_after, 1.0), JITTER_CAP_S)
+    assert rate_limited_delay(1.0, random.Random(seed)) <= 2.0  # a mass enrolment's 429: back in 2 s
+
+
+def test_a_429_without_retry_after_backs_off_as_any_failure():
+    delay = Backoff(random.Random(7)).next_delay(None, rate_limited=True)
+    assert BACKOFF_FLOOR_S <= delay <= backoff_ceiling(1)

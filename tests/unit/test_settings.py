@@ -9,6 +9,9 @@ def test_defaults_match_design():
     assert (s.poll_interval_s, s.rapid_poll_interval_s, s.max_body_bytes) == (300, 5, 1048576)
     assert (s.max_wait_s, s.last_seen_write_s, s.max_output_bytes) == (60, 30.0, 8 * 1024 * 1024)
     assert (s.retention_days, s.audit_retention_days) == (30.0, 365.0)
+    # Per address, registrations are limited by what fails; success has a generous ceiling.
+    assert (s.registration_rate_limit, s.registration_failure_limit) == ("100/second", "10/minute")
+    assert (s.renew_rate_limit, s.renew_failure_limit) == ("10/minute", "10/minute")
     assert Settings.from_env({"FLEETLINE_MAX_WAIT_S": "300", "FLEETLINE_RETENTION_DAYS": "0.5"}).max_wait_s == 300
 
 
