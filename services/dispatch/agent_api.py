@@ -156,7 +156,7 @@ async def keyset(request: Request) -> JSONResponse:
     """The current keyset (signed by the root key) for an agent that met an unknown kid."""
     identity = await request.app.state.verifier.authenticate_agent(request)
     await request.app.state.first_use.mark(identity.agent_id)
-    document = await keysets.current(request.app.state.db)
+    document = await keysets.for_agent(request.app.state.db, uuid.UUID(identity.agent_id))
     if document is None:
         raise not_found("No command keyset is installed.")
     return JSONResponse(document)

@@ -4,9 +4,12 @@ for its version)."""
 
 from __future__ import annotations
 
+import uuid
+
 from services.common import audit
 from services.common.db import Db
 from services.dispatch import queries as q
+from services.dispatch.commands import check_agent
 from services.dispatch.signer import Keyset
 
 
@@ -22,6 +25,8 @@ async def install(db: Db, keyset: Keyset, ctx: audit.Context | None = None) -> b
     return installed
 
 
-async def current(db: Db) -> dict | None:
-    row = await db.fetchrow(q.CURRENT_KEYSET)
-    return None if row is None else row["document"]
+async def for_agent(db: Db, agent_id: uuid.UUID) -> dict | None:
+    """The newest keyset, for an agent that is active (AgentRevoked, UnknownAgent otherwise)."""
+    row = await db.fetchrow(q.KEYSET_FOR_AGENT, agent_id)
+    check_agent(row["agent_status"] if row is not None else None)
+    return row["document"]

@@ -45,7 +45,8 @@ async def append(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID, offset: int
     raw = data.encode("utf-8")
     async with db.transaction():
         row = await db.fetchrow(q.LOCK_FOR_OUTPUT, command_id, agent_id)
-        if row is None:
+        commands.check_agent(row["agent_status"] if row is not None else None)
+        if row["status"] is None:
             raise CommandNotFound()
         if row["status"] != "running":
             raise NotRunning(row["status"])

@@ -259,7 +259,14 @@ UPDATE agents a
 
 # --- keysets ----------------------------------------------------------------------------
 
-CURRENT_KEYSET = "SELECT version, document FROM command_keysets ORDER BY version DESC LIMIT 1"
+# The newest keyset for an agent that asks, with the agent's status: a revoked agent's token
+# reads nothing, as from every agent endpoint.
+KEYSET_FOR_AGENT = """
+SELECT a.status AS agent_status, k.document
+  FROM agents a
+  LEFT JOIN LATERAL (SELECT document FROM command_keysets ORDER BY version DESC LIMIT 1) k ON true
+ WHERE a.id = $1
+"""
 
 # Only above every version there is: an older keyset (a replay) inserts nothing. Two
 # uploads racing with the same version: the primary key lets one win.
@@ -785,10 +792,18 @@ UPDATE commands c SET status = 'denied', denied_reason = 'approval_expired', fin
 # The command a chunk belongs to, locked (NO KEY UPDATE, the claim's strength): chunks of
 # one command are placed one at a time, so two copies of a chunk racing cannot both see the
 # old end, and a result arriving meanwhile waits for the chunk or the chunk sees it ended.
+# With its agent's status, as ack and result read it (unlocked: a revocation committed
+# before this statement is seen): a revoked agent's token writes nothing.
 LOCK_FOR_OUTPUT = """
-SELECT status, output_bytes, output_truncated FROM commands
- WHERE id = $1 AND agent_id = $2
-   FOR NO KEY UPDATE
+WITH agent AS MATERIALIZED (
+    SELECT status FROM agents WHERE id = $2
+), command AS MATERIALIZED (
+    SELECT status, output_bytes, output_truncated FROM commands
+     WHERE id = $1 AND agent_id = $2
+       FOR NO KEY UPDATE
+)
+SELECT agent.status AS agent_status, command.*
+  FROM agent LEFT JOIN command ON true
 """
 
 # The stored chunks that reach into [$2, $3). A chunk holds at most 64 KiB, so none that

@@ -41,16 +41,24 @@ def test_revoked_agent_is_refused_everywhere_with_a_live_access_token(fleet, aut
     agent = fleet.register()
     cmd = fleet.queue(agent)
     fleet.poll(agent)
+    running = fleet.queue(agent)
+    fleet.poll(agent)
+    assert fleet.ack(agent, running["id"]).json()["status"] == "running"
     second = fleet.queue(agent)
     assert HTTP.delete(f"{auth.url}/api/v1/admin/agents/{agent.agent_id}",
                         headers=fleet.admin).status_code == 204
     before = _deliveries(sql)
     body = fleet.poll(agent, expect=403)
     assert body["error"] == "agent_revoked"
-    for resp in (fleet.ack(agent, cmd["id"]), fleet.result(agent, cmd["id"])):
-        assert (resp.status_code, resp.json()["error"]) == (403, "agent_revoked")
+    base = f"{fleet.dispatch_url}/api/v1/agents/{agent.agent_id}/commands/{running['id']}"
+    for resp in (fleet.ack(agent, cmd["id"]), fleet.result(agent, cmd["id"]), fleet.result(agent, running["id"]),
+                 HTTP.post(f"{base}/output", headers=agent.headers, json={"offset": 0, "data": "still here"}),
+                 HTTP.get(f"{fleet.dispatch_url}/api/v1/agents/keyset", headers=agent.headers)):
+        assert (resp.status_code, resp.json()["error"]) == (403, "agent_revoked"), resp.request.url
     assert _deliveries(sql) == before
+    assert sql.execute("SELECT count(*) FROM command_output").fetchone() == (0,)  # nothing shown to operators
     assert fleet.command(cmd["id"])["status"] == "sent"
+    assert fleet.command(running["id"])["status"] == "running"
     assert fleet.command(second["id"])["status"] == "pending"
 
 
