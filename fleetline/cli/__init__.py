@@ -14,15 +14,16 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
     # From the environment only (or FLEETLINE_DATABASE_URL_FILE): a URL holds a password,
     # and argv is visible to every local user.
-    url = Settings.from_env().database_url
+    settings = Settings.from_env()
+    url = settings.database_url
     if not url:
         print("fleetline migrate: set FLEETLINE_DATABASE_URL (or FLEETLINE_DATABASE_URL_FILE)", file=sys.stderr)
         return 2
     if args.break_lock:
         break_stale_lock(url)
-    count = migrate(url, rollback=args.rollback)
+    count = migrate(url, rollback=args.rollback, audit_retention_days=settings.audit_retention_days)
     print(f"{'rolled back' if args.rollback else 'applied'} {count} migration(s)")
-    password = Settings.from_env().service_database_password
+    password = settings.service_database_password
     if password and not args.rollback:
         ensure_service_login(url, password)
         print(f"the services' login role {SERVICE_LOGIN} is ready")

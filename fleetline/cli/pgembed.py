@@ -169,7 +169,10 @@ class EmbeddedPostgres:
                    "-c", "max_connections=300", "-c", "password_encryption=scram-sha-256"]
         if self.fast_unsafe:  # tests only: durability is not what they check
             options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = open(self.data_dir / "server.log", "ab")
+        # The server's log is its own reading: statements that fail are logged whole.
+        log_path = self.data_dir / "server.log"
+        log = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        os.chmod(log_path, 0o600)  # one made looser by an earlier version
         self.proc = subprocess.Popen(
             [str(self.bin / "postgres"), "-D", str(self.cluster), "-p", str(self.port), *options],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

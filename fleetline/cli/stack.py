@@ -23,6 +23,7 @@ from fleetline.cli.procs import Child, child_env, stop_all, wait_ready
 from fleetline.cli.restarts import Restarts
 from fleetline.private_files import write_private
 from fleetline.ethos import Log
+from fleetline.settings import Settings
 from fleetline.cli.tls import ensure_tls
 from fleetline.transport import is_loopback_host, tls_context
 
@@ -79,6 +80,10 @@ class Stack:
     def _setting(self, name: str) -> str | None:
         return self.env.get(name) or os.environ.get(name) or None
 
+    def _audit_retention_days(self) -> float:
+        """FLEETLINE_AUDIT_RETENTION_DAYS, as `fleetline migrate` reads it (it writes the horizon)."""
+        return Settings.from_env({**os.environ, **self.env}).audit_retention_days
+
     def _log_file(self, name: str) -> Path:
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
@@ -116,7 +121,7 @@ class Stack:
         if database_url is None:
             self.pg = EmbeddedPostgres(self.data_dir / "postgres", fast_unsafe=self.fast_unsafe_db)
             owner_url = self.pg.start()
-            migrate(owner_url)
+            migrate(owner_url, audit_retention_days=self._audit_retention_days())
             # The services connect as the least-privilege role, never as the superuser.
             password_file = self.pg.data_dir / "service-password"
             if not password_file.exists():
@@ -125,7 +130,7 @@ class Stack:
             ensure_service_login(owner_url, password)
             database_url = database_url_as(owner_url, SERVICE_LOGIN, password)
         else:
-            migrate(database_url)
+            migrate(database_url, audit_retention_days=self._audit_retention_days())
 
         token_path = self.data_dir / "admin-token"
         self.admin_token = self._setting("FLEETLINE_ADMIN_TOKEN") or ""

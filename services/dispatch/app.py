@@ -120,7 +120,7 @@ def create_app(settings: Settings) -> Starlette:
     pruned_total = metrics.counter("fleetline_pruned_rows_total", "Rows deleted by the retention pruner",
                                    ("table",))
     pruner = Pruner(postgres_url(settings.database_url), DB_SETTINGS, settings.prune_interval_s,
-                    settings.retention_days, settings.audit_retention_days,
+                    settings.retention_days,
                     counted=lambda table, n: pruned_total.labels(table).inc(n))
     lease_sweep = LeaseSweep(db, waiters)
     reaper = Reaper(db, settings.reaper_interval_s)

@@ -5,8 +5,10 @@ connection, released when the pass ends or the process dies) deletes, oldest fir
 batches of at most BATCH rows with a pause between them:
   single commands ended before the horizon (FLEETLINE_RETENTION_DAYS), with their
   delivery ledger and output; the commands of jobs ended before it, then the jobs once
-  empty; audit events older than FLEETLINE_AUDIT_RETENTION_DAYS; console sessions past
-  their end; operator tokens expired before the horizon.
+  empty; audit events past the audit horizon, through the schema owner's function, which
+  reads the horizon from a table only `fleetline migrate` writes (the services' role may
+  not delete an event itself); console sessions past their end; operator tokens expired
+  before the horizon.
 Each batch is its own short transaction on rows picked FOR UPDATE SKIP LOCKED
 (queries.py): nothing a poll or a claim does waits on it. The pass ends a table when a
 batch comes back short, so the work per pass is bounded by what is due."""
@@ -30,12 +32,11 @@ _log = Log("dispatch", "pruner")
 
 class Pruner(Periodic):
     def __init__(self, dsn: str, server_settings: dict, interval_s: float, retention_days: float,
-                 audit_retention_days: float, batch: int = BATCH, pause_s: float = PAUSE_S,
+                 batch: int = BATCH, pause_s: float = PAUSE_S,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
                  counted: Callable[[str, int], None] = lambda table, n: None):
         self.dsn, self.server_settings = dsn, server_settings
         self.retention = timedelta(days=retention_days)
-        self.audit_retention = timedelta(days=audit_retention_days)
         self.batch, self.pause_s, self.clock, self.counted = batch, pause_s, clock, counted
         self.pruned: dict[str, int] = {}  # rows deleted since start, by table
         self.oldest: dict[str, datetime | None] = {}  # the oldest row kept, by table
@@ -50,17 +51,18 @@ class Pruner(Periodic):
                 return None
             self.passes += 1
             now = self.clock()
-            horizon, audit_horizon = now - self.retention, now - self.audit_retention
+            horizon = now - self.retention
             deleted = {
                 "commands": await self._drain(conn, q.PRUNE_COMMANDS, horizon, keyset=True),
                 "job_commands": await self._drain(conn, q.PRUNE_JOB_COMMANDS, horizon),
                 "jobs": await self._drain(conn, q.PRUNE_JOBS, horizon),
-                "audit_events": await self._drain(conn, q.PRUNE_AUDIT, audit_horizon, audit=True, keyset=True),
+                "audit_events": await self._drain(conn, q.PRUNE_AUDIT, keyset=True),
                 "operator_sessions": await self._drain(conn, q.PRUNE_SESSIONS),
                 "operator_tokens": await self._drain(conn, q.PRUNE_OPERATOR_TOKENS, horizon),
             }
             oldest = await conn.fetchrow(q.OLDEST_KEPT)
             self.oldest = dict(oldest)
+            audit_horizon = await conn.fetchval(q.AUDIT_HORIZON)
         finally:
             await conn.close(timeout=5)  # the lock goes with the session
         for table, n in deleted.items():
@@ -71,7 +73,7 @@ class Pruner(Periodic):
         return deleted
 
     async def _drain(self, conn: asyncpg.Connection, sql: str, horizon: datetime | None = None,
-                     audit: bool = False, keyset: bool = False) -> int:
+                     keyset: bool = False) -> int:
         """Batches until one comes back short. `keyset`: the statement takes where the last
         batch ended and answers where this one did (queries.PRUNE_COMMANDS says why)."""
         args = (horizon, self.batch) if horizon is not None else (self.batch,)
@@ -79,8 +81,6 @@ class Pruner(Periodic):
         total = 0
         while True:
             async with conn.transaction():
-                if audit:
-                    await conn.execute(q.AUDIT_PRUNE_HORIZON, horizon)
                 if keyset:
                     row = await conn.fetchrow(sql, *args, reached)
                     n, reached = row["deleted"], row["reached"] or reached

@@ -895,18 +895,13 @@ WITH doomed AS MATERIALIZED (
 SELECT count(*) FROM gone
 """
 
-# Audit events are append-only (a trigger, migration 0009) except for the pruner, which
-# names its horizon for the transaction first; the trigger lets only older events go.
-AUDIT_PRUNE_HORIZON = "SELECT set_config('fleetline.audit_prune_before', $1::timestamptz::text, true)"
-# $3: where the previous batch ended, as for commands.
-PRUNE_AUDIT = """
-WITH doomed AS MATERIALIZED (
-    SELECT id, at FROM audit_events WHERE at >= $3 AND at < $1 ORDER BY at LIMIT $2
-), gone AS (
-    DELETE FROM audit_events WHERE id IN (SELECT id FROM doomed) RETURNING 1
-)
-SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT max(at) FROM doomed) AS reached
-"""
+# Audit events are append-only: the services' role may not delete them at all. The pruner
+# calls the owner's function (migration 0013), which computes the horizon itself from the
+# retention only `fleetline migrate` writes. $2: where the previous batch ended.
+PRUNE_AUDIT = "SELECT deleted, reached FROM prune_audit_events($1, $2)"
+
+# The horizon the function prunes to (for the pruner's log line).
+AUDIT_HORIZON = "SELECT statement_timestamp() - make_interval(secs => days * 86400) FROM audit_retention"
 
 # Console sessions past their end (signing out deletes its own at once).
 PRUNE_SESSIONS = """

@@ -169,6 +169,33 @@ async def test_the_database_refuses_to_rewrite_or_remove_an_event_but_the_pruner
         assert sql.execute("DELETE FROM audit_events").rowcount == 1
 
 
+async def test_the_services_role_cannot_delete_an_event_nor_steer_the_pruners_horizon(db, sql):
+    """The role every service connects as, as an attacker holding it would try: a horizon of
+    its own choosing, a delete of its own, a retention of its own. Only the owner's function
+    prunes, to the horizon `fleetline migrate` wrote."""
+    await _operator(db)
+    await _operator(db, "bob")
+    sql.execute("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
+    sql.execute("UPDATE audit_events SET at = now() - interval '400 days' WHERE actor_name = 'bootstrap' "
+                "AND target_id IN (SELECT target_id FROM audit_events ORDER BY at LIMIT 1)")
+    sql.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with db.transaction():
+            await db.execute("SET LOCAL fleetline.audit_prune_before = '2999-01-01'")
+            await db.execute("DELETE FROM audit_events WHERE at > now() - interval '1 hour'")
+    for statement in ("UPDATE audit_retention SET days = 0.000001", "DELETE FROM audit_retention",
+                      "INSERT INTO audit_retention (singleton, days) VALUES (false, 1)"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await db.execute(statement)
+    async with db.transaction():  # a setting of its own does not move the function's horizon
+        await db.execute("SET LOCAL fleetline.audit_prune_before = '2999-01-01'")
+        pruned = await db.fetchrow("SELECT * FROM prune_audit_events(1000, '-infinity')")
+    assert pruned["deleted"] == 1  # the one event past 365 days, and not the young one
+    assert sql.execute("SELECT count(*) FROM audit_events").fetchone() == (1,)
+    sql.execute("UPDATE audit_retention SET days = 1e-8")  # the owner (fleetline migrate) moves it: 0.9 ms
+    assert (await db.fetchrow("SELECT * FROM prune_audit_events(1000, '-infinity')"))["deleted"] == 1
+
+
 async def test_a_scoped_operator_reaches_only_agents_within_its_scope_and_types(db, sql, signer):
     staging, prod = rows.agent(sql, labels={"env": "staging"}), rows.agent(sql, labels={"env": "prod"})
     row = await _operator(db, scope={"labels": {"env": "staging"}, "command_types": ["ping"]})

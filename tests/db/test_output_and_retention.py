@@ -157,7 +157,7 @@ def _ended(sql, cmd, days_ago: float, status: str = "succeeded") -> None:
 
 
 def _pruner(databases, database_url, **over) -> Pruner:
-    settings = dict(interval_s=3600, retention_days=30, audit_retention_days=365, batch=3, pause_s=0)
+    settings = dict(interval_s=3600, retention_days=30, batch=3, pause_s=0)
     return Pruner(postgres_url(databases.service_url(database_url)), DB_SETTINGS, **{**settings, **over})
 
 

@@ -53,6 +53,25 @@ def test_it_listens_on_loopback_only_and_keeps_its_files_private(pg):
     assert _mode(server.cluster) == 0o700
 
 
+def test_its_log_is_private_and_never_holds_the_services_password_verifier(pg, tmp_path):
+    """PostgreSQL logs a failed statement whole: the service role's SCRAM verifier was in a
+    world-readable server.log (migrate's CREATE ROLE failed on a role made before)."""
+    from fleetline.cli.migrate import ensure_service_login, migrate
+
+    server, _ = pg
+    migrate(server.url)
+    for password in ("first-password-0123", "second-password-4567"):  # made, then re-passworded
+        ensure_service_login(server.url, password)
+    log = server.data_dir / "server.log"
+    assert _mode(log) == 0o600
+    assert "SCRAM-SHA-256$" not in log.read_text()
+    # A log left readable by an earlier version is made private at the next start.
+    server.stop()
+    log.chmod(0o644)
+    server.start()
+    assert _mode(log) == 0o600
+
+
 def test_no_permission_changes_outside_what_fleetline_created(pg):
     _, before = pg
     assert {p: _mode(p) for p in before} == before

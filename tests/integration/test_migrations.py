@@ -29,7 +29,7 @@ def test_apply_rollback_reapply(pg_server_url):
         assert _tables(url) == {"registration_tokens", "agents", "refresh_token_families", "refresh_tokens",
                                 "commands", "deliveries", "command_keysets", "jobs", "operators",
                                 "operator_tokens", "operator_sessions", "audit_events", "approval_policy",
-                                "command_output", "job_targets"}
+                                "command_output", "job_targets", "audit_retention"}
         assert migrate(url) == 0  # twice is a no-op
         assert migrate(url, rollback=True) == len(expected_versions())
         assert _tables(url) == set()
@@ -45,8 +45,9 @@ def test_three_concurrent_migrate_processes(pg_server_url):
         conn.execute("CREATE DATABASE fl_migrate_race")
     url = with_database(pg_server_url, "fl_migrate_race")
     try:
-        # The URL (with its password) from the environment: never in argv.
-        env = {**os.environ, "FLEETLINE_DATABASE_URL": url}
+        # The URL (with its password) from the environment: never in argv. The audit horizon
+        # from there too: migrate writes it, the only writer the services cannot be.
+        env = {**os.environ, "FLEETLINE_DATABASE_URL": url, "FLEETLINE_AUDIT_RETENTION_DAYS": "90"}
         procs = [subprocess.Popen([sys.executable, "-m", "fleetline", "migrate"], env=env,
                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
                  for _ in range(3)]
@@ -55,6 +56,8 @@ def test_three_concurrent_migrate_processes(pg_server_url):
         with psycopg.connect(url) as conn:
             applied = conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0]
         assert applied == len(expected_versions())
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT days FROM audit_retention").fetchall() == [(90.0,)]
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute("DROP DATABASE fl_migrate_race WITH (FORCE)")
