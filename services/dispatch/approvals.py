@@ -75,6 +75,9 @@ def _approval(by: Operator, comment: str) -> dict:
 
 
 def _check(row: Row, by: Operator, approving: bool, command_type: str) -> None:
+    """In this order, once the request is known to be within the caller's scope (out of it,
+    there is none: 404, whatever its status): decided already 409, its own 403, a command
+    type outside the scope 403."""
     if row["status"] != statuses.AWAITING:
         raise NotAwaiting(row["status"])
     if approving and row["created_by_id"] == by.id:
@@ -88,9 +91,9 @@ async def decide_command(db: Db, command_id: uuid.UUID, by: Operator, ctx: audit
         row = await db.fetchrow(q.LOCK_COMMAND_FOR_DECISION, command_id)
         if row is None or row["job_id"] is not None:  # a job's command is decided with its job
             raise CommandNotFound()
-        _check(row, by, approve, row["type"])
         if not by.scope.covers(row["agent_labels"] or {}):
-            raise OutOfScope("This command's agent is outside the operator's scope.")
+            raise CommandNotFound()  # its agent is outside the scope: for this operator there is none
+        _check(row, by, approve, row["type"])
         if not approve:
             return await _deny(db, ctx, "command", command_id, q.DENY_COMMAND, comment)
         approvals, counted = _with(row["approvals"], by, comment)
@@ -115,9 +118,10 @@ async def decide_job(db: Db, job_id: uuid.UUID, by: Operator, ctx: audit.Context
                      signer: CommandSigner) -> Row:
     async with db.transaction():
         job = await db.fetchrow(q.LOCK_JOB_FOR_DECISION, job_id)
-        if job is None:
-            raise jobs.JobNotFound()
+        if job is None or not by.scope.covers(job["target_labels"]):
+            raise jobs.JobNotFound()  # as jobs.get: a job the scope does not cover is none of its
         _check(job, by, approve, job["command"]["type"])
+        # Visible, yet a target may have left the scope since (its labels changed).
         if by.scope.labels and await db.fetchval(q.JOB_TARGET_OUTSIDE, job_id, by.scope.labels):
             raise OutOfScope("A target of this job is outside the operator's scope.")
         if not approve:

@@ -328,6 +328,7 @@ async def page(db: Db, before: tuple, limit: int, agent_id: uuid.UUID | None = N
 async def cancel(db: Db, command_id: uuid.UUID, by: Operator, ctx: audit.Context) -> Row:
     async with db.transaction():
         current = await get(db, command_id, by.scope)
+        check_type(by.scope, current["type"])  # stopping a type it may not run is not its to do
         row = await db.fetchrow(q.CANCEL_COMMAND, command_id, by.id, by.name)
         if row is None:
             raise AlreadyFinal((await get(db, command_id))["status"])

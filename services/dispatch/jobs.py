@@ -152,7 +152,7 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
     `in_request` targets (not awaiting approval) freezes its targets instead, unlocked, and
     the materialiser makes their commands in slices (materialiser.py)."""
     if new.idempotency_key is not None:
-        existing = await _same_request(db, new)
+        existing = await _same_request(db, new, by.scope)
         if existing is not None:
             return existing, False
     check_type(by.scope, new.command.type)
@@ -241,10 +241,14 @@ class _Raced(Exception):
     pass
 
 
-async def _same_request(db: Db, new: NewJob) -> Row | None:
+async def _same_request(db: Db, new: NewJob, scope: Scope) -> Row | None:
+    """The job this idempotency key names, for the same request; None when there is none. A
+    job the caller's scope does not cover is not its to see: 404, whatever its body."""
     existing = await db.fetchrow(q.JOB_BY_IDEMPOTENCY_KEY, new.idempotency_key)
     if existing is None:
         return None
+    if not scope.covers(existing["target_labels"]):
+        raise JobNotFound()
     stored = {"selector": existing["selector"], "command": existing["command"],
               "rollout": existing["rollout"]}
     if stored != new.request():
@@ -259,7 +263,7 @@ async def create_once(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
     try:
         return await create(db, new, signer, by, ctx, policy, in_request)
     except _Raced:
-        existing = await _same_request(db, new)
+        existing = await _same_request(db, new, by.scope)
         if existing is None:  # the winner rolled back: nothing holds the key any more
             return await create(db, new, signer, by, ctx, policy, in_request)
         return existing, False
@@ -301,7 +305,7 @@ async def cancel(db: Db, job_id: uuid.UUID, by: Operator, ctx: audit.Context) ->
     """The job and every command of it not delivered yet, with its audit event, in one
     transaction."""
     async with db.transaction():
-        await get(db, job_id, by.scope)
+        check_type(by.scope, (await get(db, job_id, by.scope))["command"]["type"])
         if await db.fetchrow(q.LOCK_LIVE_JOB, job_id) is None:
             raise JobFinished((await get(db, job_id))["status"])
         job = await db.fetchrow(q.END_JOB, job_id, "cancelled", None, by.id, by.name)

@@ -88,13 +88,29 @@ async def test_two_approvals_needed_and_the_same_approver_counts_once(db, sql, s
     assert payload(signer, cmd["signed"])["approved_by"] == ["bob", "cy"]
 
 
-async def test_an_approver_whose_scope_misses_one_target_is_refused(db, sql, signer):
+async def test_an_approver_whose_scope_misses_one_target_finds_no_such_job(db, sql, signer):
     staging, prod = rows.agent(sql, labels={"env": "staging"}), rows.agent(sql, labels={"env": "prod"})
     ann, stager = operator(sql, "ann"), operator(sql, "stager", {"env": "staging"})
     job = await _shell_job(db, signer, [staging, prod], ann)
+    for approving in (True, False):
+        with pytest.raises(jobs.JobNotFound):  # as its GET: scope before existence
+            await approvals.decide_job(db, job["id"], stager, ctx(stager), approving, "", signer)
+    assert (await jobs.get(db, job["id"]))["approvals"] == []
+    # Once decided, still nothing to it: not a 409 that would tell it what became of the job.
+    await approvals.decide_job(db, job["id"], ADMIN, CTX, False, "no", signer)
+    with pytest.raises(jobs.JobNotFound):
+        await approvals.decide_job(db, job["id"], stager, ctx(stager), True, "", signer)
+
+
+async def test_a_visible_job_whose_target_left_the_scope_since_is_refused(db, sql, signer):
+    """A job is visible to a scope its target labels cover; should a target's labels change
+    afterwards, approving it would reach outside the scope: 403."""
+    agents = [rows.agent(sql, labels={"env": "staging"}) for _ in range(2)]
+    ann, stager = operator(sql, "ann", {"env": "staging"}), operator(sql, "stager", {"env": "staging"})
+    job = await _shell_job(db, signer, agents, ann)
+    sql.execute("UPDATE agents SET labels = '{\"env\": \"prod\"}' WHERE id = %s", (agents[1],))
     with pytest.raises(commands.OutOfScope):
         await approvals.decide_job(db, job["id"], stager, ctx(stager), True, "", signer)
-    assert (await jobs.get(db, job["id"]))["approvals"] == []
 
 
 async def test_two_approvers_racing_for_the_last_approval_start_the_job_once(db, sql, signer):

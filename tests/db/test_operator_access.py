@@ -250,3 +250,40 @@ def test_scope_of_an_admin_is_everything():
     assert narrowed.covers({"env": "x", "a": "b"}) and not narrowed.covers({"env": "y"})
     assert narrowed.allows_type("ping") and not narrowed.allows_type("shell")
     assert uuid.UUID(int=0) == audit.BOOTSTRAP_ID
+
+
+async def test_scope_comes_before_existence_for_idempotency_keys_and_cancels(db, sql, signer):
+    """A scoped operator replaying an out-of-scope job's idempotency key learns nothing (its
+    GET is 404, so is the replay); one whose types exclude `shell` cannot stop a shell job
+    or command, though it sees them."""
+    staging = rows.agent(sql, labels={"env": "staging"})
+    rows.agent(sql, labels={"env": "prod"})
+    row = await _operator(db, scope={"labels": {"env": "staging"}, "command_types": ["ping"]})
+    carol = Operator(row["id"], "alice", "operator", Scope.of("operator", row["scope"]))
+    ctx = audit.Context(carol.actor, "r", "127.0.0.1")
+    request = dict(selector={"labels": {"env": "prod"}}, command=_new(None),
+                   rollout={"max_in_flight": None, "max_failures": None}, idempotency_key="nightly")
+    theirs, _ = await jobs.create(db, jobs.NewJob(**request), signer, ADMIN, CTX)
+    for attempt in (request, {**request, "selector": {"labels": {"env": "staging"}}}):
+        with pytest.raises(jobs.JobNotFound):
+            await jobs.create_once(db, jobs.NewJob(**attempt), signer, carol, ctx)
+    assert sql.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
+    mine, created = await jobs.create_once(db, jobs.NewJob(**{**request, "idempotency_key": "mine",
+                                                               "selector": {"labels": {"env": "staging"}}}),
+                                           signer, carol, ctx)
+    again, created_again = await jobs.create_once(db, jobs.NewJob(**{
+        **request, "idempotency_key": "mine", "selector": {"labels": {"env": "staging"}}}), signer, carol, ctx)
+    assert created and not created_again and again["id"] == mine["id"]
+    with pytest.raises(jobs.JobNotFound):
+        await jobs.cancel(db, theirs["id"], carol, ctx)
+    shell_job, _ = await jobs.create(db, jobs.NewJob(
+        selector={"labels": {"env": "staging"}}, command=_new(None, type="shell", params={"script": "id"}),
+        rollout={"max_in_flight": None, "max_failures": None}, idempotency_key=None), signer, ADMIN, CTX)
+    shell_cmd, _ = await commands.create(db, _new(staging, type="shell", params={"script": "id"}), signer, ADMIN, CTX)
+    with pytest.raises(commands.OutOfScope):
+        await jobs.cancel(db, shell_job["id"], carol, ctx)
+    with pytest.raises(commands.OutOfScope):
+        await commands.cancel(db, shell_cmd["id"], carol, ctx)
+    assert (await jobs.get(db, shell_job["id"], carol.scope))["status"] == "running"  # it still sees it
+    assert (await commands.get(db, shell_cmd["id"], carol.scope))["status"] == "pending"
+    assert (await jobs.cancel(db, mine["id"], carol, ctx))["status"] == "cancelled"  # its own type: yes

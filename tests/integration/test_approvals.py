@@ -79,12 +79,17 @@ def test_a_denied_command_never_runs_and_a_scope_that_misses_its_agent_cannot_ap
     cmd = world.api("POST", "/commands", ann, json={"agent_id": agent_id, "type": "ping"})
     assert cmd.status_code == 201 and cmd.json()["status"] == "awaiting_approval"
     cid = cmd.json()["id"]
+    # Outside its scope, the request is none of its: 404 as for an unknown id, never 403
+    # "outside scope" (which says it exists), nor later 409 (which says what became of it).
+    unknown = world.api("POST", f"/commands/{uuid.uuid4()}/approve", stager, json={})
     refused = world.api("POST", f"/commands/{cid}/approve", stager, json={})
-    assert refused.status_code == 403
+    assert refused.status_code == unknown.status_code == 404, refused.text
+    assert (refused.json()["error"], refused.json()["detail"]) == (unknown.json()["error"], unknown.json()["detail"])
     denied = world.api("POST", f"/commands/{cid}/deny", BOOTSTRAP, json={"comment": "not now"})
     assert denied.status_code == 200 and denied.json()["status"] == "denied"
     again = world.api("POST", f"/commands/{cid}/approve", BOOTSTRAP, json={})
     assert again.status_code == 409
+    assert world.api("POST", f"/commands/{cid}/approve", stager, json={}).status_code == 404
     assert sql.execute("SELECT signed, delivery_count FROM commands WHERE id = %s", (cid,)).fetchone() == (None, 0)
     assert "command_started" not in world.agents["p1"].log()
 
