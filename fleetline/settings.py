@@ -169,6 +169,10 @@ class Settings:
     # The console: the gateway it calls the admin API through, and how long a sign-in lasts.
     console_api_url: str = _env("FLEETLINE_CONSOLE_API_URL", _url, "http://127.0.0.1:8080")
     console_session_s: int = _env("FLEETLINE_CONSOLE_SESSION_S", _session_length, 43200)
+    # Shared by the console and the gateway: with it, the console's calls say which browser
+    # they are made for, and the gateway believes it (sign-in limits and audit events name
+    # the browser). Without it, every browser is the console's address.
+    console_proxy_secret: str | None = _env("FLEETLINE_CONSOLE_PROXY_SECRET")
     max_body_bytes: int = _env("FLEETLINE_MAX_BODY_BYTES", _positive_int, 1048576)
     upstream_timeout_s: float = _env("FLEETLINE_UPSTREAM_TIMEOUT_S", _positive_float, 30.0)
     trusted_proxies: tuple[str, ...] = _env(

@@ -9,6 +9,7 @@ read whole (up to the body limit) before anything goes upstream.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import resource
 import time
@@ -32,6 +33,8 @@ HOP_BY_HOP = frozenset({
 })
 BUFFER_LIMIT = 256 * 1024  # responses up to this size (with a length) are buffered
 _log = Log("gateway", "proxy")
+# The console's proof that it is the console (FLEETLINE_CONSOLE_PROXY_SECRET), on its calls.
+CONSOLE_PROXY_HEADER = b"fleetline-console-proxy"
 LOCAL_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 OPENAPI_BYTES = json.dumps(openapi.DOCUMENT).encode()
 # Past its capacity the gateway answers 503 with this Retry-After (the agent adds its own
@@ -229,9 +232,13 @@ class Gateway:
             timeout = self._timeouts[extra] = aiohttp.ClientTimeout(total=self.settings.upstream_timeout_s + extra)
         return timeout
 
+    def _from_console(self, presented: bytes | None) -> bool:
+        secret = self.settings.console_proxy_secret
+        return bool(secret) and presented is not None and hmac.compare_digest(presented, secret.encode())
+
     def _upstream_headers(self, scope: dict, rid: str) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
-        forwarded_for = None
+        forwarded_for = console_proxy = None
         drop = _hop_by_hop(scope["headers"])
         for name, value in scope["headers"]:
             if name in drop or name == b"x-request-id":
@@ -239,13 +246,19 @@ class Gateway:
             if name == b"x-forwarded-for":
                 forwarded_for = value.decode("latin-1")
                 continue
+            if name == CONSOLE_PROXY_HEADER:  # never goes further
+                console_proxy = value
+                continue
             out.append((name.decode("latin-1"), value.decode("latin-1")))
         client = scope.get("client")
         addr = client[0] if client else "unknown"
         # The edge: a client's own X-Forwarded-For is believed (and extended) only from a
-        # proxy in front of the gateway that we trust; anyone else's is replaced, so nobody
-        # chooses the address the services key rate limits by.
-        if forwarded_for and addr in self.settings.gateway_trusted_proxies:
+        # proxy in front of the gateway that we trust, or from the console, which proves
+        # itself with the secret the two share and names the browser it serves; anyone
+        # else's is replaced, so nobody chooses the address the services key limits by.
+        if forwarded_for and self._from_console(console_proxy):
+            out.append(("X-Forwarded-For", forwarded_for.rsplit(",", 1)[-1].strip()))
+        elif forwarded_for and addr in self.settings.gateway_trusted_proxies:
             out.append(("X-Forwarded-For", f"{forwarded_for}, {addr}"))
         else:
             out.append(("X-Forwarded-For", addr))

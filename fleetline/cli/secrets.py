@@ -1,5 +1,6 @@
 """`fleetline secrets DIR [--host NAME ...]`: the files compose.yaml mounts as secrets,
 created once (0600 for everything private): the access-token signing key, the admin token,
+the console's proxy secret (shared with the gateway),
 the database's owner and service passwords and URLs, Redis's password, the command-signing
 keys, and a private CA with the gateway's certificate (for the names agents reach it by)."""
 
@@ -17,6 +18,12 @@ from fleetline.private_files import write_private
 def _admin_token(out: Path) -> list[str]:
     write_private(out / "admin-token", secrets.token_urlsafe(32) + "\n")
     return ["admin-token"]
+
+
+def _console_proxy_secret(out: Path) -> list[str]:
+    """Shared by the console and the gateway: the console's calls name the browser they serve."""
+    write_private(out / "console-proxy-secret", secrets.token_urlsafe(32) + "\n")
+    return ["console-proxy-secret"]
 
 
 def _database(out: Path) -> list[str]:
@@ -38,7 +45,8 @@ def _redis(out: Path) -> list[str]:
 
 
 # (the first file of a group, what makes the group)
-MAKERS = (("admin-token", _admin_token), ("postgres-password", _database), ("redis-password", _redis))
+MAKERS = (("admin-token", _admin_token), ("postgres-password", _database), ("redis-password", _redis),
+          ("console-proxy-secret", _console_proxy_secret))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -80,6 +80,17 @@ class Stack:
     def _setting(self, name: str) -> str | None:
         return self.env.get(name) or os.environ.get(name) or None
 
+    def _secret_file(self, name: str) -> dict[str, str]:
+        """FLEETLINE_CONSOLE_PROXY_SECRET_FILE (say) naming DIR/console-proxy-secret, made once
+        (0600), unless the setting is configured."""
+        setting = "FLEETLINE_" + name.upper().replace("-", "_")
+        if self._setting(setting) or self._setting(setting + "_FILE"):
+            return {}
+        path = self.data_dir / name
+        if not path.exists():
+            write_private(path, secrets.token_urlsafe(32) + "\n")
+        return {setting + "_FILE": str(path)}
+
     def _audit_retention_days(self) -> float:
         """FLEETLINE_AUDIT_RETENTION_DAYS, as `fleetline migrate` reads it (it writes the horizon)."""
         return Settings.from_env({**os.environ, **self.env}).audit_retention_days
@@ -165,14 +176,17 @@ class Stack:
         local = f"{scheme}://127.0.0.1:{port}"  # what processes on this machine call
         public = local if self.host in WILDCARDS or is_loopback_host(self.host) else \
             f"{scheme}://{_url_host(self.host)}:{port}"
-        # The console calls the admin API through the gateway, like any operator.
+        # The console calls the admin API through the gateway, like any operator, saying
+        # which browser each call is for; the gateway believes it on the secret they share.
+        proxy_secret = self._secret_file("console-proxy-secret")
         self.console_url, console = self._start("console", "services.console", free_port(), {
+            **proxy_secret,
             "FLEETLINE_CONSOLE_API_URL": local, **({"FLEETLINE_CA_FILE": self.ca_file} if self.ca_file else {}),
             **({} if self._setting("FLEETLINE_CONSOLE_PUBLIC_URL") else {"FLEETLINE_CONSOLE_PUBLIC_URL": public}),
         })
         wait_ready(self.console_url, console)
         gateway_env = {"FLEETLINE_AUTH_URLS": self.auth_url, "FLEETLINE_DISPATCH_URLS": ",".join(self.dispatch_urls),
-                       "FLEETLINE_CONSOLE_URLS": self.console_url, **edge}
+                       "FLEETLINE_CONSOLE_URLS": self.console_url, **proxy_secret, **edge}
         _, gateway = self._start("gateway", "gateway", port, gateway_env, host=self.host)
         self.gateway_url = public
         wait_ready(self.gateway_url, gateway, ca_file=self.ca_file)

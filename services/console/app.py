@@ -28,7 +28,7 @@ from fleetline.transport import InsecureTransport, check_url
 from services.common.http import ServiceMiddleware, health_routes
 from services.common.ratelimit import RateLimit, make_storage
 from services.console import events, job_pages, oidc_flow, operator_pages, pages, signin
-from services.console.api import AdminApi
+from services.console.api import AdminApi, BrowserAddress
 from services.console.oidc_flow import OidcClient
 from services.console.security import SecurityHeaders
 from services.console.sessions import Sessions
@@ -120,7 +120,7 @@ def create_app(settings: Settings) -> Starlette:
         check_url(settings.console_api_url, allow_plaintext=settings.allow_plaintext)
     except InsecureTransport as exc:
         raise SettingsError(f"FLEETLINE_CONSOLE_API_URL: {exc}") from None
-    api = AdminApi(settings.console_api_url, settings.ca_file)
+    api = AdminApi(settings.console_api_url, settings.ca_file, settings.console_proxy_secret)
     oidc = None
     if settings.oidc_issuer and settings.oidc_client_id:
         if not settings.console_public_url:
@@ -153,7 +153,8 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=[*health_routes(ready, metrics), *ROUTES],
-        middleware=[Middleware(SecurityHeaders), Middleware(ServiceMiddleware, metrics=metrics, component="console")],
+        middleware=[Middleware(SecurityHeaders), Middleware(ServiceMiddleware, metrics=metrics, component="console"),
+                    Middleware(BrowserAddress, trusted_proxies=settings.trusted_proxies)],
         exception_handlers={code: _http_error for code in HTTP_ERRORS},
         lifespan=lifespan,
     )

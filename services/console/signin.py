@@ -68,7 +68,7 @@ async def open_session(request: Request, body: dict) -> dict | str:
     except ApiError as exc:
         return exc.detail
     try:
-        return await console.api.sign_in({**body, "session_s": console.settings.console_session_s}, address)
+        return await console.api.sign_in({**body, "session_s": console.settings.console_session_s})
     except Unavailable as exc:
         return f"The fleet cannot be reached: {exc}"
     except Refused as exc:

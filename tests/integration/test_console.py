@@ -266,10 +266,11 @@ def test_sign_out_ends_the_session(fleet, browser):
 # --- the same rules over plain HTTP --------------------------------------------------------
 
 
-def _sign_in(fleet, **fields: str) -> tuple[httpx.Client, httpx.Response]:
+def _sign_in(fleet, browser_address: str | None = None, **fields: str) -> tuple[httpx.Client, httpx.Response]:
     """A fresh client through the sign-in form (its CSRF token and cookie) with `fields`
-    (name and password, or token)."""
-    client = httpx.Client(base_url=fleet.console, timeout=30)
+    (name and password, or token), from `browser_address` when given."""
+    transport = httpx.HTTPTransport(local_address=browser_address) if browser_address else None
+    client = httpx.Client(base_url=fleet.console, timeout=30, transport=transport)
     form = client.get("sign-in")
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
     return client, client.post("sign-in", data={"csrf": csrf, **fields})
@@ -319,6 +320,29 @@ def test_a_wrong_password_or_token_opens_no_session_and_is_recorded(fleet):
     failed = [e for e in fleet.events(action="console.sign_in") if e["outcome"] == "failed"]
     assert {"admin", "nobody"} <= {e["actor"]["name"] for e in failed}
     assert not any(fleet.password in str(e) for e in failed)
+
+
+def test_one_browsers_failed_sign_ins_lock_out_no_other_browser_and_each_is_audited_with_its_address(fleet):
+    """The console is a proxy the gateway believes (on their shared secret): auth limits and
+    records the browser's address, not the console's. It used to see every browser as the
+    console (127.0.0.1): ten wrong passwords from one browser locked everyone out."""
+    for i in range(10):
+        _, refused = _sign_in(fleet, "127.0.0.2", name=f"guesser-{i}", password="not-the-password")
+        assert refused.status_code == 401, refused.text
+    _, past_limit = _sign_in(fleet, "127.0.0.2", name="guesser-x", password="not-the-password")
+    assert past_limit.status_code == 429
+    _, admitted = _sign_in(fleet, "127.0.0.3", name="admin", password=fleet.password)
+    assert admitted.status_code == 303 and admitted.headers["location"] == "agents", admitted.text
+    signs = fleet.events(action="console.sign_in")
+    assert {e["source_ip"] for e in signs if e["actor"]["name"].startswith("guesser-")} == {"127.0.0.2"}
+    assert [e["source_ip"] for e in signs if e["actor"]["name"] == "admin" and e["outcome"] == "ok"][0] == "127.0.0.3"
+    # Anyone else claiming a browser's address to the gateway is not believed, secret or no.
+    for claim in ({}, {"Fleetline-Console-Proxy": "guessed"}):
+        op = fleet.operator(f"claimer-{len(claim)}", "viewer")
+        refused = httpx.post(f"{fleet.gateway}/api/v1/admin/registration-tokens", json={}, headers={
+            "Authorization": f"Bearer {op['token']}", "X-Forwarded-For": "203.0.113.9", **claim})
+        assert refused.status_code == 403  # a refusal is an audit event, with its address
+        assert {e["source_ip"] for e in fleet.events(actor=op["name"])} == {"127.0.0.1"}
 
 
 def test_the_cookie_is_secure_behind_an_https_proxy(fleet):
