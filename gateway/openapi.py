@@ -666,6 +666,13 @@ PATHS: dict[str, dict] = {
         "Open a console session (an extension: what the console signs operators in with)", {
             "201": ok(ref("Session"), "Signed in."), **errors(400, 401, 429)},
         tags=["operators"], security=NO_AUTH, request=body(ref("SignIn")))},
+    "/api/v1/operators/sign-in/oidc-nonce": {"post": op(
+        "A nonce for the console's next single sign-on request (an extension): an ID token signs "
+        "in only with a nonce issued here, once", {
+            "201": ok(obj(["nonce", "expires_at"], {"nonce": {"type": "string"}, "expires_at": TIME}),
+                      "Issued; good for one sign-in within 10 minutes."),
+            **errors(404, 429)},
+        tags=["operators"], security=NO_AUTH)},
     "/api/v1/admin/sign-out": {"post": op(
         "End the console session presented (an extension)", {"204": ok(None, "Signed out."), **errors(401)},
         tags=["operators"], security=ADMIN_AUTH)},

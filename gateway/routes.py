@@ -25,6 +25,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("exact", "/api/v1/admin/sign-out", AUTH),
     ("exact", "/api/v1/admin/audit", AUTH),
     ("exact", "/api/v1/operators/sign-in", AUTH),
+    ("exact", "/api/v1/operators/sign-in/oidc-nonce", AUTH),
     ("prefix", "/api/v1/agents/", DISPATCH),  # /api/v1/agents/{id}/commands[...], keyset
     ("exact", "/api/v1/admin/commands", DISPATCH),
     ("prefix", "/api/v1/admin/commands/", DISPATCH),

@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 from argon2 import PasswordHasher
@@ -252,6 +253,20 @@ async def sign_in_with_token(db: Db, ctx: audit.Context, operator: Operator | No
         raise await _refused(db, ctx, "", "token")
     return await _open(db, ctx, await get_operator(db, operator.id), "token", session_s, operator.token_id,
                        operator.bootstrap_hash)
+
+
+OIDC_NONCE_S = 600  # as long as the console's sign-on flow lasts
+
+
+async def issue_oidc_nonce(db: Db) -> tuple[str, datetime]:
+    """A nonce for one authorization request of the console, good once for OIDC_NONCE_S."""
+    nonce = secrets.token_urlsafe(32)
+    return nonce, await db.fetchval(q.INSERT_OIDC_NONCE, digest(nonce), OIDC_NONCE_S)
+
+
+async def take_oidc_nonce(db: Db, nonce: str) -> bool:
+    """Whether `nonce` is one auth issued, not yet used nor expired; it is used from now on."""
+    return await db.fetchval(q.TAKE_OIDC_NONCE, digest(nonce)) is not None
 
 
 async def sign_in_with_email(db: Db, ctx: audit.Context, email: str, session_s: int) -> Session:

@@ -17,6 +17,7 @@ from services.auth import admin_api, agents_api, operators_api
 from services.auth.oidc import OidcVerifier
 from fleetline.signing import root_key_sha256
 from services.auth.keys import Signer
+from services.auth.pruner import AuthPruner
 from services.common.admin import Access, admin_mount
 from services.common.operators import ADMIN, VIEWER, OperatorAuth, TokenUse
 from services.common.db import Db
@@ -36,6 +37,7 @@ AGENT_ROUTES = [
 # Console sign-in: no operator yet (rate limited per name and per address instead).
 OPERATOR_ROUTES = [
     api_route("/api/v1/operators/sign-in", POST=operators_api.sign_in),
+    api_route("/api/v1/operators/sign-in/oidc-nonce", POST=operators_api.oidc_nonce),
 ]
 
 # Relative to /api/v1/admin; every one behind the admin guard, with its line in ACCESS.
@@ -82,15 +84,18 @@ def create_app(settings: Settings) -> Starlette:
     metrics = Metrics("auth")
     token_use = TokenUse(db, component="auth")
     operator_auth = OperatorAuth(db, settings.admin_token, token_use)
+    pruner = AuthPruner(db, settings.prune_interval_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await db.connect()
         token_use.start()
+        pruner.start()
         _log.info("service_started")
         try:
             yield
         finally:
+            await pruner.stop()
             await token_use.stop()
             await db.disconnect()
             _log.info("service_stopped")
@@ -120,6 +125,7 @@ def create_app(settings: Settings) -> Starlette:
                              if settings.command_root_public_key else None)
     state.operator_auth = operator_auth
     state.sign_in_limit = RateLimit("operator_sign_in", settings.sign_in_rate_limit, storage)
+    state.oidc_nonce_limit = RateLimit("operator_oidc_nonce", settings.sign_in_rate_limit, storage)
     state.oidc = None
     if settings.oidc_issuer and settings.oidc_client_id:
         try:  # the keys ID tokens are checked against come from there: TLS, unless on this machine

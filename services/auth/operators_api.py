@@ -13,13 +13,13 @@ from services.auth import accounts, registry
 from services.auth.oidc import NotVerified
 from services.auth.views import audit_view, operator_token_view, operator_view
 from services.common import audit
-from services.common.errors import invalid
+from services.common.errors import invalid, not_found
 from services.common.http import client_address
 from services.common.operators import ROLES
 from services.common.paging import decode_cursor, next_cursor
 from services.common.tokens import bearer_token
 from services.common.validation import (
-    Int, Str, StrMap, nullable, parse_timestamp, path_id, printable, query_int, read_json_object, take,
+    Int, Str, StrMap, nullable, parse_timestamp, path_id, printable, query_int, read_json_object, rfc3339, take,
 )
 
 NAME = Str(1, 64, pattern=r"[a-z0-9_.-]+", rule="must be 1 to 64 of a-z, 0-9, '_', '.', '-'")
@@ -153,19 +153,33 @@ async def sign_in(request: Request) -> JSONResponse:
                          "operator": operator_view(session.operator)}, status_code=201)
 
 
+async def oidc_nonce(request: Request) -> JSONResponse:
+    """A nonce for the console's next authorization request (an extension): the only nonces
+    an ID token may carry to sign in, each once. Limited per address like failed sign-ins."""
+    state = request.app.state
+    if state.oidc is None:
+        raise not_found("OpenID Connect sign-in is not configured.")
+    await state.oidc_nonce_limit.check(client_address(request, state.settings.trusted_proxies))
+    nonce, expires_at = await accounts.issue_oidc_nonce(state.db)
+    return JSONResponse({"nonce": nonce, "expires_at": rfc3339(expires_at)}, status_code=201)
+
+
 async def _sign_in_with_oidc(request: Request, ctx: audit.Context, body: dict, session_s: int):
-    verifier = request.app.state.oidc
+    db, verifier = request.app.state.db, request.app.state.oidc
     if verifier is None:
         raise invalid("OpenID Connect sign-in is not configured.", "method")
     id_token, nonce = take(body, "id_token", Str(1, 16384)), take(body, "nonce", Str(1, 512))
     try:
         email = await verifier.verified_email(id_token, nonce)
+        # Bound to a nonce auth issued for the console's request, and spent by this sign-in:
+        # an ID token from elsewhere, or one already used, opens nothing.
+        if not await accounts.take_oidc_nonce(db, nonce):
+            raise NotVerified("the ID token's nonce was not issued here, or was used already")
     except NotVerified as exc:
-        await audit.record(request.app.state.db, audit.Context(audit.Actor("operator", None, "(oidc)"),
-                                                               ctx.request_id, ctx.source_ip),
+        await audit.record(db, audit.Context(audit.Actor("operator", None, "(oidc)"), ctx.request_id, ctx.source_ip),
                            "console.sign_in", outcome="failed", details={"method": "oidc", "reason": str(exc)})
         raise accounts.SignInRefused() from None
-    return await accounts.sign_in_with_email(request.app.state.db, ctx, email, session_s)
+    return await accounts.sign_in_with_email(db, ctx, email, session_s)
 
 
 async def sign_out(request: Request) -> Response:

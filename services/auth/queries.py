@@ -305,6 +305,31 @@ OPERATOR_BY_EMAIL = f"""
 SELECT {_OPERATOR_COLUMNS} FROM operators WHERE email = $1 AND disabled_at IS NULL
 """
 
+# Single sign-on's nonces (migration 0014): issued for the console's authorization request,
+# taken once by the sign-in its ID token answers. The DELETE is the taking: two sign-ins
+# racing with one ID token cannot both find it.
+INSERT_OIDC_NONCE = """
+INSERT INTO oidc_nonces (nonce_hash, expires_at)
+VALUES ($1, statement_timestamp() + make_interval(secs => $2))
+RETURNING expires_at
+"""
+TAKE_OIDC_NONCE = """
+DELETE FROM oidc_nonces WHERE nonce_hash = $1 AND expires_at > statement_timestamp() RETURNING 1
+"""
+
+# Auth's pruner: nonces past their expiry, a batch at a time, oldest first, rows another
+# replica's batch holds skipped.
+PRUNE_OIDC_NONCES = """
+WITH doomed AS MATERIALIZED (
+    SELECT nonce_hash FROM oidc_nonces WHERE expires_at < statement_timestamp()
+     ORDER BY expires_at LIMIT $1
+       FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM oidc_nonces WHERE nonce_hash IN (SELECT nonce_hash FROM doomed) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
 # A password rehashed at sign-in when its parameters are out of date.
 REHASH_PASSWORD = "UPDATE operators SET password_hash = $2 WHERE id = $1"
 

@@ -75,6 +75,11 @@ class AdminApi:
         429) when the credential is wrong or too many were."""
         return await self._request("POST", "/api/v1/operators/sign-in", {}, json=body)
 
+    async def oidc_nonce(self) -> str:
+        """A nonce from auth for one single sign-on request: the ID token that answers it
+        signs in only with this nonce, once."""
+        return (await self._request("POST", "/api/v1/operators/sign-in/oidc-nonce", {}))["nonce"]
+
     async def _request(self, method: str, path: str, headers: dict, **kw: Any) -> Any:
         browser = BROWSER.get()
         if browser and self.proxy_secret:  # without the secret the gateway would not believe it

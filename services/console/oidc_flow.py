@@ -1,8 +1,8 @@
 """Sign-in through the organisation's OpenID Connect provider: the authorization code flow
 with PKCE (S256), a state and a nonce, built with authlib's primitives.
 
-1. GET /console/sign-in/oidc: a fresh state, nonce and code verifier go into a short-lived
-   cookie (HttpOnly, SameSite=Lax: it must come back on the provider's redirect, a
+1. GET /console/sign-in/oidc: a fresh state and code verifier, and a nonce auth issues
+   (and keeps, to be taken once by the sign-in it answers), go into a short-lived cookie (HttpOnly, SameSite=Lax: it must come back on the provider's redirect, a
    top-level navigation from another site; Path=/console/sign-in), and the browser is sent
    to the provider's authorization endpoint.
 2. GET /console/sign-in/oidc/callback?code&state: the state must be the cookie's (else
@@ -26,6 +26,7 @@ from starlette.responses import RedirectResponse, Response
 
 from fleetline.ethos import Log
 from fleetline.transport import tls_context
+from services.console.api import Refused, Unavailable
 from services.console.security import cookie_attributes
 from services.console.signin import open_session, secure, session_response, sign_in_form
 
@@ -108,8 +109,12 @@ async def start(request: Request) -> Response:
     client: OidcClient | None = request.app.state.console.oidc
     if client is None:
         return await sign_in_form(request, "Single sign-on is not configured.", 404)
-    flow = {"state": secrets.token_urlsafe(32), "nonce": secrets.token_urlsafe(32),
-            "verifier": secrets.token_urlsafe(48)}
+    try:
+        nonce = await request.app.state.console.api.oidc_nonce()
+    except (Refused, Unavailable) as exc:
+        _log.warning("nonce_refused", error=exc)
+        return await sign_in_form(request, "Single sign-on cannot start now; please try again.", 503)
+    flow = {"state": secrets.token_urlsafe(32), "nonce": nonce, "verifier": secrets.token_urlsafe(48)}
     try:
         url = await client.authorization_url(flow["state"], flow["nonce"], flow["verifier"])
     except ProviderError as exc:

@@ -5,6 +5,7 @@ append-only in the database)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import asyncpg
@@ -287,3 +288,22 @@ async def test_scope_comes_before_existence_for_idempotency_keys_and_cancels(db,
     assert (await jobs.get(db, shell_job["id"], carol.scope))["status"] == "running"  # it still sees it
     assert (await commands.get(db, shell_cmd["id"], carol.scope))["status"] == "pending"
     assert (await jobs.cancel(db, mine["id"], carol, ctx))["status"] == "cancelled"  # its own type: yes
+
+
+async def test_a_sign_on_nonce_is_taken_once_and_not_after_it_expires_and_the_pruner_clears_the_rest(db, sql):
+    from services.auth.pruner import AuthPruner
+
+    nonce, _ = await accounts.issue_oidc_nonce(db)
+    racing = await asyncio.gather(*(accounts.take_oidc_nonce(db, nonce) for _ in range(5)))
+    assert sorted(racing) == [False, False, False, False, True]  # two sign-ins with one token: one wins
+    assert not await accounts.take_oidc_nonce(db, "never-issued")
+    stale, _ = await accounts.issue_oidc_nonce(db)
+    sql.execute("UPDATE oidc_nonces SET expires_at = now() - interval '1 s'")
+    assert not await accounts.take_oidc_nonce(db, stale)
+    assert sql.execute("SELECT count(*) FROM oidc_nonces").fetchone() == (1,)  # kept: only taking removes
+    assert await AuthPruner(db, 3600).prune() == {"oidc_nonces": 1}
+    assert sql.execute("SELECT count(*) FROM oidc_nonces").fetchone() == (0,)
+    # Only a digest is stored.
+    fresh, _ = await accounts.issue_oidc_nonce(db)
+    assert sql.execute("SELECT count(*) FROM oidc_nonces WHERE position(%s::bytea in nonce_hash) > 0",
+                       (fresh.encode(),)).fetchone() == (0,)

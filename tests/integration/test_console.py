@@ -11,6 +11,8 @@ A screenshot of each page is saved under tests/screenshots/ (git-ignored)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 import subprocess
@@ -32,8 +34,9 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_
 
 
 class Fleet:
-    def __init__(self, proc: subprocess.Popen, data_dir: Path, fields: dict[str, str], provider: str):
-        self.proc, self.data_dir, self.provider = proc, data_dir, provider
+    def __init__(self, proc: subprocess.Popen, data_dir: Path, fields: dict[str, str], provider: str,
+                 client_secret: str = ""):
+        self.proc, self.data_dir, self.provider, self.client_secret = proc, data_dir, provider, client_secret
         self.gateway = fields["gateway"]
         self.console = f"{self.gateway}/console/"
         self.token = (data_dir / "admin-token").read_text().strip()
@@ -96,7 +99,7 @@ def fleet(tmp_path_factory, provider):
                              "--port", "0", "--agents", "2"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        running = Fleet(proc, data_dir, read_ready_line(proc), issuer)
+        running = Fleet(proc, data_dir, read_ready_line(proc), issuer, secret_file.read_text().strip())
         wait_until(lambda: len([a for a in running.api("GET", "/agents").json()["agents"]
                                 if a["last_seen_at"]]) == 2, 60, 0.2, "two demo agents seen")
         yield running
@@ -566,6 +569,45 @@ def test_a_sign_on_answer_with_another_state_is_refused_before_any_code_is_excha
     # Without the flow cookie at all (another browser), the genuine answer opens nothing either.
     stranger = httpx.get(fleet.console + back.split("/console/", 1)[1])
     assert stranger.status_code == 401 and "fleetline_session" not in stranger.headers.get("set-cookie", "")
+
+
+def _id_token(fleet, nonce: str) -> str:
+    """An ID token of the provider for `nonce`, got the way its holder would: an
+    authorization request of one's own, and the code exchanged with the client's secret."""
+    verifier = "v" * 64
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    redirect_uri = fleet.console + "sign-in/oidc/callback"
+    back = httpx.get(f"{fleet.provider}/authorize", params={
+        "client_id": "fleetline-console", "response_type": "code", "redirect_uri": redirect_uri, "nonce": nonce,
+        "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"}).headers["location"]
+    code = re.search(r"code=([^&]+)", back).group(1)
+    answer = httpx.post(f"{fleet.provider}/token", auth=("fleetline-console", fleet.client_secret), data={
+        "grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "code_verifier": verifier})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["id_token"]
+
+
+def test_an_id_token_signs_in_only_with_a_nonce_auth_issued_and_only_once(fleet):
+    """A bare ID token with a nonce its holder chose opened a session (and one token opened
+    two): sign-in takes only a nonce auth issued for the console, once."""
+    fleet.operator("sso-ida", "viewer", email="ida@example.com")
+    _as_user(fleet, "ida@example.com")
+    sign_in = f"{fleet.gateway}/api/v1/operators/sign-in"
+    chosen = _id_token(fleet, "a-nonce-of-my-own")
+    refused = httpx.post(sign_in, json={"method": "oidc", "id_token": chosen, "nonce": "a-nonce-of-my-own"})
+    assert refused.status_code == 401
+    issued = httpx.post(f"{fleet.gateway}/api/v1/operators/sign-in/oidc-nonce")
+    assert issued.status_code == 201
+    nonce = issued.json()["nonce"]
+    token = _id_token(fleet, nonce)
+    first = httpx.post(sign_in, json={"method": "oidc", "id_token": token, "nonce": nonce})
+    again = httpx.post(sign_in, json={"method": "oidc", "id_token": token, "nonce": nonce})
+    assert (first.status_code, again.status_code) == (201, 401), (first.text, again.text)
+    opened = [e for e in fleet.events(action="console.sign_in") if e["actor"]["name"] == "sso-ida"]
+    assert [e["outcome"] for e in opened] == ["ok"]
+    reasons = [e["details"].get("reason", "") for e in fleet.events(action="console.sign_in")
+               if e["actor"]["name"] == "(oidc)"]
+    assert sum("nonce" in r for r in reasons) >= 2
 
 
 def test_one_operator_asks_a_second_approves_and_the_progress_bar_fills(fleet, browser):
