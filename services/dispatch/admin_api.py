@@ -95,7 +95,8 @@ async def command_output(request: Request) -> JSONResponse:
         state.output_reads.inc()  # one statement pair each: none while parked (the metric shows it)
         return await output.read(state.db, command_id, offset, scope)
 
-    page = await state.followers.follow(str(command_id), wait, request.receive, read_page)
+    page = await state.followers.follow(str(command_id), wait, request.receive, read_page,
+                                        holder=str(request.state.operator.id))
     if page is None:  # the client left
         return JSONResponse({})
     return JSONResponse(page.view())

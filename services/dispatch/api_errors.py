@@ -26,6 +26,9 @@ ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     c.AlreadyFinal: lambda e: conflict(f"This command is already {e.status}; it can no longer change."),
     c.OutOfScope: lambda e: forbidden("forbidden", e.reason),
     o.NotRunning: lambda e: conflict(f"This command is {e.status}: only a running command takes output."),
+    o.TooManyHeld: lambda e: ApiError(
+        429, "rate_limited", f"This operator already follows {o.HELD_PER_OPERATOR} outputs here; "
+        f"retry after {o.HELD_RETRY_AFTER_S} s.", headers={"Retry-After": str(o.HELD_RETRY_AFTER_S)}),
     o.OffsetConflict: lambda e: conflict(f"The output stored so far ends at byte {e.expected}; send from there.",
                                          expected_offset=e.expected),
     j.JobNotFound: lambda e: not_found("No such job."),

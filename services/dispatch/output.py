@@ -24,12 +24,21 @@ from services.dispatch import commands
 from services.dispatch.commands import CommandError, CommandNotFound
 
 PAGE_BYTES = 1024 * 1024  # the most one read answers; `next_offset` says where to go on
+# Held reads one operator may have parked in one process at once (a console tab follows one
+# command; a script following a job's every target, a few). Past it, `429`: a viewer cannot
+# fill a dispatch's (and a gateway's) memory with thousands of parked reads.
+HELD_PER_OPERATOR = 20
+HELD_RETRY_AFTER_S = 5
 
 
 class NotRunning(CommandError):
     def __init__(self, status: str):
         super().__init__(status)
         self.status = status
+
+
+class TooManyHeld(CommandError):
+    """The operator already holds HELD_PER_OPERATOR reads here."""
 
 
 class OffsetConflict(CommandError):
@@ -104,8 +113,10 @@ async def read(db: Db, command_id: uuid.UUID, offset: int, scope: Scope = EVERYT
 class Followers:
     """Readers parked on a command's output, woken by the listener."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_holder: int = HELD_PER_OPERATOR) -> None:
         self._events: dict[str, set[asyncio.Event]] = {}
+        self.per_holder = per_holder
+        self._holding: dict[str, int] = {}  # holder (an operator's id) -> its reads held
 
     def wake(self, command_id: str) -> None:
         for event in self._events.get(command_id, ()):
@@ -120,15 +131,30 @@ class Followers:
         return sum(len(e) for e in self._events.values())
 
     async def follow(self, command_id: str, wait_s: float, receive: Callable,
-                     read_page: Callable) -> Page | None:
+                     read_page: Callable, holder: str = "") -> Page | None:
         """Read; while nothing is new and the command runs, park until woken, then read
-        again, until `wait_s` passes. None when the client left."""
+        again, until `wait_s` passes. None when the client left. A `holder` holds at most
+        `per_holder` reads that may wait at once (TooManyHeld)."""
+        if wait_s <= 0:
+            return await read_page()
+        if self._holding.get(holder, 0) >= self.per_holder:
+            raise TooManyHeld()
+        self._holding[holder] = self._holding.get(holder, 0) + 1
+        try:
+            return await self._follow(command_id, wait_s, receive, read_page)
+        finally:
+            left = self._holding.pop(holder) - 1
+            if left:
+                self._holding[holder] = left
+
+    async def _follow(self, command_id: str, wait_s: float, receive: Callable,
+                      read_page: Callable) -> Page | None:
         event = asyncio.Event()
         events = self._events.setdefault(command_id, set())
         events.add(event)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        gone = asyncio.ensure_future(departure(receive)) if wait_s > 0 else None
+        gone = asyncio.ensure_future(departure(receive))
         try:
             while True:
                 event.clear()  # before the read: a wake-up during it is kept
@@ -142,8 +168,7 @@ class Followers:
                 if gone in done:
                     return None
         finally:
-            if gone is not None:
-                gone.cancel()
+            gone.cancel()
             events.discard(event)
             if not events and self._events.get(command_id) is events:
                 del self._events[command_id]

@@ -152,3 +152,45 @@ def test_the_cli_follows_a_command_and_a_jobs_target_line_by_line_with_escapes_d
     again = subprocess.run([sys.executable, "-m", "fleetline", "commands", "logs", command_id], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=60)
     assert again.stdout == first + "".join(f"tick {i}\n" for i in range(1, 11))
+
+
+def test_an_operator_holds_at_most_20_output_reads_at_once_and_others_are_unaffected(fleet_stack):
+    """One viewer held 1,930 reads open at once (tens of KiB each in the gateway and in
+    dispatch); now the 21st is 429 with Retry-After, for that operator only."""
+    import asyncio
+
+    import httpx
+
+    from tests.integration.conftest import create_registration_token, register
+    from tests.integration.support import wait_until
+
+    me = register(fleet_stack.url, create_registration_token(fleet_stack.url)["token"], "m-held").json()
+    headers = {"Authorization": f"Bearer {me['access_token']}", "X-Machine-ID": "m-held"}
+    cid = fleet_stack.queue(me["agent_id"], "ping")["id"]
+    HTTP.get(f"{fleet_stack.url}/api/v1/agents/{me['agent_id']}/commands", headers=headers)
+    assert HTTP.post(f"{fleet_stack.url}/api/v1/agents/{me['agent_id']}/commands/{cid}/ack",
+                     headers=headers).json()["status"] == "running"  # and stays so: nothing more comes
+    viewers = []
+    for name in ("watcher", "other"):
+        made = fleet_stack.api("POST", "/operators", json={"name": name, "role": "viewer"}).json()
+        token = fleet_stack.api("POST", f"/operators/{made['id']}/tokens", json={}).json()["token"]
+        viewers.append({"Authorization": f"Bearer {token}"})
+    dispatch = fleet_stack.services["dispatch"].url
+    url = f"{fleet_stack.url}/api/v1/admin/commands/{cid}/output"
+
+    async def hold() -> tuple[list[int], httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=50)) as client:
+            held = [asyncio.create_task(client.get(url, params={"wait": 8}, headers=viewers[0])) for _ in range(20)]
+            await asyncio.to_thread(wait_until, lambda: metric(dispatch, "fleetline_output_followers") == 20, 10)
+            refused = await client.get(url, params={"wait": 8}, headers=viewers[0])
+            someone_else = await client.get(url, params={"wait": 1}, headers=viewers[1])
+            return [r.status_code for r in await asyncio.gather(*held)], refused, someone_else
+
+    statuses, refused, someone_else = asyncio.run(hold())
+    assert statuses == [200] * 20
+    assert (refused.status_code, refused.json()["error"]) == (429, "rate_limited")
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert someone_else.status_code == 200
+    # Their places freed, it follows again; a read that does not wait is never counted.
+    assert HTTP.get(url, params={"wait": 1}, headers=viewers[0]).status_code == 200
+    assert metric(dispatch, "fleetline_output_followers") == 0
