@@ -154,6 +154,7 @@ async def update_operator(db: Db, ctx: audit.Context, operator_id: uuid.UUID, ch
                 await db.execute(q.END_OPERATOR_SESSIONS, operator_id)
                 await db.execute(q.REVOKE_OPERATOR_TOKENS, operator_id)
             await audit.record(db, ctx, "operator.update", "operator", operator_id, details=_described(changes))
+            await db.execute(q.NOTIFY_OPERATOR_CHANGED, str(operator_id))  # role, scope, disabled: at once
     except asyncpg.UniqueViolationError:
         raise Taken("email") from None
     return row
@@ -203,6 +204,7 @@ async def revoke_token(db: Db, ctx: audit.Context, caller: Operator, token_id: u
         await db.execute(q.REVOKE_OPERATOR_TOKEN, token_id)
         await audit.record(db, ctx, "operator_token.revoke", "operator_token", token_id,
                            details={"operator_id": str(token["operator_id"])})
+        await db.execute(q.NOTIFY_OPERATOR_CHANGED, str(token["operator_id"]))
 
 
 # --- console sessions ----------------------------------------------------------------------------
@@ -284,3 +286,4 @@ async def sign_out(db: Db, ctx: audit.Context, credential: str) -> None:
     async with db.transaction():
         if await db.fetchval(q.END_SESSION, digest(credential)) is not None:
             await audit.record(db, ctx, "console.sign_out", "operator", ctx.actor.id)
+            await db.execute(q.NOTIFY_OPERATOR_CHANGED, str(ctx.actor.id))

@@ -20,7 +20,8 @@ from services.auth.keys import Signer
 from services.auth.pruner import AuthPruner
 from services.common.admin import Access, admin_mount
 from services.common.operators import ADMIN, VIEWER, OperatorAuth, TokenUse
-from services.common.db import Db
+from services.common.db import OPERATOR_CHANNEL, Db
+from services.common.notifications import Notifications
 from services.auth.api_errors import EXCEPTION_HANDLERS
 from services.common.http import ServiceMiddleware, api_route, health_routes
 from services.common.ratelimit import RateLimit, make_storage
@@ -83,12 +84,19 @@ def create_app(settings: Settings) -> Starlette:
     db = Db(postgres_url(settings.database_url), max_size=settings.db_pool_max)
     metrics = Metrics("auth")
     token_use = TokenUse(db, component="auth")
-    operator_auth = OperatorAuth(db, settings.admin_token, token_use)
+    operator_auth = OperatorAuth(db, settings.admin_token, token_use, listening=lambda: notifications.listening)
+
+    async def forget_operators(_conn) -> None:  # changes made while not listening went unheard
+        operator_auth.changed()
+
+    notifications = Notifications(postgres_url(settings.database_url), {OPERATOR_CHANNEL: operator_auth.changed},
+                                  restored=forget_operators, component="auth")
     pruner = AuthPruner(db, settings.prune_interval_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await db.connect()
+        await notifications.start()
         token_use.start()
         pruner.start()
         _log.info("service_started")
@@ -97,6 +105,7 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await pruner.stop()
             await token_use.stop()
+            await notifications.stop()
             await db.disconnect()
             _log.info("service_stopped")
 

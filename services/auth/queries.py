@@ -4,6 +4,7 @@ Secrets arrive here only as SHA-256 digests (`bytea`). Times come from
 `statement_timestamp()`, never `now()`: inside a transaction `now()` is its start.
 """
 
+from services.common import queries as common
 from services.common.db import NOTIFY_REVOKED_AGENT
 
 # --- registration (one transaction: lock token -> find machine -> use -> agent -> refresh) ---
@@ -267,8 +268,13 @@ RETURNING {_OPERATOR_COLUMNS}
 """
 
 # Disabling ends everything the operator holds, in the disabling's transaction: its
-# sessions (deleted) and its tokens (revoked). The guard's 5 s cache is the only delay.
+# sessions (deleted) and its tokens (revoked); the notification that commits with it
+# empties every service's cache of operators.
 END_OPERATOR_SESSIONS = "DELETE FROM operator_sessions WHERE operator_id = $1"
+
+# In the transaction of every change that can refuse a credential (an operator updated, a
+# token revoked, a session ended): every service forgets the operators it had cached.
+NOTIFY_OPERATOR_CHANGED = common.NOTIFY_OPERATOR_CHANGED
 REVOKE_OPERATOR_TOKENS = """
 UPDATE operator_tokens SET revoked_at = statement_timestamp()
  WHERE operator_id = $1 AND revoked_at IS NULL

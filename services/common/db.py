@@ -40,6 +40,11 @@ def woken_agents(payload: str) -> list[str]:
 REVOKED_CHANNEL = "fleetline_revoked"
 NOTIFY_REVOKED_AGENT = f"SELECT pg_notify('{REVOKED_CHANNEL}', $1::text)"
 
+# Notified (queries.NOTIFY_OPERATOR_CHANGED) by every change that can refuse an operator's
+# credential, with the operator's id: every process of every service forgets the operators
+# it had cached (operators.py).
+OPERATOR_CHANNEL = "fleetline_operators"
+
 # Notified with a command id when its live output grows or it ends: every dispatch process
 # wakes the readers following that command's output (services/dispatch/output.py).
 OUTPUT_CHANNEL = "fleetline_output"

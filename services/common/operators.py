@@ -5,9 +5,14 @@
   expired and the operator not disabled;
 - a console session (`fls_...`, the console's cookie value): its operator, likewise.
 
-Only SHA-256 digests are looked up. Answers are cached at most CACHE_S (5 s): a revoked
-token, an ended session or a disabled operator is refused within 5 s in every service.
-When tokens were last used is written in batches (`TokenUse`)."""
+Only SHA-256 digests are looked up. Answers are cached, but only while the process hears
+`fleetline_operators` (its LISTEN connection is up): every change that can refuse a
+credential (a token revoked, a session ended, an operator disabled or its role or scope
+changed) notifies on it in its own transaction, and every process forgets what it had
+cached. So a revocation takes effect everywhere within the notification's delivery
+(milliseconds), not a cache's lifetime; while the connection is down nothing is cached.
+CACHE_S (5 s) bounds an answer's age regardless. When tokens were last used is written in
+batches (`TokenUse`)."""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from services.common.periodic import Periodic
 
 CACHE_S = 5.0
 CACHE_SIZE = 100_000
+
 TOKEN_PREFIX = "flop_"
 SESSION_PREFIX = "fls_"
 
@@ -113,13 +119,18 @@ class TokenUse(Periodic):
 
 
 class OperatorAuth:
-    """Bearer credential -> Operator (or None), cached at most CACHE_S."""
+    """Bearer credential -> Operator (or None), cached while `listening()` says changes are
+    heard (and at most CACHE_S); `changed()` is what a notification calls."""
 
     def __init__(self, db: Db, bootstrap_token: str | None, token_use: TokenUse,
-                 clock: Callable[[], float] = time.monotonic):
-        self.db, self.token_use, self.clock = db, token_use, clock
+                 clock: Callable[[], float] = time.monotonic, listening: Callable[[], bool] = lambda: False):
+        self.db, self.token_use, self.clock, self.listening = db, token_use, clock, listening
         self._bootstrap = digest(bootstrap_token) if bootstrap_token else None
         self._cache: dict[bytes, tuple[Operator | None, float]] = {}
+
+    def changed(self, operator_id: str = "") -> None:
+        """An operator or one of its credentials changed somewhere: look everyone up again."""
+        self._cache.clear()
 
     async def authenticate(self, credential: str) -> Operator | None:
         if not credential:
@@ -127,7 +138,7 @@ class OperatorAuth:
         key = digest(credential)
         cached = self._cache.get(key)
         now = self.clock()
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > now and self.listening():
             operator = cached[0]
         else:
             operator = await self._look_up(credential, key)

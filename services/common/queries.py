@@ -4,11 +4,13 @@ statement, with why each guard is there (services' own SQL lives in their querie
 
 from __future__ import annotations
 
+from services.common.db import OPERATOR_CHANNEL
+
 _OPERATOR = "o.id, o.name, o.role, o.scope, o.disabled_at"
 
 # An operator token: valid while not revoked, not expired and its operator not disabled;
 # the token's own id comes along (its last use is recorded). Read through the guard's
-# cache, at most 5 s stale, so a revocation or a disabling takes effect within 5 s.
+# cache, which every revocation or disabling empties (NOTIFY_OPERATOR_CHANGED).
 OPERATOR_BY_TOKEN = f"""
 SELECT {_OPERATOR}, t.id AS token_id
   FROM operator_tokens t
@@ -32,6 +34,11 @@ SELECT {_OPERATOR}, s.token_id
    AND (s.token_id IS NULL OR (t.revoked_at IS NULL AND t.expires_at > statement_timestamp()))
    AND (s.bootstrap_hash IS NULL OR s.bootstrap_hash = $2)
 """
+
+# In the transaction of every change that can refuse a credential (a token revoked, a
+# session ended, an operator disabled or its role or scope changed): delivered only once it
+# commits, to every process of every service, whose cache of operators then forgets all.
+NOTIFY_OPERATOR_CHANGED = f"SELECT pg_notify('{OPERATOR_CHANNEL}', $1::text)"
 
 # The built-in bootstrap operator (migration 0009), for the bootstrap token.
 BOOTSTRAP_OPERATOR = f"SELECT {_OPERATOR} FROM operators o WHERE o.id = '00000000-0000-0000-0000-000000000000'"

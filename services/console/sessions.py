@@ -2,9 +2,9 @@
 in PostgreSQL, stored there as a digest of its id only. The cookie holds that id (`fls_...`),
 and the console presents it to the admin API as the bearer of every call it makes for the
 operator: the API's guard decides what the session may do, with the operator's role and
-scope. The console itself keeps nothing but a few seconds' memory of who each session is,
-so a restart or a second replica keeps every session, and signing out, disabling the
-operator or the session's end are refused by the API within 5 s.
+scope. The console itself keeps nothing but a second's memory of who each session is, so a
+restart or a second replica keeps every session, and signing out, disabling the operator
+or the session's end are refused by the API at once (and shown here within a second).
 
 A session's CSRF token is derived from its id (a digest under a fixed label): every replica
 knows it without storing it, and a page that shows it reveals nothing of the cookie."""
@@ -21,7 +21,7 @@ from services.common.operators import ADMIN, OPERATOR, SESSION_PREFIX, role_allo
 from services.console.api import AdminApi, Refused
 
 COOKIE = "fleetline_session"
-WHO_CACHE_S = 5.0
+WHO_CACHE_S = 1.0
 MAX_ID_CHARS = 128
 CACHE_SIZE = 10_000
 

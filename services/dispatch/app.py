@@ -113,10 +113,11 @@ def create_app(settings: Settings) -> Starlette:
                             first_after_s=settings.jwks_refresh_s)
     waiters = Waiters()
     token_use = TokenUse(db, component="dispatch")
-    operator_auth = OperatorAuth(db, settings.admin_token, token_use)
+    operator_auth = OperatorAuth(db, settings.admin_token, token_use, listening=lambda: listener.listening)
     revocations = Revocations(db, waiters)
     followers = Followers()
-    listener = Listener(postgres_url(settings.database_url), waiters, revocations.revoked, followers)
+    listener = Listener(postgres_url(settings.database_url), waiters, revocations.revoked, followers,
+                        operators_changed=operator_auth.changed)
     pruned_total = metrics.counter("fleetline_pruned_rows_total", "Rows deleted by the retention pruner",
                                    ("table",))
     pruner = Pruner(postgres_url(settings.database_url), DB_SETTINGS, settings.prune_interval_s,

@@ -307,3 +307,41 @@ async def test_a_sign_on_nonce_is_taken_once_and_not_after_it_expires_and_the_pr
     fresh, _ = await accounts.issue_oidc_nonce(db)
     assert sql.execute("SELECT count(*) FROM oidc_nonces WHERE position(%s::bytea in nonce_hash) > 0",
                        (fresh.encode(),)).fetchone() == (0,)
+
+
+async def test_a_cached_operator_is_forgotten_the_moment_a_change_commits_and_not_cached_while_deaf(
+        db, sql, databases, database_url):
+    """The guard's cache holds only while the process hears `fleetline_operators`: a token
+    revoked elsewhere is refused on the next request, with no clock moved."""
+    from fleetline.settings import postgres_url
+    from services.common.db import OPERATOR_CHANNEL
+    from services.common.notifications import Notifications
+
+    heard = asyncio.Event()
+    auth: OperatorAuth | None = None
+
+    def changed(payload: str) -> None:
+        auth.changed(payload)
+        heard.set()
+
+    listener = Notifications(postgres_url(databases.service_url(database_url)), {OPERATOR_CHANNEL: changed})
+    auth = OperatorAuth(db, None, TokenUse(db), listening=lambda: listener.listening)
+    await listener.start()
+    try:
+        while not listener.listening:
+            await asyncio.sleep(0.01)
+        secret = await _token(db, await _operator(db))
+        who = await auth.authenticate(secret)
+        sql.execute("UPDATE operator_tokens SET expires_at = now()")  # behind its back: unheard,
+        assert await auth.authenticate(secret) == who  # so the cached answer stands
+        sql.execute("UPDATE operator_tokens SET expires_at = now() + interval '1 hour'")
+        await accounts.revoke_token(db, CTX, ADMIN, who.token_id)  # heard
+        await asyncio.wait_for(heard.wait(), 5)
+        assert await auth.authenticate(secret) is None
+    finally:
+        await listener.stop()
+    # Deaf (no LISTEN connection): every request looks the credential up.
+    other = await _token(db, await _operator(db, "bob"))
+    assert (await auth.authenticate(other)).name == "bob"
+    sql.execute("UPDATE operator_tokens SET revoked_at = now()")  # no notification heard
+    assert await auth.authenticate(other) is None
