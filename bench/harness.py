@@ -29,7 +29,9 @@ UNLIMITED = {
     # dispatch refuses tokens living longer than this.
     "FLEETLINE_ACCESS_TOKEN_TTL_S": "3600",
     # The load generator is thousands of agents on one address (real agents are one per
-    # machine): the gateway's per-address cap on pending connections would throttle it.
+    # machine): a herd of them reconnecting over TLS on a loaded machine can wait more
+    # than 2 s for its handshakes, and the gateway's cap on stalled connections per
+    # address would close the oldest.
     "FLEETLINE_MAX_STALLED_PER_ADDRESS": "1000000",
 }
 
