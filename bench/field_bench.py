@@ -125,19 +125,34 @@ def _busy_disk(stack, flush_ms: int) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
+def _retire_seeded(stack) -> None:
+    """The seeded agents are done with: their machine ids (bench-N) are free for the next seeding."""
+    import psycopg
+
+    with psycopg.connect(stack.pg.url, autocommit=True) as conn:
+        conn.execute("UPDATE agents SET status = 'revoked', revoked_at = now() WHERE status = 'active'")
+
+
 def measure() -> dict:
     """One round against stacks built from the tree on sys.path."""
-    from bench.harness import UNLIMITED, seed_agents, start_stack
+    from bench.harness import seed_agents, start_stack
+
+    from fleetline.settings import Settings
 
     out: dict = {}
-    # At the default limits, as a site sees the server (the load is one address).
-    defaults = {k: v for k, v in UNLIMITED.items() if "RATE_LIMIT" not in k and "STALLED" not in k and
-                "PENDING" not in k}
-    stack = start_stack(**{**defaults, "FLEETLINE_CHECKIN_RATE_LIMIT": "100000/minute",
-                           "FLEETLINE_ACCESS_TOKEN_TTL_S": "3600"})
+    # At the tree's own defaults, as a site sees the server (the load is one address): the
+    # harness's unlimited settings put back, but for the check-in limit (each agent polls once).
+    own = Settings.from_env({})
+    defaults = {"FLEETLINE_MAX_PENDING_PER_ADDRESS": "64", "FLEETLINE_MAX_STALLED_PER_ADDRESS": "64",
+                "FLEETLINE_DB_POOL_MAX": str(own.db_pool_max),
+                "FLEETLINE_REGISTRATION_RATE_LIMIT": own.registration_rate_limit,
+                "FLEETLINE_REGISTRATION_FAILURE_LIMIT": getattr(own, "registration_failure_limit", "10/minute"),
+                "FLEETLINE_RENEW_RATE_LIMIT": own.renew_rate_limit}
+    stack = start_stack(**defaults)
     try:
         gateway = stack.gateway_url
         out["first_polls"] = asyncio.run(_first_polls(gateway, seed_agents(stack, AGENTS)))
+        _retire_seeded(stack)
         agents = seed_agents(stack, 10)
         asyncio.run(_first_polls(gateway, agents))  # marked: the burst measures connections only
         out["burst_1000_one_address"] = asyncio.run(_burst(gateway, [agents[i % 10] for i in range(1000)]))
@@ -146,6 +161,7 @@ def measure() -> dict:
         except Exception as exc:  # a baseline without the 1.3 limits may never finish in time
             out["enrol_500_one_address"] = {"error": repr(exc)}
         _busy_disk(stack, BUSY_DISK_MS)
+        _retire_seeded(stack)
         out["first_polls_busy_disk"] = asyncio.run(_first_polls(gateway, seed_agents(stack, AGENTS)))
     finally:
         stack.stop()
