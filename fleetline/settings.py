@@ -93,6 +93,12 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _token_auth_method(raw: str) -> str:
+    if raw not in ("client_secret_basic", "client_secret_post"):
+        raise ValueError("must be client_secret_basic or client_secret_post")
+    return raw
+
+
 def _read_file(name: str, path: str) -> str:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -214,6 +220,8 @@ class Settings:
     oidc_issuer: str | None = _env("FLEETLINE_OIDC_ISSUER", _url)
     oidc_client_id: str | None = _env("FLEETLINE_OIDC_CLIENT_ID")
     oidc_client_secret: str | None = _env("FLEETLINE_OIDC_CLIENT_SECRET")
+    # How the console authenticates to the provider's token endpoint (as registered there).
+    oidc_token_auth_method: str = _env("FLEETLINE_OIDC_TOKEN_AUTH_METHOD", _token_auth_method, "client_secret_basic")
     # Where browsers reach the console (the gateway's public URL): the provider sends them
     # back to {this}/console/sign-in/oidc/callback, which must be registered with it.
     console_public_url: str | None = _env("FLEETLINE_CONSOLE_PUBLIC_URL", _url)

@@ -130,7 +130,7 @@ async def revoke_token(request: Request) -> Response:
 
 async def sign_in(request: Request) -> JSONResponse:
     """`{"method": "password", "name", "password"}`, `{"method": "token", "token"}` or
-    `{"method": "oidc", "id_token", "nonce"}`, and `session_s` (at most 12 h). Failures are
+    `{"method": "oidc", "id_token", "nonce", "access_token"}`, and `session_s` (at most 12 h). Failures are
     rate limited per name and per address (FLEETLINE_SIGN_IN_RATE_LIMIT)."""
     state = request.app.state
     body = await read_json_object(request)
@@ -169,8 +169,9 @@ async def _sign_in_with_oidc(request: Request, ctx: audit.Context, body: dict, s
     if verifier is None:
         raise invalid("OpenID Connect sign-in is not configured.", "method")
     id_token, nonce = take(body, "id_token", Str(1, 16384)), take(body, "nonce", Str(1, 512))
+    access_token = take(body, "access_token", nullable(Str(1, 16384)), None)
     try:
-        email = await verifier.verified_email(id_token, nonce)
+        email = await verifier.verified_email(id_token, nonce, access_token)
         # Bound to a nonce auth issued for the console's request, and spent by this sign-in:
         # an ID token from elsewhere, or one already used, opens nothing.
         if not await accounts.take_oidc_nonce(db, nonce):

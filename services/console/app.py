@@ -131,7 +131,7 @@ def create_app(settings: Settings) -> Starlette:
         except InsecureTransport as exc:
             raise SettingsError(f"FLEETLINE_OIDC_ISSUER: {exc}") from None
         oidc = OidcClient(settings.oidc_issuer, settings.oidc_client_id, settings.oidc_client_secret,
-                          settings.console_public_url, settings.ca_file)
+                          settings.console_public_url, settings.ca_file, settings.oidc_token_auth_method)
     console = Console(settings, api, Sessions(api), templates,
                       RateLimit("console_sign_in", settings.sign_in_rate_limit,
                                 make_storage(settings.rate_limit_storage)), oidc)

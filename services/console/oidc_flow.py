@@ -1,26 +1,33 @@
 """Sign-in through the organisation's OpenID Connect provider: the authorization code flow
-with PKCE (S256), a state and a nonce, built with authlib's primitives.
+with PKCE (S256), a state and a nonce, through authlib's OAuth 2.0 client.
 
 1. GET /console/sign-in/oidc: a fresh state and code verifier, and a nonce auth issues
-   (and keeps, to be taken once by the sign-in it answers), go into a short-lived cookie (HttpOnly, SameSite=Lax: it must come back on the provider's redirect, a
-   top-level navigation from another site; Path=/console/sign-in), and the browser is sent
-   to the provider's authorization endpoint.
-2. GET /console/sign-in/oidc/callback?code&state: the state must be the cookie's (else
-   nothing happens: another site cannot finish a sign-in it started); the cookie is spent
-   at once; the code and the verifier buy an ID token from the provider's token endpoint
-   (the client secret goes there only, over HTTPS); auth verifies the ID token (signature,
-   issuer, audience, expiry, the nonce, a verified email of an enabled operator) and opens
-   the session. The console vouches for nobody."""
+   (and keeps, to be taken once by the sign-in it answers), go into a short-lived cookie
+   (HttpOnly, SameSite=Lax: it must come back on the provider's redirect, a top-level
+   navigation from another site; Path=/console/sign-in), and the browser is sent to the
+   provider's authorization endpoint.
+2. GET /console/sign-in/oidc/callback?code&state[&iss]: the state must be the cookie's
+   (else nothing happens: another site cannot finish a sign-in it started); when the
+   provider announces RFC 9207, `iss` must be its issuer (a mix-up attack answers with
+   another's); the cookie is spent at once; the code and the verifier buy an ID token and
+   an access token from the provider's token endpoint, the client authenticated as the
+   provider expects (`FLEETLINE_OIDC_TOKEN_AUTH_METHOD`: client_secret_basic, its id and
+   secret form-urlencoded first as RFC 6749 2.3.1 says, or client_secret_post); auth
+   verifies the ID token (signature, issuer, audience, expiry, the nonce it issued), reads
+   a verified email from it or, when the provider releases the claim only there, from the
+   userinfo endpoint with the access token (same `sub`), and opens the session for the
+   enabled operator with that email. The console vouches for nobody."""
 
 from __future__ import annotations
 
 import base64
 import json
 import secrets
+from urllib.parse import quote_plus
 
 import httpx
-from authlib.common.urls import add_params_to_uri
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from authlib.common.encoding import to_native
+from authlib.integrations.httpx_client import AsyncOAuth2Client, OAuthError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -34,6 +41,7 @@ FLOW_COOKIE = "fleetline_oidc"
 FLOW_PATH = "/console/sign-in"
 FLOW_S = 600
 CALLBACK = "/console/sign-in/oidc/callback"
+TOKEN_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 _log = Log("console", "oidc")
 
 
@@ -41,16 +49,37 @@ class ProviderError(Exception):
     pass
 
 
+def client_secret_basic(client, method, uri, headers, body):
+    """HTTP Basic client authentication as RFC 6749 2.3.1 says: the client id and the secret
+    each form-urlencoded before they are joined and base64-encoded (a secret with `+`, `/`
+    or `=` is refused otherwise by providers that follow it). authlib's own does not encode
+    them (authlib PR #594, reverted); it takes this one in its place."""
+    pair = f"{quote_plus(client.client_id)}:{quote_plus(client.client_secret or '')}"
+    headers["Authorization"] = "Basic " + to_native(base64.b64encode(pair.encode("utf-8")))
+    return uri, headers, body
+
+
 class OidcClient:
     def __init__(self, issuer: str, client_id: str, client_secret: str | None, public_url: str,
-                 ca_file: str | None = None):
+                 ca_file: str | None = None, auth_method: str = "client_secret_basic"):
         self.issuer, self.client_id, self.client_secret = issuer.rstrip("/"), client_id, client_secret
+        self.auth_method = auth_method if client_secret else "none"
         self.redirect_uri = public_url.rstrip("/") + CALLBACK
-        self.http = httpx.AsyncClient(timeout=10, follow_redirects=False, verify=tls_context(ca_file))
+        self._tls = tls_context(ca_file)  # one context for every client made below
+        self.http = httpx.AsyncClient(timeout=10, follow_redirects=False, verify=self._tls)
         self._metadata: dict | None = None
 
     async def close(self) -> None:
         await self.http.aclose()
+
+    def _oauth(self) -> AsyncOAuth2Client:
+        """authlib's client for one step of one sign-in (it keeps the token it fetched)."""
+        client = AsyncOAuth2Client(client_id=self.client_id, client_secret=self.client_secret,
+                                   token_endpoint_auth_method=self.auth_method, code_challenge_method="S256",
+                                   redirect_uri=self.redirect_uri, scope="openid email", verify=self._tls,
+                                   timeout=10, follow_redirects=False)
+        client.register_client_auth_method(("client_secret_basic", client_secret_basic))
+        return client
 
     async def metadata(self) -> dict:
         if self._metadata is None:
@@ -67,28 +96,36 @@ class OidcClient:
 
     async def authorization_url(self, state: str, nonce: str, verifier: str) -> str:
         endpoint = (await self.metadata())["authorization_endpoint"]
-        return add_params_to_uri(endpoint, [
-            ("response_type", "code"), ("client_id", self.client_id), ("redirect_uri", self.redirect_uri),
-            ("scope", "openid email"), ("state", state), ("nonce", nonce),
-            ("code_challenge", create_s256_code_challenge(verifier)), ("code_challenge_method", "S256"),
-        ])
+        async with self._oauth() as client:
+            url, _ = client.create_authorization_url(endpoint, state=state, code_verifier=verifier, nonce=nonce)
+        return url
 
-    async def id_token(self, code: str, verifier: str) -> str:
-        """The ID token the code and verifier buy (client_secret_basic when there is a secret)."""
+    async def issuer_refused(self, params) -> str | None:
+        """RFC 9207: when the provider says its authorization responses carry `iss`, a
+        response without it, or with another issuer's, is refused (a mix-up attack)."""
+        if not (await self.metadata()).get("authorization_response_iss_parameter_supported"):
+            return None
+        given = params.get("iss")
+        if given is None:
+            return "the provider's answer does not say who sent it (iss)"
+        if given.rstrip("/") != self.issuer:
+            return "the answer comes from another issuer than this console's provider (iss)"
+        return None
+
+    async def tokens(self, code: str, verifier: str) -> dict:
+        """The ID token and the access token the code and verifier buy."""
         endpoint = (await self.metadata())["token_endpoint"]
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
-                "code_verifier": verifier}
-        auth = (self.client_id, self.client_secret) if self.client_secret else None
-        if auth is None:
-            form["client_id"] = self.client_id
         try:
-            resp = await self.http.post(endpoint, data=form, auth=auth)
-            body = resp.json()
+            async with self._oauth() as client:
+                token = await client.fetch_token(endpoint, grant_type="authorization_code", code=code,
+                                                 code_verifier=verifier)
+        except OAuthError as exc:
+            raise ProviderError(f"the provider refused the code ({exc.error})") from None
         except (httpx.HTTPError, ValueError) as exc:
             raise ProviderError(f"the provider's token endpoint failed: {exc}") from None
-        if resp.status_code != 200 or not isinstance(body.get("id_token"), str):
-            raise ProviderError(f"the provider refused the code ({body.get('error', resp.status_code)})")
-        return body["id_token"]
+        if not isinstance(token.get("id_token"), str):
+            raise ProviderError("the provider's answer holds no ID token")
+        return {"id_token": token["id_token"], "access_token": token.get("access_token")}
 
 
 def _pack(flow: dict) -> str:
@@ -131,20 +168,29 @@ async def callback(request: Request) -> Response:
     if client is None:
         return await sign_in_form(request, "Single sign-on is not configured.", 404)
     flow = _unpack(request.cookies.get(FLOW_COOKIE))
-    state, code = request.query_params.get("state", ""), request.query_params.get("code", "")
+    params = request.query_params
+    state, code = params.get("state", ""), params.get("code", "")
     refused = None
     if flow is None or not secrets.compare_digest(state.encode(), flow["state"].encode()):
         refused = "This sign-in was not started here, or it expired; please start again."
-    elif request.query_params.get("error") or not code:
+    if refused is None:
+        try:
+            wrong_issuer = await client.issuer_refused(params)
+        except ProviderError as exc:
+            wrong_issuer = str(exc)
+        if wrong_issuer is not None:
+            _log.warning("answer_refused", reason=wrong_issuer)
+            refused = "The sign-on answer did not come from this console's provider; please start again."
+    if refused is None and (params.get("error") or not code):
         refused = "The sign-on provider did not sign you in."
     if refused is None:
         try:
-            id_token = await client.id_token(code, flow["verifier"])
+            tokens = await client.tokens(code, flow["verifier"])
         except ProviderError as exc:
             _log.warning("code_refused", error=exc)
             refused = "The sign-on provider refused this sign-in; please start again."
     if refused is None:
-        opened = await open_session(request, {"method": "oidc", "id_token": id_token, "nonce": flow["nonce"]})
+        opened = await open_session(request, {"method": "oidc", "nonce": flow["nonce"], **tokens})
         if isinstance(opened, str):
             refused = opened
     if refused is not None:

@@ -118,3 +118,19 @@ def test_the_consoles_status_lists_are_the_apis():
     assert sorted(job_pages.BAR_ORDER) == sorted(TARGET_STATUSES)
     assert list(job_pages.JOB_STATUSES) == SCHEMAS["Job"]["properties"]["status"]["enum"]
     assert list(pages.COMMAND_STATUSES) == SCHEMAS["CommandState"]["properties"]["status"]["enum"]
+
+
+def test_client_secret_basic_form_urlencodes_the_id_and_the_secret_before_base64_as_rfc_6749_says():
+    """RFC 6749 2.3.1: a secret with `+`, `/` or `=` sent raw is another secret to a provider
+    that decodes it (panva's oidc-provider does): `+` reads as a space."""
+    import base64
+    from types import SimpleNamespace
+    from urllib.parse import unquote_plus
+
+    from services.console.oidc_flow import client_secret_basic
+
+    client = SimpleNamespace(client_id="console:one", client_secret="Fl+Te/st=Secret %41")
+    _, headers, _ = client_secret_basic(client, "POST", "https://idp/token", {}, "grant_type=x")
+    user, _, password = base64.b64decode(headers["Authorization"].removeprefix("Basic ")).decode().partition(":")
+    assert (user, password) == ("console%3Aone", "Fl%2BTe%2Fst%3DSecret+%2541")
+    assert (unquote_plus(user), unquote_plus(password)) == ("console:one", "Fl+Te/st=Secret %41")
