@@ -91,7 +91,7 @@ def create_app(settings: Settings) -> Starlette:
 
     notifications = Notifications(postgres_url(settings.database_url), {OPERATOR_CHANNEL: operator_auth.changed},
                                   restored=forget_operators, component="auth")
-    pruner = AuthPruner(db, settings.prune_interval_s)
+    pruner = AuthPruner(db, settings.prune_interval_s, settings.retention_days)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -336,6 +336,32 @@ WITH doomed AS MATERIALIZED (
 SELECT count(*) FROM gone
 """
 
+# Console sessions past their end (signing out deletes its own at once), a batch at a
+# time, oldest first.
+PRUNE_SESSIONS = """
+WITH doomed AS MATERIALIZED (
+    SELECT id_hash FROM operator_sessions WHERE expires_at < statement_timestamp() ORDER BY expires_at LIMIT $1
+), gone AS (
+    DELETE FROM operator_sessions WHERE id_hash IN (SELECT id_hash FROM doomed) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
+# Operator tokens that expired before the horizon (kept that long so the console still
+# shows a recently expired one). A session that used one ended long before.
+PRUNE_OPERATOR_TOKENS = """
+WITH doomed AS MATERIALIZED (
+    SELECT t.id FROM operator_tokens t
+     WHERE t.expires_at < $1
+       AND NOT EXISTS (SELECT 1 FROM operator_sessions s WHERE s.token_id = t.id)
+     ORDER BY t.expires_at
+     LIMIT $2
+), gone AS (
+    DELETE FROM operator_tokens WHERE id IN (SELECT id FROM doomed) RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
 # A password rehashed at sign-in when its parameters are out of date.
 REHASH_PASSWORD = "UPDATE operators SET password_hash = $2 WHERE id = $1"
 

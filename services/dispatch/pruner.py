@@ -7,8 +7,7 @@ batches of at most BATCH rows with a pause between them:
   delivery ledger and output; the commands of jobs ended before it, then the jobs once
   empty; audit events past the audit horizon, through the schema owner's function, which
   reads the horizon from a table only `fleetline migrate` writes (the services' role may
-  not delete an event itself); console sessions past their end; operator tokens expired
-  before the horizon.
+  not delete an event itself). Auth prunes its own tables (services/auth/pruner.py).
 Each batch is its own short transaction on rows picked FOR UPDATE SKIP LOCKED
 (queries.py): nothing a poll or a claim does waits on it. The pass ends a table when a
 batch comes back short, so the work per pass is bounded by what is due."""
@@ -57,8 +56,6 @@ class Pruner(Periodic):
                 "job_commands": await self._drain(conn, q.PRUNE_JOB_COMMANDS, horizon),
                 "jobs": await self._drain(conn, q.PRUNE_JOBS, horizon),
                 "audit_events": await self._drain(conn, q.PRUNE_AUDIT, keyset=True),
-                "operator_sessions": await self._drain(conn, q.PRUNE_SESSIONS),
-                "operator_tokens": await self._drain(conn, q.PRUNE_OPERATOR_TOKENS, horizon),
             }
             oldest = await conn.fetchrow(q.OLDEST_KEPT)
             self.oldest = dict(oldest)

@@ -903,31 +903,6 @@ PRUNE_AUDIT = "SELECT deleted, reached FROM prune_audit_events($1, $2)"
 # The horizon the function prunes to (for the pruner's log line).
 AUDIT_HORIZON = "SELECT statement_timestamp() - make_interval(secs => days * 86400) FROM audit_retention"
 
-# Console sessions past their end (signing out deletes its own at once).
-PRUNE_SESSIONS = """
-WITH doomed AS MATERIALIZED (
-    SELECT id_hash FROM operator_sessions WHERE expires_at < statement_timestamp() ORDER BY expires_at LIMIT $1
-), gone AS (
-    DELETE FROM operator_sessions WHERE id_hash IN (SELECT id_hash FROM doomed) RETURNING 1
-)
-SELECT count(*) FROM gone
-"""
-
-# Operator tokens that expired before the horizon (kept that long so the console still
-# shows a recently expired one). A session that used one ended long before.
-PRUNE_OPERATOR_TOKENS = """
-WITH doomed AS MATERIALIZED (
-    SELECT t.id FROM operator_tokens t
-     WHERE t.expires_at < $1
-       AND NOT EXISTS (SELECT 1 FROM operator_sessions s WHERE s.token_id = t.id)
-     ORDER BY t.expires_at
-     LIMIT $2
-), gone AS (
-    DELETE FROM operator_tokens WHERE id IN (SELECT id FROM doomed) RETURNING 1
-)
-SELECT count(*) FROM gone
-"""
-
 # The oldest row each pruned table keeps, for the metrics (each one index probe).
 OLDEST_KEPT = """
 SELECT (SELECT min(finished_at) FROM commands WHERE job_id IS NULL AND finished_at IS NOT NULL) AS commands,

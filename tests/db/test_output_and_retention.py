@@ -194,8 +194,7 @@ async def test_the_pruner_deletes_what_is_past_the_horizon_and_nothing_else(db, 
 
     pruner = _pruner(databases, database_url)
     deleted = await pruner.prune()
-    assert deleted == {"commands": 7, "job_commands": 4, "jobs": 1, "audit_events": 2, "operator_sessions": 0,
-                       "operator_tokens": 0}
+    assert deleted == {"commands": 7, "job_commands": 4, "jobs": 1, "audit_events": 2}
     left = {r[0] for r in sql.execute("SELECT id FROM commands")}
     assert left == {young, old_pending} | {r[0] for r in sql.execute(
         "SELECT id FROM commands WHERE job_id = %s", (running_job["id"],))}
@@ -224,7 +223,9 @@ async def test_two_replicas_never_prune_at_once(db, sql, signer, policy, databas
     assert _count(sql, "commands") == 0
 
 
-async def test_expired_console_sessions_and_long_expired_operator_tokens_go(sql, databases, database_url):
+async def test_auth_prunes_its_own_expired_console_sessions_and_long_expired_operator_tokens(db, sql):
+    from services.auth.pruner import AuthPruner
+
     op = uuid.uuid4()
     sql.execute("INSERT INTO operators (id, name, role, scope) VALUES (%s, 'p', 'viewer', %s)",
                 (op, json.dumps({"labels": {}, "command_types": ["*"]})))
@@ -236,7 +237,7 @@ async def test_expired_console_sessions_and_long_expired_operator_tokens_go(sql,
         sql.execute("INSERT INTO operator_sessions (id_hash, operator_id, method, expires_at) "
                     "VALUES (%s, %s, 'password', now() - make_interval(mins => %s))",
                     (uuid.uuid4().bytes, op, minutes))
-    deleted = await _pruner(databases, database_url).prune()
+    deleted = await AuthPruner(db, 3600, retention_days=30).prune()
     assert (deleted["operator_sessions"], deleted["operator_tokens"]) == (1, 1)
     assert sorted(r[0] for r in sql.execute("SELECT note FROM operator_tokens")) == ["live", "recently expired"]
     assert _count(sql, "operator_sessions") == 1
