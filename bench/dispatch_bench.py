@@ -14,7 +14,7 @@ import asyncpg
 from bench.loadgen import Run, closed_loop, poll_once
 from bench.harness import (database_url, print_table, ratio_summary, seed_agents, seed_backlog,
                          start_stack, write_result)
-from services.dispatch import queries as q
+from services.dispatch.lifecycle import queries as q
 from services.dispatch.app import DB_SETTINGS
 
 CONCURRENCY = 32

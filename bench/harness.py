@@ -76,7 +76,7 @@ def seed_agents(stack: Stack, n: int) -> list[dict]:
 
 def _a_signature(stack: Stack) -> str:
     """A real signature of a ping, so claimed rows carry what a queued command carries."""
-    from services.dispatch.signer import CommandSigner
+    from services.dispatch.signing.signer import CommandSigner
 
     signer = CommandSigner(str(stack.data_dir / "keys" / ONLINE_KEY))
     now = datetime.now(timezone.utc)

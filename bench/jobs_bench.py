@@ -41,7 +41,7 @@ def _label(url: str, agents: list[dict], name: str) -> None:
 
 def _advance_reads(url: str) -> list[dict]:
     """Per-read cost on the largest job, each statement run REPEAT times in turn."""
-    from services.dispatch import queries as q
+    from services.dispatch.lifecycle import queries as q
 
     rows = []
     with psycopg.connect(url, autocommit=True) as conn:

@@ -24,7 +24,7 @@ from bench.harness import _a_signature, database_url, print_table, seed_agents, 
 from bench.loadgen import Run, closed_loop
 from fleetline.settings import postgres_url
 from services.dispatch.app import DB_SETTINGS
-from services.dispatch.pruner import Pruner
+from services.dispatch.retention.pruner import Pruner
 
 BACKLOG = 1_000_000
 AGENTS = 1000

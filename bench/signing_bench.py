@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.harness import print_table, write_result
 from fleetline.private_files import new_ed25519_key
-from services.dispatch.signer import CommandSigner
+from services.dispatch.signing.signer import CommandSigner
 
 N = 20000
 PARAMS = {"small": {}, "shell": {"argv": ["sh", "-c", "systemctl restart nginx"], "timeout_s": 60},

@@ -13,30 +13,12 @@ from typing import Any, AsyncIterator, Mapping
 
 import databases
 
-# One channel, notified with agent ids whenever their held polls should look again:
-# commands were queued or released for them (dispatch). Each dispatch process LISTENs on
-# it (services/dispatch/listener.py). A transaction sends one notification naming every
-# agent it wakes, comma-separated, split only where a payload would pass PostgreSQL's
-# limit (8,000 bytes): WAKE_BATCH agents of 37 bytes each fit with room to spare.
-AGENT_CHANNEL = "fleetline_commands"
-NOTIFY_AGENT = f"SELECT pg_notify('{AGENT_CHANNEL}', $1::text)"
-WAKE_BATCH = 200
-# The agents of $1, in notifications of at most WAKE_BATCH each (one for most transactions).
-NOTIFY_AGENTS = f"""
-SELECT pg_notify('{AGENT_CHANNEL}', string_agg(a::text, ',')) FROM (
-    SELECT a, (n - 1) / {WAKE_BATCH} AS batch FROM unnest($1::uuid[]) WITH ORDINALITY AS u(a, n)
-) woken
- GROUP BY batch
-"""
-
-
-def woken_agents(payload: str) -> list[str]:
-    """The agent ids a notification on AGENT_CHANNEL names."""
-    return [a for a in payload.split(",") if a]
+# The channels more than one service uses (dispatch's own are in
+# services/dispatch/wakeups/channels.py).
 
 # Notified with an agent id when an operator revokes it (auth): every dispatch process wakes
 # its held poll (answered 403 agent_revoked) and dispatch cancels its job commands not
-# delivered yet (services/dispatch/revocations.py).
+# delivered yet (services/dispatch/lifecycle/revocations.py).
 REVOKED_CHANNEL = "fleetline_revoked"
 NOTIFY_REVOKED_AGENT = f"SELECT pg_notify('{REVOKED_CHANNEL}', $1::text)"
 
@@ -45,9 +27,6 @@ NOTIFY_REVOKED_AGENT = f"SELECT pg_notify('{REVOKED_CHANNEL}', $1::text)"
 # it had cached (operators.py).
 OPERATOR_CHANNEL = "fleetline_operators"
 
-# Notified with a command id when its live output grows or it ends: every dispatch process
-# wakes the readers following that command's output (services/dispatch/output.py).
-OUTPUT_CHANNEL = "fleetline_output"
 
 async def _keep_session(conn: Any) -> None:
     """Pool release without asyncpg's default reset query (one more round trip per

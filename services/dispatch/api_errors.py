@@ -10,10 +10,10 @@ from starlette.responses import Response
 
 from services.common.errors import ApiError, conflict, forbidden, invalid, invalid_token, not_found
 from services.common.errors import EXCEPTION_HANDLERS as COMMON_HANDLERS
-from services.dispatch import approvals as a
-from services.dispatch import commands as c
-from services.dispatch import jobs as j
-from services.dispatch import output as o
+from services.dispatch.lifecycle import approvals as a
+from services.dispatch.lifecycle import commands as c
+from services.dispatch.lifecycle import jobs as j
+from services.dispatch.output import chunks as o
 
 ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     c.UnknownAgent: lambda e: invalid_token("The token's agent does not exist."),

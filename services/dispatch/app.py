@@ -20,22 +20,27 @@ from services.common.http import ServiceMiddleware, api_route, health_routes
 from services.common.ratelimit import RateLimit, make_storage
 from services.common.readiness import SchemaCheck
 from services.common.tokens import AccessTokenVerifier, KeySet
-from services.dispatch import admin_api, agent_api, approvals, approvals_api, jobs_api, keysets
-from services.dispatch.approval_policy import PolicyCache
+from services.dispatch.admin import commands_api as admin_api
+from services.dispatch.agents import api as agent_api
+from services.dispatch.lifecycle import approvals
+from services.dispatch.admin import approvals_api
+from services.dispatch.admin import jobs_api
+from services.dispatch.signing import keysets
+from services.dispatch.lifecycle.approval_policy import PolicyCache
 from services.dispatch.api_errors import EXCEPTION_HANDLERS
-from services.dispatch.commands import PollPolicy
-from services.dispatch.first_use import FirstUse
-from services.dispatch.last_seen import LastSeen
-from services.dispatch.reaper import Reaper
-from services.dispatch.revocations import Revocations
-from services.dispatch.signer import CommandSigner, read_keyset
-from services.dispatch.lease_sweep import LeaseSweep
-from services.dispatch.listener import Listener
-from services.dispatch.materialiser import Materialiser
-from services.dispatch.output import Followers
-from services.dispatch.pruner import Pruner
+from services.dispatch.lifecycle.commands import PollPolicy
+from services.dispatch.agents.first_use import FirstUse
+from services.dispatch.agents.last_seen import LastSeen
+from services.dispatch.lifecycle.reaper import Reaper
+from services.dispatch.lifecycle.revocations import Revocations
+from services.dispatch.signing.signer import CommandSigner, read_keyset
+from services.dispatch.wakeups.lease_sweep import LeaseSweep
+from services.dispatch.wakeups.listener import Listener
+from services.dispatch.lifecycle.materialiser import Materialiser
+from services.dispatch.output.chunks import Followers
+from services.dispatch.retention.pruner import Pruner
 from services.common.periodic import Periodic
-from services.dispatch.waiters import Waiters
+from services.dispatch.wakeups.waiters import Waiters
 
 _log = Log("dispatch", "lifecycle")
 

@@ -11,8 +11,8 @@ from fleetline.cli.keys import ONLINE_KEY
 from fleetline.settings import postgres_url
 from services.common.db import Db
 from services.dispatch.app import DB_SETTINGS
-from services.dispatch.commands import PollPolicy
-from services.dispatch.signer import CommandSigner
+from services.dispatch.lifecycle.commands import PollPolicy
+from services.dispatch.signing.signer import CommandSigner
 
 
 @pytest.fixture

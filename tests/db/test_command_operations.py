@@ -10,7 +10,7 @@ import pytest
 
 from services.common.audit import BOOTSTRAP_ID, Context
 from services.common.operators import Operator, Scope
-from services.dispatch import commands
+from services.dispatch.lifecycle import commands
 from tests.db import rows
 
 ADMIN = Operator(BOOTSTRAP_ID, "bootstrap", "admin", Scope())
@@ -116,7 +116,7 @@ async def test_concurrent_claims_never_hand_one_command_to_two_polls(db, sql, si
 
 
 async def test_a_revoked_agent_claims_nothing_and_its_undelivered_job_commands_end(db, sql, signer, policy):
-    from services.dispatch import jobs
+    from services.dispatch.lifecycle import jobs
 
     agents = [rows.agent(sql) for _ in range(2)]
     job, _ = await jobs.create(db, jobs.NewJob(selector={"agent_ids": [str(a) for a in agents]},

@@ -15,7 +15,7 @@ from fleetline.settings import postgres_url
 from services.auth import enrolment
 from services.common.audit import Actor, Context
 from services.common.db import REVOKED_CHANNEL
-from services.dispatch.first_use import FirstUse
+from services.dispatch.agents.first_use import FirstUse
 from tests.db.test_command_operations import CTX
 
 TTL = 3600

@@ -3,7 +3,7 @@ written less than FLEETLINE_LAST_SEEN_WRITE_S ago is not written again, whatever
 
 from __future__ import annotations
 
-from services.dispatch.last_seen import LastSeen
+from services.dispatch.agents.last_seen import LastSeen
 from tests.db import rows
 from tests.integration.dbstate import count_statements
 

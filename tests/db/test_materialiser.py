@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 
-from services.dispatch import commands, jobs
-from services.dispatch.materialiser import Materialiser
+from services.dispatch.lifecycle import commands
+from services.dispatch.lifecycle import jobs
+from services.dispatch.lifecycle.materialiser import Materialiser
 from tests.db import rows
 from tests.db.test_command_operations import ADMIN, CTX
 from tests.db.test_job_operations import OK, _command

@@ -13,9 +13,10 @@ import pytest
 
 from fleetline.settings import postgres_url
 from services.common.operators import Scope
-from services.dispatch import commands, output
+from services.dispatch.lifecycle import commands
+from services.dispatch.output import chunks as output
 from services.dispatch.app import DB_SETTINGS
-from services.dispatch.pruner import Pruner
+from services.dispatch.retention.pruner import Pruner
 from tests.db import rows
 from tests.db.test_command_operations import _queue
 from tests.db.test_job_operations import _job

@@ -11,44 +11,27 @@ import asyncpg
 
 from fleetline import statuses
 from fleetline.settings import postgres_url
-from services.auth import queries as auth_queries
-from services.common import queries as common_queries
-from services.dispatch import queries as dispatch_queries
-
-MODULES = (auth_queries, common_queries, dispatch_queries)
-STATEMENT = re.compile(r"\s*(WITH|SELECT|INSERT|UPDATE|DELETE|SET)\b", re.IGNORECASE)
-
-
-def statements() -> list[tuple[str, str]]:
-    found = []
-    for module in MODULES:
-        for name, value in vars(module).items():
-            if name.startswith("_"):  # a template or fragment, not a statement
-                continue
-            if isinstance(value, str) and name.isupper() and STATEMENT.match(value):
-                found.append((f"{module.__name__.split('.')[1]}.{name}", value))
-            elif isinstance(value, dict) and name.isupper():  # statements chosen by filters
-                found += [(f"{module.__name__}.{name}[{key}]", v) for key, v in value.items()
-                          if isinstance(v, str) and STATEMENT.match(v)]
-    return found
+from tests.sql import statements
 
 
 def test_the_queries_modules_hold_the_statements_we_expect():
-    names = {n for n, _ in statements()}
-    assert len(names) > 60
-    assert {"dispatch.CLAIM", "dispatch.ACK", "dispatch.REPORT_RESULT", "auth.LOCK_REGISTRATION_TOKEN",
-            "auth.ISSUE_SUCCESSOR", "dispatch.REAP_REVOKED_AGENTS_JOB_COMMANDS"} <= names
+    names = {f"{module}.{name}" for module, name, _ in statements()}
+    assert len(names) > 100
+    assert {"services.dispatch.lifecycle.queries.CLAIM", "services.dispatch.lifecycle.queries.ACK",
+            "services.auth.queries.LOCK_REGISTRATION_TOKEN", "services.auth.queries.ISSUE_SUCCESSOR",
+            "services.dispatch.output.queries.APPEND_OUTPUT", "services.dispatch.retention.queries.PRUNE_COMMANDS",
+            "services.dispatch.agents.queries.MARK_AGENTS_USED", "services.common.queries.INSERT_AUDIT_EVENT"} <= names
 
 
 async def test_every_statement_of_every_queries_module_prepares(databases, database_url):
     conn = await asyncpg.connect(postgres_url(databases.service_url(database_url)))
     failures = []
     try:
-        for name, sql in statements():
+        for module, name, sql in statements():
             try:
                 await conn.prepare(sql)
             except asyncpg.PostgresError as exc:
-                failures.append(f"{name}: {exc}")
+                failures.append(f"{module}.{name}: {exc}")
     finally:
         await conn.close()
     assert failures == []

@@ -6,7 +6,7 @@ import random
 import httpx
 import pytest
 
-from services.dispatch.commands import FINAL, TRANSITIONS
+from services.dispatch.lifecycle.commands import FINAL, TRANSITIONS
 from tests.integration.support import wait_until
 
 AUDIT = """

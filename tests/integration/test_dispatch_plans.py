@@ -3,7 +3,7 @@
 import time
 import psycopg
 
-from services.dispatch import queries as q
+from services.dispatch.lifecycle import queries as q
 from services.dispatch.app import DB_SETTINGS
 from tests.integration.dbstate import count_statements
 

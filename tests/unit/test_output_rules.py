@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from fleetline.utf8 import head
-from services.dispatch.output_rules import APPEND, CONFLICT, SAME, assemble, place, readable_from
+from services.dispatch.output.rules import APPEND, CONFLICT, SAME, assemble, place, readable_from
 
 CAP = 100
 

@@ -4,8 +4,8 @@ many waiting commands to release."""
 import pytest
 
 from gateway.openapi import TARGET_STATUSES as DOCUMENTED
-from services.dispatch import rollout
-from services.dispatch.rollout import Step, tally, window_size
+from services.dispatch.lifecycle import rollout
+from services.dispatch.lifecycle.rollout import Step, tally, window_size
 
 
 def counts(**given: int) -> dict:

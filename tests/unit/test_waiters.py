@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.dispatch.waiters import DEADLINE, DEPARTED, WOKEN, Waiters
+from services.dispatch.wakeups.waiters import DEADLINE, DEPARTED, WOKEN, Waiters
 
 
 class Client:

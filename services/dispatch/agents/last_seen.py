@@ -12,7 +12,7 @@ from typing import Callable
 
 from services.common.db import Db
 from fleetline.ethos import Log
-from services.dispatch import queries as q
+from services.dispatch.agents import queries as q
 from services.common.periodic import Periodic
 
 _log = Log("dispatch", "last_seen")

@@ -18,8 +18,11 @@ from services.common.validation import (
     Int, JsonObject, Str, nullable, parse_uuid, path_id, query_choice, query_int, read_json_object,
     take,
 )
-from services.dispatch import commands, jobs, keysets, output
-from services.dispatch.signer import BadKeyset, read_keyset
+from services.dispatch.lifecycle import commands
+from services.dispatch.lifecycle import jobs
+from services.dispatch.signing import keysets
+from services.dispatch.output import chunks as output
+from services.dispatch.signing.signer import BadKeyset, read_keyset
 from services.dispatch.views import state_view
 
 _log = Log("dispatch", "admin")

@@ -8,9 +8,9 @@ import uuid
 
 from services.common import audit
 from services.common.db import Db
-from services.dispatch import queries as q
-from services.dispatch.commands import check_agent
-from services.dispatch.signer import Keyset
+from services.dispatch.signing import queries as q
+from services.dispatch.lifecycle.commands import check_agent
+from services.dispatch.signing.signer import Keyset
 
 
 async def install(db: Db, keyset: Keyset, ctx: audit.Context | None = None) -> bool:

@@ -32,10 +32,10 @@ from fleetline.signing import canonical
 from services.common import audit
 from services.common.db import Db
 from services.common.operators import EVERYTHING, Operator, Scope
-from services.dispatch import approval_policy
-from services.dispatch import queries as q
-from services.dispatch.approval_policy import NO_POLICY, Policy
-from services.dispatch.signer import CommandSigner
+from services.dispatch.lifecycle import issuing
+from services.dispatch.lifecycle import queries as q
+from services.dispatch.lifecycle.approval_policy import NO_POLICY, Policy
+from services.dispatch.signing.signer import CommandSigner
 
 STATUSES = statuses.COMMAND_STATUSES
 LIVE = frozenset(statuses.COMMAND_LIVE)
@@ -225,6 +225,12 @@ class NewCommand:
     run_timeout_s: int
     idempotency_key: str | None
 
+    @classmethod
+    def of_row(cls, row: Row) -> "NewCommand":
+        """A stored command's settings (one awaiting approval is signed from them)."""
+        return cls(**{f: row[f] for f in ("agent_id", "type", "params", "priority", "ttl_s", "max_retries",
+                                          "ack_timeout_s", "run_timeout_s", "idempotency_key")})
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -256,18 +262,6 @@ async def report(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID, outcome: st
     return result_outcome(row, outcome, result)
 
 
-async def _approvals_needed(db: Db, new: NewCommand, policy: Policy) -> int:
-    """How many approvals the new command needs under the policy (0: none)."""
-    if not policy.rules:
-        return 0
-    carried: list[bool] = []
-    if policy.label_rules():
-        labels = await db.fetchval(q.AGENT_LABELS, new.agent_id) or {}
-        carried = [all(labels.get(k) == v for k, v in rule.items()) for rule in policy.label_rules()]
-    request = approval_policy.Request(new.type, 1, carried=carried)
-    return policy.approvals if approval_policy.needs_approval(policy, request) else 0
-
-
 async def create(db: Db, new: NewCommand, signer: CommandSigner, by: Operator,
                  ctx: audit.Context, policy: Policy = NO_POLICY) -> tuple[Row, bool]:
     """The command, signed now (its payload names who issued it), and whether it was created
@@ -278,15 +272,14 @@ async def create(db: Db, new: NewCommand, signer: CommandSigner, by: Operator,
     check_type(by.scope, new.type)
     command_id = uuid.uuid4()
     issued_at = datetime.now(timezone.utc)
-    required = await _approvals_needed(db, new, policy)
+    required = await issuing.approvals_needed(db, policy, new.type, [new.agent_id])
     if required:
         status, signed = statuses.AWAITING, None
         expires_at = issued_at + timedelta(seconds=policy.expires_in_s)
     else:
         status, expires_at = "pending", issued_at + timedelta(seconds=new.ttl_s)
-        signed = signer.sign(command_id=str(command_id), agent_id=str(new.agent_id), type=new.type,
-                             params=new.params, issued_at=issued_at, expires_at=expires_at,
-                             run_timeout_s=new.run_timeout_s, issued_by=by.name)
+        (signed,) = await issuing.signed_payloads(signer, [command_id], [new.agent_id], new, issued_at, expires_at,
+                                                  by.name)
     async with db.transaction():
         row = create_outcome(await db.fetchrow(
             q.CREATE_COMMAND, new.agent_id, command_id, new.type, new.params, new.priority,

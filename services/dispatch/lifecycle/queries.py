@@ -1,17 +1,20 @@
-"""Every SQL statement of the dispatch service, one by one, with why each lock and guard
-is there. `commands.py` runs them and decides what their answers mean; each lifecycle
-rule below is one named fragment, written once and used wherever it applies.
+"""Every statement that creates a command or a job or changes its status, and the reads
+the lifecycle's decisions need, one by one, with why each lock and guard is there. The
+operations of this package run them and decide what their answers mean; no statement
+outside this module writes `commands.status` or `jobs.status`
+(tests/unit/test_sql_owners.py reads every queries module to hold that).
 
 Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 - State changes are guarded by the state they expect (`AND status IN (...)`); zero rows
   updated means a duplicate or stale request, which the caller answers idempotently.
 - Times are `statement_timestamp()`, never `now()` (a transaction's start).
-- Each statement runs on its own (autocommit): no transaction is held across a round trip.
+- Each statement runs on its own (autocommit) unless an operation's transaction says why:
+  no transaction is held across a round trip to anything but PostgreSQL.
 """
 
-from services.common.db import AGENT_CHANNEL, NOTIFY_AGENT, OUTPUT_CHANNEL, WAKE_BATCH
-from services.common.db import NOTIFY_AGENTS as _NOTIFY_AGENTS
-from services.dispatch import rollout
+from services.dispatch.lifecycle import rollout
+from services.dispatch.wakeups.channels import AGENT_CHANNEL, NOTIFY_AGENT, OUTPUT_CHANNEL, WAKE_BATCH
+from services.dispatch.wakeups.channels import NOTIFY_AGENTS as _NOTIFY_AGENTS
 
 # --- rules, each written once ------------------------------------------------------------
 # They read a command row aliased `c`.
@@ -102,17 +105,6 @@ SELECT agent.status AS agent_status,
   FROM agent
   LEFT JOIN claimed ON true
  ORDER BY claimed.priority DESC, claimed.created_at, claimed.id
-"""
-
-# Batched last_seen_at (see last_seen.py): one statement per flush for every agent seen
-# since the last one, instead of one write per poll. Ids are sorted by the caller so two
-# replicas flushing at once lock rows in the same order (no deadlock); GREATEST keeps a
-# late flush from moving the time backwards.
-TOUCH_AGENTS = """
-UPDATE agents a
-   SET last_seen_at = GREATEST(a.last_seen_at, v.seen)
-  FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, seen)
- WHERE a.id = v.id
 """
 
 # --- ack and result (agent) -------------------------------------------------------------
@@ -206,76 +198,8 @@ SELECT agent.status AS agent_status, agent.in_scope, ins.*
   FROM agent LEFT JOIN ins ON true
 """
 
-# An agent's labels, for the approval policy's label rules.
-AGENT_LABELS = "SELECT labels FROM agents WHERE id = $1"
-
 GET_BY_IDEMPOTENCY_KEY = f"""
 SELECT {COMMAND_COLUMNS} FROM commands WHERE agent_id = $1 AND idempotency_key = $2
-"""
-
-# After the LISTEN connection was re-established (listener.py): which of the agents parked
-# in this process got a command during the gap. One statement for all of them, on
-# commands_claimable; the woken polls claim as usual.
-CATCH_UP = f"""
-SELECT DISTINCT c.agent_id::text
-  FROM commands c
- WHERE c.agent_id = ANY($1::uuid[])
-   AND c.status IN ('pending', 'sent') AND {DUE}
-"""
-
-# The look-ahead sweep (lease_sweep.py): leases of any replica coming due within $1 s
-# (or gone due within the last $1 s), per agent, so a parked poll wakes for its
-# redelivery without polling the table itself. A range scan of commands_deadline: its cost
-# follows the leases coming due, not the number of idle agents.
-LEASES_COMING_DUE = """
-SELECT c.agent_id::text AS agent_id,
-       EXTRACT(EPOCH FROM min(c.visible_at) - statement_timestamp())::float8 AS due_in_s
-  FROM commands c
- WHERE c.status = 'sent'
-   AND c.visible_at > statement_timestamp() - make_interval(secs => $1)
-   AND c.visible_at <= statement_timestamp() + make_interval(secs => $1)
- GROUP BY c.agent_id
-"""
-
-# --- agents' first use -------------------------------------------------------------------
-
-# Before an agent request is answered, once per agent (first_use.py), for every agent seen
-# while the previous write was under way: one statement, one commit. The row lock each
-# mark takes orders it against a repeat registration of the machine, which locks the same
-# row. Rows are locked in id order, so two replicas' batches (the same agent may reach
-# both) never deadlock; IS NULL: agents marked already are neither locked nor written.
-MARK_AGENTS_USED = """
-WITH first AS (
-    SELECT id FROM agents
-     WHERE id = ANY($1::uuid[]) AND credentials_used_at IS NULL
-     ORDER BY id
-       FOR NO KEY UPDATE
-)
-UPDATE agents a
-   SET credentials_used_at = statement_timestamp()
-  FROM first
- WHERE a.id = first.id AND a.credentials_used_at IS NULL
-"""
-
-# --- keysets ----------------------------------------------------------------------------
-
-# The newest keyset for an agent that asks, with the agent's status: a revoked agent's token
-# reads nothing, as from every agent endpoint.
-KEYSET_FOR_AGENT = """
-SELECT a.status AS agent_status, k.document
-  FROM agents a
-  LEFT JOIN LATERAL (SELECT document FROM command_keysets ORDER BY version DESC LIMIT 1) k ON true
- WHERE a.id = $1
-"""
-
-# Only above every version there is: an older keyset (a replay) inserts nothing. Two
-# uploads racing with the same version: the primary key lets one win.
-INSTALL_KEYSET = """
-INSERT INTO command_keysets (version, document, expires_at)
-SELECT $1, $2, $3
- WHERE NOT EXISTS (SELECT 1 FROM command_keysets WHERE version >= $1)
-ON CONFLICT (version) DO NOTHING
-RETURNING version
 """
 
 # Wakes long polls waiting for this agent, in every dispatch replica.
@@ -364,35 +288,40 @@ UPDATE commands c
 """
 
 
-# --- revoked agents (revocations.py) ----------------------------------------------------------
+# --- revoked agents (revocations.py, the reaper, the materialiser) ------------------------------
 # A revoked agent never polls again: its job commands not delivered yet would wait for ever
 # (or expire, and count as failures). They end cancelled, which a job counts as final.
 # Commands queued to it one by one stay as they are (the operator sees them pending, and
-# may cancel them). Both statements walk commands_claimable by agent and re-check the
-# status they expect.
+# may cancel them). Three moments find them, one rule ends them: when auth's notification
+# is heard, on the reaper's beat for a notification nobody heard, and when a large job's
+# slice meets a target revoked since the job froze it. Reads a command row aliased `c`.
+REVOKED_TARGET_ENDS = "status = 'cancelled', finished_at = statement_timestamp()"
+UNDELIVERED_JOB_COMMAND = "(c.status = 'pending' AND c.job_id IS NOT NULL)"
 
 # When auth notifies the revocation (within a second); the jobs they belong to move on.
-CANCEL_REVOKED_AGENT_JOB_COMMANDS = """
-UPDATE commands
-   SET status = 'cancelled', finished_at = statement_timestamp()
- WHERE agent_id = $1 AND status = 'pending' AND job_id IS NOT NULL
+# Walks commands_claimable by agent.
+CANCEL_REVOKED_AGENT_JOB_COMMANDS = f"""
+UPDATE commands c
+   SET {REVOKED_TARGET_ENDS}
+ WHERE c.agent_id = $1 AND {UNDELIVERED_JOB_COMMAND}
    AND EXISTS (SELECT 1 FROM agents a WHERE a.id = $1 AND a.status = 'revoked')
-RETURNING job_id
+RETURNING c.job_id
 """
 
 # The reaper's catch-up, for a notification no dispatch process heard (all down, or its
 # LISTEN connection reconnecting): agents revoked within the last day, through the small
-# agents_recently_revoked index, in batches, skipping rows a claim holds.
-REAP_REVOKED_AGENTS_JOB_COMMANDS = """
+# agents_recently_revoked index, in batches, skipping rows a claim holds; the outer guard
+# re-checks the row after its lock.
+REAP_REVOKED_AGENTS_JOB_COMMANDS = f"""
 UPDATE commands c
-   SET status = 'cancelled', finished_at = statement_timestamp()
+   SET {REVOKED_TARGET_ENDS}
   FROM (SELECT c.id FROM agents a
           JOIN commands c ON c.agent_id = a.id
          WHERE a.status = 'revoked' AND a.revoked_at > statement_timestamp() - interval '1 day'
-           AND c.status = 'pending' AND c.job_id IS NOT NULL
+           AND {UNDELIVERED_JOB_COMMAND}
          LIMIT $1
            FOR UPDATE OF c SKIP LOCKED) AS stale
- WHERE c.id = stale.id AND c.status = 'pending'
+ WHERE c.id = stale.id AND {UNDELIVERED_JOB_COMMAND}
 """
 
 # --- jobs (jobs.py) -------------------------------------------------------------------------
@@ -529,10 +458,11 @@ SELECT t.agent_id, a.status
 # The slice made: the job's count moves on in the slice's transaction.
 MATERIALISED = "UPDATE jobs SET materialised = materialised + $2 WHERE id = $1"
 
-# Targets revoked after the job froze them: their commands end cancelled at once.
-CANCEL_REVOKED_TARGETS = """
-UPDATE commands SET status = 'cancelled', finished_at = statement_timestamp()
- WHERE job_id = $1 AND agent_id = ANY($2::uuid[]) AND status = 'pending'
+# Targets revoked after the job froze them: their commands, just made, end cancelled at
+# once (in the slice's transaction).
+CANCEL_REVOKED_TARGETS = f"""
+UPDATE commands c SET {REVOKED_TARGET_ENDS}
+ WHERE c.job_id = $1 AND c.agent_id = ANY($2::uuid[]) AND {UNDELIVERED_JOB_COMMAND}
 """
 
 # A cancelled or halted job's targets not materialised yet: never will be.
@@ -784,128 +714,4 @@ WITH due AS (
 )
 UPDATE commands c SET status = 'denied', denied_reason = 'approval_expired', finished_at = statement_timestamp()
   FROM due WHERE c.id = due.id AND c.status = 'awaiting_approval'
-"""
-
-
-# --- live output ---------------------------------------------------------------------------
-
-# The command a chunk belongs to, locked (NO KEY UPDATE, the claim's strength): chunks of
-# one command are placed one at a time, so two copies of a chunk racing cannot both see the
-# old end, and a result arriving meanwhile waits for the chunk or the chunk sees it ended.
-# With its agent's status, as ack and result read it (unlocked: a revocation committed
-# before this statement is seen): a revoked agent's token writes nothing.
-LOCK_FOR_OUTPUT = """
-WITH agent AS MATERIALIZED (
-    SELECT status FROM agents WHERE id = $2
-), command AS MATERIALIZED (
-    SELECT status, output_bytes, output_truncated FROM commands
-     WHERE id = $1 AND agent_id = $2
-       FOR NO KEY UPDATE
-)
-SELECT agent.status AS agent_status, command.*
-  FROM agent LEFT JOIN command ON true
-"""
-
-# The stored chunks that reach into [$2, $3). A chunk holds at most 64 KiB, so none that
-# starts 64 KiB or more before $2 can: the primary key's range stays short however long
-# the stream is.
-OUTPUT_CHUNKS = """
-SELECT byte_offset, data FROM command_output
- WHERE command_id = $1 AND byte_offset > $2 - 65536 AND byte_offset < $3
- ORDER BY byte_offset
-"""
-
-# The chunk, the stream's new end and the followers' wake-up, in one statement (run under
-# LOCK_FOR_OUTPUT's lock, which is what makes $2 the end).
-APPEND_OUTPUT = f"""
-WITH stored AS (
-    INSERT INTO command_output (command_id, byte_offset, data) VALUES ($1, $2, $3)
-), grown AS (
-    UPDATE commands SET output_bytes = $2 + octet_length($3), output_truncated = $4 WHERE id = $1
-)
-SELECT pg_notify('{OUTPUT_CHANNEL}', $1::text)
-"""
-
-# The cap reached exactly: nothing more to store, only the mark.
-MARK_OUTPUT_TRUNCATED = "UPDATE commands SET output_truncated = true WHERE id = $1"
-
-# --- retention ----------------------------------------------------------------------------
-# The pruner (services/dispatch/pruner.py) runs these on its own connection, under a
-# session advisory lock (one replica at a time), each batch its own short transaction,
-# oldest first through an index, at most $2 rows. Rows are picked FOR UPDATE SKIP LOCKED:
-# a row something else is touching is left for the next pass, and nothing a poll or a
-# claim does ever waits on the pruner (the claim reads only pending and sent commands,
-# which have no finished_at).
-
-PRUNE_LOCK = "SELECT pg_try_advisory_lock(hashtext('fleetline_pruner'))"
-
-# The commands a pruning statement picked (`doomed`, ids), deleted with their delivery
-# ledger and output in the same statement: the foreign keys are checked at its end.
-DELETE_DOOMED_COMMANDS = """, ledger AS (
-    DELETE FROM deliveries WHERE command_id IN (SELECT id FROM doomed)
-), output AS (
-    DELETE FROM command_output WHERE command_id IN (SELECT id FROM doomed)
-), gone AS (
-    DELETE FROM commands WHERE id IN (SELECT id FROM doomed) RETURNING 1
-)"""
-
-# Single commands that ended before the horizon, with their delivery ledger and output.
-# $3: where the previous batch ended (finished_at). Deleted rows stay in the index until
-# vacuum, so a scan from the oldest would walk every entry earlier batches deleted: each
-# batch slower than the last (measured: 1,552 rows/s over a 1,000,000-row backlog). A row
-# skipped as locked is left behind the bound, for the next pass.
-PRUNE_COMMANDS = f"""
-WITH doomed AS MATERIALIZED (
-    SELECT id, finished_at FROM commands
-     WHERE job_id IS NULL AND finished_at IS NOT NULL AND finished_at >= $3 AND finished_at < $1
-     ORDER BY finished_at
-     LIMIT $2
-       FOR UPDATE SKIP LOCKED
-){DELETE_DOOMED_COMMANDS}
-SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT max(finished_at) FROM doomed) AS reached
-"""
-
-# The commands of jobs that ended before the horizon, oldest job first; a command still
-# live (a job cancelled under a running command) stays until it ends.
-PRUNE_JOB_COMMANDS = f"""
-WITH doomed AS MATERIALIZED (
-    SELECT c.id FROM jobs j JOIN commands c ON c.job_id = j.id
-     WHERE j.finished_at IS NOT NULL AND j.finished_at < $1 AND c.finished_at IS NOT NULL
-     ORDER BY j.finished_at
-     LIMIT $2
-       FOR UPDATE OF c SKIP LOCKED
-){DELETE_DOOMED_COMMANDS}
-SELECT count(*) FROM gone
-"""
-
-# Jobs pruned whole: a job goes once none of its commands is left.
-PRUNE_JOBS = """
-WITH doomed AS MATERIALIZED (
-    SELECT j.id FROM jobs j
-     WHERE j.finished_at IS NOT NULL AND j.finished_at < $1
-       AND NOT EXISTS (SELECT 1 FROM commands c WHERE c.job_id = j.id)
-     ORDER BY j.finished_at
-     LIMIT $2
-       FOR UPDATE SKIP LOCKED
-), targets AS (
-    DELETE FROM job_targets WHERE job_id IN (SELECT id FROM doomed)
-), gone AS (
-    DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING 1
-)
-SELECT count(*) FROM gone
-"""
-
-# Audit events are append-only: the services' role may not delete them at all. The pruner
-# calls the owner's function (migration 0013), which computes the horizon itself from the
-# retention only `fleetline migrate` writes. $2: where the previous batch ended.
-PRUNE_AUDIT = "SELECT deleted, reached FROM prune_audit_events($1, $2)"
-
-# The horizon the function prunes to (for the pruner's log line).
-AUDIT_HORIZON = "SELECT statement_timestamp() - make_interval(secs => days * 86400) FROM audit_retention"
-
-# The oldest row each pruned table keeps, for the metrics (each one index probe).
-OLDEST_KEPT = """
-SELECT (SELECT min(finished_at) FROM commands WHERE job_id IS NULL AND finished_at IS NOT NULL) AS commands,
-       (SELECT min(finished_at) FROM jobs WHERE finished_at IS NOT NULL) AS jobs,
-       (SELECT min(at) FROM audit_events) AS audit_events
 """

@@ -21,10 +21,10 @@ from datetime import datetime, timedelta, timezone
 from fleetline.ethos import Log
 from services.common.db import Db
 from services.common.periodic import Periodic
-from services.dispatch import jobs
-from services.dispatch import queries as q
-from services.dispatch.commands import NewCommand
-from services.dispatch.signer import CommandSigner
+from services.dispatch.lifecycle import issuing, jobs, rollout
+from services.dispatch.lifecycle import queries as q
+from services.dispatch.lifecycle.commands import NewCommand
+from services.dispatch.signing.signer import CommandSigner
 
 _log = Log("dispatch", "materialiser")
 
@@ -59,14 +59,12 @@ class Materialiser(Periodic):
             now = datetime.now(timezone.utc)
             expires_at = now + timedelta(seconds=settings.ttl_s)
             ids = [uuid.uuid4() for _ in agents]
-            signed = await jobs.sign_all(self.signer, ids, agents, settings, now, expires_at,
-                                         job["created_by_name"])
-            # None due yet (window 0): advance() below releases what the window allows.
-            due = 0 if job["max_in_flight"] is not None else len(agents)
-            await self.db.execute(
-                q.CREATE_JOB_COMMANDS, ids, agents, job["id"], settings.type, settings.params, settings.priority,
-                settings.max_retries, settings.ack_timeout_s, settings.run_timeout_s, now, expires_at, due,
-                signed, job["created_by_id"], job["created_by_name"], "pending")
+            signed = await issuing.signed_payloads(self.signer, ids, agents, settings, now, expires_at,
+                                                   job["created_by_name"])
+            # With a window, advance() below releases what it allows.
+            due = rollout.due_at_start(job["max_in_flight"], len(agents), whole=False)
+            await jobs.insert_commands(self.db, job["id"], settings, ids, agents, signed, now, expires_at, due,
+                                       job["created_by_id"], job["created_by_name"], "pending")
             if revoked:
                 await self.db.execute(q.CANCEL_REVOKED_TARGETS, job["id"], revoked)
             await self.db.execute(q.MATERIALISED, job["id"], len(agents))

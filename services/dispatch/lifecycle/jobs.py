@@ -16,7 +16,6 @@ revocation, or in another replica).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -26,15 +25,13 @@ from fleetline import statuses
 from services.common import audit
 from services.common.db import Db
 from services.common.operators import EVERYTHING, Operator, Scope
-from services.dispatch import approval_policy
-from services.dispatch import queries as q
-from services.dispatch import rollout
-from services.dispatch.approval_policy import NO_POLICY, Policy
-from services.dispatch.commands import NewCommand, OutOfScope, Row, check_type, params_digest
-from services.dispatch.signer import CommandSigner
+from services.dispatch.lifecycle import issuing, rollout
+from services.dispatch.lifecycle import queries as q
+from services.dispatch.lifecycle.approval_policy import NO_POLICY, Policy
+from services.dispatch.lifecycle.commands import NewCommand, OutOfScope, Row, check_type, params_digest
+from services.dispatch.signing.signer import CommandSigner
 
 
-SIGN_SLICE = 500
 # Past this many targets a job answers at once and is materialised in the background
 # (FLEETLINE_JOB_SLICE_TARGETS: also the slice's size).
 IN_REQUEST_TARGETS = 5000
@@ -166,7 +163,8 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
         agents = [r[0] for r in await db.fetch(chosen.pick_sql, *chosen.args)] if chosen else []
         if not agents:
             raise NoTargets()
-        required = await _approvals_needed(db, new, agents, policy)
+        required = await issuing.approvals_needed(db, policy, new.command.type, agents,
+                                                  all_active="all_active" in new.selector)
         large = len(agents) > in_request and not required
         if not large:  # made whole: the targets locked (a revocation racing with the job waits for it)
             agents = [r[0] for r in await db.fetch(chosen.targets_sql, *chosen.args)]
@@ -187,17 +185,16 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
             return job, True
         command_ids = [uuid.uuid4() for _ in agents]
         if required:  # nothing signed, nothing due: approvals.py signs and starts it
-            signed: list = [None] * len(agents)
+            await insert_commands(db, job_id, settings, command_ids, agents, [None] * len(agents), created_at,
+                                  deadline, 0, by.id, by.name, statuses.AWAITING)
         else:
-            signed = await sign_all(signer, command_ids, agents, settings, created_at, expires_at, by.name)
-        await db.execute(
-            q.CREATE_JOB_COMMANDS, command_ids, agents, job_id, settings.type, settings.params,
-            settings.priority, settings.max_retries, settings.ack_timeout_s, settings.run_timeout_s,
-            created_at, deadline or expires_at, 0 if required else window if window is not None else len(agents),
-            signed, by.id, by.name, statuses.AWAITING if required else "pending")
+            signed = await issuing.signed_payloads(signer, command_ids, agents, settings, created_at, expires_at,
+                                                   by.name)
+            due = rollout.due_at_start(window, len(agents), whole=True)
+            await insert_commands(db, job_id, settings, command_ids, agents, signed, created_at, expires_at, due,
+                                  by.id, by.name, "pending")
+            await db.execute(q.NOTIFY_AGENTS, agents[:due])
         await _record_created(db, ctx, new, job_id, len(agents), required)
-        if not required:
-            await db.execute(q.NOTIFY_AGENTS, agents[:window])
     return job, True
 
 
@@ -210,31 +207,15 @@ async def _record_created(db: Db, ctx: audit.Context, new: NewJob, job_id: uuid.
         "approvals_required": required})
 
 
-async def sign_all(signer: CommandSigner, command_ids: list[uuid.UUID], agents: list[uuid.UUID],
-                   settings: NewCommand, issued_at: datetime, expires_at: datetime, issued_by: str,
-                   approved_by: list[str] | None = None) -> list[dict]:
-    """One signature per target, each for its own command id and agent, yielding to the event
-    loop every SIGN_SLICE: ~60 us a signature, so 10,000 would hold it (held polls, acks)
-    for over half a second in one piece."""
-    signed = []
-    for n, (c, a) in enumerate(zip(command_ids, agents, strict=True), 1):
-        signed.append(signer.sign(command_id=str(c), agent_id=str(a), type=settings.type, params=settings.params,
-                                  issued_at=issued_at, expires_at=expires_at, run_timeout_s=settings.run_timeout_s,
-                                  issued_by=issued_by, approved_by=approved_by))
-        if n % SIGN_SLICE == 0:
-            await asyncio.sleep(0)
-    return signed
-
-
-async def _approvals_needed(db: Db, new: NewJob, agents: list[uuid.UUID], policy: Policy) -> int:
-    """How many approvals the job needs under the policy (0: none)."""
-    if not policy.rules:
-        return 0
-    label_rules = policy.label_rules()
-    carried = await db.fetchval(q.LABEL_RULES_CARRIED, agents, label_rules) if label_rules else []
-    request = approval_policy.Request(new.command.type, len(agents), all_active="all_active" in new.selector,
-                                      carried=carried)
-    return policy.approvals if approval_policy.needs_approval(policy, request) else 0
+async def insert_commands(db: Db, job_id: uuid.UUID, settings: NewCommand, ids: list[uuid.UUID],
+                          agents: list[uuid.UUID], signed: list, created_at: datetime, expires_at: datetime | None,
+                          due: int, by_id: uuid.UUID | None, by_name: str | None, status: str) -> None:
+    """A job's commands, one per agent, in one statement: the first `due` claimable now,
+    the rest waiting for the releaser (rollout.due_at_start says how many)."""
+    await db.execute(
+        q.CREATE_JOB_COMMANDS, ids, agents, job_id, settings.type, settings.params, settings.priority,
+        settings.max_retries, settings.ack_timeout_s, settings.run_timeout_s, created_at, expires_at, due,
+        signed, by_id, by_name, status)
 
 
 class _Raced(Exception):

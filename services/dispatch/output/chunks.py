@@ -18,10 +18,10 @@ from fleetline import statuses
 from fleetline.http import departure
 from services.common.db import Db
 from services.common.operators import EVERYTHING, Scope
-from services.dispatch import output_rules as rules
-from services.dispatch import queries as q
-from services.dispatch import commands
-from services.dispatch.commands import CommandError, CommandNotFound
+from services.dispatch.output import rules
+from services.dispatch.output import queries as q
+from services.dispatch.lifecycle import commands
+from services.dispatch.lifecycle.commands import CommandError, CommandNotFound
 
 PAGE_BYTES = 1024 * 1024  # the most one read answers; `next_offset` says where to go on
 # Held reads one operator may have parked in one process at once (a console tab follows one

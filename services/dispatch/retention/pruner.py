@@ -22,7 +22,7 @@ import asyncpg
 
 from fleetline.ethos import Log
 from services.common.periodic import Periodic
-from services.dispatch import queries as q
+from services.dispatch.retention import queries as q
 
 BATCH = 1000
 PAUSE_S = 0.05  # between batches: a pruning pass yields the database to the hot path

@@ -15,11 +15,12 @@ from typing import Callable
 
 import asyncpg
 
-from services.common.db import AGENT_CHANNEL, OPERATOR_CHANNEL, OUTPUT_CHANNEL, REVOKED_CHANNEL, woken_agents
+from services.common.db import OPERATOR_CHANNEL, REVOKED_CHANNEL
+from services.dispatch.wakeups.channels import AGENT_CHANNEL, OUTPUT_CHANNEL, woken_agents
 from services.common.notifications import Notifications
-from services.dispatch import queries as q
-from services.dispatch.output import Followers
-from services.dispatch.waiters import Waiters
+from services.dispatch.wakeups import queries as q
+from services.dispatch.output.chunks import Followers
+from services.dispatch.wakeups.waiters import Waiters
 
 
 class Listener(Notifications):

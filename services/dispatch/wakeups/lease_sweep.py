@@ -6,9 +6,9 @@ heap; this covers the rest (another replica's claim, a later lease of a woken ag
 from __future__ import annotations
 
 from services.common.db import Db
-from services.dispatch import queries as q
+from services.dispatch.wakeups import queries as q
 from services.common.periodic import Periodic
-from services.dispatch.waiters import Waiters
+from services.dispatch.wakeups.waiters import Waiters
 
 SWEEP_S = 2.0
 LOOK_AHEAD_S = 2.5  # a little more than the interval, so no lease falls between sweeps

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from fleetline.ethos import Log
 from services.common.db import Db
-from services.dispatch import approvals, commands, jobs
+from services.dispatch.lifecycle import approvals
+from services.dispatch.lifecycle import commands
+from services.dispatch.lifecycle import jobs
 from services.common.periodic import Periodic
 
 _log = Log("dispatch", "reaper")

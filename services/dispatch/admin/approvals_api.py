@@ -11,8 +11,9 @@ from starlette.responses import JSONResponse
 from fleetline.ethos import Log
 from services.common.errors import invalid
 from services.common.validation import Int, Str, StrMap, path_id, printable, read_json_object, take
-from services.dispatch import approvals, jobs
-from services.dispatch.approval_policy import CONDITIONS, Policy
+from services.dispatch.lifecycle import approvals
+from services.dispatch.lifecycle import jobs
+from services.dispatch.lifecycle.approval_policy import CONDITIONS, Policy
 from services.dispatch.views import job_view, policy_view, state_view
 
 _log = Log("dispatch", "approvals")

@@ -35,6 +35,16 @@ def window_size(max_in_flight: int | str | None, target_count: int) -> int | Non
     return max(1, math.ceil(target_count * percent / 100))
 
 
+def due_at_start(window: int | None, made: int, whole: bool) -> int:
+    """How many of a job's `made` new commands are due at once (the rest wait for the
+    releaser): all of them without a window; with one, as many as it holds when the job's
+    commands are made whole (its creation, its approval), none when they come in slices
+    after it started (the releaser fills the window from what is running then)."""
+    if window is None:
+        return made
+    return min(window, made) if whole else 0
+
+
 def percentage(text: str) -> bool:
     """Whether `text` is a window percentage this API accepts: "1%" to "100%"."""
     match = _PERCENT.fullmatch(text)

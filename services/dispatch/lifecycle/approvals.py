@@ -21,11 +21,11 @@ from fleetline import statuses
 from services.common import audit
 from services.common.db import Db
 from services.common.validation import rfc3339
-from services.dispatch import approval_policy, commands, jobs
-from services.dispatch import queries as q
-from services.dispatch.approval_policy import Policy
-from services.dispatch.commands import CommandNotFound, NewCommand, OutOfScope, Row, check_type
-from services.dispatch.signer import CommandSigner
+from services.dispatch.lifecycle import approval_policy, commands, issuing, jobs, rollout
+from services.dispatch.lifecycle import queries as q
+from services.dispatch.lifecycle.approval_policy import Policy
+from services.dispatch.lifecycle.commands import CommandNotFound, NewCommand, OutOfScope, Row, check_type
+from services.dispatch.signing.signer import CommandSigner
 
 from services.common.operators import Operator
 
@@ -101,10 +101,9 @@ async def decide_command(db: Db, command_id: uuid.UUID, by: Operator, ctx: audit
         if started:
             now = datetime.now(timezone.utc)
             expires_at = now + timedelta(seconds=row["ttl_s"])
-            signed = signer.sign(command_id=str(command_id), agent_id=str(row["agent_id"]), type=row["type"],
-                                 params=row["params"], issued_at=now, expires_at=expires_at,
-                                 run_timeout_s=row["run_timeout_s"], issued_by=row["created_by_name"],
-                                 approved_by=_names(approvals))
+            (signed,) = await issuing.signed_payloads(
+                signer, [command_id], [row["agent_id"]], NewCommand.of_row(row), now, expires_at,
+                row["created_by_name"], _names(approvals))
             out = await db.fetchrow(q.START_APPROVED_COMMAND, command_id, approvals, signed, expires_at)
             await db.execute(q.NOTIFY_NEW_COMMAND, str(row["agent_id"]))
         else:
@@ -145,12 +144,12 @@ async def _start_job(db: Db, job: Row, approvals: list[dict], signer: CommandSig
     new = NewCommand(agent_id=None, idempotency_key=None, **job["command"])
     now = datetime.now(timezone.utc)
     expires_at = now + timedelta(seconds=new.ttl_s)
-    signed = await jobs.sign_all(signer, ids, agents, new, now, expires_at, job["created_by_name"],
-                                 _names(approvals))
-    window = job["max_in_flight"] if job["max_in_flight"] is not None else len(ids)
-    await db.execute(q.START_JOB_COMMANDS, job["id"], ids, signed, expires_at, window)
+    signed = await issuing.signed_payloads(signer, ids, agents, new, now, expires_at, job["created_by_name"],
+                                           _names(approvals))
+    due = rollout.due_at_start(job["max_in_flight"], len(ids), whole=True)
+    await db.execute(q.START_JOB_COMMANDS, job["id"], ids, signed, expires_at, due)
     started = await db.fetchrow(q.START_APPROVED_JOB, job["id"], approvals)
-    await db.execute(q.NOTIFY_AGENTS, agents[:window])
+    await db.execute(q.NOTIFY_AGENTS, agents[:due])
     return started
 
 

@@ -13,7 +13,7 @@ import asyncio
 import uuid
 
 from services.common.db import Db
-from services.dispatch import queries as q
+from services.dispatch.agents import queries as q
 
 
 class FirstUse:

@@ -16,10 +16,13 @@ from services.common.tokens import AgentIdentity
 from services.common.validation import (
     Int, Str, nullable, parse_timestamp, path_id, path_uuid, query_int, read_json_object, rfc3339, take,
 )
-from services.dispatch import commands, jobs, keysets, output
-from services.dispatch.output_rules import MAX_CHUNK_BYTES
+from services.dispatch.lifecycle import commands
+from services.dispatch.lifecycle import jobs
+from services.dispatch.signing import keysets
+from services.dispatch.output import chunks as output
+from services.dispatch.output.rules import MAX_CHUNK_BYTES
 from services.dispatch.views import delivery_view, state_view
-from services.dispatch.waiters import DEADLINE, DEPARTED, RECHECK_S
+from services.dispatch.wakeups.waiters import DEADLINE, DEPARTED, RECHECK_S
 
 _log = Log("dispatch", "poll")
 _report_log = Log("dispatch", "report")

@@ -1,0 +1,32 @@
+"""The statements of the agent-facing room: an agent seen (last_seen.py) and its
+credentials' first use (first_use.py). Commands are the lifecycle's
+(services/dispatch/lifecycle/queries.py)."""
+
+# Batched last_seen_at (see last_seen.py): one statement per flush for every agent seen
+# since the last one, instead of one write per poll. Ids are sorted by the caller so two
+# replicas flushing at once lock rows in the same order (no deadlock); GREATEST keeps a
+# late flush from moving the time backwards.
+TOUCH_AGENTS = """
+UPDATE agents a
+   SET last_seen_at = GREATEST(a.last_seen_at, v.seen)
+  FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, seen)
+ WHERE a.id = v.id
+"""
+
+# Before an agent request is answered, once per agent (first_use.py), for every agent seen
+# while the previous write was under way: one statement, one commit. The row lock each
+# mark takes orders it against a repeat registration of the machine, which locks the same
+# row. Rows are locked in id order, so two replicas' batches (the same agent may reach
+# both) never deadlock; IS NULL: agents marked already are neither locked nor written.
+MARK_AGENTS_USED = """
+WITH first AS (
+    SELECT id FROM agents
+     WHERE id = ANY($1::uuid[]) AND credentials_used_at IS NULL
+     ORDER BY id
+       FOR NO KEY UPDATE
+)
+UPDATE agents a
+   SET credentials_used_at = statement_timestamp()
+  FROM first
+ WHERE a.id = first.id AND a.credentials_used_at IS NULL
+"""
