@@ -16,27 +16,28 @@ from services.common.paging import decode_cursor, next_cursor
 from services.common.validation import (
     Int, Str, check_text, path_id, query_choice, query_int, read_json_object, take,
 )
+from services.auth import state as auth_state
 
 
 async def create_registration_token(request: Request) -> JSONResponse:
     body = await read_json_object(request)
     row, secret = await registry.create_token(
-        request.app.state.db, request.state.audit,
+        auth_state.of(request).db, request.state.audit,
         max_uses=take(body, "max_uses", Int(1, 100000), 1),
         expires_in_s=take(body, "expires_in_s", Int(60, 31536000), 86400),
         note=take(body, "note", Str(0, 1024), ""))
     # The secret is shown here once. Beside it, the fingerprint of the command-signing root
     # key that agents enrolling with it pin (--root-key-sha256).
     return JSONResponse({**token_view(row), "token": secret,
-                         "root_key_sha256": request.app.state.root_key_sha256}, status_code=201)
+                         "root_key_sha256": auth_state.of(request).root_key_sha256}, status_code=201)
 
 
 async def list_registration_tokens(request: Request) -> JSONResponse:
-    return JSONResponse({"tokens": [token_view(r) for r in await registry.list_tokens(request.app.state.db)]})
+    return JSONResponse({"tokens": [token_view(r) for r in await registry.list_tokens(auth_state.of(request).db)]})
 
 
 async def revoke_registration_token(request: Request) -> Response:
-    await registry.revoke_token(request.app.state.db, request.state.audit,
+    await registry.revoke_token(auth_state.of(request).db, request.state.audit,
                                 path_id(request, "token_id", "registration token"))
     return Response(status_code=204)
 
@@ -44,7 +45,7 @@ async def revoke_registration_token(request: Request) -> Response:
 async def list_agents(request: Request) -> JSONResponse:
     """Every agent, as the API says; with `limit` (and `before`, `status`, `label`), one page
     of them and a `next` cursor, for fleets too large for one answer."""
-    db, params = request.app.state.db, request.query_params
+    db, params = auth_state.of(request).db, request.query_params
     where = registry.AgentFilter(status=query_choice(request, "status", AGENT_STATUSES),
                                  labels=_labels(params.getlist("label")))
     scope = request.state.operator.scope
@@ -72,10 +73,10 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 
 async def get_agent(request: Request) -> JSONResponse:
-    return JSONResponse(agent_view(await registry.get_agent(request.app.state.db, request.state.operator.scope,
+    return JSONResponse(agent_view(await registry.get_agent(auth_state.of(request).db, request.state.operator.scope,
                                                            path_id(request, "agent_id", "agent"))))
 
 
 async def revoke_agent(request: Request) -> Response:
-    await enrolment.revoke(request.app.state.db, request.state.audit, path_id(request, "agent_id", "agent"))
+    await enrolment.revoke(auth_state.of(request).db, request.state.audit, path_id(request, "agent_id", "agent"))
     return Response(status_code=204)

@@ -13,12 +13,13 @@ from services.common import audit
 from services.common.errors import invalid_token
 from services.common.http import client_address
 from services.common.validation import Str, StrMap, printable, read_json_object, rfc3339, take
+from services.auth import state as auth_state
 
 _SECRET = Str(1, 512)
 
 
 async def register(request: Request) -> JSONResponse:
-    state = request.app.state
+    state = auth_state.of(request)
     body = await read_json_object(request)
     new = enrolment.Registration(
         token=take(body, "registration_token", _SECRET),
@@ -59,7 +60,7 @@ async def register(request: Request) -> JSONResponse:
 async def renew(request: Request) -> JSONResponse:
     """Rotation: every renewal consumes the token presented and returns its successor; the
     access token is signed after the renewal commits."""
-    state = request.app.state
+    state = auth_state.of(request)
     body = await read_json_object(request)
     agent_id = take(body, "agent_id", Str(1, 64))
     presented = take(body, "refresh_token", _SECRET)
@@ -93,4 +94,4 @@ def _origin(request: Request, address: str) -> audit.Context:
 
 
 async def jwks(request: Request) -> JSONResponse:
-    return JSONResponse(request.app.state.signer.jwks(), headers={"Cache-Control": "max-age=300"})
+    return JSONResponse(auth_state.of(request).signer.jwks(), headers={"Cache-Control": "max-age=300"})

@@ -18,6 +18,7 @@ from services.auth.oidc import OidcVerifier
 from fleetline.signing import root_key_sha256
 from services.auth.keys import Signer
 from services.auth.pruner import AuthPruner
+from services.auth.state import Auth
 from services.common.admin import Access, admin_mount
 from services.common.operators import ADMIN, VIEWER, OperatorAuth, TokenUse
 from services.common.db import OPERATOR_CHANNEL, Db
@@ -120,26 +121,27 @@ def create_app(settings: Settings) -> Starlette:
     # Nothing under /api/ redirects: a trailing slash is a 404, not a 307 to our own address.
     app.router.redirect_slashes = False
     storage = make_storage(settings.rate_limit_storage)
-    state = app.state
-    state.settings = settings
-    state.db = db
-    state.signer = Signer.from_file(settings.jwt_private_key_file, settings.jwt_issuer,
-                                    settings.jwt_audience, settings.access_token_ttl_s)
-    state.registration_limit = RateLimit("agent_registration", settings.registration_rate_limit, storage)
-    state.registration_failures = RateLimit("agent_registration_failures", settings.registration_failure_limit,
-                                            storage)
-    state.renew_limit = RateLimit("agent_renew", settings.renew_rate_limit, storage)
-    state.renew_failures = RateLimit("agent_renew_failures", settings.renew_failure_limit, storage)
-    state.root_key_sha256 = (root_key_sha256(settings.command_root_public_key)
-                             if settings.command_root_public_key else None)
-    state.operator_auth = operator_auth
-    state.sign_in_limit = RateLimit("operator_sign_in", settings.sign_in_rate_limit, storage)
-    state.oidc_nonce_limit = RateLimit("operator_oidc_nonce", settings.sign_in_rate_limit, storage)
-    state.oidc = None
+    oidc = None
     if settings.oidc_issuer and settings.oidc_client_id:
         try:  # the keys ID tokens are checked against come from there: TLS, unless on this machine
             check_url(settings.oidc_issuer, allow_plaintext=settings.allow_plaintext)
         except InsecureTransport as exc:
             raise SettingsError(f"FLEETLINE_OIDC_ISSUER: {exc}") from None
-        state.oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_client_id, settings.ca_file)
+        oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_client_id, settings.ca_file)
+    app.state.service = Auth(
+        settings=settings, db=db,
+        signer=Signer.from_file(settings.jwt_private_key_file, settings.jwt_issuer, settings.jwt_audience,
+                                settings.access_token_ttl_s),
+        registration_limit=RateLimit("agent_registration", settings.registration_rate_limit, storage),
+        registration_failures=RateLimit("agent_registration_failures", settings.registration_failure_limit,
+                                        storage),
+        renew_limit=RateLimit("agent_renew", settings.renew_rate_limit, storage),
+        renew_failures=RateLimit("agent_renew_failures", settings.renew_failure_limit, storage),
+        root_key_sha256=(root_key_sha256(settings.command_root_public_key)
+                         if settings.command_root_public_key else None),
+        operator_auth=operator_auth,
+        sign_in_limit=RateLimit("operator_sign_in", settings.sign_in_rate_limit, storage),
+        oidc_nonce_limit=RateLimit("operator_oidc_nonce", settings.sign_in_rate_limit, storage),
+        oidc=oidc,
+    )
     return app

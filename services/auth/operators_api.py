@@ -21,6 +21,7 @@ from services.common.tokens import bearer_token
 from services.common.validation import (
     Int, Str, StrMap, nullable, parse_timestamp, path_id, printable, query_int, read_json_object, rfc3339, take,
 )
+from services.auth import state as auth_state
 
 NAME = Str(1, 64, pattern=r"[a-z0-9_.-]+", rule="must be 1 to 64 of a-z, 0-9, '_', '.', '-'")
 PASSWORD = Str(12, 1024)
@@ -54,14 +55,14 @@ def _context(request: Request) -> audit.Context:
 
 
 async def whoami(request: Request) -> JSONResponse:
-    row = await accounts.get_operator(request.app.state.db, request.state.operator.id)
+    row = await accounts.get_operator(auth_state.of(request).db, request.state.operator.id)
     return JSONResponse(operator_view(row))
 
 
 async def create_operator(request: Request) -> JSONResponse:
     body = await read_json_object(request)
     row = await accounts.create_operator(
-        request.app.state.db, _context(request),
+        auth_state.of(request).db, _context(request),
         name=take(body, "name", NAME),
         role=take(body, "role", Str(1, 16, choices=ROLES)),
         scope=take(body, "scope", _scope, {"labels": {}, "command_types": ["*"]}),
@@ -71,12 +72,12 @@ async def create_operator(request: Request) -> JSONResponse:
 
 
 async def list_operators(request: Request) -> JSONResponse:
-    rows = await accounts.list_operators(request.app.state.db)
+    rows = await accounts.list_operators(auth_state.of(request).db)
     return JSONResponse({"operators": [operator_view(r) for r in rows]})
 
 
 async def get_operator(request: Request) -> JSONResponse:
-    return JSONResponse(operator_view(await accounts.get_operator(request.app.state.db, _operator_id(request))))
+    return JSONResponse(operator_view(await accounts.get_operator(auth_state.of(request).db, _operator_id(request))))
 
 
 async def update_operator(request: Request) -> JSONResponse:
@@ -88,7 +89,7 @@ async def update_operator(request: Request) -> JSONResponse:
         email_given="email" in body,
         password=take(body, "password", nullable(PASSWORD), None),
         disabled=take(body, "disabled", nullable(_bool), None))
-    row = await accounts.update_operator(request.app.state.db, _context(request), _operator_id(request), changes)
+    row = await accounts.update_operator(auth_state.of(request).db, _context(request), _operator_id(request), changes)
     return JSONResponse(operator_view(row))
 
 
@@ -108,19 +109,19 @@ def _operator_id(request: Request) -> uuid.UUID:
 async def create_token(request: Request) -> JSONResponse:
     body = await read_json_object(request)
     row, secret = await accounts.create_token(
-        request.app.state.db, _context(request), request.state.operator, _operator_id(request),
+        auth_state.of(request).db, _context(request), request.state.operator, _operator_id(request),
         expires_in_s=take(body, "expires_in_s", Int(60, 31536000), 2592000),
         note=take(body, "note", Str(0, 1024), ""))
     return JSONResponse({**operator_token_view(row), "token": secret}, status_code=201)
 
 
 async def list_tokens(request: Request) -> JSONResponse:
-    rows = await accounts.list_tokens(request.app.state.db, request.state.operator, _operator_id(request))
+    rows = await accounts.list_tokens(auth_state.of(request).db, request.state.operator, _operator_id(request))
     return JSONResponse({"tokens": [operator_token_view(r) for r in rows]})
 
 
 async def revoke_token(request: Request) -> Response:
-    await accounts.revoke_token(request.app.state.db, _context(request), request.state.operator,
+    await accounts.revoke_token(auth_state.of(request).db, _context(request), request.state.operator,
                                 path_id(request, "token_id", "operator token"))
     return Response(status_code=204)
 
@@ -132,7 +133,7 @@ async def sign_in(request: Request) -> JSONResponse:
     """`{"method": "password", "name", "password"}`, `{"method": "token", "token"}` or
     `{"method": "oidc", "id_token", "nonce", "access_token"}`, and `session_s` (at most 12 h). Failures are
     rate limited per name and per address (FLEETLINE_SIGN_IN_RATE_LIMIT)."""
-    state = request.app.state
+    state = auth_state.of(request)
     body = await read_json_object(request)
     method = take(body, "method", Str(1, 16, choices=("password", "token", "oidc")))
     session_s = take(body, "session_s", Int(60, accounts.MAX_SESSION_S), accounts.MAX_SESSION_S)
@@ -156,7 +157,7 @@ async def sign_in(request: Request) -> JSONResponse:
 async def oidc_nonce(request: Request) -> JSONResponse:
     """A nonce for the console's next authorization request (an extension): the only nonces
     an ID token may carry to sign in, each once. Limited per address like failed sign-ins."""
-    state = request.app.state
+    state = auth_state.of(request)
     if state.oidc is None:
         raise not_found("OpenID Connect sign-in is not configured.")
     await state.oidc_nonce_limit.check(client_address(request, state.settings.trusted_proxies))
@@ -165,7 +166,7 @@ async def oidc_nonce(request: Request) -> JSONResponse:
 
 
 async def _sign_in_with_oidc(request: Request, ctx: audit.Context, body: dict, session_s: int):
-    db, verifier = request.app.state.db, request.app.state.oidc
+    db, verifier = auth_state.of(request).db, auth_state.of(request).oidc
     if verifier is None:
         raise invalid("OpenID Connect sign-in is not configured.", "method")
     id_token, nonce = take(body, "id_token", Str(1, 16384)), take(body, "nonce", Str(1, 512))
@@ -184,8 +185,8 @@ async def _sign_in_with_oidc(request: Request, ctx: audit.Context, body: dict, s
 
 
 async def sign_out(request: Request) -> Response:
-    await accounts.sign_out(request.app.state.db, _context(request), bearer_token(request))
-    request.app.state.operator_auth.forget(bearer_token(request))
+    await accounts.sign_out(auth_state.of(request).db, _context(request), bearer_token(request))
+    auth_state.of(request).operator_auth.forget(bearer_token(request))
     return Response(status_code=204)
 
 
@@ -205,7 +206,7 @@ async def list_audit(request: Request) -> JSONResponse:
     target = Str(1, 255)(params["target_id"], "target_id") if params.get("target_id") else None
     since = parse_timestamp(params["since"], "since") if params.get("since") else None
     limit = query_int(request, "limit", 1, 1000, 100)
-    rows = await registry.audit_page(request.app.state.db, decode_cursor(params.get("before")), limit,
+    rows = await registry.audit_page(auth_state.of(request).db, decode_cursor(params.get("before")), limit,
                                      registry.AuditFilter(actor_id, actor_name, action, target, since))
     return JSONResponse({"events": [audit_view(r) for r in rows[:limit]], "next": next_cursor(rows, limit, "at")})
 

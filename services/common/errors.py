@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, Response
 
 from fleetline.http import error_body
 from services.common import audit
+from services.common import service
 
 
 class ApiError(Exception):
@@ -60,7 +61,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     if exc.code == "forbidden" and "audit" in request.scope.get("state", {}):
         # An operator refused (a role too low, a scope too narrow): one audit event, on its own.
         action, target = request.state.action, request.state.target
-        await audit.record(request.app.state.db, request.state.audit, action,
+        await audit.record(service.of(request).db, request.state.audit, action,
                            action.split(".")[0] if target else None, target, outcome="forbidden",
                            details={"method": request.method, "path": request.url.path,
                                     "role": request.state.operator.role, "reason": exc.detail, **exc.details})

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from starlette.requests import ClientDisconnect, Request
 
 from services.common.errors import ApiError, invalid, not_found
+from services.common import service
 
 _MISSING = object()
 
@@ -36,7 +37,7 @@ def _finite_float(text: str) -> float:
 async def read_json_object(request: Request) -> dict[str, Any]:
     """The JSON object of the body. A service called directly enforces the same size limit
     as the gateway (FLEETLINE_MAX_BODY_BYTES)."""
-    limit = request.app.state.settings.max_body_bytes
+    limit = service.of(request).settings.max_body_bytes
     body = bytearray()
     try:
         async for chunk in request.stream():

@@ -1,5 +1,5 @@
-"""The one table from the refusals of the state machines (commands.py, jobs.py, approvals.py)
-to API errors."""
+"""The one table from the refusals of the lifecycle (commands.py, jobs.py, approvals.py) and
+of live output to API errors."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from services.dispatch.lifecycle import approvals as a
 from services.dispatch.lifecycle import commands as c
 from services.dispatch.lifecycle import jobs as j
 from services.dispatch.output import chunks as o
+from services.dispatch.output import followers as f
 
 ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     c.UnknownAgent: lambda e: invalid_token("The token's agent does not exist."),
@@ -26,9 +27,9 @@ ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
     c.AlreadyFinal: lambda e: conflict(f"This command is already {e.status}; it can no longer change."),
     c.OutOfScope: lambda e: forbidden("forbidden", e.reason),
     o.NotRunning: lambda e: conflict(f"This command is {e.status}: only a running command takes output."),
-    o.TooManyHeld: lambda e: ApiError(
-        429, "rate_limited", f"This operator already follows {o.HELD_PER_OPERATOR} outputs here; "
-        f"retry after {o.HELD_RETRY_AFTER_S} s.", headers={"Retry-After": str(o.HELD_RETRY_AFTER_S)}),
+    f.TooManyHeld: lambda e: ApiError(
+        429, "rate_limited", f"This operator already follows {f.HELD_PER_OPERATOR} outputs here; "
+        f"retry after {f.HELD_RETRY_AFTER_S} s.", headers={"Retry-After": str(f.HELD_RETRY_AFTER_S)}),
     o.OffsetConflict: lambda e: conflict(f"The output stored so far ends at byte {e.expected}; send from there.",
                                          expected_offset=e.expected),
     j.JobNotFound: lambda e: not_found("No such job."),

@@ -31,13 +31,15 @@ from services.dispatch.api_errors import EXCEPTION_HANDLERS
 from services.dispatch.lifecycle.commands import PollPolicy
 from services.dispatch.agents.first_use import FirstUse
 from services.dispatch.agents.last_seen import LastSeen
+from services.dispatch.agents.long_poll import LongPolls
+from services.dispatch.state import Dispatch
 from services.dispatch.lifecycle.reaper import Reaper
 from services.dispatch.lifecycle.revocations import Revocations
 from services.dispatch.signing.signer import CommandSigner, read_keyset
 from services.dispatch.wakeups.lease_sweep import LeaseSweep
 from services.dispatch.wakeups.listener import Listener
 from services.dispatch.lifecycle.materialiser import Materialiser
-from services.dispatch.output.chunks import Followers
+from services.dispatch.output.followers import Followers
 from services.dispatch.retention.pruner import Pruner
 from services.common.periodic import Periodic
 from services.dispatch.wakeups.waiters import Waiters
@@ -182,24 +184,6 @@ def create_app(settings: Settings) -> Starlette:
     # Nothing under /api/ redirects: a trailing slash is a 404, not a 307 to our own address.
     app.router.redirect_slashes = False
     storage = make_storage(settings.rate_limit_storage)
-    state = app.state
-    state.settings = settings
-    state.db = db
-    state.verifier = AccessTokenVerifier(keys, settings.jwt_issuer, settings.jwt_audience,
-                                         max_lifetime_s=settings.access_token_ttl_s)
-    state.checkin_limit = RateLimit("agent_checkin", settings.checkin_rate_limit, storage)
-    state.report_limit = RateLimit("agent_report", settings.report_rate_limit, storage)
-    state.signer = signer
-    state.poll_policy = PollPolicy(settings.poll_interval_s, settings.rapid_poll_interval_s,
-                                   settings.rapid_window_s)
-    state.waiters = waiters
-    state.followers = followers
-    state.pruner = pruner
-    state.materialiser = materialiser
-    state.listener = listener
-    state.last_seen = last_seen
-    state.first_use = FirstUse(db)
-    state.approval_policy = PolicyCache(lambda: approvals.read_policy(db))
     metrics.gauge("fleetline_held_polls", "Long polls parked in this process", waiters.held)
     metrics.gauge("fleetline_output_followers", "Readers parked on a command's output in this process",
                   followers.held)
@@ -207,10 +191,21 @@ def create_app(settings: Settings) -> Starlette:
         metrics.gauge(f"fleetline_retention_oldest_{table}_age_seconds",
                       f"Age of the oldest {table.replace('_', ' ')} row kept (ended, for commands and jobs), "
                       "as of the last pruning pass", lambda t=table: pruner.oldest_age_s(t))
-    state.claimed_total = metrics.counter("fleetline_commands_claimed_total",
-                                          "Commands handed to agents by the poll")
-    state.output_reads = metrics.counter("fleetline_output_reads_total",
-                                         "Reads of a command's output by operators (none while parked)")
-    state.claim_statements = metrics.counter("fleetline_claim_statements_total",
-                                             "Claim statements run by polls (none while parked)")
+    polls = LongPolls(db, waiters, PollPolicy(settings.poll_interval_s, settings.rapid_poll_interval_s,
+                                              settings.rapid_window_s),
+                      lambda: listener.listening,
+                      metrics.counter("fleetline_commands_claimed_total", "Commands handed to agents by the poll"),
+                      metrics.counter("fleetline_claim_statements_total",
+                                      "Claim statements run by polls (none while parked)"))
+    app.state.service = Dispatch(
+        settings=settings, db=db,
+        verifier=AccessTokenVerifier(keys, settings.jwt_issuer, settings.jwt_audience,
+                                     max_lifetime_s=settings.access_token_ttl_s),
+        checkin_limit=RateLimit("agent_checkin", settings.checkin_rate_limit, storage),
+        report_limit=RateLimit("agent_report", settings.report_rate_limit, storage),
+        signer=signer, polls=polls, followers=followers, materialiser=materialiser, last_seen=last_seen,
+        first_use=FirstUse(db), approval_policy=PolicyCache(lambda: approvals.read_policy(db)),
+        output_reads=metrics.counter("fleetline_output_reads_total",
+                                     "Reads of a command's output by operators (none while parked)"),
+    )
     return app

@@ -15,6 +15,7 @@ from fleetline.settings import postgres_url
 from services.common.operators import Scope
 from services.dispatch.lifecycle import commands
 from services.dispatch.output import chunks as output
+from services.dispatch.output.followers import Followers
 from services.dispatch.app import DB_SETTINGS
 from services.dispatch.retention.pruner import Pruner
 from tests.db import rows
@@ -124,7 +125,7 @@ async def test_a_reader_pages_through_the_stream_and_a_silent_command_reads_as_i
 
 async def test_a_follower_reads_nothing_while_parked_and_wakes_when_woken(db, sql, signer, policy):
     agent, cmd = await _running(db, sql, signer, policy)
-    followers = output.Followers()
+    followers = Followers()
     reads = 0
 
     async def read_page():
@@ -270,7 +271,7 @@ async def test_claims_keep_flowing_while_a_large_backlog_is_pruned(db, sql, sign
 
 async def test_a_follower_whose_client_leaves_while_parked_is_let_go_at_once(db, sql, signer, policy):
     agent, cmd = await _running(db, sql, signer, policy)
-    followers = output.Followers()
+    followers = Followers()
     left = asyncio.Event()
 
     async def receive():  # the client hangs up while its read is held

@@ -15,6 +15,7 @@ from services.dispatch.lifecycle import approvals
 from services.dispatch.lifecycle import jobs
 from services.dispatch.lifecycle.approval_policy import CONDITIONS, Policy
 from services.dispatch.views import job_view, policy_view, state_view
+from services.dispatch import state as dispatch_state
 
 _log = Log("dispatch", "approvals")
 TYPE = Str(1, 64, pattern=r"[a-z0-9_.-]+", rule="must be 1 to 64 of a-z, 0-9, '_', '.', '-'")
@@ -47,7 +48,7 @@ def _rule(value, name: str) -> dict:
 
 
 async def get_policy(request: Request) -> JSONResponse:
-    return JSONResponse(policy_view(await approvals.policy_row(request.app.state.db)))
+    return JSONResponse(policy_view(await approvals.policy_row(dispatch_state.of(request).db)))
 
 
 async def set_policy(request: Request) -> JSONResponse:
@@ -57,7 +58,7 @@ async def set_policy(request: Request) -> JSONResponse:
         raise invalid("rules must be a list of at most 100 rules.", "rules")
     policy = Policy(tuple(_rule(r, f"rules[{i}]") for i, r in enumerate(rules)),
                     take(body, "approvals", Int(1, 10), 1), take(body, "expires_in_s", Int(60, 2592000), 86400))
-    state = request.app.state
+    state = dispatch_state.of(request)
     row = await approvals.set_policy(state.db, request.state.audit, request.state.operator, policy)
     state.approval_policy.forget()
     _log.info("approval_policy_set", rules=len(policy.rules), approvals=policy.approvals)
@@ -70,7 +71,7 @@ async def _comment(request: Request) -> str:
 
 
 async def _decide_job(request: Request, approve: bool) -> JSONResponse:
-    state, job_id = request.app.state, path_id(request, "job_id", "job")
+    state, job_id = dispatch_state.of(request), path_id(request, "job_id", "job")
     comment = await _comment(request)
     await approvals.decide_job(state.db, job_id, request.state.operator, request.state.audit, approve, comment,
                                state.signer)
@@ -79,7 +80,7 @@ async def _decide_job(request: Request, approve: bool) -> JSONResponse:
 
 
 async def _decide_command(request: Request, approve: bool) -> JSONResponse:
-    state, command_id = request.app.state, path_id(request, "command_id", "command")
+    state, command_id = dispatch_state.of(request), path_id(request, "command_id", "command")
     comment = await _comment(request)
     row = await approvals.decide_command(state.db, command_id, request.state.operator, request.state.audit,
                                          approve, comment, state.signer)

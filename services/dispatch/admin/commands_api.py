@@ -24,6 +24,7 @@ from services.dispatch.signing import keysets
 from services.dispatch.output import chunks as output
 from services.dispatch.signing.signer import BadKeyset, read_keyset
 from services.dispatch.views import state_view
+from services.dispatch import state as dispatch_state
 
 _log = Log("dispatch", "admin")
 
@@ -56,7 +57,7 @@ async def create_command(request: Request) -> JSONResponse:
     new = dataclasses.replace(
         read_command(body, agent_id),
         idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None))
-    state = request.app.state
+    state = dispatch_state.of(request)
     row, created = await commands.create(state.db, new, state.signer, request.state.operator, request.state.audit,
                                          await state.approval_policy.get())
     if created:
@@ -65,7 +66,7 @@ async def create_command(request: Request) -> JSONResponse:
 
 
 async def list_commands(request: Request) -> JSONResponse:
-    db, params = request.app.state.db, request.query_params
+    db, params = dispatch_state.of(request).db, request.query_params
     agent_id = params.get("agent_id") or None
     agent_uuid = uuid.UUID(parse_uuid(agent_id, "agent_id")) if agent_id else None
     status = query_choice(request, "status", commands.STATUSES)
@@ -81,14 +82,14 @@ def _command_id(request: Request) -> uuid.UUID:
 
 
 async def get_command(request: Request) -> JSONResponse:
-    return JSONResponse(state_view(await commands.get(request.app.state.db, _command_id(request),
+    return JSONResponse(state_view(await commands.get(dispatch_state.of(request).db, _command_id(request),
                                                       request.state.operator.scope)))
 
 
 async def command_output(request: Request) -> JSONResponse:
     """The command's output from `offset`; with `wait`, held like a poll until it grows or
-    the command ends (output.Followers), at no cost while parked."""
-    state = request.app.state
+    the command ends (output/followers.py), at no cost while parked."""
+    state = dispatch_state.of(request)
     command_id = _command_id(request)
     offset = query_int(request, "offset", 0, 999_999_999, 0)
     wait = query_int(request, "wait", 0, state.settings.max_wait_s, 0)
@@ -107,16 +108,16 @@ async def command_output(request: Request) -> JSONResponse:
 
 async def cancel_command(request: Request) -> JSONResponse:
     command_id = _command_id(request)
-    row = await commands.cancel(request.app.state.db, command_id, request.state.operator, request.state.audit)
+    row = await commands.cancel(dispatch_state.of(request).db, command_id, request.state.operator, request.state.audit)
     _log.info("command_cancelled", command_id=command_id)
     if row["job_id"] is not None:
-        await jobs.advance(request.app.state.db, row["job_id"])
+        await jobs.advance(dispatch_state.of(request).db, row["job_id"])
     return JSONResponse(state_view(row))
 
 
 async def install_keyset(request: Request) -> JSONResponse:
     """A keyset signed offline by the root key; only above the current version."""
-    state = request.app.state
+    state = dispatch_state.of(request)
     body = await read_json_object(request)
     try:
         keyset = read_keyset(body, state.settings.command_root_public_key)

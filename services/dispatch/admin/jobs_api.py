@@ -19,6 +19,7 @@ from services.dispatch.lifecycle import jobs
 from services.dispatch.lifecycle import rollout
 from services.dispatch.admin.commands_api import read_command
 from services.dispatch.views import job_view, target_view
+from services.dispatch import state as dispatch_state
 
 _log = Log("dispatch", "jobs")
 
@@ -76,7 +77,7 @@ def _dry_run(value: Any, name: str) -> bool:
 
 
 async def create_job(request: Request) -> JSONResponse:
-    state = request.app.state
+    state = dispatch_state.of(request)
     body = await read_json_object(request)
     new = jobs.NewJob(
         selector=take(body, "selector", read_selector),
@@ -99,7 +100,7 @@ async def create_job(request: Request) -> JSONResponse:
 
 
 async def _render(request: Request, job, status_code: int = 200) -> JSONResponse:
-    counts = await jobs.counts(request.app.state.db, [job["id"]])
+    counts = await jobs.counts(dispatch_state.of(request).db, [job["id"]])
     return JSONResponse(job_view(job, counts[job["id"]]), status_code=status_code)
 
 
@@ -108,7 +109,7 @@ def _job_id(request: Request) -> uuid.UUID:
 
 
 async def list_jobs(request: Request) -> JSONResponse:
-    db = request.app.state.db
+    db = dispatch_state.of(request).db
     status = query_choice(request, "status", rollout.JOB_STATUSES)
     limit = query_int(request, "limit", 1, 1000, 100)
     rows = (await jobs.page(db, decode_cursor(request.query_params.get("before")), limit, status,
@@ -122,12 +123,12 @@ async def list_jobs(request: Request) -> JSONResponse:
 
 
 async def get_job(request: Request) -> JSONResponse:
-    return await _render(request, await jobs.get(request.app.state.db, _job_id(request),
+    return await _render(request, await jobs.get(dispatch_state.of(request).db, _job_id(request),
                                                  request.state.operator.scope))
 
 
 async def list_targets(request: Request) -> JSONResponse:
-    db = request.app.state.db
+    db = dispatch_state.of(request).db
     job_id = _job_id(request)
     status = query_choice(request, "status", rollout.TARGET_STATUSES)
     limit = query_int(request, "limit", 1, 1000, 100)
@@ -143,6 +144,6 @@ async def list_targets(request: Request) -> JSONResponse:
 
 async def cancel_job(request: Request) -> JSONResponse:
     job_id = _job_id(request)
-    job = await jobs.cancel(request.app.state.db, job_id, request.state.operator, request.state.audit)
+    job = await jobs.cancel(dispatch_state.of(request).db, job_id, request.state.operator, request.state.audit)
     _log.info("job_cancelled", job_id=job_id)
     return await _render(request, job)

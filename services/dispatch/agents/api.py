@@ -1,10 +1,9 @@
-"""The agent-facing dispatch endpoints: the poll, ack and result. Each handler parses,
-makes one call to the state machine (commands.py) and renders a view."""
+"""The agent-facing dispatch endpoints: the poll, ack, result, live output and the keyset.
+Each handler authenticates and parses, makes one call (to long_poll.py, to the lifecycle,
+to the output room) and renders a view."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
 
 from starlette.requests import Request
@@ -22,9 +21,8 @@ from services.dispatch.signing import keysets
 from services.dispatch.output import chunks as output
 from services.dispatch.output.rules import MAX_CHUNK_BYTES
 from services.dispatch.views import delivery_view, state_view
-from services.dispatch.wakeups.waiters import DEADLINE, DEPARTED, RECHECK_S
+from services.dispatch import state as dispatch_state
 
-_log = Log("dispatch", "poll")
 _report_log = Log("dispatch", "report")
 
 MAX_OUTPUT_BYTES = 64 * 1024
@@ -32,7 +30,7 @@ MAX_OUTPUT_BYTES = 64 * 1024
 
 async def _authenticate(request: Request) -> AgentIdentity:
     """401/403 checks in API.md's order: credential, machine, then the path's agent id."""
-    identity = await request.app.state.verifier.authenticate_agent(request)
+    identity = await dispatch_state.of(request).verifier.authenticate_agent(request)
     # The token's sub is canonical; parse the path only when it is spelled differently.
     if request.path_params["agent_id"] != identity.agent_id and path_uuid(request, "agent_id") != identity.agent_id:
         raise forbidden("agent_mismatch", "The path names another agent than the token's.")
@@ -40,7 +38,7 @@ async def _authenticate(request: Request) -> AgentIdentity:
 
 
 async def poll(request: Request) -> JSONResponse:
-    state = request.app.state
+    state = dispatch_state.of(request)
     identity = await _authenticate(request)
     limit = query_int(request, "limit", 1, 100, 10)
     wait = query_int(request, "wait", 0, state.settings.max_wait_s, 0)
@@ -48,55 +46,19 @@ async def poll(request: Request) -> JSONResponse:
     headers = await state.checkin_limit.check(identity.agent_id)
     # Valid credentials, a valid request: from now on the machine is not registered again.
     await state.first_use.mark(identity.agent_id)
-
-    agent_uuid = uuid.UUID(identity.agent_id)
     # Seen when it checks in, and again when a held poll answers: an agent holding a poll
     # is there the whole time (the console shows it online from its first poll).
     state.last_seen.mark(identity.agent_id)
-    claim = await _claim(state, agent_uuid, identity.agent_id, limit)
-    if not claim.commands and wait > 0:
-        held = await _hold(request, agent_uuid, identity.agent_id, limit, wait)
-        if held is None:  # the client left: nobody would receive what we claimed
-            return JSONResponse({"commands": [], "poll_interval_s": claim.poll_interval_s})
-        if held.commands:
-            claim = held
+    claim = await state.polls.poll(identity.agent_id, limit, wait, request.receive)
+    if claim is None:  # the client left while held: nobody to answer, nothing was claimed
+        return JSONResponse({"commands": [], "poll_interval_s": state.settings.poll_interval_s})
+    if wait > 0:
         state.last_seen.mark(identity.agent_id)
     return JSONResponse(
         {"commands": [delivery_view(r) for r in claim.commands],
          "poll_interval_s": claim.poll_interval_s},
         headers=headers,
     )
-
-
-async def _claim(state, agent_uuid: uuid.UUID, agent_id: str, limit: int) -> commands.Claim:
-    claim = await commands.claim(state.db, agent_uuid, limit, state.poll_policy)
-    state.claim_statements.inc()
-    if claim.commands:
-        state.claimed_total.inc(len(claim.commands))
-        # Wake this agent's next held poll when the lease runs out (a redelivery).
-        state.waiters.lease_due_in(agent_id, min(r["ack_timeout_s"] for r in claim.commands))
-    return claim
-
-
-async def _hold(request: Request, agent_uuid: uuid.UUID, agent_id: str, limit: int,
-                wait: int) -> commands.Claim | None:
-    """Park until something may be due, then claim; no SQL while parked. Returns what was
-    claimed (nothing at the deadline), or None when the client left."""
-    state = request.app.state
-    loop = asyncio.get_running_loop()
-    # A little random jitter off the wait, so a fleet's polls do not all end in step.
-    deadline = loop.time() + wait - random.uniform(0.0, min(wait * 0.1, 3.0))
-    while True:
-        recheck = None if state.listener.listening else RECHECK_S
-        reason = await state.waiters.park(agent_id, deadline, request.receive, recheck)
-        if reason == DEPARTED:
-            _log.debug("poll_abandoned", agent_id=agent_id)
-            return None
-        if reason == DEADLINE:
-            return commands.Claim([], 0)  # nothing claimed: the caller keeps its answer
-        claim = await _claim(state, agent_uuid, agent_id, limit)
-        if claim.commands:
-            return claim
 
 
 async def _command_target(request: Request) -> tuple[AgentIdentity, uuid.UUID, uuid.UUID]:
@@ -106,7 +68,7 @@ async def _command_target(request: Request) -> tuple[AgentIdentity, uuid.UUID, u
 
 
 async def ack(request: Request) -> JSONResponse:
-    state = request.app.state
+    state = dispatch_state.of(request)
     identity, agent_uuid, command_uuid = await _command_target(request)
     headers = await state.report_limit.check(identity.agent_id)
     await state.first_use.mark(identity.agent_id)
@@ -115,7 +77,7 @@ async def ack(request: Request) -> JSONResponse:
 
 
 async def result(request: Request) -> JSONResponse:
-    state = request.app.state
+    state = dispatch_state.of(request)
     identity, agent_uuid, command_uuid = await _command_target(request)
     body = await read_json_object(request)
     outcome = take(body, "status", Str(1, 16, choices=commands.OUTCOMES))
@@ -142,7 +104,7 @@ async def result(request: Request) -> JSONResponse:
 async def append_output(request: Request) -> JSONResponse:
     """A chunk of a running command's output. Counted against the same limit as acks and
     results: streaming cannot buy an agent more requests than reporting."""
-    state = request.app.state
+    state = dispatch_state.of(request)
     identity, agent_uuid, command_uuid = await _command_target(request)
     body = await read_json_object(request)
     offset = take(body, "offset", Int(0, 2**53))
@@ -157,9 +119,9 @@ async def append_output(request: Request) -> JSONResponse:
 
 async def keyset(request: Request) -> JSONResponse:
     """The current keyset (signed by the root key) for an agent that met an unknown kid."""
-    identity = await request.app.state.verifier.authenticate_agent(request)
-    await request.app.state.first_use.mark(identity.agent_id)
-    document = await keysets.for_agent(request.app.state.db, uuid.UUID(identity.agent_id))
+    identity = await dispatch_state.of(request).verifier.authenticate_agent(request)
+    await dispatch_state.of(request).first_use.mark(identity.agent_id)
+    document = await keysets.for_agent(dispatch_state.of(request).db, uuid.UUID(identity.agent_id))
     if document is None:
         raise not_found("No command keyset is installed.")
     return JSONResponse(document)

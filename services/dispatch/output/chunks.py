@@ -1,21 +1,13 @@
-"""A running command's live output: the agent's chunks placed in its stream (output_rules.py
-decides where), and readers who follow it parked at no cost until it grows.
-
-Readers follow like held polls (waiters.py): a reader registers, reads, and, with nothing
-new, waits on its event without a statement until the LISTEN connection hears the stream
-grow or the command end (`fleetline_output`, with the command id), its deadline passes, or
-its client leaves. It registers before it reads, so a chunk committed while it reads still
-wakes it."""
+"""A running command's live output: the agent's chunks placed in its stream (rules.py
+decides where), and pages of it read from any offset (followers.py holds readers who wait
+for more)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
-from typing import Callable
 
 from fleetline import statuses
-from fleetline.http import departure
 from services.common.db import Db
 from services.common.operators import EVERYTHING, Scope
 from services.dispatch.output import rules
@@ -24,21 +16,12 @@ from services.dispatch.lifecycle import commands
 from services.dispatch.lifecycle.commands import CommandError, CommandNotFound
 
 PAGE_BYTES = 1024 * 1024  # the most one read answers; `next_offset` says where to go on
-# Held reads one operator may have parked in one process at once (a console tab follows one
-# command; a script following a job's every target, a few). Past it, `429`: a viewer cannot
-# fill a dispatch's (and a gateway's) memory with thousands of parked reads.
-HELD_PER_OPERATOR = 20
-HELD_RETRY_AFTER_S = 5
 
 
 class NotRunning(CommandError):
     def __init__(self, status: str):
         super().__init__(status)
         self.status = status
-
-
-class TooManyHeld(CommandError):
-    """The operator already holds HELD_PER_OPERATOR reads here."""
 
 
 class OffsetConflict(CommandError):
@@ -108,67 +91,3 @@ async def read(db: Db, command_id: uuid.UUID, offset: int, scope: Scope = EVERYT
     text = raw[skip:].decode("utf-8", errors="ignore")  # never half a character at the end
     next_offset = start + skip + len(text.encode("utf-8"))
     return Page(start + skip, text, next_offset, row["output_truncated"], complete and next_offset >= stored)
-
-
-class Followers:
-    """Readers parked on a command's output, woken by the listener."""
-
-    def __init__(self, per_holder: int = HELD_PER_OPERATOR) -> None:
-        self._events: dict[str, set[asyncio.Event]] = {}
-        self.per_holder = per_holder
-        self._holding: dict[str, int] = {}  # holder (an operator's id) -> its reads held
-
-    def wake(self, command_id: str) -> None:
-        for event in self._events.get(command_id, ()):
-            event.set()
-
-    def wake_all(self) -> None:  # after LISTEN was lost: anything may have happened
-        for events in self._events.values():
-            for event in events:
-                event.set()
-
-    def held(self) -> int:
-        return sum(len(e) for e in self._events.values())
-
-    async def follow(self, command_id: str, wait_s: float, receive: Callable,
-                     read_page: Callable, holder: str = "") -> Page | None:
-        """Read; while nothing is new and the command runs, park until woken, then read
-        again, until `wait_s` passes. None when the client left. A `holder` holds at most
-        `per_holder` reads that may wait at once (TooManyHeld)."""
-        if wait_s <= 0:
-            return await read_page()
-        if self._holding.get(holder, 0) >= self.per_holder:
-            raise TooManyHeld()
-        self._holding[holder] = self._holding.get(holder, 0) + 1
-        try:
-            return await self._follow(command_id, wait_s, receive, read_page)
-        finally:
-            left = self._holding.pop(holder) - 1
-            if left:
-                self._holding[holder] = left
-
-    async def _follow(self, command_id: str, wait_s: float, receive: Callable,
-                      read_page: Callable) -> Page | None:
-        event = asyncio.Event()
-        events = self._events.setdefault(command_id, set())
-        events.add(event)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        gone = asyncio.ensure_future(departure(receive))
-        try:
-            while True:
-                event.clear()  # before the read: a wake-up during it is kept
-                page = await read_page()
-                left = deadline - loop.time()
-                if page.data or page.complete or left <= 0:
-                    return page
-                woken = asyncio.ensure_future(event.wait())
-                done, _ = await asyncio.wait({woken, gone}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
-                if gone in done:
-                    return None
-        finally:
-            gone.cancel()
-            events.discard(event)
-            if not events and self._events.get(command_id) is events:
-                del self._events[command_id]

@@ -21,7 +21,7 @@ class LeaseSweep(Periodic):
         super().__init__("lease_sweep", SWEEP_S, self._sweep)
 
     async def _sweep(self) -> None:
-        parked = set(self.waiters.parked_agents())
+        parked = set(self.waiters.keys())
         if not parked:
             return  # nobody to wake: no statement at all
         self.statements += 1

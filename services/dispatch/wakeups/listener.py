@@ -19,14 +19,14 @@ from services.common.db import OPERATOR_CHANNEL, REVOKED_CHANNEL
 from services.dispatch.wakeups.channels import AGENT_CHANNEL, OUTPUT_CHANNEL, woken_agents
 from services.common.notifications import Notifications
 from services.dispatch.wakeups import queries as q
-from services.dispatch.output.chunks import Followers
+from services.dispatch.wakeups.parking import Parking
 from services.dispatch.wakeups.waiters import Waiters
 
 
 class Listener(Notifications):
     def __init__(self, dsn: str, waiters: Waiters, revoked: Callable[[str], None],
-                 followers: Followers | None = None, operators_changed: Callable[[str], None] = lambda _: None):
-        self.waiters, self.followers = waiters, followers or Followers()
+                 followers: Parking | None = None, operators_changed: Callable[[str], None] = lambda _: None):
+        self.waiters, self.followers = waiters, followers or Parking()
         self._operators_changed = operators_changed
         super().__init__(dsn, {
             AGENT_CHANNEL: self._on_notify,
@@ -38,7 +38,7 @@ class Listener(Notifications):
     async def _catch_up(self, conn: asyncpg.Connection) -> None:
         self._operators_changed("")
         self.followers.wake_all()
-        parked = self.waiters.parked_agents()
+        parked = self.waiters.keys()
         if not parked:
             return
         for (agent_id,) in await conn.fetch(q.CATCH_UP, parked):
