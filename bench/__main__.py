@@ -3,9 +3,22 @@ bench/results/."""
 
 import sys
 
-from bench import (costs_bench, dispatch_bench, edge_bench, field_bench, gateway_bench, held_polls_bench,
-                   jobs_bench, large_job_bench, notify_bench, operators_bench, output_bench, replicas_bench,
-                   retention_bench, signing_bench)
+from bench import (
+    costs_bench,
+    dispatch_bench,
+    edge_bench,
+    field_bench,
+    gateway_bench,
+    held_polls_bench,
+    jobs_bench,
+    large_job_bench,
+    notify_bench,
+    operators_bench,
+    output_bench,
+    replicas_bench,
+    retention_bench,
+    signing_bench,
+)
 
 BENCHES = {"dispatch": dispatch_bench.run, "gateway": gateway_bench.run, "held_polls": held_polls_bench.run,
            "signing": signing_bench.run, "jobs": jobs_bench.run, "edge": edge_bench.run,

@@ -22,7 +22,14 @@ import aiohttp
 import psutil
 import psycopg
 
-from bench.harness import database_url, print_table, seed_agents, seed_backlog, start_stack, write_result
+from bench.harness import (
+    database_url,
+    print_table,
+    seed_agents,
+    seed_backlog,
+    start_stack,
+    write_result,
+)
 
 AGENTS = 1000
 CONCURRENCY = 16

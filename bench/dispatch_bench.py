@@ -11,11 +11,18 @@ import uuid
 import aiohttp
 import asyncpg
 
+from bench.harness import (
+    database_url,
+    print_table,
+    ratio_summary,
+    seed_agents,
+    seed_backlog,
+    start_stack,
+    write_result,
+)
 from bench.loadgen import Run, closed_loop, poll_once
-from bench.harness import (database_url, print_table, ratio_summary, seed_agents, seed_backlog,
-                         start_stack, write_result)
-from services.dispatch.lifecycle import queries as q
 from services.dispatch.app import DB_SETTINGS
+from services.dispatch.lifecycle import queries as q
 
 CONCURRENCY = 32
 SECONDS = 5.0

@@ -27,8 +27,8 @@ from bench.held_polls_bench import _cpu_s, _metric, _rss, _until
 from bench.loadgen import Run, closed_loop
 from fleetline.cli.pgembed import free_port
 from fleetline.cli.procs import Child, child_env, stop_all, wait_ready
-from fleetline.serve import raise_file_limit
 from fleetline.cli.tls import ensure_tls
+from fleetline.serve import raise_file_limit
 from fleetline.transport import tls_context
 
 SIZES = tuple(int(n) for n in os.environ.get("FLEETLINE_BENCH_EDGE_HELD", "1000,5000").split(","))

@@ -136,7 +136,6 @@ def _retire_seeded(stack) -> None:
 def measure() -> dict:
     """One round against stacks built from the tree on sys.path."""
     from bench.harness import seed_agents, start_stack
-
     from fleetline.settings import Settings
 
     out: dict = {}

@@ -8,8 +8,8 @@ import random
 
 import aiohttp
 
-from bench.loadgen import Run, closed_loop
 from bench.harness import print_table, ratio_summary, seed_agents, start_stack, write_result
+from bench.loadgen import Run, closed_loop
 from fleetline.cli.pgembed import free_port
 from fleetline.cli.procs import Child, child_env, stop_all, wait_ready
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import psycopg
 
+from fleetline.cli.keys import ACCESS_TOKEN_KEY, ONLINE_KEY
 from fleetline.cli.stack import Stack
 from services.auth.keys import Signer
-from fleetline.cli.keys import ACCESS_TOKEN_KEY, ONLINE_KEY
 
 RESULTS = Path(__file__).resolve().parent / "results"
 UNLIMITED = {

@@ -26,8 +26,15 @@ import psutil
 import psycopg
 
 from agent.timing import backoff_delay
+from bench.harness import (
+    FSYNC_OFF,
+    database_url,
+    print_table,
+    seed_agents,
+    start_stack,
+    write_result,
+)
 from bench.loadgen import percentile
-from bench.harness import FSYNC_OFF, database_url, print_table, seed_agents, start_stack, write_result
 from fleetline.cli.procs import Child, child_env, wait_ready
 from fleetline.serve import raise_file_limit
 

@@ -20,8 +20,15 @@ import aiohttp
 import httpx
 import psycopg
 
-from bench.harness import database_url, print_table, ratio_summary, seed_agents, seed_backlog, start_stack, \
-    write_result
+from bench.harness import (
+    database_url,
+    print_table,
+    ratio_summary,
+    seed_agents,
+    seed_backlog,
+    start_stack,
+    write_result,
+)
 from bench.loadgen import Run, closed_loop
 
 CONCURRENCY = 16

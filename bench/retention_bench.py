@@ -20,7 +20,14 @@ import time
 import aiohttp
 import psycopg
 
-from bench.harness import _a_signature, database_url, print_table, seed_agents, start_stack, write_result
+from bench.harness import (
+    _a_signature,
+    database_url,
+    print_table,
+    seed_agents,
+    start_stack,
+    write_result,
+)
 from bench.loadgen import Run, closed_loop
 from fleetline.settings import postgres_url
 from services.dispatch.app import DB_SETTINGS

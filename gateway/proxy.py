@@ -16,16 +16,16 @@ import time
 from typing import Any
 
 import aiohttp
-from yarl import URL
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
+from fleetline.ethos import Log
+from fleetline.http import Metrics, departure, error_bytes, header_value, request_id_from
+from fleetline.settings import Settings
 from gateway import openapi
 from gateway.edge import Stalls
 from gateway.routes import held_seconds, route
 from gateway.upstreams import Upstream
-from fleetline.ethos import Log
-from fleetline.http import Metrics, departure, error_bytes, header_value, request_id_from
-from fleetline.settings import Settings
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",

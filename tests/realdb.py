@@ -27,9 +27,7 @@ class Databases:
         return psycopg.connect(self.server_url, autocommit=True)
 
     def create_template(self) -> None:
-        from fleetline.cli.migrate import migrate
-
-        from fleetline.cli.migrate import ensure_service_login
+        from fleetline.cli.migrate import ensure_service_login, migrate
 
         with self.admin() as conn:
             conn.execute(f'CREATE DATABASE "{self.template}"')

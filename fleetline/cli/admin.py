@@ -20,11 +20,12 @@ from fleetline import statuses
 from fleetline.cli import jobs as jobs_cli
 from fleetline.cli import logs as logs_cli
 from fleetline.cli import operators as operators_cli
-from fleetline.cli.tables import show as _show, table
 from fleetline.cli.admin_client import Api, CliError
-from fleetline.transport import InsecureTransport, check_url
+from fleetline.cli.tables import show as _show
+from fleetline.cli.tables import table
 from fleetline.private_files import write_private
 from fleetline.settings import Settings, SettingsError
+from fleetline.transport import InsecureTransport, check_url
 
 FINAL = set(statuses.COMMAND_FINAL)
 

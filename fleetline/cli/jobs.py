@@ -12,8 +12,8 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
-from fleetline.cli.admin_client import CliError
 from fleetline import statuses
+from fleetline.cli.admin_client import CliError
 from fleetline.labels import split_label
 
 # How a job shows its targets; the live ones first, then the ends.

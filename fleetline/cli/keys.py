@@ -24,7 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from fleetline.private_files import new_ed25519_key, write_private
 from fleetline.signing import (
-    KEYSET_CONTEXT, b64url, b64url_decode, key_id, load_private, load_public, public_raw, sign,
+    KEYSET_CONTEXT,
+    b64url,
+    b64url_decode,
+    key_id,
+    load_private,
+    load_public,
+    public_raw,
+    sign,
 )
 
 ACCESS_TOKEN_KEY = "signing-key.pem"  # auth signs access tokens with it

@@ -10,9 +10,9 @@ import signal
 import time
 from pathlib import Path
 
+from fleetline import ethos
 from fleetline.cli.restarts import LOOP_RESTARTS, LOOP_WINDOW_S
 from fleetline.cli.stack import Stack
-from fleetline import ethos
 from fleetline.ethos import Log
 
 _log = Log("launcher", "up")

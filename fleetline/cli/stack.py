@@ -21,10 +21,10 @@ from fleetline.cli.migrate import SERVICE_LOGIN, database_url_as, ensure_service
 from fleetline.cli.pgembed import EmbeddedPostgres, free_port
 from fleetline.cli.procs import Child, child_env, stop_all, wait_ready
 from fleetline.cli.restarts import Restarts
-from fleetline.private_files import write_private
-from fleetline.ethos import Log
-from fleetline.settings import Settings
 from fleetline.cli.tls import ensure_tls
+from fleetline.ethos import Log
+from fleetline.private_files import write_private
+from fleetline.settings import Settings
 from fleetline.transport import is_loopback_host, tls_context
 
 _log = Log("launcher", "stack")

@@ -1,4 +1,4 @@
-from services.auth.app import create_app
 from fleetline.serve import serve
+from services.auth.app import create_app
 
 serve("auth", create_app)

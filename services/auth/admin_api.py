@@ -10,13 +10,20 @@ from starlette.responses import JSONResponse, Response
 from fleetline.labels import split_label
 from fleetline.statuses import AGENT_STATUSES
 from services.auth import enrolment, registry
+from services.auth import state as auth_state
 from services.auth.views import agent_view, token_view
 from services.common.errors import invalid
 from services.common.paging import decode_cursor, next_cursor
 from services.common.validation import (
-    Int, Str, check_text, path_id, query_choice, query_int, read_json_object, take,
+    Int,
+    Str,
+    check_text,
+    path_id,
+    query_choice,
+    query_int,
+    read_json_object,
+    take,
 )
-from services.auth import state as auth_state
 
 
 async def create_registration_token(request: Request) -> JSONResponse:

@@ -9,11 +9,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from services.auth import enrolment
+from services.auth import state as auth_state
 from services.common import audit
 from services.common.errors import invalid_token
 from services.common.http import client_address
 from services.common.validation import Str, StrMap, printable, read_json_object, rfc3339, take
-from services.auth import state as auth_state
 
 _SECRET = Str(1, 512)
 

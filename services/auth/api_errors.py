@@ -10,8 +10,8 @@ from starlette.responses import Response
 from services.auth import accounts as a
 from services.auth import enrolment as e
 from services.auth import registry as r
-from services.common.errors import ApiError, conflict, forbidden, invalid_token, not_found
 from services.common.errors import EXCEPTION_HANDLERS as COMMON_HANDLERS
+from services.common.errors import ApiError, conflict, forbidden, invalid_token, not_found
 
 MACHINE_ENROLLED = {
     e.CREDENTIALS_USED: "This machine_id belongs to an enrolled agent that has used its credentials: "

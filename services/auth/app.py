@@ -12,19 +12,19 @@ from starlette.middleware import Middleware
 from fleetline.ethos import Log
 from fleetline.http import Metrics
 from fleetline.settings import Settings, SettingsError, postgres_url
+from fleetline.signing import root_key_sha256
 from fleetline.transport import InsecureTransport, check_url
 from services.auth import admin_api, agents_api, operators_api
-from services.auth.oidc import OidcVerifier
-from fleetline.signing import root_key_sha256
+from services.auth.api_errors import EXCEPTION_HANDLERS
 from services.auth.keys import Signer
+from services.auth.oidc import OidcVerifier
 from services.auth.pruner import AuthPruner
 from services.auth.state import Auth
 from services.common.admin import Access, admin_mount
-from services.common.operators import ADMIN, VIEWER, OperatorAuth, TokenUse
 from services.common.db import OPERATOR_CHANNEL, Db
-from services.common.notifications import Notifications
-from services.auth.api_errors import EXCEPTION_HANDLERS
 from services.common.http import ServiceMiddleware, api_route, health_routes
+from services.common.notifications import Notifications
+from services.common.operators import ADMIN, VIEWER, OperatorAuth, TokenUse
 from services.common.ratelimit import RateLimit, make_storage
 from services.common.readiness import SchemaCheck
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from services.auth import accounts, registry
+from services.auth import state as auth_state
 from services.auth.oidc import NotVerified
 from services.auth.views import audit_view, operator_token_view, operator_view
 from services.common import audit
@@ -19,9 +20,18 @@ from services.common.operators import ROLES
 from services.common.paging import decode_cursor, next_cursor
 from services.common.tokens import bearer_token
 from services.common.validation import (
-    Int, Str, StrMap, nullable, parse_timestamp, path_id, printable, query_int, read_json_object, rfc3339, take,
+    Int,
+    Str,
+    StrMap,
+    nullable,
+    parse_timestamp,
+    path_id,
+    printable,
+    query_int,
+    read_json_object,
+    rfc3339,
+    take,
 )
-from services.auth import state as auth_state
 
 NAME = Str(1, 64, pattern=r"[a-z0-9_.-]+", rule="must be 1 to 64 of a-z, 0-9, '_', '.', '-'")
 PASSWORD = Str(12, 1024)

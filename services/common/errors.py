@@ -7,8 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fleetline.http import error_body
-from services.common import audit
-from services.common import service
+from services.common import audit, service
 
 
 class ApiError(Exception):

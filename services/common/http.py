@@ -18,7 +18,6 @@ from fleetline.ethos import Log
 from fleetline.http import Metrics, header_value, request_id_from
 from services.common.errors import error_response
 
-
 # Failures that mean "no database right now", not "a bug": connections refused or lost,
 # a server starting up or shutting down.
 DATABASE_DOWN = (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,

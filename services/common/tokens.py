@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.requests import Request
 
-from services.common.errors import forbidden, invalid_token
 from fleetline.ethos import Log
+from services.common.errors import forbidden, invalid_token
 
 LEEWAY_S = 60
 _log = Log("common", "tokens")

@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 from starlette.requests import ClientDisconnect, Request
 
-from services.common.errors import ApiError, invalid, not_found
 from services.common import service
+from services.common.errors import ApiError, invalid, not_found
 
 _MISSING = object()
 

@@ -10,8 +10,8 @@ from datetime import datetime, timezone
 from starlette.requests import Request
 from starlette.responses import Response
 
-from fleetline.labels import split_label
 from fleetline import statuses
+from fleetline.labels import split_label
 from services.console.api import Refused
 from services.console.presence import ago, parse_time, presence
 from services.console.sessions import Session

@@ -8,8 +8,8 @@ from typing import Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from services.common.errors import ApiError, conflict, forbidden, invalid, invalid_token, not_found
 from services.common.errors import EXCEPTION_HANDLERS as COMMON_HANDLERS
+from services.common.errors import ApiError, conflict, forbidden, invalid, invalid_token, not_found
 from services.dispatch.lifecycle import approvals as a
 from services.dispatch.lifecycle import commands as c
 from services.dispatch.lifecycle import jobs as j

@@ -14,34 +14,33 @@ from fleetline.ethos import Log
 from fleetline.http import Metrics
 from fleetline.settings import Settings, SettingsError, postgres_url
 from services.common.admin import Access, admin_mount
-from services.common.operators import ADMIN, OPERATOR, VIEWER, OperatorAuth, TokenUse
 from services.common.db import Db
 from services.common.http import ServiceMiddleware, api_route, health_routes
+from services.common.operators import ADMIN, OPERATOR, VIEWER, OperatorAuth, TokenUse
+from services.common.periodic import Periodic
 from services.common.ratelimit import RateLimit, make_storage
 from services.common.readiness import SchemaCheck
 from services.common.tokens import AccessTokenVerifier, KeySet
+from services.dispatch.admin import approvals_api, jobs_api
 from services.dispatch.admin import commands_api as admin_api
 from services.dispatch.agents import api as agent_api
-from services.dispatch.lifecycle import approvals
-from services.dispatch.admin import approvals_api
-from services.dispatch.admin import jobs_api
-from services.dispatch.signing import keysets
-from services.dispatch.lifecycle.approval_policy import PolicyCache
-from services.dispatch.api_errors import EXCEPTION_HANDLERS
-from services.dispatch.lifecycle.commands import PollPolicy
 from services.dispatch.agents.first_use import FirstUse
 from services.dispatch.agents.last_seen import LastSeen
 from services.dispatch.agents.long_poll import LongPolls
-from services.dispatch.state import Dispatch
+from services.dispatch.api_errors import EXCEPTION_HANDLERS
+from services.dispatch.lifecycle import approvals
+from services.dispatch.lifecycle.approval_policy import PolicyCache
+from services.dispatch.lifecycle.commands import PollPolicy
+from services.dispatch.lifecycle.materialiser import Materialiser
 from services.dispatch.lifecycle.reaper import Reaper
 from services.dispatch.lifecycle.revocations import Revocations
-from services.dispatch.signing.signer import CommandSigner, read_keyset
-from services.dispatch.wakeups.lease_sweep import LeaseSweep
-from services.dispatch.wakeups.listener import Listener
-from services.dispatch.lifecycle.materialiser import Materialiser
 from services.dispatch.output.followers import Followers
 from services.dispatch.retention.pruner import Pruner
-from services.common.periodic import Periodic
+from services.dispatch.signing import keysets
+from services.dispatch.signing.signer import CommandSigner, read_keyset
+from services.dispatch.state import Dispatch
+from services.dispatch.wakeups.lease_sweep import LeaseSweep
+from services.dispatch.wakeups.listener import Listener
 from services.dispatch.wakeups.waiters import Waiters
 
 _log = Log("dispatch", "lifecycle")

@@ -13,9 +13,7 @@ import pytest
 from fleetline.signing import COMMAND_CONTEXT, verify
 from services.common import audit
 from services.common.operators import Operator, Scope
-from services.dispatch.lifecycle import approvals
-from services.dispatch.lifecycle import commands
-from services.dispatch.lifecycle import jobs
+from services.dispatch.lifecycle import approvals, commands, jobs
 from services.dispatch.lifecycle.approval_policy import Policy
 from tests.db import rows
 from tests.db.test_command_operations import ADMIN, CTX, _new

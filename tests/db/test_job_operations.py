@@ -3,8 +3,7 @@ a halt past the failure limit, completion; counts read from the commands."""
 
 from __future__ import annotations
 
-from services.dispatch.lifecycle import commands
-from services.dispatch.lifecycle import jobs
+from services.dispatch.lifecycle import commands, jobs
 from tests.db import rows
 from tests.db.test_command_operations import ADMIN, CTX
 

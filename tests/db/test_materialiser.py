@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.dispatch.lifecycle import commands
-from services.dispatch.lifecycle import jobs
+from services.dispatch.lifecycle import commands, jobs
 from services.dispatch.lifecycle.materialiser import Materialiser
 from tests.db import rows
 from tests.db.test_command_operations import ADMIN, CTX

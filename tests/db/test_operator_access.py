@@ -15,8 +15,7 @@ import pytest
 from services.auth import accounts
 from services.common import audit
 from services.common.operators import CACHE_S, Operator, OperatorAuth, Scope, TokenUse
-from services.dispatch.lifecycle import commands
-from services.dispatch.lifecycle import jobs
+from services.dispatch.lifecycle import commands, jobs
 from tests.db import rows
 from tests.db.test_command_operations import ADMIN, CTX, _new
 

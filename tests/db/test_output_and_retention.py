@@ -13,10 +13,10 @@ import pytest
 
 from fleetline.settings import postgres_url
 from services.common.operators import Scope
+from services.dispatch.app import DB_SETTINGS
 from services.dispatch.lifecycle import commands
 from services.dispatch.output import chunks as output
 from services.dispatch.output.followers import Followers
-from services.dispatch.app import DB_SETTINGS
 from services.dispatch.retention.pruner import Pruner
 from tests.db import rows
 from tests.db.test_command_operations import _queue

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import psycopg
 
+from services.dispatch.lifecycle import commands, jobs
 from services.dispatch.wakeups.channels import AGENT_CHANNEL, WAKE_BATCH, woken_agents
-from services.dispatch.lifecycle import commands
-from services.dispatch.lifecycle import jobs
 from tests.db import rows
 from tests.db.test_job_operations import OK, _job
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleetline.cli.pgembed import free_port
 from fleetline.cli.keys import key_settings
+from fleetline.cli.pgembed import free_port
 from fleetline.cli.tls import ensure_tls
 from tests.integration.agentproc import AgentProcess
 from tests.integration.support import HTTP, ServiceProcess, wait_until

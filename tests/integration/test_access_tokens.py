@@ -11,11 +11,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.requests import Request
 
+from fleetline.cli.keys import ACCESS_TOKEN_KEY
 from services.common.errors import ApiError
 from services.common.tokens import AccessTokenVerifier, KeySet, machine_hash
 from tests.integration.conftest import create_registration_token, register
 from tests.integration.support import HTTP
-from fleetline.cli.keys import ACCESS_TOKEN_KEY
 
 
 def _request(token: str, machine: str | None) -> Request:

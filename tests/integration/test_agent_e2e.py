@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from fleetline.cli.keys import ACCESS_TOKEN_KEY
+from fleetline.cli.pgembed import free_port
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import ADMIN_TOKEN, FAST, create_registration_token
-from fleetline.cli.pgembed import free_port
 from tests.integration.support import HTTP, ROOT, ServiceProcess, wait_until
-from fleetline.cli.keys import ACCESS_TOKEN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

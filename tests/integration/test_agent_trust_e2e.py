@@ -9,7 +9,14 @@ import sys
 import httpx
 import pytest
 
-from fleetline.cli.keys import ACCESS_TOKEN_KEY, ONLINE_KEY, ROOT_KEY, ROOT_PUB, keyset, public_key_of
+from fleetline.cli.keys import (
+    ACCESS_TOKEN_KEY,
+    ONLINE_KEY,
+    ROOT_KEY,
+    ROOT_PUB,
+    keyset,
+    public_key_of,
+)
 from fleetline.cli.pgembed import free_port
 from fleetline.signing import load_private
 from tests.integration.agentproc import AgentProcess

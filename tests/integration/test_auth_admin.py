@@ -2,7 +2,6 @@
 
 import subprocess
 
-
 from fleetline.cli.pgembed import postgres_bin
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token, register
 from tests.integration.support import HTTP

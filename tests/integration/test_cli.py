@@ -8,9 +8,9 @@ import sys
 import uuid
 
 from agent import trust
+from fleetline.cli.keys import ROOT_PUB
 from tests.integration.conftest import ADMIN_TOKEN, tls_env
 from tests.integration.support import ROOT
-from fleetline.cli.keys import ROOT_PUB
 
 
 def fleetline(*args: str, env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:

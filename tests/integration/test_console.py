@@ -23,8 +23,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.integration.launch import read_ready_line, stop_launcher
 from fleetline.cli.pgembed import free_port
+from tests.integration.launch import read_ready_line, stop_launcher
 from tests.integration.support import ROOT, cmdline, stop_process, wait_until
 
 CHROMIUM = os.environ.get("FLEETLINE_TEST_CHROMIUM", "/usr/bin/chromium")

@@ -3,9 +3,9 @@
 import jwt
 import pytest
 
+from fleetline.cli.keys import ACCESS_TOKEN_KEY
 from tests.integration.fleet import Agent
 from tests.integration.support import HTTP
-from fleetline.cli.keys import ACCESS_TOKEN_KEY
 
 
 def _deliveries(sql):

@@ -1,10 +1,11 @@
 """The plans of the statements that must stay index probes, under dispatch's pinned settings."""
 
 import time
+
 import psycopg
 
-from services.dispatch.lifecycle import queries as q
 from services.dispatch.app import DB_SETTINGS
+from services.dispatch.lifecycle import queries as q
 from tests.integration.dbstate import count_statements
 
 

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 
-
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.integration.launch import read_ready_line
 from tests.integration.support import HTTP, ROOT, wait_until

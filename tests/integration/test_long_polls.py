@@ -4,11 +4,11 @@ anything coming due (a queued command, a lapsed lease), whoever handed the lease
 import time
 from datetime import datetime
 
-
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import create_registration_token
 from tests.integration.fleet import Fleet
-from tests.integration.support import HTTP, held_polls, metric as _metric, wait_until
+from tests.integration.support import HTTP, held_polls, wait_until
+from tests.integration.support import metric as _metric
 
 
 def _stamp(text: str) -> float:

@@ -9,7 +9,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetline.cli.keys import ONLINE_KEY, ROOT_KEY, ROOT_PUB, keyset, public_key_of
-from fleetline.signing import COMMAND_CONTEXT, KEYSET_CONTEXT, b64url_decode, load_private, load_public, verify
+from fleetline.signing import (
+    COMMAND_CONTEXT,
+    KEYSET_CONTEXT,
+    b64url_decode,
+    load_private,
+    load_public,
+    verify,
+)
 from tests.integration.dbstate import snapshot
 from tests.integration.support import HTTP
 

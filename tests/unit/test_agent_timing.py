@@ -5,8 +5,17 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.timing import (BACKOFF_CAP_S, BACKOFF_FLOOR_S, JITTER_CAP_S, Backoff, backoff_ceiling,
-                          backoff_delay, parse_retry_after, poll_jitter, rate_limited_delay)
+from agent.timing import (
+    BACKOFF_CAP_S,
+    BACKOFF_FLOOR_S,
+    JITTER_CAP_S,
+    Backoff,
+    backoff_ceiling,
+    backoff_delay,
+    parse_retry_after,
+    poll_jitter,
+    rate_limited_delay,
+)
 
 seeds = st.integers(min_value=0, max_value=2**32)
 

@@ -85,7 +85,7 @@ def test_a_retired_key_signs_nothing_any_more():
 
 
 def test_a_root_key_is_pinned_at_registration_only_when_vouched_for():
-    from agent.trust import Untrusted, first_use_pin, fingerprint
+    from agent.trust import Untrusted, fingerprint, first_use_pin
 
     key, other = b64url(public_raw(ROOT.public_key())), b64url(public_raw(OTHER.public_key()))
     good = fingerprint(key)

@@ -2,7 +2,13 @@
 
 import pytest
 
-from services.dispatch.lifecycle.approval_policy import Policy, PolicyCache, Request, approved_enough, needs_approval
+from services.dispatch.lifecycle.approval_policy import (
+    Policy,
+    PolicyCache,
+    Request,
+    approved_enough,
+    needs_approval,
+)
 
 POLICY = Policy(({"command_types": ["shell"]}, {"min_targets": 100}, {"all_active": True},
                  {"labels": {"env": "prod"}}, {"command_types": ["reboot"], "labels": {"tier": "db"}}))

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from services.dispatch.api_errors import to_api_error
 from services.dispatch.lifecycle import approvals
 from services.dispatch.lifecycle import commands as c
-from services.dispatch.api_errors import to_api_error
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 

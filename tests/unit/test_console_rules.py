@@ -6,12 +6,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from services.console import oidc_flow
 from services.console.job_pages import bar, job_request
+from services.console.operator_pages import scope_text, scope_typed
 from services.console.pages import labels_typed
 from services.console.presence import ago, presence
 from services.console.security import CSP, cookie_attributes, over_https
-from services.console import oidc_flow
-from services.console.operator_pages import scope_text, scope_typed
 from services.console.sessions import Session, csrf_for, same_secret
 from services.console.web import relative
 

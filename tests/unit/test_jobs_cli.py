@@ -7,7 +7,6 @@ import pytest
 
 from fleetline.cli import jobs as jobs_cli
 from fleetline.cli.admin_client import CliError
-
 from fleetline.statuses import TARGET_STATUSES as STATUSES
 
 

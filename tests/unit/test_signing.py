@@ -8,7 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleetline.signing import (
-    COMMAND_CONTEXT, KEYSET_CONTEXT, MAX_SAFE_INTEGER, NotCanonical, b64url, b64url_decode, canonical, sign,
+    COMMAND_CONTEXT,
+    KEYSET_CONTEXT,
+    MAX_SAFE_INTEGER,
+    NotCanonical,
+    b64url,
+    b64url_decode,
+    canonical,
+    sign,
     verify,
 )
 

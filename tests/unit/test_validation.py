@@ -9,8 +9,17 @@ from starlette.requests import Request
 from services.common.errors import ApiError
 from services.common.paging import FIRST_PAGE, decode_cursor, encode_cursor, next_cursor
 from services.common.validation import (
-    Int, JsonObject, Str, StrMap, check_text, nullable, parse_json_object, parse_timestamp,
-    parse_uuid, query_int, take,
+    Int,
+    JsonObject,
+    Str,
+    StrMap,
+    check_text,
+    nullable,
+    parse_json_object,
+    parse_timestamp,
+    parse_uuid,
+    query_int,
+    take,
 )
 
 

@@ -4,18 +4,16 @@ handler parses, calls one operation (approvals.py) and renders."""
 
 from __future__ import annotations
 
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from fleetline.ethos import Log
 from services.common.errors import invalid
 from services.common.validation import Int, Str, StrMap, path_id, printable, read_json_object, take
-from services.dispatch.lifecycle import approvals
-from services.dispatch.lifecycle import jobs
+from services.dispatch import state as dispatch_state
+from services.dispatch.lifecycle import approvals, jobs
 from services.dispatch.lifecycle.approval_policy import CONDITIONS, Policy
 from services.dispatch.views import job_view, policy_view, state_view
-from services.dispatch import state as dispatch_state
 
 _log = Log("dispatch", "approvals")
 TYPE = Str(1, 64, pattern=r"[a-z0-9_.-]+", rule="must be 1 to 64 of a-z, 0-9, '_', '.', '-'")

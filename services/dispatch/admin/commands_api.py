@@ -15,16 +15,23 @@ from fleetline.signing import NotCanonical, check_signable
 from services.common.errors import conflict, invalid
 from services.common.paging import decode_cursor, next_cursor
 from services.common.validation import (
-    Int, JsonObject, Str, nullable, parse_uuid, path_id, query_choice, query_int, read_json_object,
+    Int,
+    JsonObject,
+    Str,
+    nullable,
+    parse_uuid,
+    path_id,
+    query_choice,
+    query_int,
+    read_json_object,
     take,
 )
-from services.dispatch.lifecycle import commands
-from services.dispatch.lifecycle import jobs
-from services.dispatch.signing import keysets
+from services.dispatch import state as dispatch_state
+from services.dispatch.lifecycle import commands, jobs
 from services.dispatch.output import chunks as output
+from services.dispatch.signing import keysets
 from services.dispatch.signing.signer import BadKeyset, read_keyset
 from services.dispatch.views import state_view
-from services.dispatch import state as dispatch_state
 
 _log = Log("dispatch", "admin")
 

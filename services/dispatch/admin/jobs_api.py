@@ -13,13 +13,21 @@ from fleetline.ethos import Log
 from services.common.errors import invalid
 from services.common.paging import decode_cursor, encode_cursor
 from services.common.validation import (
-    Int, Str, StrMap, nullable, parse_uuid, path_id, query_choice, query_int, read_json_object, take,
+    Int,
+    Str,
+    StrMap,
+    nullable,
+    parse_uuid,
+    path_id,
+    query_choice,
+    query_int,
+    read_json_object,
+    take,
 )
-from services.dispatch.lifecycle import jobs
-from services.dispatch.lifecycle import rollout
-from services.dispatch.admin.commands_api import read_command
-from services.dispatch.views import job_view, target_view
 from services.dispatch import state as dispatch_state
+from services.dispatch.admin.commands_api import read_command
+from services.dispatch.lifecycle import jobs, rollout
+from services.dispatch.views import job_view, target_view
 
 _log = Log("dispatch", "jobs")
 

@@ -13,15 +13,23 @@ from fleetline.ethos import Log
 from services.common.errors import forbidden, invalid, not_found
 from services.common.tokens import AgentIdentity
 from services.common.validation import (
-    Int, Str, nullable, parse_timestamp, path_id, path_uuid, query_int, read_json_object, rfc3339, take,
+    Int,
+    Str,
+    nullable,
+    parse_timestamp,
+    path_id,
+    path_uuid,
+    query_int,
+    read_json_object,
+    rfc3339,
+    take,
 )
-from services.dispatch.lifecycle import commands
-from services.dispatch.lifecycle import jobs
-from services.dispatch.signing import keysets
+from services.dispatch import state as dispatch_state
+from services.dispatch.lifecycle import commands, jobs
 from services.dispatch.output import chunks as output
 from services.dispatch.output.rules import MAX_CHUNK_BYTES
+from services.dispatch.signing import keysets
 from services.dispatch.views import delivery_view, state_view
-from services.dispatch import state as dispatch_state
 
 _report_log = Log("dispatch", "report")
 

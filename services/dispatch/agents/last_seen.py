@@ -10,10 +10,10 @@ import time
 from datetime import datetime, timezone
 from typing import Callable
 
-from services.common.db import Db
 from fleetline.ethos import Log
-from services.dispatch.agents import queries as q
+from services.common.db import Db
 from services.common.periodic import Periodic
+from services.dispatch.agents import queries as q
 
 _log = Log("dispatch", "last_seen")
 

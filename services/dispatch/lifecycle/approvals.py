@@ -20,14 +20,19 @@ from datetime import datetime, timedelta, timezone
 from fleetline import statuses
 from services.common import audit
 from services.common.db import Db
+from services.common.operators import Operator
 from services.common.validation import rfc3339
 from services.dispatch.lifecycle import approval_policy, commands, issuing, jobs, rollout
 from services.dispatch.lifecycle import queries as q
 from services.dispatch.lifecycle.approval_policy import Policy
-from services.dispatch.lifecycle.commands import CommandNotFound, NewCommand, OutOfScope, Row, check_type
+from services.dispatch.lifecycle.commands import (
+    CommandNotFound,
+    NewCommand,
+    OutOfScope,
+    Row,
+    check_type,
+)
 from services.dispatch.signing.signer import CommandSigner
-
-from services.common.operators import Operator
 
 
 class ApprovalError(Exception):

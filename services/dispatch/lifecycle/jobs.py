@@ -28,9 +28,14 @@ from services.common.operators import EVERYTHING, Operator, Scope
 from services.dispatch.lifecycle import issuing, rollout
 from services.dispatch.lifecycle import queries as q
 from services.dispatch.lifecycle.approval_policy import NO_POLICY, Policy
-from services.dispatch.lifecycle.commands import NewCommand, OutOfScope, Row, check_type, params_digest
+from services.dispatch.lifecycle.commands import (
+    NewCommand,
+    OutOfScope,
+    Row,
+    check_type,
+    params_digest,
+)
 from services.dispatch.signing.signer import CommandSigner
-
 
 # Past this many targets a job answers at once and is materialised in the background
 # (FLEETLINE_JOB_SLICE_TARGETS: also the slice's size).

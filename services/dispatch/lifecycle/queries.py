@@ -13,7 +13,12 @@ Rules every statement here follows (River, Oban, pg-boss, graphile-worker):
 """
 
 from services.dispatch.lifecycle import rollout
-from services.dispatch.wakeups.channels import AGENT_CHANNEL, NOTIFY_AGENT, OUTPUT_CHANNEL, WAKE_BATCH
+from services.dispatch.wakeups.channels import (
+    AGENT_CHANNEL,
+    NOTIFY_AGENT,
+    OUTPUT_CHANNEL,
+    WAKE_BATCH,
+)
 from services.dispatch.wakeups.channels import NOTIFY_AGENTS as _NOTIFY_AGENTS
 
 # --- rules, each written once ------------------------------------------------------------

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from fleetline.ethos import Log
 from services.common.db import Db
-from services.dispatch.lifecycle import approvals
-from services.dispatch.lifecycle import commands
-from services.dispatch.lifecycle import jobs
 from services.common.periodic import Periodic
+from services.dispatch.lifecycle import approvals, commands, jobs
 
 _log = Log("dispatch", "reaper")
 

@@ -14,8 +14,7 @@ import uuid
 
 from fleetline.ethos import Log
 from services.common.db import Db
-from services.dispatch.lifecycle import commands
-from services.dispatch.lifecycle import jobs
+from services.dispatch.lifecycle import commands, jobs
 from services.dispatch.wakeups.waiters import Waiters
 
 _log = Log("dispatch", "revocations")

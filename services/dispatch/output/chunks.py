@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from fleetline import statuses
 from services.common.db import Db
 from services.common.operators import EVERYTHING, Scope
-from services.dispatch.output import rules
-from services.dispatch.output import queries as q
 from services.dispatch.lifecycle import commands
 from services.dispatch.lifecycle.commands import CommandError, CommandNotFound
+from services.dispatch.output import queries as q
+from services.dispatch.output import rules
 
 PAGE_BYTES = 1024 * 1024  # the most one read answers; `next_offset` says where to go on
 

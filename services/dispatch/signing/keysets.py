@@ -8,8 +8,8 @@ import uuid
 
 from services.common import audit
 from services.common.db import Db
-from services.dispatch.signing import queries as q
 from services.dispatch.lifecycle.commands import check_agent
+from services.dispatch.signing import queries as q
 from services.dispatch.signing.signer import Keyset
 
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from fleetline.signing import (
-    AUDIENCE, COMMAND_CONTEXT, KEYSET_CONTEXT, key_id, load_private, load_public, sign, verify,
+    AUDIENCE,
+    COMMAND_CONTEXT,
+    KEYSET_CONTEXT,
+    key_id,
+    load_private,
+    load_public,
+    sign,
+    verify,
 )
 from services.common.validation import rfc3339
 

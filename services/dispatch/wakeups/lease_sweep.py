@@ -6,8 +6,8 @@ heap; this covers the rest (another replica's claim, a later lease of a woken ag
 from __future__ import annotations
 
 from services.common.db import Db
-from services.dispatch.wakeups import queries as q
 from services.common.periodic import Periodic
+from services.dispatch.wakeups import queries as q
 from services.dispatch.wakeups.waiters import Waiters
 
 SWEEP_S = 2.0

@@ -16,9 +16,9 @@ from typing import Callable
 import asyncpg
 
 from services.common.db import OPERATOR_CHANNEL, REVOKED_CHANNEL
-from services.dispatch.wakeups.channels import AGENT_CHANNEL, OUTPUT_CHANNEL, woken_agents
 from services.common.notifications import Notifications
 from services.dispatch.wakeups import queries as q
+from services.dispatch.wakeups.channels import AGENT_CHANNEL, OUTPUT_CHANNEL, woken_agents
 from services.dispatch.wakeups.parking import Parking
 from services.dispatch.wakeups.waiters import Waiters
 
