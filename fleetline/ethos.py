@@ -49,7 +49,7 @@ class EthosFormatter(logging.Formatter):
             event = "library_message"
             line = f"{event} {format_fields({'message': record.getMessage()})}"
         else:
-            subsystem = record.subsystem
+            subsystem = getattr(record, "subsystem", "")
             line = record.getMessage()
         text = f"[{record.levelname}] [{component}] [{subsystem}] {line}"
         if record.exc_info and record.exc_info[1] is not None and component == "lib":

@@ -8,17 +8,18 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
-from typing import Callable
+from typing import Any, Awaitable, Callable, TypeVar, cast
 
 import uvicorn
-from starlette.types import ASGIApp
 
 from fleetline import ethos
 from fleetline.settings import Settings, SettingsError
 
+# An ASGI application: a Starlette app, or the gateway (a hand-written ASGI class).
+App = TypeVar("App", bound=Callable[..., Awaitable[Any]])
 
-def serve(name: str, create_app: Callable[[Settings], ASGIApp], argv: list[str] | None = None,
-          options: Callable[[Settings, ASGIApp, str], dict] | None = None) -> None:
+def serve(name: str, create_app: Callable[[Settings], App], argv: list[str] | None = None,
+          options: Callable[[Settings, App, str], dict] | None = None) -> None:
     """`options(settings, app, host)`: more uvicorn settings (the gateway's edge), or a
     SettingsError that stops the start."""
     parser = argparse.ArgumentParser(prog=f"fleetline-{name}")
@@ -46,7 +47,8 @@ def serve(name: str, create_app: Callable[[Settings], ASGIApp], argv: list[str] 
         server_header=False,
         date_header=False,
         timeout_graceful_shutdown=5,
-        timeout_keep_alive=settings.keepalive_s,
+        # A float works (uvicorn hands it to loop.call_later); its annotation says int.
+        timeout_keep_alive=cast(int, settings.keepalive_s),
         backlog=settings.backlog,  # a fleet reconnecting at once must not find the queue full
         **extra,
     )

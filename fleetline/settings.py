@@ -252,6 +252,13 @@ class Settings:
         if missing:
             raise SettingsError(f"required setting missing: {', '.join(missing)}")
 
+    def needed(self, name: str) -> str:
+        """A text setting the caller cannot start without (SettingsError naming it when unset)."""
+        self.require(name)
+        value = getattr(self, name)
+        assert isinstance(value, str)
+        return value
+
     def check_keepalive_order(self) -> None:
         """Refuse to start with the gateway keeping upstream connections longer than the
         services do: every such request risks a 502 (measured: 3 in 600 bursts)."""

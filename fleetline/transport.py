@@ -40,7 +40,7 @@ def check_url(url: str, allow_plaintext: bool = False) -> str:
 
 def is_loopback_url(url: str) -> bool:
     hostname = urlsplit(url).hostname
-    return bool(hostname) and is_loopback_host(hostname)
+    return hostname is not None and is_loopback_host(hostname)
 
 
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:

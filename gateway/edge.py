@@ -114,11 +114,12 @@ def _timeout_response(what: str) -> bytes:
         % (len(body), request_id_from(None).encode()), body])
 
 
-def _feed(layer: asyncio.BufferedProtocol, data: bytes) -> None:
+def _feed(layer: asyncio.BaseProtocol, data: bytes) -> None:
     """Hand bytes to a buffered protocol (the TLS layer) as its transport would."""
+    assert isinstance(layer, asyncio.BufferedProtocol)
     view = memoryview(data)
     while view:
-        buffer = layer.get_buffer(len(view))
+        buffer = memoryview(layer.get_buffer(len(view)))
         size = min(len(buffer), len(view))
         buffer[:size] = view[:size]
         layer.buffer_updated(size)
@@ -215,6 +216,7 @@ def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, stalls: Stalls
             self._handshaking = self.loop.create_task(self._handshake(transport))
 
         async def _handshake(self, raw: asyncio.Transport) -> None:
+            assert tls is not None  # only a TLS gateway hands connections to a handshake
             starting = self.loop.create_task(self.loop.start_tls(
                 raw, self, tls, server_side=True, ssl_handshake_timeout=header_s))
             # One turn of the loop: start_tls has paused reading and put its TLS layer in

@@ -113,8 +113,8 @@ def op(summary: str, responses: dict, *, tags: list[str], security: list | None 
     return out
 
 
-AGENT_AUTH = [{"agentToken": []}]
-ADMIN_AUTH = [{"adminToken": []}]
+AGENT_AUTH: list[dict[str, list]] = [{"agentToken": []}]
+ADMIN_AUTH: list[dict[str, list]] = [{"adminToken": []}]
 NO_AUTH: list = []
 
 # What a command is queued with, alone or as a job's `command`.

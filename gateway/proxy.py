@@ -13,7 +13,7 @@ import hmac
 import json
 import resource
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -106,7 +106,7 @@ class Gateway:
         self.metrics.gauge("fleetline_gateway_request_timeouts",
                            "Connections cut off for slow headers, body or TLS handshake",
                            lambda: edge.timed_out)
-        self.session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[int, aiohttp.ClientTimeout] = {}
 
     # --- lifecycle -------------------------------------------------------------------
@@ -118,7 +118,7 @@ class Gateway:
         # connection the addresses rotated by one (_DNSCacheTable.next_addrs), and names
         # are resolved again every 5 minutes. Each address gets its own ~28,000 ephemeral
         # ports (docs/operations.md).
-        self.session = aiohttp.ClientSession(
+        self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300,
                                          keepalive_timeout=self.settings.upstream_keepalive_s),
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookie to another
@@ -127,8 +127,14 @@ class Gateway:
         )
 
     async def shutdown(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The upstream client, made at startup (in the event loop it serves)."""
+        assert self._session is not None, "the gateway has not started"
+        return self._session
 
     async def ready(self) -> bool:
         async def replica_ready(url: str) -> bool:
@@ -234,7 +240,7 @@ class Gateway:
 
     def _from_console(self, presented: bytes | None) -> bool:
         secret = self.settings.console_proxy_secret
-        return bool(secret) and presented is not None and hmac.compare_digest(presented, secret.encode())
+        return secret is not None and presented is not None and hmac.compare_digest(presented, secret.encode())
 
     def _upstream_headers(self, scope: dict, rid: str) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -380,6 +386,7 @@ async def _unless_client_leaves(request: Any, receive: Any) -> aiohttp.ClientRes
     poll). One watcher task per held poll, and no more: awaiting both in tasks of their own
     (asyncio.wait) cost 2 KiB per held poll."""
     task = asyncio.current_task()
+    assert task is not None  # called from the request's task
     waiting = True
 
     def client_left(_: asyncio.Future) -> None:
@@ -401,7 +408,7 @@ async def _unless_client_leaves(request: Any, receive: Any) -> aiohttp.ClientRes
         gone.cancel()
 
 
-def _hop_by_hop(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
+def _hop_by_hop(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """The fixed hop-by-hop names plus those a Connection header lists (RFC 9110 7.6.1)."""
     listed = {
         token.strip().lower().encode("latin-1")

@@ -185,6 +185,7 @@ class EmbeddedPostgres:
         import psycopg
 
         deadline = time.monotonic() + timeout
+        assert self.proc is not None
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited with {self.proc.returncode}; see {self.data_dir / 'server.log'}")

@@ -37,13 +37,14 @@ class Child:
         self.proc = self._spawn()
 
     def _spawn(self) -> subprocess.Popen:
-        log: IO[bytes] | int = open(self._log, "ab") if self._log else subprocess.DEVNULL
-        try:
-            return subprocess.Popen(self._argv, env=self._env, cwd=self._cwd, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        finally:
-            if self._log:
-                log.close()
+        if self._log is None:
+            return self._popen(subprocess.DEVNULL)
+        with open(self._log, "ab") as log:  # the child has its own copy of the file
+            return self._popen(log)
+
+    def _popen(self, out: IO[bytes] | int) -> subprocess.Popen:
+        return subprocess.Popen(self._argv, env=self._env, cwd=self._cwd, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
     def respawn(self) -> None:
         self.proc = self._spawn()

@@ -249,7 +249,7 @@ class Stack:
         """One supervisor step: restart what died (after its backoff). Returns the name of a
         child in a crash loop, for the caller to stop everything."""
         now = time.monotonic() if now is None else now
-        watched: list[tuple[str, object]] = []
+        watched: list[tuple[str, EmbeddedPostgres | Child]] = []
         if self.pg is not None:
             watched.append(("postgres", self.pg))
         watched += [(c.name, c) for c in self.children + self.agent_children]

@@ -13,6 +13,7 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -74,6 +75,8 @@ def _make_ca(directory: Path) -> None:
 
 def _make_cert(directory: Path, hosts: list[str]) -> None:
     ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{directory / 'ca.key'} is not the P-256 key Fleetline's CA is made with")
     ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
@@ -120,7 +123,7 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-def ensure_tls(directory: Path, hosts: list[str] = ()) -> TlsFiles:
+def ensure_tls(directory: Path, hosts: Sequence[str] = ()) -> TlsFiles:
     """The CA and a gateway certificate for `hosts` (plus the local names) in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     wanted = list(dict.fromkeys([*hosts, *LOCAL_NAMES]))

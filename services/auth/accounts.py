@@ -14,6 +14,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from argon2 import PasswordHasher
@@ -104,8 +105,8 @@ class Changes:
 
 def _described(changes: Changes) -> dict:
     """What the audit event says of a change: its fields, never the password itself."""
-    out = {k: v for k, v in (("role", changes.role), ("scope", changes.scope), ("disabled", changes.disabled))
-           if v is not None}
+    out: dict[str, object] = {k: v for k, v in (("role", changes.role), ("scope", changes.scope),
+                                               ("disabled", changes.disabled)) if v is not None}
     if changes.email_given:
         out["email"] = changes.email
     if changes.password is not None:
@@ -213,8 +214,8 @@ async def revoke_token(db: Db, ctx: audit.Context, caller: Operator, token_id: u
 @dataclass(frozen=True)
 class Session:
     secret: str  # the cookie's value: shown once, stored as a digest
-    expires_at: object
-    operator: object  # its row
+    expires_at: datetime
+    operator: Any  # its row
 
 
 async def _open(db: Db, ctx: audit.Context, operator, method: str, session_s: int,
@@ -241,7 +242,7 @@ async def _refused(db: Db, ctx: audit.Context, who: str, method: str) -> SignInR
 async def sign_in_with_password(db: Db, ctx: audit.Context, name: str, password: str, session_s: int) -> Session:
     operator = await db.fetchrow(q.OPERATOR_FOR_SIGN_IN, name)
     stored = operator["password_hash"] if operator is not None else None
-    if not await _password_matches(stored, password):
+    if stored is None or not await _password_matches(stored, password):
         raise await _refused(db, ctx, name, "password")
     if _hasher.check_needs_rehash(stored):
         await db.execute(q.REHASH_PASSWORD, operator["id"], await hash_password(password))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,7 +19,8 @@ MACHINE_ENROLLED = {
     e.OTHER_TOKEN: "This machine_id belongs to an active agent registered with another token.",
 }
 
-ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
+# Each answer reads what its own exception carries (detail, reason, what).
+ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     e.TokenRefused: lambda x: invalid_token(x.detail),
     e.MachineEnrolled: lambda x: conflict(MACHINE_ENROLLED[x.reason]),
     e.TokenReused: lambda x: ApiError(401, "token_reused", "This refresh token was already used: its whole "

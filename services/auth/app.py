@@ -82,7 +82,8 @@ ACCESS = {
 
 def create_app(settings: Settings) -> Starlette:
     settings.require("database_url", "jwt_private_key_file")
-    db = Db(postgres_url(settings.database_url), max_size=settings.db_pool_max)
+    database_url = postgres_url(settings.needed("database_url"))
+    db = Db(database_url, max_size=settings.db_pool_max)
     metrics = Metrics("auth")
     token_use = TokenUse(db, component="auth")
     operator_auth = OperatorAuth(db, settings.admin_token, token_use, listening=lambda: notifications.listening)
@@ -90,7 +91,7 @@ def create_app(settings: Settings) -> Starlette:
     async def forget_operators(_conn) -> None:  # changes made while not listening went unheard
         operator_auth.changed()
 
-    notifications = Notifications(postgres_url(settings.database_url), {OPERATOR_CHANNEL: operator_auth.changed},
+    notifications = Notifications(database_url, {OPERATOR_CHANNEL: operator_auth.changed},
                                   restored=forget_operators, component="auth")
     pruner = AuthPruner(db, settings.prune_interval_s, settings.retention_days)
 
@@ -130,7 +131,7 @@ def create_app(settings: Settings) -> Starlette:
         oidc = OidcVerifier(settings.oidc_issuer, settings.oidc_client_id, settings.ca_file)
     app.state.service = Auth(
         settings=settings, db=db,
-        signer=Signer.from_file(settings.jwt_private_key_file, settings.jwt_issuer, settings.jwt_audience,
+        signer=Signer.from_file(settings.needed("jwt_private_key_file"), settings.jwt_issuer, settings.jwt_audience,
                                 settings.access_token_ttl_s),
         registration_limit=RateLimit("agent_registration", settings.registration_rate_limit, storage),
         registration_failures=RateLimit("agent_registration_failures", settings.registration_failure_limit,

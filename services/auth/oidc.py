@@ -59,12 +59,12 @@ class OidcVerifier:
             if kid not in self._keys and time.monotonic() - self._fetched_at > REFETCH_S:
                 try:
                     keys = jwt.PyJWKSet.from_dict(await self._get((await self._discovered())["jwks_uri"])).keys
-                    self._keys = {k.key_id: k for k in keys}
+                    self._keys = {k.key_id: k for k in keys if k.key_id is not None}
                     self._fetched_at = time.monotonic()
                 except (httpx.HTTPError, ValueError, KeyError, jwt.PyJWTError) as exc:
                     _log.warning("oidc_keys_unavailable", issuer=self.issuer, error=exc)
                     raise NotVerified("the provider's keys could not be fetched") from None
-        key = self._keys.get(kid)
+        key = self._keys.get(kid) if kid is not None else None
         if key is None:
             raise NotVerified("the ID token is signed by a key the provider does not publish")
         return key

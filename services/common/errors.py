@@ -84,7 +84,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     detail = "No such path." if exc.status_code == 404 else str(exc.detail)
     if exc.status_code == 405:
         detail = "This method is not allowed on this path."
-    return error_response(exc.status_code, code, detail, headers=exc.headers)
+    return error_response(exc.status_code, code, detail, headers=dict(exc.headers or {}))
 
 
 

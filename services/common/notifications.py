@@ -87,8 +87,11 @@ class Notifications:
             return False
         except asyncio.TimeoutError:
             pass
+        conn = self._conn
+        if conn is None:
+            return False
         try:
-            await self._conn.fetchval("SELECT 1", timeout=PING_S)
+            await conn.fetchval("SELECT 1", timeout=PING_S)
             return True
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError):
             return False

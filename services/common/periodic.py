@@ -10,7 +10,7 @@ from fleetline.ethos import Log
 
 
 class Periodic:
-    def __init__(self, name: str, interval_s: float, step: Callable[[], Awaitable[None]],
+    def __init__(self, name: str, interval_s: float, step: Callable[[], Awaitable[object]],
                  first_after_s: float = 0.0, component: str = "dispatch"):
         self.interval_s, self.step, self.first_after_s = interval_s, step, first_after_s
         self.log = Log(component, name)

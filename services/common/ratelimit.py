@@ -117,7 +117,9 @@ class WindowCounterMemory(Storage, SlidingWindowCounterSupport, TimestampedSlidi
 def make_storage(url: str) -> Storage:
     # The async storages are spelled async+<scheme>; redis-py is the Redis client we ship.
     if url.startswith(("redis://", "rediss://")):
-        return storage_from_string("async+" + url, implementation="redispy")
+        storage = storage_from_string("async+" + url, implementation="redispy")
+        assert isinstance(storage, Storage)  # an async+ scheme gives an async storage
+        return storage
     return WindowCounterMemory()
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -108,6 +109,7 @@ HTTP_ERRORS = {404: "No such page.", 405: "This page does not take that method."
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
     return error_page(request, exc.status_code, HTTP_ERRORS[exc.status_code])
 
 

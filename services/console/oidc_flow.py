@@ -184,17 +184,18 @@ async def callback(request: Request) -> Response:
     if refused is None and (params.get("error") or not code):
         refused = "The sign-on provider did not sign you in."
     if refused is None:
+        assert flow is not None
         try:
             tokens = await client.tokens(code, flow["verifier"])
         except ProviderError as exc:
             _log.warning("code_refused", error=exc)
             refused = "The sign-on provider refused this sign-in; please start again."
+    opened: dict | str = refused or ""
     if refused is None:
+        assert flow is not None
         opened = await open_session(request, {"method": "oidc", "nonce": flow["nonce"], **tokens})
-        if isinstance(opened, str):
-            refused = opened
-    if refused is not None:
-        response = await sign_in_form(request, refused, 401)
+    if isinstance(opened, str):
+        response = await sign_in_form(request, opened, 401)
     else:
         response = session_response(request, opened)
     # Spent, whatever happened: a code or a state is good for one try.

@@ -119,7 +119,7 @@ async def revoke_agent(request: Request, session: Session, form: dict[str, str])
 @signed_in
 async def commands(request: Request, session: Session) -> Response:
     q = request.query_params
-    params = {"limit": PAGE}
+    params: dict[str, str | int] = {"limit": PAGE}
     for name in ("status", "agent_id", "before"):
         if q.get(name):
             params[name] = q[name]

@@ -3,7 +3,7 @@ of live output to API errors."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,7 +16,8 @@ from services.dispatch.lifecycle import jobs as j
 from services.dispatch.output import chunks as o
 from services.dispatch.output import followers as f
 
-ERRORS: dict[type[Exception], Callable[[Exception], ApiError]] = {
+# Each answer reads what its own exception carries (status, reason, expected, ids).
+ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     c.UnknownAgent: lambda e: invalid_token("The token's agent does not exist."),
     c.AgentRevoked: lambda e: forbidden("agent_revoked", "This agent has been revoked."),
     c.CommandNotFound: lambda e: not_found("No such command."),

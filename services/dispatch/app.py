@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from pathlib import Path
 from typing import AsyncIterator
@@ -109,7 +110,8 @@ def create_app(settings: Settings) -> Starlette:
     settings.require("database_url", "command_signing_key_file", "command_root_public_key")
     if not (settings.jwks_url or settings.jwt_public_key_file):
         raise SettingsError("required setting missing: FLEETLINE_JWKS_URL or FLEETLINE_JWT_PUBLIC_KEY_FILE")
-    db = Db(postgres_url(settings.database_url), max_size=settings.db_pool_max,
+    database_url = postgres_url(settings.needed("database_url"))
+    db = Db(database_url, max_size=settings.db_pool_max,
             server_settings=DB_SETTINGS)
     metrics = Metrics("dispatch")
     keys = KeySet(settings.jwks_url, settings.jwt_public_key_file)
@@ -122,22 +124,25 @@ def create_app(settings: Settings) -> Starlette:
     operator_auth = OperatorAuth(db, settings.admin_token, token_use, listening=lambda: listener.listening)
     revocations = Revocations(db, waiters)
     followers = Followers()
-    listener = Listener(postgres_url(settings.database_url), waiters, revocations.revoked, followers,
+    listener = Listener(database_url, waiters, revocations.revoked, followers,
                         operators_changed=operator_auth.changed)
     pruned_total = metrics.counter("fleetline_pruned_rows_total", "Rows deleted by the retention pruner",
                                    ("table",))
-    pruner = Pruner(postgres_url(settings.database_url), DB_SETTINGS, settings.prune_interval_s,
+    pruner = Pruner(database_url, DB_SETTINGS, settings.prune_interval_s,
                     settings.retention_days,
                     counted=lambda table, n: pruned_total.labels(table).inc(n))
     lease_sweep = LeaseSweep(db, waiters)
     reaper = Reaper(db, settings.reaper_interval_s)
     last_seen = LastSeen(db, settings.last_seen_flush_s, settings.last_seen_write_s)
     schema_ready = SchemaCheck(db)
-    signer = CommandSigner(settings.command_signing_key_file)
+    signer = CommandSigner(settings.needed("command_signing_key_file"))
     materialiser = Materialiser(db, signer, 1.0, settings.job_slice_targets)
     initial_keyset = (read_keyset(json.loads(Path(settings.command_keyset_file).read_text()),
-                                  settings.command_root_public_key)
+                                  settings.needed("command_root_public_key"))
                       if settings.command_keyset_file else None)
+
+    def listening() -> bool:  # the LISTEN connection is up: held polls hear wake-ups
+        return listener.listening
 
     async def ready() -> bool:  # the expected schema, and LISTEN up (or held polls go deaf)
         return listener.listening and await schema_ready()
@@ -189,10 +194,10 @@ def create_app(settings: Settings) -> Starlette:
     for table in ("commands", "jobs", "audit_events"):
         metrics.gauge(f"fleetline_retention_oldest_{table}_age_seconds",
                       f"Age of the oldest {table.replace('_', ' ')} row kept (ended, for commands and jobs), "
-                      "as of the last pruning pass", lambda t=table: pruner.oldest_age_s(t))
+                      "as of the last pruning pass", functools.partial(pruner.oldest_age_s, table))
     polls = LongPolls(db, waiters, PollPolicy(settings.poll_interval_s, settings.rapid_poll_interval_s,
                                               settings.rapid_window_s),
-                      lambda: listener.listening,
+                      listening,
                       metrics.counter("fleetline_commands_claimed_total", "Commands handed to agents by the poll"),
                       metrics.counter("fleetline_claim_statements_total",
                                       "Claim statements run by polls (none while parked)"))

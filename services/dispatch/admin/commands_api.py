@@ -127,7 +127,7 @@ async def install_keyset(request: Request) -> JSONResponse:
     state = dispatch_state.of(request)
     body = await read_json_object(request)
     try:
-        keyset = read_keyset(body, state.settings.command_root_public_key)
+        keyset = read_keyset(body, state.settings.needed("command_root_public_key"))
     except BadKeyset as exc:
         raise invalid(str(exc)) from None
     if not await keysets.install(state.db, keyset, request.state.audit):

@@ -133,18 +133,20 @@ def check_agent(agent_status: str | None) -> None:
         raise AgentRevoked()
 
 
-def _found(row: Row | None) -> None:
+def _found(found: Row | None) -> Row:
     """What an agent's ack or result statement found: its agent, then its command."""
-    check_agent(row["agent_status"] if row is not None else None)
-    if row["id"] is None:
+    check_agent(found["agent_status"] if found is not None else None)
+    assert found is not None
+    if found["id"] is None:
         raise CommandNotFound()
+    return found
 
 
-def ack_outcome(row: Row | None) -> dict:
+def ack_outcome(found: Row | None) -> dict:
     """The command after an ack. sent -> running happened, or the ack was a repeat or came
     too late: a running command answers `running`, a final one its final status (the agent
     must not run it); a pending one was never delivered."""
-    _found(row)
+    row = _found(found)
     view = dict(row)
     if row["new_status"] is not None:
         view.update(status=row["new_status"], acked_at=row["new_acked_at"],
@@ -154,10 +156,10 @@ def ack_outcome(row: Row | None) -> dict:
     return view
 
 
-def result_outcome(row: Row | None, outcome: str, result: Mapping) -> tuple[dict, bool]:
+def result_outcome(found: Row | None, outcome: str, result: Mapping) -> tuple[dict, bool]:
     """The command after a result, and whether this result ended it. The same outcome
     again is a no-op; a final command refuses anything else and changes nothing."""
-    _found(row)
+    row = _found(found)
     if row["new_status"] is not None:
         view = dict(row)
         view.update(status=row["new_status"], finished_at=row["new_finished_at"],
@@ -215,7 +217,7 @@ def updated_rows(status: str) -> int:
 
 @dataclass(frozen=True)
 class NewCommand:
-    agent_id: uuid.UUID
+    agent_id: uuid.UUID | None  # None for a job's settings: each target is its own
     type: str
     params: dict
     priority: int
@@ -270,15 +272,17 @@ async def create(db: Db, new: NewCommand, signer: CommandSigner, by: Operator,
     created `awaiting_approval` instead: unsigned, not claimable, no wake-up; its
     expires_at is the approval deadline until approved (approvals.py)."""
     check_type(by.scope, new.type)
+    agent_id = new.agent_id
+    assert agent_id is not None  # a single command names its agent
     command_id = uuid.uuid4()
     issued_at = datetime.now(timezone.utc)
-    required = await issuing.approvals_needed(db, policy, new.type, [new.agent_id])
+    required = await issuing.approvals_needed(db, policy, new.type, [agent_id])
     if required:
         status, signed = statuses.AWAITING, None
         expires_at = issued_at + timedelta(seconds=policy.expires_in_s)
     else:
         status, expires_at = "pending", issued_at + timedelta(seconds=new.ttl_s)
-        (signed,) = await issuing.signed_payloads(signer, [command_id], [new.agent_id], new, issued_at, expires_at,
+        (signed,) = await issuing.signed_payloads(signer, [command_id], [agent_id], new, issued_at, expires_at,
                                                   by.name)
     async with db.transaction():
         row = create_outcome(await db.fetchrow(

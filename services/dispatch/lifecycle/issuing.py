@@ -20,9 +20,12 @@ SIGN_SLICE = 500  # signatures between two yields to the event loop
 
 class Settings(Protocol):
     """What a command's signature covers of the request (commands.NewCommand has it)."""
-    type: str
-    params: dict
-    run_timeout_s: int
+    @property
+    def type(self) -> str: ...
+    @property
+    def params(self) -> dict: ...
+    @property
+    def run_timeout_s(self) -> int: ...
 
 
 async def approvals_needed(db: Db, policy: Policy, command_type: str, agents: list[uuid.UUID],

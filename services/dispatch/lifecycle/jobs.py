@@ -165,7 +165,9 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
         await db.execute(q.ALLOW_BITMAP_SCANS)
         await _check_named_ids(db, new.selector, by.scope)
         chosen = selection(new.selector, by.scope)
-        agents = [r[0] for r in await db.fetch(chosen.pick_sql, *chosen.args)] if chosen else []
+        if chosen is None:
+            raise NoTargets()
+        agents = [r[0] for r in await db.fetch(chosen.pick_sql, *chosen.args)]
         if not agents:
             raise NoTargets()
         required = await issuing.approvals_needed(db, policy, new.command.type, agents,

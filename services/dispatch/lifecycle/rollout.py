@@ -31,7 +31,9 @@ def window_size(max_in_flight: int | str | None, target_count: int) -> int | Non
     window of at least one), a number is itself, None means no window."""
     if max_in_flight is None or isinstance(max_in_flight, int):
         return max_in_flight
-    percent = int(_PERCENT.fullmatch(max_in_flight).group(1))
+    match = _PERCENT.fullmatch(max_in_flight)
+    assert match is not None  # the API accepts only what percentage() does
+    percent = int(match.group(1))
     return max(1, math.ceil(target_count * percent / 100))
 
 
