@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -114,9 +114,17 @@ def _timeout_response(what: str) -> bytes:
         % (len(body), request_id_from(None).encode()), body])
 
 
-def _feed(layer: asyncio.BaseProtocol, data: bytes) -> None:
+class _Buffered(Protocol):
+    """A buffered protocol as its transport sees it. uvloop's TLS layer is one without
+    deriving from asyncio.BufferedProtocol, so this is a shape, never an isinstance check."""
+
+    def get_buffer(self, sizehint: int) -> Any: ...
+
+    def buffer_updated(self, nbytes: int) -> None: ...
+
+
+def _feed(layer: _Buffered, data: bytes) -> None:
     """Hand bytes to a buffered protocol (the TLS layer) as its transport would."""
-    assert isinstance(layer, asyncio.BufferedProtocol)
     view = memoryview(data)
     while view:
         buffer = memoryview(layer.get_buffer(len(view)))
@@ -226,7 +234,7 @@ def edge_protocol(settings: Settings, tls: ssl.SSLContext | None, stalls: Stalls
             handshake_bytes, self._early = b"".join(self._early or ()), []
             layer = raw.get_protocol()
             if handshake_bytes and layer is not self:
-                self.loop.call_soon(_feed, layer, handshake_bytes)
+                self.loop.call_soon(_feed, cast(_Buffered, layer), handshake_bytes)
             secured = None
             try:
                 secured = await starting
