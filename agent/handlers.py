@@ -163,7 +163,9 @@ def shell(params: dict, ctx: Context) -> Outcome:
         if len(output) > READ_LIMIT:
             del output[: len(output) - READ_LIMIT]  # keep the end
 
-    reader = PipeReader(proc.stdout.fileno(), keep)
+    stdout = proc.stdout
+    assert stdout is not None  # stdout=PIPE
+    reader = PipeReader(stdout.fileno(), keep)
     started = time.monotonic()
     killed_for = None
     while proc.poll() is None:
@@ -180,7 +182,7 @@ def shell(params: dict, ctx: Context) -> Outcome:
     _kill(proc)  # the group: whatever it left behind goes too, and its end of the pipe
     proc.wait()
     reader.stop()  # a process that left the group (setsid) may hold the pipe forever
-    proc.stdout.close()
+    stdout.close()
     if killed_for == "interrupted":
         return INTERRUPTED
     if killed_for:

@@ -42,7 +42,7 @@ class OutputStream:
         self.ended = False  # no more sending: the server's cap, a refusal, or a final failure
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = bytearray()
-        self._first_pending_at: float | None = None
+        self._first_pending_at = 0.0  # when the oldest unsent byte came (while any wait)
         self._closing = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"output-{command_id[:8]}", daemon=True)
@@ -116,7 +116,7 @@ class OutputStream:
             backoff.reset()
             with self._cond:
                 del self._pending[:len(chunk)]
-                self._first_pending_at = time.monotonic() if self._pending else None
+                self._first_pending_at = time.monotonic() if self._pending else 0.0
                 self.offset += len(chunk)
                 if answer.get("truncated"):
                     self._end("truncated_by_server")

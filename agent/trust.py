@@ -106,7 +106,7 @@ class Keyset:
     version: int
     expires_at: datetime
     keys: dict[str, tuple[Ed25519PublicKey, datetime]]  # kid -> (key, not_after)
-    document: dict
+    document: object  # as the server sent it, kept to be checked again at the next start
 
 
 def read_keyset(root: Ed25519PublicKey, document: object, held_version: int = 0,

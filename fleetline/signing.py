@@ -15,7 +15,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Any, List
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -115,3 +116,12 @@ def verify(key: Ed25519PublicKey, context: bytes, document: dict) -> dict:
     if not isinstance(payload, dict):
         raise ValueError("the signed payload is not an object")
     return payload
+
+
+def sign_keyset(root: Ed25519PrivateKey, keys: List[Ed25519PublicKey], version: int, days: float) -> dict:
+    """A keyset document: the online keys agents may trust for `days`, signed by the root."""
+    expires = (datetime.now(timezone.utc) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    payload = {"v": 1, "version": version, "expires_at": expires,
+               "keys": [{"kid": key_id(k), "public_key": b64url(public_raw(k)), "not_after": expires}
+                        for k in keys]}
+    return {**sign(root, KEYSET_CONTEXT, payload), "root_kid": key_id(root.public_key())}

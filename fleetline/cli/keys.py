@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fleetline.private_files import new_ed25519_key, write_private
 from fleetline.signing import (
-    KEYSET_CONTEXT,
     b64url,
     b64url_decode,
     key_id,
     load_private,
     load_public,
     public_raw,
-    sign,
+    sign_keyset,
 )
 
 ACCESS_TOKEN_KEY = "signing-key.pem"  # auth signs access tokens with it
@@ -39,10 +37,6 @@ ROOT_KEY = "command-root.key"  # signs keysets: keep it offline
 ROOT_PUB = "command-root.pub"  # what agents pin (base64url)
 ONLINE_KEY = "command-signing-key.pem"  # dispatch signs commands with it
 KEYSET = "command-keyset.json"  # version 1, listing the online key, signed by the root
-
-
-def _rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_root(directory: Path) -> Ed25519PrivateKey:
@@ -58,14 +52,6 @@ def public_key_of(path: str) -> Ed25519PublicKey:
     if text.startswith("-----BEGIN"):
         return load_private(path).public_key()
     return load_public(text)
-
-
-def keyset(root: Ed25519PrivateKey, keys: list[Ed25519PublicKey], version: int, days: float) -> dict:
-    expires = datetime.now(timezone.utc) + timedelta(days=days)
-    payload = {"v": 1, "version": version, "expires_at": _rfc3339(expires),
-               "keys": [{"kid": key_id(k), "public_key": b64url(public_raw(k)), "not_after": _rfc3339(expires)}
-                        for k in keys]}
-    return {**sign(root, KEYSET_CONTEXT, payload), "root_kid": key_id(root.public_key())}
 
 
 def ensure_keys(directory: Path, days: float = 90.0) -> list[str]:
@@ -84,7 +70,7 @@ def ensure_keys(directory: Path, days: float = 90.0) -> list[str]:
         new_ed25519_key(directory / ONLINE_KEY)
         made.append(ONLINE_KEY)
     if not (directory / KEYSET).exists():
-        document = keyset(load_private(str(directory / ROOT_KEY)),
+        document = sign_keyset(load_private(str(directory / ROOT_KEY)),
                           [load_private(str(directory / ONLINE_KEY)).public_key()], 1, days)
         write_private(directory / KEYSET, json.dumps(document, indent=1) + "\n")
         made.append(KEYSET)
@@ -113,7 +99,7 @@ def _cmd_online(args: argparse.Namespace) -> int:
 
 
 def _cmd_keyset(args: argparse.Namespace) -> int:
-    document = keyset(load_private(args.root), [public_key_of(k) for k in args.key], args.version, args.days)
+    document = sign_keyset(load_private(args.root), [public_key_of(k) for k in args.key], args.version, args.days)
     Path(args.out).write_text(json.dumps(document, indent=1) + "\n")
     print(f"keyset version {args.version} with {len(args.key)} key(s), signed by {document['root_kid']}: {args.out}")
     return 0

@@ -12,9 +12,9 @@ import psutil
 import pytest
 
 from agent import trust
-from fleetline.cli.keys import ROOT_PUB, keyset, make_root
+from fleetline.cli.keys import ROOT_PUB, make_root
 from fleetline.cli.pgembed import free_port
-from fleetline.signing import b64url, public_raw
+from fleetline.signing import b64url, public_raw, sign_keyset
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token, tls_env
 from tests.integration.support import HTTP, ROOT, wait_until
@@ -128,7 +128,7 @@ def swapping_proxy(start_gateway, auth, dispatch, tmp_path):
     online = make_root(tmp_path / "attacker-online")  # any key: the attacker's own signer
     (folder / "attacker.json").write_text(json.dumps({
         "root_public_key": b64url(public_raw(attacker.public_key())),
-        "command_keyset": keyset(attacker, [online.public_key()], 99, 30)}))
+        "command_keyset": sign_keyset(attacker, [online.public_key()], 99, 30)}))
     (folder / "mode").write_text("swap-root")
     port = free_port()
     proxy = subprocess.Popen([sys.executable, "-m", "tests.integration.tamper_proxy", "--port", str(port),

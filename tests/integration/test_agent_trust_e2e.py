@@ -14,11 +14,10 @@ from fleetline.cli.keys import (
     ONLINE_KEY,
     ROOT_KEY,
     ROOT_PUB,
-    keyset,
     public_key_of,
 )
 from fleetline.cli.pgembed import free_port
-from fleetline.signing import load_private
+from fleetline.signing import load_private, sign_keyset
 from tests.integration.agentproc import AgentProcess
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
 from tests.integration.support import HTTP, ROOT, wait_until
@@ -111,7 +110,7 @@ def test_only_what_was_signed_for_this_agent_ever_runs(hostile, tmp_path):
                        ).json()["commands"][0]
     hostile.write("replay.json", theirs["signed"])
     stranger = load_private(str(_stranger_root(tmp_path)))
-    hostile.write("keyset.json", keyset(stranger, [stranger.public_key()], 99, 30))
+    hostile.write("keyset.json", sign_keyset(stranger, [stranger.public_key()], 99, 30))
 
     for modes, reason in [("payload", "does not verify"), ("unknown-kid", "not in keyset"),
                           ("unknown-kid foreign-keyset", "not in keyset"), ("replay", "another")]:
@@ -128,10 +127,10 @@ def test_only_what_was_signed_for_this_agent_ever_runs(hostile, tmp_path):
 
 def test_an_older_keyset_is_refused(hostile, tmp_path, key_dir):
     root, online = load_private(str(key_dir / ROOT_KEY)), public_key_of(str(key_dir / ONLINE_KEY))
-    put = HTTP.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=keyset(root, [online], 2, 30))
+    put = HTTP.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=sign_keyset(root, [online], 2, 30))
     assert put.status_code == 200
     agent, agent_id = hostile.agent()  # registers with version 2
-    hostile.write("keyset.json", keyset(root, [online, public_key_of(str(key_dir / ACCESS_TOKEN_KEY))], 1, 30))
+    hostile.write("keyset.json", sign_keyset(root, [online, public_key_of(str(key_dir / ACCESS_TOKEN_KEY))], 1, 30))
     hostile.modes("unknown-kid old-keyset")
     done = hostile.final(hostile.queue(agent_id, **_shell(tmp_path / "ran"))["id"])
     assert done["status"] == "rejected" and not (tmp_path / "ran").exists()
@@ -156,7 +155,7 @@ def test_rotating_the_online_key_under_a_running_agent_rejects_nothing(hostile, 
     root, old = load_private(str(key_dir / ROOT_KEY)), public_key_of(str(key_dir / ONLINE_KEY))
     new_key = tmp_path / "online-2.key"
     new_ed25519_key(new_key)
-    v2 = keyset(root, [old, public_key_of(str(new_key))], 2, 30)
+    v2 = sign_keyset(root, [old, public_key_of(str(new_key))], 2, 30)
     assert HTTP.put(f"{hostile.direct}/api/v1/admin/command-keyset", headers=ADMIN, json=v2).status_code == 200
     # 2. Dispatch restarts signing with it, on the same address.
     port = int(hostile.dispatch_url.rsplit(":", 1)[1])

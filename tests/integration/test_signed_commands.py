@@ -8,13 +8,14 @@ from datetime import datetime, timezone
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fleetline.cli.keys import ONLINE_KEY, ROOT_KEY, ROOT_PUB, keyset, public_key_of
+from fleetline.cli.keys import ONLINE_KEY, ROOT_KEY, ROOT_PUB, public_key_of
 from fleetline.signing import (
     COMMAND_CONTEXT,
     KEYSET_CONTEXT,
     b64url_decode,
     load_private,
     load_public,
+    sign_keyset,
     verify,
 )
 from tests.integration.dbstate import snapshot
@@ -68,15 +69,15 @@ def test_keysets_install_only_signed_by_the_root_and_only_upwards(fleet, key_dir
     root = load_private(str(key_dir / ROOT_KEY))
     online = public_key_of(str(key_dir / ONLINE_KEY))
     newer = Ed25519PrivateKey.generate().public_key()
-    v2 = keyset(root, [online, newer], 2, 30)
+    v2 = sign_keyset(root, [online, newer], 2, 30)
     assert HTTP.put(url, json=v2, headers=fleet.admin).status_code == 200
     assert HTTP.put(url, json=v2, headers=fleet.admin).status_code == 409
-    assert HTTP.put(url, json=keyset(root, [online], 1, 30), headers=fleet.admin).status_code == 409
+    assert HTTP.put(url, json=sign_keyset(root, [online], 1, 30), headers=fleet.admin).status_code == 409
     before = snapshot(sql)
     stranger = Ed25519PrivateKey.generate()
-    forged = dict(keyset(stranger, [online], 3, 30), root_kid=v2["root_kid"])
-    for bad in (keyset(stranger, [online], 3, 30), forged, {**v2, "sig": forged["sig"]}, {"payload": "x"},
-                keyset(root, [online], 3, -1)):
+    forged = dict(sign_keyset(stranger, [online], 3, 30), root_kid=v2["root_kid"])
+    for bad in (sign_keyset(stranger, [online], 3, 30), forged, {**v2, "sig": forged["sig"]}, {"payload": "x"},
+                sign_keyset(root, [online], 3, -1)):
         resp = HTTP.put(url, json=bad, headers=fleet.admin)
         assert (resp.status_code, resp.json()["error"]) == (400, "invalid_request"), resp.text
     assert snapshot(sql) == before

@@ -8,8 +8,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import trust
-from fleetline.cli.keys import keyset
-from fleetline.signing import COMMAND_CONTEXT, b64url, b64url_decode, key_id, public_raw, sign
+from fleetline.signing import (
+    COMMAND_CONTEXT,
+    b64url,
+    b64url_decode,
+    key_id,
+    public_raw,
+    sign,
+    sign_keyset,
+)
 
 NOW = datetime.now(timezone.utc)
 ROOT, ONLINE, OTHER = (Ed25519PrivateKey.generate() for _ in range(3))
@@ -17,7 +24,7 @@ AGENT = "9b0e2a6e-1c1f-4b7e-9e0a-3c7d2f1b5a10"
 
 
 def held(*keys, version=1, days=30, root=ROOT) -> trust.Keyset:
-    return trust.read_keyset(ROOT.public_key(), keyset(root, [k.public_key() for k in keys], version, days))
+    return trust.read_keyset(ROOT.public_key(), sign_keyset(root, [k.public_key() for k in keys], version, days))
 
 
 def command(key=ONLINE, **overrides) -> dict:
@@ -66,7 +73,7 @@ def test_a_key_the_keyset_does_not_list_is_unknown_so_the_keyset_is_fetched():
 def test_keysets_from_another_root_or_not_above_the_held_version_or_expired_are_refused():
     with pytest.raises(trust.Untrusted, match="does not verify"):
         held(ONLINE, root=OTHER)
-    document = keyset(ROOT, [ONLINE.public_key()], 3, 30)
+    document = sign_keyset(ROOT, [ONLINE.public_key()], 3, 30)
     assert trust.read_keyset(ROOT.public_key(), document, held_version=2).version == 3
     for version in (3, 4):
         with pytest.raises(trust.Untrusted, match="not above"):
@@ -76,7 +83,7 @@ def test_keysets_from_another_root_or_not_above_the_held_version_or_expired_are_
 
 
 def test_a_retired_key_signs_nothing_any_more():
-    payload = json.loads(b64url_decode(keyset(ROOT, [ONLINE.public_key()], 1, 30)["payload"]))
+    payload = json.loads(b64url_decode(sign_keyset(ROOT, [ONLINE.public_key()], 1, 30)["payload"]))
     assert payload["keys"][0]["public_key"] == b64url(public_raw(ONLINE.public_key()))
     ks = held(ONLINE)
     ks.keys[key_id(ONLINE.public_key())] = (ONLINE.public_key(), NOW - timedelta(seconds=1))

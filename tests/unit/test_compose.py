@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from agent import main as agent_main
+from agent import cli as agent_cli
 from fleetline.cli import build_parser
 from fleetline.settings import Settings
 
@@ -89,8 +89,8 @@ def test_commands_and_settings_name_things_that_exist(compose):
             assert "fleetline" in scripts
             build_parser().parse_args(argv[1:])  # exits (fails the test) on an unknown option
         elif argv[0] == "fleetline-agent":
-            assert scripts["fleetline-agent"] == "agent.main:main"
-            agent_main.build_parser().parse_args(argv[1:])
+            assert scripts["fleetline-agent"] == "agent.cli:main"
+            agent_cli.build_parser().parse_args(argv[1:])
         else:
             pytest.fail(f"{name}: unknown entry point {argv[0]}")
         for var in service.get("environment", {}):

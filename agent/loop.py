@@ -1,0 +1,97 @@
+"""The poll loop: wait for a free slot, hold one poll open for as many commands as there are
+free slots (`--max-parallel`, so nothing waits unacked behind a long command), hand each to
+the runner, and back off (with jitter) when the server cannot answer."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Optional
+
+from agent.client import Refused, Retryable
+from agent.config import LONG_POLL_WAIT_S, Config
+from agent.log import Log
+from agent.runner import Runner, Slots
+from agent.session import Session
+from agent.stopper import Stopper
+from agent.timing import Backoff, poll_jitter
+
+log = Log()
+
+
+class PollLoop:
+    def __init__(self, config: Config, session: Session, runner: Runner, slots: Slots, stopper: Stopper):
+        self.session, self.runner, self.slots, self.stopper = session, runner, slots, stopper
+        self.long_poll = config.long_poll
+        self.poll_wait_s = config.poll_wait_s
+        self.backoff = Backoff()
+
+    def run(self) -> None:
+        jitter_next = True  # before the first poll and after every failure
+        while not self.stopper.stopping:
+            if (jitter_next or not self.long_poll) and not self.stopper.sleep(
+                    poll_jitter(self.session.interval, self.backoff.rng)):
+                break
+            free = self._wait_for_a_slot()
+            if free == 0:
+                break
+            wait = self.poll_wait_s if self.long_poll else 0
+            try:
+                body = self._poll(free, wait)
+            except Retryable as exc:
+                self.session.back_off("polling", exc, self.backoff)
+                jitter_next = True
+                continue
+            except Refused as exc:
+                if exc.status == 400 and "wait" in exc.detail and self.poll_wait_s > LONG_POLL_WAIT_S:
+                    # Longer than this server allows (FLEETLINE_MAX_WAIT_S): its default, at once.
+                    log.warning("polling", "poll_wait_refused", asked=self.poll_wait_s, now=LONG_POLL_WAIT_S,
+                                hint="lower --poll-wait, or raise the server's FLEETLINE_MAX_WAIT_S")
+                    self.poll_wait_s = LONG_POLL_WAIT_S
+                    continue
+                log.error("polling", "poll_refused", status=exc.status, error=exc.code)
+                self.session.back_off("polling", Retryable(str(exc)), self.backoff)
+                jitter_next = True
+                continue
+            if body is None:  # stopping while the poll was held
+                break
+            self.backoff.reset()
+            jitter_next = False
+            self.session.interval = float(body["poll_interval_s"])
+            for command in body["commands"]:
+                self.slots.run(f"command-{command['id'][:8]}", functools.partial(self.runner.handle, command))
+            if not self.long_poll and not body["commands"]:
+                self.stopper.sleep(self.session.interval)
+
+    def _wait_for_a_slot(self) -> int:
+        while not self.stopper.stopping:
+            free = self.slots.free()
+            if free > 0:
+                return free
+            self.stopper.sleep(60, wakeable=True)  # a finishing command wakes us at once
+        return 0
+
+    def _poll(self, limit: int, wait: int) -> Optional[dict]:
+        """One poll, held in a helper thread so a stop never waits for it: on SIGTERM the
+        agent exits and the closed connection tells the server to claim nothing."""
+        outcome: dict = {}
+        answered = threading.Event()
+        client = self.session.client
+
+        def call() -> None:
+            try:
+                outcome["body"] = self.session.authed(lambda t, a: client.poll(t, a, limit, wait))
+            except BaseException as exc:  # handed to the loop, which sorts it
+                outcome["error"] = exc
+            finally:
+                answered.set()  # before the wake-up: the loop below checks it after waking
+                self.stopper.wake()
+
+        threading.Thread(target=call, name="poll", daemon=True).start()
+        while not answered.is_set() and not self.stopper.stopping:
+            self.stopper.sleep(wait + 60, wakeable=True)
+        if not answered.is_set():
+            return None
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["body"]
