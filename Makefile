@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: up test bench lint install
+.PHONY: up test bench lint pythons install
 
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -29,5 +29,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# ruff (with import order) and mypy over fleetline/, agent/, gateway/ and services/
+# (pyproject.toml says how strictly, and where not).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# The agent on Python 3.9, the server's unit and db tiers on 3.13: each when installed.
+pythons:
+	.ci/other-pythons
