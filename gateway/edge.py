@@ -40,7 +40,7 @@ _log = Log("gateway", "edge")
 
 # What a connection is doing; all but BUSY are waiting for a complete request.
 HANDSHAKE, HEADERS, BODY, BUSY, IDLE = "handshake", "headers", "body", "busy", "idle"
-# A connection waiting this long without a complete request is stalled (API.md, slow clients).
+# A connection waiting this long without a complete request is stalled (docs/api.md, slow clients).
 STALLED_AFTER_S = 2.0
 
 

@@ -1,6 +1,6 @@
 """The gateway: a small reverse proxy as a pure ASGI app, with aiohttp as upstream client.
 
-aiohttp because it was measured (bench/gateway_bench.py, DESIGN.md): httpx's pool tops
+aiohttp because it was measured (bench/gateway_bench.py, bench/README.md): httpx's pool tops
 out near 400 req/s as a proxy client here. Small responses are buffered (a streamed
 Starlette response costs ~40 %); large or unsized ones are streamed. Request bodies are
 read whole (up to the body limit) before anything goes upstream.

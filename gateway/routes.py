@@ -1,4 +1,4 @@
-"""The gateway's route table: every path of API.md, and which service owns it.
+"""The gateway's route table: every path of docs/api.md, and which service owns it.
 
 Checked in order; the first match wins. Anything else is the gateway's own 404.
 """

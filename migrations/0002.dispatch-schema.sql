@@ -12,7 +12,7 @@ CREATE TABLE commands (
                      'timed_out', 'expired', 'cancelled')),
     retry_count     integer NOT NULL DEFAULT 0,
     max_retries     integer NOT NULL CHECK (max_retries BETWEEN 0 AND 100),
-    -- Its own counter, so a delivery number can never repeat (see DESIGN.md).
+    -- Its own counter, so a delivery number can never repeat (see docs/architecture.md).
     delivery_count  integer NOT NULL DEFAULT 0,
     ack_timeout_s   integer NOT NULL,
     run_timeout_s   integer NOT NULL,

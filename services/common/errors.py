@@ -1,4 +1,4 @@
-"""JSON errors as API.md defines them: {"error": code, "detail": sentence, "field"?: name}."""
+"""JSON errors as docs/api.md defines them: {"error": code, "detail": sentence, "field"?: name}."""
 
 from __future__ import annotations
 

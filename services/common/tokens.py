@@ -208,7 +208,7 @@ class AccessTokenVerifier:
         return {**claims, "__kid": kid}
 
     async def authenticate_agent(self, request: Request) -> AgentIdentity:
-        """Bearer token + `X-Machine-ID` -> the agent, or the API.md error (401, 403)."""
+        """Bearer token + `X-Machine-ID` -> the agent, or the error docs/api.md names (401, 403)."""
         token = bearer_token(request)
         if not token:
             raise invalid_token("A bearer access token is required.")

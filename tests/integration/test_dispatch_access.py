@@ -1,4 +1,4 @@
-"""Who may poll, ack and report: the codes of API.md, and nothing claimed when refused."""
+"""Who may poll, ack and report: the codes of docs/api.md, and nothing claimed when refused."""
 
 import jwt
 import pytest

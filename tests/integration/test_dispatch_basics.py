@@ -1,4 +1,4 @@
-"""The poll, ack and result as API.md specifies them, one request at a time."""
+"""The poll, ack and result as docs/api.md specifies them, one request at a time."""
 
 from tests.integration.support import HTTP
 

@@ -1,4 +1,4 @@
-"""The state machine's decisions (services/dispatch/commands.py) on plain rows: what an ack,
+"""The state machine's decisions (services/dispatch/lifecycle/commands.py) on plain rows: what an ack,
 a result or a queueing statement found, and what the API answers. No database here; the
 statements themselves are proven under concurrency in tests/integration."""
 

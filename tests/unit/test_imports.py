@@ -6,7 +6,10 @@
 - the agent imports the standard library, httpx, cryptography, itself and the few kernel
   modules its own distribution carries (which themselves import only the standard library
   and cryptography): installing it brings no server dependency.
-- the operator's commands (`fleetline/cli/`) may import anything of ours.
+- the operator's commands (`fleetline/cli/`) may import anything of ours;
+- inside dispatch, the rooms that decide (lifecycle, wakeups, output, retention, signing)
+  know nothing of HTTP: no web framework, and none of the rooms that speak it (`agents/`,
+  `admin/`, the app and its views). The endpoints call into them, never the reverse.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ def module_of(path: Path) -> str:
 
 
 def files(folder: str) -> list[Path]:
-    return sorted(p for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts)
+    return sorted(p for p in (ROOT / folder).rglob("*.py")
+                  if "__pycache__" not in p.parts and "build" not in p.relative_to(ROOT).parts)
 
 
 def ours(name: str) -> bool:
@@ -98,3 +102,17 @@ def test_the_agents_distribution_carries_what_the_agent_imports():
     deps = text.split("dependencies = [", 1)[1].split("]", 1)[0]
     assert {d.split('"')[1].split("~")[0].split(">")[0].split("=")[0] for d in deps.strip().splitlines()
             if '"' in d} == AGENT_THIRD_PARTY
+
+
+DECIDING_ROOMS = ("lifecycle", "wakeups", "output", "retention", "signing")
+SPEAKING = ("services.dispatch.agents", "services.dispatch.admin", "services.dispatch.app",
+            "services.dispatch.views", "services.dispatch.api_errors", "services.dispatch.state")
+
+
+def test_dispatchs_deciding_rooms_know_nothing_of_http():
+    rooms = {p.name for p in (ROOT / "services" / "dispatch").iterdir() if (p / "__init__.py").exists()}
+    assert set(DECIDING_ROOMS) <= rooms  # a room renamed is a room this test must learn of
+    bad = [f"{module_of(p)} imports {name}" for room in DECIDING_ROOMS
+           for p in files(f"services/dispatch/{room}") for name in sorted(imports(p))
+           if within(name, "starlette", "sse_starlette", *SPEAKING)]
+    assert bad == []

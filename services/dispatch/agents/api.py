@@ -37,7 +37,7 @@ MAX_OUTPUT_BYTES = 64 * 1024
 
 
 async def _authenticate(request: Request) -> AgentIdentity:
-    """401/403 checks in API.md's order: credential, machine, then the path's agent id."""
+    """401/403 checks in docs/api.md's order: credential, machine, then the path's agent id."""
     identity = await dispatch_state.of(request).verifier.authenticate_agent(request)
     # The token's sub is canonical; parse the path only when it is spelled differently.
     if request.path_params["agent_id"] != identity.agent_id and path_uuid(request, "agent_id") != identity.agent_id:

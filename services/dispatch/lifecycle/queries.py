@@ -39,7 +39,7 @@ RETRIES_LEFT = "(c.retry_count < c.max_retries)"
 # and must not start (the reaper makes it timed_out; so does a late ack).
 LEASE_EXHAUSTED = f"({DUE} AND NOT {RETRIES_LEFT})"
 
-# The columns of the command state object (API.md), shared by every statement below.
+# The columns of the command state object (docs/api.md), shared by every statement below.
 COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, max_retries,
     delivery_count, ack_timeout_s, run_timeout_s, idempotency_key, created_at, sent_at,
     acked_at, finished_at, expires_at, result, signed, job_id, created_by_id, created_by_name,

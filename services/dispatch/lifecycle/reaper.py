@@ -1,14 +1,16 @@
 """The reaper: a small background service in every dispatch process.
 
-Every `FLEETLINE_REAPER_INTERVAL_S` it runs commands.reap(), which moves in batches:
-  unacked leases with retries used up -> timed_out
-  running commands past run_timeout_s  -> timed_out
-  pending|sent commands past expires_at -> expired
+Every `FLEETLINE_REAPER_INTERVAL_S` it runs commands.reap(), whose four sweeps
+(commands.REAPER_SWEEPS) move in batches:
+  unacked leases with retries used up            -> timed_out
+  running commands past run_timeout_s             -> timed_out
+  pending|sent commands past expires_at           -> expired
+  undelivered job commands of agents revoked lately -> cancelled (a missed notification)
 then denies requests whose approval deadline passed (approvals.expire),
 and then moves every running job on (jobs.advance_running: halts, completions and the
 rollout window's releases that those ends, or ends elsewhere, made due).
 Safe with many replicas running it at once: each row is picked FOR UPDATE SKIP LOCKED
-and re-checked by the state guard of its UPDATE (queries.py).
+and re-checked by the state guard of its UPDATE (lifecycle/queries.py).
 """
 
 from __future__ import annotations
