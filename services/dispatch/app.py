@@ -195,6 +195,9 @@ def create_app(settings: Settings) -> Starlette:
         metrics.gauge(f"fleetline_retention_oldest_{table}_age_seconds",
                       f"Age of the oldest {table.replace('_', ' ')} row kept (ended, for commands and jobs), "
                       "as of the last pruning pass", functools.partial(pruner.oldest_age_s, table))
+    first_use = FirstUse(db)
+    metrics.gauge("fleetline_first_use_statements", "Statements this process ran to mark agents' first use "
+                  "(one for all the agents seen while the previous one ran)", lambda: first_use.writes)
     polls = LongPolls(db, waiters, PollPolicy(settings.poll_interval_s, settings.rapid_poll_interval_s,
                                               settings.rapid_window_s),
                       listening,
@@ -208,7 +211,7 @@ def create_app(settings: Settings) -> Starlette:
         checkin_limit=RateLimit("agent_checkin", settings.checkin_rate_limit, storage),
         report_limit=RateLimit("agent_report", settings.report_rate_limit, storage),
         signer=signer, polls=polls, followers=followers, materialiser=materialiser, last_seen=last_seen,
-        first_use=FirstUse(db), approval_policy=PolicyCache(lambda: approvals.read_policy(db)),
+        first_use=first_use, approval_policy=PolicyCache(lambda: approvals.read_policy(db)),
         output_reads=metrics.counter("fleetline_output_reads_total",
                                      "Reads of a command's output by operators (none while parked)"),
     )

@@ -181,8 +181,11 @@ def test_stalled_connections_beside_fresh_ones_from_the_same_address_never_cost_
     assert _metric(gw.url, "fleetline_gateway_stalled_connections") == 64
 
     async def fresh() -> list[int]:
+        # Each on its own connection, closed once answered: a kept-alive connection idle for
+        # 2 s is stalled too (a loaded machine answering 300 slowly would make it one).
         async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"),
-                                     base_url=gw.url, headers=agent.headers, timeout=30,
+                                     base_url=gw.url, headers={**agent.headers, "Connection": "close"},
+                                     timeout=30,
                                      limits=httpx.Limits(max_connections=300)) as client:
             answers = await asyncio.gather(*(client.get(f"/api/v1/agents/{agent.agent_id}/commands")
                                              for _ in range(300)), return_exceptions=True)

@@ -20,17 +20,13 @@ from fleetline.settings import Settings
 from services.auth.keys import Signer
 from tests.conftest import durable_databases
 from tests.integration.conftest import FAST, create_registration_token
+from tests.integration.support import metric
 
 
 @pytest.fixture(scope="module")
 def databases():
     with durable_databases() as dbs:
         yield dbs
-
-
-def _percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(p * len(ordered)) - 1))]
 
 
 def _fresh_agents(sql, key_dir, count: int) -> list[tuple[str, str, str]]:
@@ -55,12 +51,15 @@ def _busy_disk(sql, database_url: str, flush_ms: int) -> None:
     sql.execute(f'ALTER DATABASE "{name}" SET commit_siblings = 0')
 
 
-def test_a_thousand_fresh_agents_first_polls_at_333_per_s_are_answered_promptly(
+def test_a_thousand_fresh_agents_first_polls_at_333_per_s_share_their_first_use_commits(
         start_service, start_gateway, sql, key_dir, database_url):
     """Each first request marks the agent's credentials used before it is answered. One
     commit each, those marks queued behind the pool's connections: with 40 ms flushes, ten
     connections commit 250 marks a second, and the polls of a fleet enrolled at once waited
-    (in the field, p50 9.8 s and p99 18 s). Marks seen together are now one commit."""
+    (in the field, p50 9.8 s and p99 18 s). Marks seen together are now one commit, counted
+    here by the statements dispatch ran (before: one per agent). What that does to the
+    polls' latency is measured side by side in `bench field` (p50 1,471 ms -> 78 ms on this
+    busy disk): as a test's bound it would measure the machine's other load too."""
     _busy_disk(sql, database_url, 40)
     auth = start_service("services.auth", **FAST)
     dispatch = start_service("services.dispatch", FLEETLINE_JWKS_URL=f"{auth.url}/.well-known/jwks.json",
@@ -68,25 +67,24 @@ def test_a_thousand_fresh_agents_first_polls_at_333_per_s_are_answered_promptly(
     gw = start_gateway([auth.url], [dispatch.url])
     agents = _fresh_agents(sql, key_dir, 1000)
 
-    async def first_polls() -> list[tuple[int, float]]:
+    async def first_polls() -> list[int]:
         # aiohttp as the load: httpx's pool alone cannot keep up with 333 requests/s here.
         async with aiohttp.ClientSession(gw.url, connector=aiohttp.TCPConnector(limit=0)) as client:
-            async def poll(i: int, agent_id: str, machine: str, token: str) -> tuple[int, float]:
+            async def poll(i: int, agent_id: str, machine: str, token: str) -> int:
                 await asyncio.sleep(i / 333)
-                began = time.monotonic()
                 async with client.get(f"/api/v1/agents/{agent_id}/commands",
                                       headers={"Authorization": f"Bearer {token}", "X-Machine-ID": machine}) as r:
                     await r.read()
-                    return r.status, time.monotonic() - began
+                    return r.status
 
             return await asyncio.gather(*(poll(i, *a) for i, a in enumerate(agents)))
 
     answers = asyncio.run(first_polls())
-    assert {status for status, _ in answers} == {200}
-    latencies = [seconds for _, seconds in answers]
-    # Here: before, p50 1.35 s and p99 2.7 s; after, p50 78 ms and p99 157 ms.
-    assert _percentile(latencies, 0.5) < 0.25 and _percentile(latencies, 0.99) < 1.0, (
-        _percentile(latencies, 0.5), _percentile(latencies, 0.99))
+    assert set(answers) == {200}
+    # Before: one statement per agent (1,000). Now those seen while one runs share the next:
+    # 43 here alone, fewer under load (slower statements gather more marks each).
+    statements = metric(dispatch.url, "fleetline_first_use_statements")
+    assert 1 <= statements <= 250, statements
     # Every one of them marked before it was answered: none of these machines registers again.
     assert sql.execute("SELECT count(*) FROM agents WHERE credentials_used_at IS NULL").fetchone() == (0,)
 
