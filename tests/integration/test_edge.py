@@ -171,7 +171,9 @@ def test_a_thousand_connections_from_one_address_at_once_are_all_answered(start_
 
 def test_stalled_connections_beside_fresh_ones_from_the_same_address_never_cost_a_fresh_one(
         start_gateway, auth, dispatch, fleet):
-    gw = start_gateway([auth.url], [dispatch.url])
+    # Deadlines far beyond the test: the 64 stalled ones left must still be there at its end,
+    # however long a loaded machine takes to answer the 300.
+    gw = start_gateway([auth.url], [dispatch.url], FLEETLINE_HEADER_TIMEOUT_S="120", FLEETLINE_BODY_TIMEOUT_S="120")
     agent = fleet.register()
     stalled = [(_stall("127.0.0.2", gw.port, ("silent", "headers", "body")[i % 3]), time.monotonic())
                for i in range(100)]
@@ -192,7 +194,7 @@ def test_stalled_connections_beside_fresh_ones_from_the_same_address_never_cost_
         return [a.status_code if isinstance(a, httpx.Response) else repr(a) for a in answers]
 
     assert asyncio.run(fresh()) == [200] * 300
-    # Only stalled ones were ever closed, and the 64 left are still there (their deadline is 10 s).
+    # Only stalled ones were ever closed, and the 64 left are still there.
     assert _metric(gw.url, "fleetline_gateway_stalled_connections_closed") == 36
     survivors = _watch(stalled, time.monotonic() + 0.2)
     assert sum(1 for seconds, _ in survivors if seconds == float("inf")) == 64
