@@ -59,6 +59,10 @@ def poll_answer_problem(body: dict) -> str | None:
     commands = body.get("commands")
     if not isinstance(commands, list):
         return "commands is not a list"
+    cancels = body.get("cancels", [])  # a server before 1.3 sends none
+    if not isinstance(cancels, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("command_id"), str) for c in cancels):
+        return "cancels is not a list of cancels"
     for c in commands:
         if not isinstance(c, dict) or not isinstance(c.get("id"), str) or not c["id"]:
             return "a command without an id"
@@ -117,9 +121,12 @@ class Client:
         return self._call("POST", "/api/v1/agents/renew",
                           json={"agent_id": agent_id, "refresh_token": refresh_token})
 
-    def poll(self, token: str, agent_id: str, limit: int = 10, wait: int = 0) -> dict:
-        body = self._call("GET", f"/api/v1/agents/{agent_id}/commands", token,
-                          params={"limit": limit, "wait": wait}, timeout=30.0 + wait)
+    def poll(self, token: str, agent_id: str, limit: int = 10, wait: int = 0, cancels_only: bool = False) -> dict:
+        params: dict = {"limit": limit, "wait": wait}
+        if cancels_only:
+            params["cancels_only"] = "true"
+        body = self._call("GET", f"/api/v1/agents/{agent_id}/commands", token, params=params,
+                          timeout=30.0 + wait)
         problem = poll_answer_problem(body)
         if problem:
             raise Retryable(f"malformed poll answer: {problem}")

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -40,6 +40,7 @@ class Outcome:
     exit_code: int | None
     output: bytes | str  # made acceptable (UTF-8, no NUL, 64 KiB) by agent.results.fit_output
     note: str = ""  # the agent's own word on how it ended, kept within the output's budget
+    cancelled: bool = False  # a verified cancel stopped it
 
 
 def _discard(data: bytes) -> None:
@@ -52,12 +53,18 @@ class Context:
     deadline: float  # time.monotonic() by which the command must be done (run_timeout_s)
     allow_shell: bool
     output: Callable[[bytes], None] = _discard  # what the command prints, as it comes (live output)
+    cancelled: threading.Event = field(default_factory=threading.Event)  # set by a verified cancel
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
 
 INTERRUPTED = Outcome("failed", None, "interrupted")
+
+
+def cancelled(output: bytes | str = b"", exit_code: int | None = None, how: str = "") -> Outcome:
+    """A command a verified cancel stopped (or kept from starting), with its output so far."""
+    return Outcome("failed", exit_code, output, f"[cancelled{': ' + how if how else ''}]", cancelled=True)
 
 
 def command_env(extra: object) -> dict[str, str] | str:
@@ -122,12 +129,15 @@ def sleep(params: dict, ctx: Context) -> Outcome:
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 86400:
         return Outcome("failed", None, "params.seconds must be a number from 0 to 86400")
     allowed = min(float(seconds), max(0.0, ctx.remaining()))
-    started = time.monotonic()
-    if not ctx.stopper.sleep(allowed):
-        left = allowed - (time.monotonic() - started)
-        if left > GRACE_S:
-            return INTERRUPTED
-        time.sleep(max(0.0, left))  # within the grace: let it finish
+    deadline = time.monotonic() + allowed
+    while (left := deadline - time.monotonic()) > 0:
+        if ctx.cancelled.wait(min(left, 0.1)):
+            return cancelled()
+        if ctx.stopper.stopping:
+            if left > GRACE_S:
+                return INTERRUPTED
+            time.sleep(max(0.0, left))  # within the grace: let it finish
+            break
     if allowed < seconds:
         return Outcome("failed", None, "", f"[run timeout: stopped after {allowed:.0f} s]")
     return Outcome("succeeded", 0, f"slept {seconds} s")
@@ -136,7 +146,8 @@ def sleep(params: dict, ctx: Context) -> Outcome:
 def shell(params: dict, ctx: Context) -> Outcome:
     """Runs argv directly (never through a shell) in a clean environment, reading its
     output as it comes; killed at its timeout, and its whole process group killed when it
-    exits, so background children neither outlive it nor hold its output open."""
+    exits, so background children neither outlive it nor hold its output open. A cancel
+    sends the group SIGTERM, and SIGKILL GRACE_S later if its process is still there."""
     if not ctx.allow_shell:
         return Outcome("failed", None, "shell commands are disabled on this agent (start it with --allow-shell)")
     argv = params.get("argv")
@@ -169,6 +180,10 @@ def shell(params: dict, ctx: Context) -> Outcome:
     started = time.monotonic()
     killed_for = None
     while proc.poll() is None:
+        if ctx.cancelled.is_set():
+            _signal_group(proc, signal.SIGTERM)
+            killed_for = "cancelled" if _wait_exit(proc, GRACE_S) else "cancelled: SIGKILL after SIGTERM"
+            break
         if ctx.stopper.stopping:
             if not _wait_exit(proc, GRACE_S):
                 killed_for = "interrupted"
@@ -185,6 +200,8 @@ def shell(params: dict, ctx: Context) -> Outcome:
     stdout.close()
     if killed_for == "interrupted":
         return INTERRUPTED
+    if killed_for and killed_for.startswith("cancelled"):
+        return cancelled(bytes(output), proc.returncode, killed_for.partition(": ")[2] or "SIGTERM")
     if killed_for:
         return Outcome("failed", proc.returncode, bytes(output), killed_for)
     return Outcome("succeeded" if proc.returncode == 0 else "failed", proc.returncode, bytes(output))
@@ -241,11 +258,15 @@ def _wait_exit(proc: subprocess.Popen, seconds: float) -> bool:
         return False
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: children of argv die too
+        os.killpg(proc.pid, sig)  # the whole process group: children of argv too
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    _signal_group(proc, signal.SIGKILL)
 
 
 HANDLERS: dict[str, Callable[[dict, Context], Outcome]] = {

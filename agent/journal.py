@@ -3,6 +3,8 @@
 SQLite from the standard library, synchronous=FULL: `running` is on disk before a
 command starts. Statuses: received (seen, not started) -> running -> done (result kept
 until the server accepted it) | skipped (the server said it is final; never run).
+A verified cancel is recorded (`cancels`) before the agent acts on it: a command it names
+never starts here, whenever it arrives.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ CREATE TABLE IF NOT EXISTS commands (
     reported    INTEGER NOT NULL DEFAULT 0,
     executions  INTEGER NOT NULL DEFAULT 0,
     updated_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cancels (
+    id          TEXT PRIMARY KEY,
+    received_at REAL NOT NULL
 )
 """
 
@@ -35,7 +41,7 @@ class Journal:
         self._lock = threading.Lock()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(SCHEMA)
+        self.db.executescript(SCHEMA)
         for name in (path.name, path.name + "-wal", path.name + "-shm"):
             if (path.parent / name).exists():
                 (path.parent / name).chmod(0o600)  # command outputs are nobody else's
@@ -64,6 +70,16 @@ class Journal:
     def skip(self, command_id: str) -> None:
         self._run("UPDATE commands SET status = 'skipped', reported = 1, updated_at = ? WHERE id = ?",
                         (time.time(), command_id))
+
+    def cancel(self, command_id: str) -> bool:
+        """Durable before the agent acts on it; False when it was recorded already."""
+        with self._lock:
+            cursor = self.db.execute("INSERT OR IGNORE INTO cancels (id, received_at) VALUES (?, ?)",
+                                     (command_id, time.time()))
+            return cursor.rowcount == 1
+
+    def cancelled(self, command_id: str) -> bool:
+        return bool(self._run("SELECT 1 FROM cancels WHERE id = ?", (command_id,)))
 
     def reported(self, command_id: str) -> None:
         self._run("UPDATE commands SET reported = 1 WHERE id = ?", (command_id,))

@@ -5,7 +5,7 @@ vouches for, kept in the state file. trust.py decides; this holds what was decid
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 from agent import trust
 from agent.log import Log
@@ -13,6 +13,7 @@ from agent.state import Credentials
 from fleetline.transport import is_loopback_url
 
 log = Log()
+T = TypeVar("T")
 
 
 class Untrustworthy(Exception):
@@ -78,10 +79,17 @@ class Keyring:
     def verify(self, command: dict, agent_id: str, fetch_keyset: Callable[[], Optional[object]]) -> dict:
         """The verified payload of a command, asking for the keyset once when its key is
         unknown; trust.Untrusted (with the reason it must not run) otherwise."""
+        return self._with_keyset(lambda: trust.verify_command(self.keyset, command, agent_id), fetch_keyset)
+
+    def verify_cancel(self, cancel: dict, agent_id: str, fetch_keyset: Callable[[], Optional[object]]) -> str:
+        """The command a cancel stops, verified as a command is; trust.Untrusted otherwise."""
+        return self._with_keyset(lambda: trust.verify_cancel(self.keyset, cancel, agent_id), fetch_keyset)
+
+    def _with_keyset(self, check: Callable[[], T], fetch_keyset: Callable[[], Optional[object]]) -> T:
         try:
-            return trust.verify_command(self.keyset, command, agent_id)
+            return check()
         except trust.UnknownKey:
             document = fetch_keyset()
             if document is not None:
                 self.accept(document)
-            return trust.verify_command(self.keyset, command, agent_id)
+            return check()

@@ -1,6 +1,8 @@
 """The poll loop: wait for a free slot, hold one poll open for as many commands as there are
 free slots (`--max-parallel`, so nothing waits unacked behind a long command), hand each to
-the runner, and back off (with jitter) when the server cannot answer."""
+the runner, and back off (with jitter) when the server cannot answer. Cancels come in the
+same answers; while every slot is busy, a watcher holds polls that claim nothing
+(`cancels_only`), so a cancel still reaches a command that fills the last slot."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ class PollLoop:
         self.long_poll = config.long_poll
         self.poll_wait_s = config.poll_wait_s
         self.backoff = Backoff()
+        self._watcher: Optional[threading.Thread] = None
+        self._watch_refused = False  # a server before 1.3 knows no cancels: no watching then
 
     def run(self) -> None:
         jitter_next = True  # before the first poll and after every failure
@@ -58,6 +62,7 @@ class PollLoop:
             self.backoff.reset()
             jitter_next = False
             self.session.interval = float(body["poll_interval_s"])
+            self._cancels(body)
             for command in body["commands"]:
                 self.slots.run(f"command-{command['id'][:8]}", functools.partial(self.runner.handle, command))
             if not self.long_poll and not body["commands"]:
@@ -68,8 +73,47 @@ class PollLoop:
             free = self.slots.free()
             if free > 0:
                 return free
+            self._watch()
             self.stopper.sleep(60, wakeable=True)  # a finishing command wakes us at once
         return 0
+
+    def _cancels(self, body: dict) -> None:
+        for cancel in body.get("cancels") or []:
+            self.runner.cancel(cancel)
+
+    def _watch(self) -> None:
+        """While every slot is busy: polls that claim nothing, each held as long as a poll,
+        for the cancels of what runs. One watcher at a time; it ends once a slot is free (a
+        poll it holds then ends by itself, at most one wait later)."""
+        if self._watch_refused or (self._watcher is not None and self._watcher.is_alive()):
+            return
+        client, wait = self.session.client, (self.poll_wait_s if self.long_poll else 0)
+
+        def watch() -> None:
+            backoff = Backoff(self.backoff.rng)
+            while not self.stopper.stopping and self.slots.free() == 0:
+                try:
+                    body = self.session.authed(lambda t, a: client.poll(t, a, 1, wait, cancels_only=True))
+                except Refused as exc:
+                    log.warning("polling", "cancel_watch_refused", status=exc.status, error=exc.code)
+                    return
+                except Exception as exc:  # the poll loop's backoff handles the server's troubles
+                    log.warning("polling", "cancel_watch_failed", error=exc)
+                    self.stopper.sleep(backoff.next_delay())
+                    continue
+                backoff.reset()
+                if body["commands"]:
+                    # A server before 1.3 ignores cancels_only (what it claimed comes back
+                    # after its ack timeout) and has no cancels to tell of.
+                    log.warning("polling", "cancel_watch_unsupported", claimed=len(body["commands"]))
+                    self._watch_refused = True
+                    return
+                self._cancels(body)
+                if not wait:
+                    self.stopper.sleep(self.session.interval)
+
+        self._watcher = threading.Thread(target=watch, name="cancel-watch", daemon=True)
+        self._watcher.start()
 
     def _poll(self, limit: int, wait: int) -> Optional[dict]:
         """One poll, held in a helper thread so a stop never waits for it: on SIGTERM the

@@ -1,14 +1,16 @@
 """Running one command, in its own worker thread, in this order: journal `received` -> ack
 (just before it starts) -> journal `running` (on disk) -> run -> journal `done` with the
 result -> report until the server accepts it. A command the journal already knows is never
-run again on this machine; one whose signature does not hold is never run at all."""
+run again on this machine; one whose signature does not hold is never run at all. A cancel
+that verifies is journaled, then stops its command if it runs (handlers.py says how), or
+keeps it from starting."""
 
 from __future__ import annotations
 
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from agent import handlers, trust
 from agent.client import Refused, Retryable
@@ -68,6 +70,8 @@ class Runner:
         self.stopper, self.allow_shell = stopper, allow_shell
         self.client = session.client
         self.fatal: Optional[Fatal] = None  # set by a command thread that must stop the agent
+        self._live: Dict[str, threading.Event] = {}  # command id -> its cancel, while handled
+        self._live_lock = threading.Lock()
 
     def recover(self) -> None:
         """After a crash: commands that were running are failed as interrupted (never
@@ -78,17 +82,37 @@ class Runner:
         for command_id, result in self.journal.unreported():
             self._report(command_id, result)
 
-    def handle(self, command: dict) -> None:
+    def cancel(self, cancel: dict) -> None:
+        """A cancel from a poll answer: obeyed only when its signature holds for this agent."""
+        command_id = cancel.get("command_id")
         try:
-            self._handle_one(command)
+            verified = self.keyring.verify_cancel(cancel, self.session.agent_id, self.session.keyset)
+        except trust.Untrusted as exc:
+            log.warning("trust", "cancel_rejected", command_id=command_id, reason=exc)
+            return
+        if self.journal.cancel(verified):
+            log.info("commands", "cancel_received", command_id=verified)
+        with self._live_lock:
+            event = self._live.get(verified)
+        if event is not None:
+            event.set()
+
+    def handle(self, command: dict) -> None:
+        with self._live_lock:
+            cancel = self._live.setdefault(command["id"], threading.Event())
+        try:
+            self._handle_one(command, cancel)
         except Fatal as exc:  # the poll loop stops, and the agent says why, once
             self.fatal = self.fatal or exc
             self.stopper.stop()
         except Exception as exc:  # a bug: the journal keeps where the command was
             log.error("commands", "command_handling_failed", command_id=command.get("id"), error=exc,
                       exc_info=exc)
+        finally:
+            with self._live_lock:
+                self._live.pop(command["id"], None)
 
-    def _handle_one(self, command: dict) -> None:
+    def _handle_one(self, command: dict, cancel: threading.Event) -> None:
         command_id, ctype = command["id"], command["type"]
         known = self.journal.status(command_id)
         if known == "done":  # redelivered: never run again, send the stored result
@@ -106,6 +130,10 @@ class Runner:
             return
         ctype = payload["type"]  # from here on, only what the signature covers
         self.journal.receive(command_id, ctype)
+        if self.journal.cancelled(command_id):  # its cancel came first: never started
+            log.info("commands", "command_not_run", command_id=command_id, status="cancelled")
+            self.journal.skip(command_id)
+            return
         state = self._ack(command_id)
         if state is None:
             return
@@ -115,6 +143,9 @@ class Runner:
             return
         self.journal.start(command_id)
         started_at = _now()
+        if cancel.is_set() or self.journal.cancelled(command_id):  # came while it was acked
+            self._finish(command_id, handlers.cancelled(how="before it started"), started_at)
+            return
         # Who asked for it (and who approved it), as the signature vouches: the agent's own
         # record of every command it runs, whatever the server's history later says.
         log.info("commands", "command_started", command_id=command_id, type=ctype,
@@ -122,15 +153,18 @@ class Runner:
         stream = OutputStream(command_id, lambda offset, data: self._send_output(command_id, offset, data),
                               retryable=(Retryable,), log=log)
         ctx = handlers.Context(self.stopper, time.monotonic() + float(payload["run_timeout_s"]),
-                               self.allow_shell, output=stream.feed)
+                               self.allow_shell, output=stream.feed, cancelled=cancel)
         try:
             outcome = handlers.run(ctype, payload["params"], ctx)
         finally:
             stream.close()  # what is still waiting goes once, now: then the result
+        self._finish(command_id, outcome, started_at)
+
+    def _finish(self, command_id: str, outcome: handlers.Outcome, started_at: Optional[str]) -> None:
         result = self._result(outcome, started_at)
         self.journal.finish(command_id, result)
         log.info("commands", "command_finished", command_id=command_id, status=outcome.status,
-                 exit_code=outcome.exit_code)
+                 exit_code=outcome.exit_code, **({"cancelled": True} if outcome.cancelled else {}))
         self._report(command_id, result)
 
     def _reject(self, command_id: str, ctype: str, reason: str) -> None:
@@ -143,9 +177,12 @@ class Runner:
         self._report(command_id, result)
 
     def _result(self, outcome: handlers.Outcome, started_at: Optional[str]) -> dict:
-        return {"status": outcome.status, "exit_code": outcome.exit_code,
-                "output": fit_output(outcome.output, outcome.note),
-                "started_at": started_at, "finished_at": _now()}
+        result = {"status": outcome.status, "exit_code": outcome.exit_code,
+                  "output": fit_output(outcome.output, outcome.note),
+                  "started_at": started_at, "finished_at": _now()}
+        if outcome.cancelled:
+            result["cancelled"] = True
+        return result
 
     def _send_output(self, command_id: str, offset: int, data: str) -> dict:
         """One chunk of live output; Retryable goes to the stream (it retries while the

@@ -10,6 +10,9 @@ by a key of that keyset for this agent. No setting turns this off.
 - A command runs only when its `signed` payload verifies with a key of the keyset, names
   this agent and this command, and has not expired; then only what that payload says runs
   (type, params, run timeout), never the unsigned copy beside it.
+- A cancel stops a command only when its `signed` payload verifies the same way and names
+  this agent and that command (`cancel`); a command's payload never passes for a cancel,
+  nor the reverse (each lacks what the other must name).
 
 The agent verifies exact payload bytes; it never re-encodes them.
 """
@@ -131,12 +134,10 @@ def read_keyset(root: Ed25519PublicKey, document: object, held_version: int = 0,
     return Keyset(version, expires_at, keys, document)
 
 
-def verify_command(keyset: Keyset | None, command: dict, agent_id: str, now: datetime | None = None) -> dict:
-    """The signed payload of a delivered command, if it may run here; else Untrusted."""
-    now = now or datetime.now(timezone.utc)
-    signed = command.get("signed")
+def _signed_for(keyset: Keyset | None, signed: object, agent_id: str, now: datetime, what: str) -> dict:
+    """A payload signed by a live key of the keyset, for agents, naming this agent."""
     if not isinstance(signed, dict) or not isinstance(signed.get("kid"), str):
-        raise Untrusted("the command is not signed")
+        raise Untrusted(f"the {what} is not signed")
     if keyset is None:
         raise UnknownKey("no keyset is held to verify it")
     if keyset.expires_at <= now:
@@ -149,9 +150,28 @@ def verify_command(keyset: Keyset | None, command: dict, agent_id: str, now: dat
         raise Untrusted(f"key {signed['kid']} is retired")
     payload = _verified(key, COMMAND_CONTEXT, signed)
     if payload.get("aud") != AUDIENCE:
-        raise Untrusted("the command is not meant for an agent")
+        raise Untrusted(f"the {what} is not meant for an agent")
     if payload.get("agent_id") != agent_id:
-        raise Untrusted("the command was signed for another agent")
+        raise Untrusted(f"the {what} was signed for another agent")
+    return payload
+
+
+def verify_cancel(keyset: Keyset | None, cancel: dict, agent_id: str, now: datetime | None = None) -> str:
+    """The id of the command a delivered cancel stops, if it is to be obeyed; else Untrusted."""
+    payload = _signed_for(keyset, cancel.get("signed"), agent_id, now or datetime.now(timezone.utc), "cancel")
+    if "command_id" in payload or not isinstance(payload.get("cancel"), str):
+        raise Untrusted("the signed payload is not a cancel")
+    if payload["cancel"] != cancel.get("command_id"):
+        raise Untrusted("the signature belongs to a cancel of another command")
+    return payload["cancel"]
+
+
+def verify_command(keyset: Keyset | None, command: dict, agent_id: str, now: datetime | None = None) -> dict:
+    """The signed payload of a delivered command, if it may run here; else Untrusted."""
+    now = now or datetime.now(timezone.utc)
+    payload = _signed_for(keyset, command.get("signed"), agent_id, now, "command")
+    if "cancel" in payload:
+        raise Untrusted("the signed payload is a cancel, not a command")
     if payload.get("command_id") != command.get("id"):
         raise Untrusted("the signature belongs to another command")
     if _instant(payload.get("expires_at")) <= now:

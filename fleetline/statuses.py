@@ -23,3 +23,11 @@ TARGET_STATUSES = TARGET_LIVE + TARGET_ENDS
 
 JOB_STATUSES = (AWAITING, "running", "completed", "halted", "cancelled", "denied")
 AGENT_STATUSES = ("active", "revoked")
+
+
+def shown(command: dict) -> str:
+    """A command's status as people read it: a running one whose cancel was asked for is
+    `cancelling...` until its agent reports (the console and the CLI say the same)."""
+    if command.get("status") == "running" and command.get("cancel_requested_at"):
+        return "cancelling..."
+    return str(command.get("status"))

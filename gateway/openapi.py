@@ -201,6 +201,19 @@ SCHEMAS: dict[str, Any] = {
     "PollResponse": obj(["commands", "poll_interval_s"], {
         "commands": {"type": "array", "items": ref("Delivery")},
         "poll_interval_s": {"type": "integer", "minimum": 1},
+        "cancels": {"type": "array", "items": ref("Cancel"),
+                    "description": "Only when there are some: signed cancels of this agent's running commands (handed over again "
+                                   "every 30 s until the agent reports)."},
+    }),
+    "Cancel": obj(["command_id", "signed"], {
+        "command_id": UUID,
+        "signed": obj(["kid", "payload", "sig"], {
+            "kid": {"type": "string"},
+            "payload": {"type": "string", "description": "base64url of the canonical JSON (RFC 8785) of "
+                        "{v, aud, cancel (the command id), agent_id, issued_by, iat}"},
+            "sig": {"type": "string", "description": "Ed25519 by key `kid` over "
+                    "'fleetline.cmd.v1\\x00' + the payload bytes, base64url (as a command's)"},
+        }),
     }),
     "ResultRequest": obj(["status"], {
         "status": {"enum": list(statuses.OUTCOMES)},
@@ -209,6 +222,8 @@ SCHEMAS: dict[str, Any] = {
                    "description": "At most 64 KiB of UTF-8, without NUL characters."},
         "started_at": TIME_OR_NULL,
         "finished_at": TIME_OR_NULL,
+        "cancelled": {"type": "boolean", "description": "A verified cancel stopped it: it ends `cancelled` "
+                                                        "when a cancel was asked for."},
     }),
     "OutputChunk": obj(["offset", "data"], {
         "offset": {"type": "integer", "minimum": 0,
@@ -249,6 +264,8 @@ SCHEMAS: dict[str, Any] = {
                    "description": "The job this command belongs to, if any."},
         "created_by": {"oneOf": [{"type": "null"}, ref("Who")]},
         "cancelled_by": {"oneOf": [{"type": "null"}, ref("Who")]},
+        "cancel_requested_at": {**TIME_OR_NULL, "description": "When a cancel was asked for; a running "
+                                                               "command with one is being stopped by its agent."},
         **_APPROVAL_FIELDS,
     }),
     "CommandRequest": obj(["agent_id", "type"], {
@@ -461,6 +478,8 @@ PATHS: dict[str, dict] = {
         tags=["agents"], security=AGENT_AUTH, parameters=[
             AGENT_PATH, MACHINE_HEADER,
             query_int("limit", 1, 100, 10, "At most this many commands."),
+            query_str("cancels_only", "`true`: claim nothing, answer only cancels (an agent whose slots are "
+                      "all busy holds these).", {"enum": ["true", "false"]}),
             query_int("wait", 0, 300, 0, "Seconds to hold the request while nothing is due: at most the "
                       "server's FLEETLINE_MAX_WAIT_S (60 unless set, up to 300); more is 400."),
         ])},
@@ -557,7 +576,10 @@ PATHS: dict[str, dict] = {
         ])},
     "/api/v1/admin/commands/{command_id}/cancel": {"post": op(
         "Cancel a command that has not ended", {
-            "200": ok(ref("CommandState"), "Cancelled."), **errors(401, 404, 409)},
+            "200": ok(ref("CommandState"), "Cancelled (it was not delivered yet)."),
+            "202": ok(ref("CommandState"), "Delivered: a sent one is cancelled (its ack says so); a running "
+                                           "one's agent is told to stop it, and it ends when the agent reports."),
+            **errors(401, 404, 409)},
         tags=["operators"], security=ADMIN_AUTH, parameters=[COMMAND_PATH])},
     "/api/v1/admin/jobs": {
         "post": op("Run a command on many agents: one command per target, with a rollout", {
@@ -586,7 +608,8 @@ PATHS: dict[str, dict] = {
             query_int("limit", 1, 1000, 100, "Page size."), BEFORE,
         ])},
     "/api/v1/admin/jobs/{job_id}/cancel": {"post": op(
-        "Cancel a running job: it and its undelivered commands, at once", {
+        "Cancel a running job: it and its commands not running yet at once; each running one's "
+        "agent is told to stop it", {
             "200": ok(ref("Job"), "Cancelled."), **errors(401, 404, 409)},
         tags=["jobs"], security=ADMIN_AUTH, parameters=[JOB_PATH])},
     "/api/v1/admin/jobs/{job_id}/approve": {"post": op(

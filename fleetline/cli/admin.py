@@ -253,9 +253,14 @@ def _render(result: Any, as_json: bool) -> str:
         result = {**result, "audit": operators_cli.audit_rows(result["events"])}
         text = table(result["audit"], operators_cli.AUDIT_COLUMNS)
         return text + (f"\n(more: --before {result['next']})" if result.get("next") else "")
+    if isinstance(result, dict) and "cancel_requested_at" in result:  # one command
+        result = {**result, "status": statuses.shown(result)}
     for key, columns in LISTINGS.items():
         if isinstance(result, dict) and isinstance(result.get(key), list):
-            text = table(result[key], columns)
+            rows = result[key]
+            if key == "commands":
+                rows = [{**c, "status": statuses.shown(c)} for c in rows]
+            text = table(rows, columns)
             if result.get("next"):
                 text += f"\n(more: --before {result['next']})"
             return text

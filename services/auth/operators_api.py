@@ -20,6 +20,7 @@ from services.common.operators import ROLES
 from services.common.paging import decode_cursor, next_cursor
 from services.common.tokens import bearer_token
 from services.common.validation import (
+    Bool,
     Int,
     Str,
     StrMap,
@@ -98,15 +99,9 @@ async def update_operator(request: Request) -> JSONResponse:
         email=take(body, "email", nullable(_email), None) if "email" in body else None,
         email_given="email" in body,
         password=take(body, "password", nullable(PASSWORD), None),
-        disabled=take(body, "disabled", nullable(_bool), None))
+        disabled=take(body, "disabled", nullable(Bool), None))
     row = await accounts.update_operator(auth_state.of(request).db, _context(request), _operator_id(request), changes)
     return JSONResponse(operator_view(row))
-
-
-def _bool(value, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise invalid(f"{name} must be true or false.", name)
-    return value
 
 
 def _operator_id(request: Request) -> uuid.UUID:

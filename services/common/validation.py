@@ -113,6 +113,12 @@ class Int:
         return value
 
 
+def Bool(value: Any, name: str) -> bool:  # noqa: N802 - a validator, named like the others
+    if not isinstance(value, bool):
+        raise invalid(f"{name} must be true or false.", name)
+    return value
+
+
 @dataclass(frozen=True)
 class JsonObject:
     max_bytes: int = 65536

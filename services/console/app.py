@@ -22,6 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from fleetline import statuses
 from fleetline.ethos import Log
 from fleetline.http import Metrics
 from fleetline.settings import Settings, SettingsError
@@ -116,6 +117,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["when"] = when
+    templates.env.filters["shown"] = statuses.shown  # "cancelling..." as the CLI says it
     # Operators' tokens go to the gateway: never over plain HTTP to a remote address unless a
     # private network is declared (FLEETLINE_ALLOW_PLAINTEXT), and over TLS verified.
     try:

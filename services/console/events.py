@@ -15,6 +15,7 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fleetline import statuses
 from services.console.api import Refused, Unavailable
 from services.console.sessions import COOKIE
 from services.console.web import NoSuchPage, audit_filters, path_id
@@ -152,7 +153,7 @@ async def agent_events(request: Request) -> Response:
 
     async def read(token: str) -> dict[str, Any]:
         page = await api.call(token, "GET", "/commands", params={"agent_id": agent_id, "limit": 20})
-        return {"commands": [{"id": c["id"], "status": c["status"],
+        return {"commands": [{"id": c["id"], "status": statuses.shown(c),
                               "exit_code": (c["result"] or {}).get("exit_code")} for c in page["commands"]]}
 
     return await _stream(request, "commands", read)

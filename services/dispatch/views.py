@@ -32,6 +32,7 @@ def state_view(row: Mapping[str, Any]) -> dict:
         "job_id": str(row["job_id"]) if row["job_id"] is not None else None,
         "created_by": by(row, "created_by"),
         "cancelled_by": by(row, "cancelled_by"),
+        "cancel_requested_at": rfc3339(row["cancel_requested_at"]),
         **approval_fields(row),
     }
 

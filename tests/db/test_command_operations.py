@@ -93,7 +93,7 @@ async def test_a_result_ends_a_command_once_and_another_outcome_is_refused(db, s
     with pytest.raises(commands.OtherOutcome):
         await commands.report(db, agent, cmd, "failed", {**result, "exit_code": 1})
     with pytest.raises(commands.AlreadyFinal):
-        await commands.cancel(db, cmd, ADMIN, CTX)
+        await commands.cancel(db, cmd, signer, ADMIN, CTX)
 
 
 async def test_concurrent_claims_never_hand_one_command_to_two_polls(db, sql, signer, policy):

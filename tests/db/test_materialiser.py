@@ -77,7 +77,7 @@ async def test_a_cancel_during_creation_stops_it_and_the_counts_still_add_up(db,
     job = await _large_job(db, signer, agents)
     maker = Materialiser(db, signer, slice_size=SLICE)
     await maker.make_slice()
-    await jobs.cancel(db, job["id"], ADMIN, CTX)
+    await jobs.cancel(db, job["id"], signer, ADMIN, CTX)
     assert await maker.make_slice() is None  # nothing more is made
     assert _commands(sql, job["id"]) == 4
     assert await _counts(db, job["id"]) == {"cancelled": 10}

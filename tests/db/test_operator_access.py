@@ -276,18 +276,18 @@ async def test_scope_comes_before_existence_for_idempotency_keys_and_cancels(db,
         **request, "idempotency_key": "mine", "selector": {"labels": {"env": "staging"}}}), signer, carol, ctx)
     assert created and not created_again and again["id"] == mine["id"]
     with pytest.raises(jobs.JobNotFound):
-        await jobs.cancel(db, theirs["id"], carol, ctx)
+        await jobs.cancel(db, theirs["id"], signer, carol, ctx)
     shell_job, _ = await jobs.create(db, jobs.NewJob(
         selector={"labels": {"env": "staging"}}, command=_new(None, type="shell", params={"script": "id"}),
         rollout={"max_in_flight": None, "max_failures": None}, idempotency_key=None), signer, ADMIN, CTX)
     shell_cmd, _ = await commands.create(db, _new(staging, type="shell", params={"script": "id"}), signer, ADMIN, CTX)
     with pytest.raises(commands.OutOfScope):
-        await jobs.cancel(db, shell_job["id"], carol, ctx)
+        await jobs.cancel(db, shell_job["id"], signer, carol, ctx)
     with pytest.raises(commands.OutOfScope):
-        await commands.cancel(db, shell_cmd["id"], carol, ctx)
+        await commands.cancel(db, shell_cmd["id"], signer, carol, ctx)
     assert (await jobs.get(db, shell_job["id"], carol.scope))["status"] == "running"  # it still sees it
     assert (await commands.get(db, shell_cmd["id"], carol.scope))["status"] == "pending"
-    assert (await jobs.cancel(db, mine["id"], carol, ctx))["status"] == "cancelled"  # its own type: yes
+    assert (await jobs.cancel(db, mine["id"], signer, carol, ctx))["status"] == "cancelled"  # its own type: yes
 
 
 async def test_a_sign_on_nonce_is_taken_once_and_not_after_it_expires_and_the_pruner_clears_the_rest(db, sql):

@@ -6,7 +6,8 @@ Modes (any combination, space-separated): `unsigned` (rewrite the unsigned copy)
 payload without re-signing), `replay` (put another agent's signed command, from the file
 `replay.json`, on this one), `unknown-kid`, `foreign-keyset` / `old-keyset` (serve the keyset in
 `keyset.json` instead of the real one), `swap-root` (a registration answer offers the root key
-and keyset in `attacker.json` instead of the real ones: the first-contact attack).
+and keyset in `attacker.json` instead of the real ones: the first-contact attack),
+`forge-cancels` (add the cancels in `cancels.json` to every poll answer).
 
 `python -m tests.integration.tamper_proxy --port N --upstream URL --dir DIR`
 """
@@ -37,6 +38,8 @@ def _unb64(text: str) -> bytes:
 
 
 def tamper(modes: set[str], body: dict, folder: Path) -> dict:
+    if "forge-cancels" in modes:
+        body["cancels"] = body.get("cancels", []) + json.loads((folder / "cancels.json").read_text())
     for command in body.get("commands", []):
         signed = command.get("signed") or {}
         if "unsigned" in modes:
@@ -70,7 +73,7 @@ def build(upstream: str, folder: Path) -> Starlette:
             content = json.dumps({**json.loads(content), **json.loads((folder / "attacker.json").read_text())}).encode()
         if request.method == "GET" and path.endswith("/commands") and resp.status_code == 200:
             body = json.loads(content)
-            if body.get("commands"):
+            if body.get("commands") or "forge-cancels" in modes:
                 content = json.dumps(tamper(modes, body, folder)).encode()
         out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP}
         return Response(content, status_code=resp.status_code, headers=out)

@@ -170,3 +170,45 @@ def test_rotating_the_online_key_under_a_running_agent_rejects_nothing(hostile, 
         assert "keyset_accepted version=2" in agent.log() and "command_rejected" not in agent.log()
     finally:
         replacement.stop()
+
+
+def test_forged_unsigned_or_replayed_cancels_stop_nothing(hostile, tmp_path):
+    """A network that can add cancels to poll answers cannot stop a command: an unsigned
+    cancel, one signed by a stranger's key, and another agent's genuine cancel put on this
+    agent's command are each refused, and the command runs to its end."""
+    from fleetline.signing import COMMAND_CONTEXT, key_id, sign
+
+    agent, agent_id = hostile.agent()
+    marker = tmp_path / "finished"
+    cmd = hostile.queue(agent_id, type="shell",
+                        params={"argv": ["sh", "-c", f"sleep 4; echo finished > {marker}; echo finished"]})
+    # Another agent's real cancel, taken straight from dispatch (no proxy in between).
+    other_token = create_registration_token(hostile.direct)["token"]
+    other = HTTP.post(f"{hostile.direct}/api/v1/agents/register",
+                       json={"registration_token": other_token, "machine_id": "m-other", "hostname": "h"}).json()
+    theirs = hostile.queue(other["agent_id"], type="ping")
+    as_other = {"Authorization": f"Bearer {other['access_token']}", "X-Machine-ID": "m-other"}
+    base = f"{hostile.direct}/api/v1/agents/{other['agent_id']}/commands"
+    assert HTTP.get(base, headers=as_other).json()["commands"]
+    assert HTTP.post(f"{base}/{theirs['id']}/ack", headers=as_other).json()["status"] == "running"
+    assert HTTP.post(f"{hostile.direct}/api/v1/admin/commands/{theirs['id']}/cancel", headers=ADMIN).status_code == 202
+    genuine = HTTP.get(base, params={"cancels_only": "true"}, headers=as_other).json()["cancels"][0]
+    stranger = load_private(str(_stranger_root(tmp_path)))
+    forged = {"v": 1, "aud": "fleetline-agent", "cancel": cmd["id"], "agent_id": agent_id,
+              "issued_by": "mallory", "iat": "2026-12-07T00:00:00Z"}
+    hostile.write("cancels.json", [
+        {"command_id": cmd["id"]},
+        {"command_id": cmd["id"], "signed": {"kid": key_id(stranger.public_key()),
+                                              **sign(stranger, COMMAND_CONTEXT, forged)}},
+        {"command_id": cmd["id"], "signed": genuine["signed"]},
+    ])
+    wait_until(lambda: HTTP.get(f"{hostile.direct}/api/v1/admin/commands/{cmd['id']}", headers=ADMIN)
+               .json()["status"] == "running", 30, 0.1, "the command to run")
+    hostile.modes("forge-cancels")
+    hostile.queue(agent_id, type="ping")  # a poll answer, to carry the forged cancels
+    wait_until(lambda: agent.log().count("cancel_rejected") >= 3, 20, 0.1, "the forged cancels refused")
+    done = hostile.final(cmd["id"])
+    assert done["status"] == "succeeded" and marker.read_text() == "finished\n", done
+    log = agent.log()
+    assert "not signed" in log and "not in keyset" in log and "another agent" in log
+    assert "cancel_received" not in log

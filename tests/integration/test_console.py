@@ -250,6 +250,38 @@ def test_a_job_on_a_label_fills_its_progress_bar_and_another_is_cancelled(fleet,
     w.check_clean()
 
 
+def test_a_running_command_shows_cancelling_until_its_agent_has_stopped_it(fleet, browser):
+    """Cancel asked, the agent still at work (held still here): `cancelling...`, and no
+    second Cancel button; once the agent stopped it and reported: `cancelled`."""
+    agent = next(a for a in fleet.api("GET", "/agents").json()["agents"] if a["labels"].get("env") == "demo")
+    cmd = fleet.api("POST", "/commands", json={"agent_id": agent["id"], "type": "sleep",
+                                               "params": {"seconds": 120}}).json()
+    wait_until(lambda: fleet.api("GET", f"/commands/{cmd['id']}").json()["status"] == "running", 30, 0.2,
+               "the sleep to run")
+    process = fleet.agent_process(agent["machine_id"])
+    w = Watched(browser, fleet.console)
+    w.sign_in("admin", fleet.password)
+    page = w.page
+    process.suspend()
+    try:
+        page.goto(f"{fleet.console}commands/{cmd['id']}")
+        page.on("dialog", lambda d: d.accept())
+        page.click("main form button.danger")
+        page.wait_for_url(re.compile(rf"/console/commands/{cmd['id']}$"))
+        heading = page.locator("h1 [data-field=status]")
+        assert heading.inner_text() == "cancelling..." and "status-cancelling" in heading.get_attribute("class")
+        assert page.locator("main form button.danger").count() == 0
+        assert fleet.api("GET", f"/commands/{cmd['id']}").json()["status"] == "running"
+        w.shot("command-cancelling")
+    finally:
+        process.resume()
+    wait_until(lambda: fleet.api("GET", f"/commands/{cmd['id']}").json()["status"] == "cancelled", 30, 0.2,
+               "the agent to stop it")
+    page.reload()
+    assert page.locator("h1 [data-field=status]").inner_text() == "cancelled"
+    w.check_clean()
+
+
 def test_sign_out_ends_the_session(fleet, browser):
     w = Watched(browser, fleet.console)
     w.sign_in("admin", fleet.password)

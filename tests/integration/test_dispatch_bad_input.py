@@ -14,7 +14,7 @@ def test_poll_query_and_result_body_errors(fleet, sql):
     url = f"{fleet.dispatch_url}/api/v1/agents/{agent.agent_id}/commands"
     for params, field in [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"limit": "ten"}, "limit"),
                           ({"limit": "1e3"}, "limit"), ({"wait": 61}, "wait"), ({"wait": -1}, "wait"),
-                          ({"wait": "9" * 40}, "wait")]:
+                          ({"wait": "9" * 40}, "wait"), ({"cancels_only": "yes"}, "cancels_only")]:
         resp = HTTP.get(url, params=params, headers=agent.headers)
         assert (resp.status_code, resp.json()["error"], resp.json()["field"]) == (400, "invalid_request", field)
     result_url = f"{url}/{cmd['id']}/result"

@@ -128,7 +128,7 @@ def test_ack_redelivery_reaper_cancel_races_never_change_a_final_state(start_dis
         rng.shuffle(reqs)
         responses = await asyncio.gather(*reqs)
         for r in responses:
-            assert r.status_code in (200, 409), r.text
+            assert r.status_code in (200, 202, 409), r.text  # 202: a delivered command's cancel
         outcomes.append(responses)
 
     async def main():

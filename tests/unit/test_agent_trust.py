@@ -111,3 +111,35 @@ def test_a_root_key_is_pinned_at_registration_only_when_vouched_for():
     for offered in (None, "", 5, "not-a-key"):
         with pytest.raises(Untrusted):
             first_use_pin(offered, None, verified_tls=True, loopback=True)
+
+
+def cancel(key=ONLINE, command_id="c-1", **overrides) -> dict:
+    payload = {"v": 1, "aud": "fleetline-agent", "cancel": "c-1", "agent_id": AGENT,
+               "issued_by": "alice", "iat": NOW.isoformat()}
+    payload.update(overrides)
+    return {"command_id": command_id,
+            "signed": {"kid": key_id(key.public_key()), **sign(key, COMMAND_CONTEXT, payload)}}
+
+
+def test_a_cancel_signed_for_this_agent_names_the_command_it_stops():
+    assert trust.verify_cancel(held(ONLINE), cancel(), AGENT) == "c-1"
+
+
+@pytest.mark.parametrize("delivered,reason", [
+    (cancel(agent_id="someone-else"), "another agent"),
+    (cancel(command_id="c-2"), "another command"),  # replayed beside another command's id
+    (cancel(key=OTHER), "not in keyset"),
+    (cancel(aud="somebody"), "not meant"),
+    ({"command_id": "c-1"}, "not signed"),
+    ({"command_id": "c-1", "signed": command()["signed"]}, "not a cancel"),  # a command's signature
+    (cancel(command_id="c-1", cancel=None), "not a cancel"),
+])
+def test_a_cancel_that_does_not_hold_stops_nothing(delivered, reason):
+    with pytest.raises(trust.Untrusted, match=reason):
+        trust.verify_cancel(held(ONLINE), delivered, AGENT)
+
+
+def test_a_cancels_signature_never_passes_for_a_command():
+    forged = {"id": "c-1", "type": "shell", "params": {}, "signed": cancel()["signed"]}
+    with pytest.raises(trust.Untrusted):
+        trust.verify_command(held(ONLINE), forged, AGENT)

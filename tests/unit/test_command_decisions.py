@@ -204,3 +204,11 @@ def test_transitions_only_leave_statuses_that_are_not_final():
     assert {new for _, new in c.TRANSITIONS} <= set(c.STATUSES)
     # Approval leads only to pending (signed, due); nothing reaches sent without a claim.
     assert {new for old, new in c.TRANSITIONS if old == "awaiting_approval"} == {"pending", "denied", "cancelled"}
+
+
+def test_a_running_command_with_a_cancel_asked_is_shown_as_cancelling_until_it_ends():
+    from fleetline import statuses
+
+    assert statuses.shown({"status": "running", "cancel_requested_at": "2026-12-07T10:00:00Z"}) == "cancelling..."
+    assert statuses.shown({"status": "running", "cancel_requested_at": None}) == "running"
+    assert statuses.shown({"status": "cancelled", "cancel_requested_at": "2026-12-07T10:00:00Z"}) == "cancelled"

@@ -5,7 +5,8 @@
 function setStatus(el, status) {
   if (!el) return;
   el.textContent = status;
-  el.className = el.className.replace(/\bstatus-[a-z_]+\b/g, "").trim() + " status-" + status;
+  // "cancelling..." (a running command being stopped) has the class status-cancelling.
+  el.className = el.className.replace(/\bstatus-[a-z_]+\b/g, "").trim() + " status-" + status.replace(/\.+$/, "");
 }
 
 function drawJob(job) {

@@ -115,11 +115,14 @@ async def command_output(request: Request) -> JSONResponse:
 
 async def cancel_command(request: Request) -> JSONResponse:
     command_id = _command_id(request)
-    row = await commands.cancel(dispatch_state.of(request).db, command_id, request.state.operator, request.state.audit)
-    _log.info("command_cancelled", command_id=command_id)
+    state = dispatch_state.of(request)
+    row = await commands.cancel(state.db, command_id, state.signer, request.state.operator, request.state.audit)
+    _log.info("command_cancelled", command_id=command_id, status=row["status"])
     if row["job_id"] is not None:
-        await jobs.advance(dispatch_state.of(request).db, row["job_id"])
-    return JSONResponse(state_view(row))
+        await jobs.advance(state.db, row["job_id"])
+    # 202 for a delivered one (docs/api.md): its agent is told, and a running one ends
+    # when the agent reports.
+    return JSONResponse(state_view(row), status_code=202 if row["sent_at"] is not None else 200)
 
 
 async def install_keyset(request: Request) -> JSONResponse:

@@ -13,6 +13,7 @@ from fleetline.ethos import Log
 from services.common.errors import invalid
 from services.common.paging import decode_cursor, encode_cursor
 from services.common.validation import (
+    Bool,
     Int,
     Str,
     StrMap,
@@ -78,12 +79,6 @@ def read_rollout(value: Any, name: str = "rollout") -> dict:
             "max_failures": take(body, "max_failures", Int(0, 10000), None, within="rollout.")}
 
 
-def _dry_run(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise invalid(f"{name} must be true or false.", name)
-    return value
-
-
 async def create_job(request: Request) -> JSONResponse:
     state = dispatch_state.of(request)
     body = await read_json_object(request)
@@ -93,7 +88,7 @@ async def create_job(request: Request) -> JSONResponse:
         rollout=take(body, "rollout", read_rollout, {"max_in_flight": None, "max_failures": None}),
         idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None),
     )
-    if take(body, "dry_run", _dry_run, False):
+    if take(body, "dry_run", Bool, False):
         return JSONResponse({"target_count": await jobs.count_targets(state.db, new.selector,
                                                                       request.state.operator)})
     job, created = await jobs.create_once(state.db, new, state.signer, request.state.operator, request.state.audit,
@@ -152,6 +147,7 @@ async def list_targets(request: Request) -> JSONResponse:
 
 async def cancel_job(request: Request) -> JSONResponse:
     job_id = _job_id(request)
-    job = await jobs.cancel(dispatch_state.of(request).db, job_id, request.state.operator, request.state.audit)
+    state = dispatch_state.of(request)
+    job = await jobs.cancel(state.db, job_id, state.signer, request.state.operator, request.state.audit)
     _log.info("job_cancelled", job_id=job_id)
     return await _render(request, job)

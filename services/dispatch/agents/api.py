@@ -13,12 +13,14 @@ from fleetline.ethos import Log
 from services.common.errors import forbidden, invalid, not_found
 from services.common.tokens import AgentIdentity
 from services.common.validation import (
+    Bool,
     Int,
     Str,
     nullable,
     parse_timestamp,
     path_id,
     path_uuid,
+    query_choice,
     query_int,
     read_json_object,
     rfc3339,
@@ -49,6 +51,9 @@ async def poll(request: Request) -> JSONResponse:
     state = dispatch_state.of(request)
     identity = await _authenticate(request)
     limit = query_int(request, "limit", 1, 100, 10)
+    # Claims nothing, answers cancels only: an agent whose slots are all busy holds these.
+    if query_choice(request, "cancels_only", ("true", "false")) == "true":
+        limit = 0
     wait = query_int(request, "wait", 0, state.settings.max_wait_s, 0)
     # Keyed by the verified token's agent, never by the path.
     headers = await state.checkin_limit.check(identity.agent_id)
@@ -62,11 +67,10 @@ async def poll(request: Request) -> JSONResponse:
         return JSONResponse({"commands": [], "poll_interval_s": state.settings.poll_interval_s})
     if wait > 0:
         state.last_seen.mark(identity.agent_id)
-    return JSONResponse(
-        {"commands": [delivery_view(r) for r in claim.commands],
-         "poll_interval_s": claim.poll_interval_s},
-        headers=headers,
-    )
+    answer: dict = {"commands": [delivery_view(r) for r in claim.commands], "poll_interval_s": claim.poll_interval_s}
+    if claim.cancels:  # only when there are some: the answer of 1.2 stays as it was otherwise
+        answer["cancels"] = claim.cancels
+    return JSONResponse(answer, headers=headers)
 
 
 async def _command_target(request: Request) -> tuple[AgentIdentity, uuid.UUID, uuid.UUID]:
@@ -95,15 +99,16 @@ async def result(request: Request) -> JSONResponse:
         raise invalid(f"output must be at most {MAX_OUTPUT_BYTES} bytes of UTF-8.", "output")
     started_at = take(body, "started_at", nullable(parse_timestamp), None)
     finished_at = take(body, "finished_at", nullable(parse_timestamp), None)
+    cancelled = take(body, "cancelled", Bool, False)  # a cancel the agent verified ended it
     headers = await state.report_limit.check(identity.agent_id)
     await state.first_use.mark(identity.agent_id)
 
     reported = {"exit_code": exit_code, "output": output,
                 "started_at": rfc3339(started_at), "finished_at": rfc3339(finished_at)}
-    command, ended = await commands.report(state.db, agent_uuid, command_uuid, outcome, reported)
+    command, ended = await commands.report(state.db, agent_uuid, command_uuid, outcome, reported, cancelled)
     if ended:
         _report_log.info("command_finished", agent_id=identity.agent_id, command_id=command_uuid,
-                         status=outcome, exit_code=exit_code)
+                         status=command["status"], exit_code=exit_code)
         if command["job_id"] is not None:  # its job's window has room, or it may halt
             await jobs.advance(state.db, command["job_id"])
     return JSONResponse(state_view(command), headers=headers)

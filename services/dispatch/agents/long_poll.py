@@ -31,8 +31,9 @@ class LongPolls:
         self.claimed, self.statements = claimed, statements
 
     async def poll(self, agent_id: str, limit: int, wait: int, receive: Callable) -> commands.Claim | None:
-        """What the poll answers: the commands claimed (none when `wait` passed first), or
-        None when the client left while it was held (then nothing was claimed for it)."""
+        """What the poll answers: the commands claimed and the cancels handed over (none
+        when `wait` passed first), or None when the client left while it was held (then
+        nothing was claimed for it)."""
         if wait <= 0:
             return await self._claim(agent_id, limit)
         loop = asyncio.get_running_loop()
@@ -40,7 +41,7 @@ class LongPolls:
         deadline = loop.time() + wait - random.uniform(0.0, min(wait * 0.1, JITTER_MAX_S))
         with self.waiters.ticket(agent_id) as ticket:
             claim = await self._claim(agent_id, limit)
-            while not claim.commands:
+            while not claim.answers:
                 reason = await ticket.wait(deadline, receive, None if self.listening() else RECHECK_S)
                 if reason == DEPARTED:
                     _log.debug("poll_abandoned", agent_id=agent_id)
@@ -48,7 +49,7 @@ class LongPolls:
                 if reason == DEADLINE:
                     return claim  # nothing was due: the first claim's answer stands
                 again = await self._claim(agent_id, limit)
-                if again.commands:
+                if again.answers:
                     return again
             return claim
 

@@ -5,7 +5,9 @@
                         |   ack timeout,       run timeout --> timed_out
                         |   retries left --> sent (retry_count + 1, redelivered)
                         |   ack timeout, retries used up --> timed_out
-    pending|sent --expires_at--> expired        pending|sent|running --cancel--> cancelled
+    pending|sent --expires_at--> expired        pending|sent --cancel--> cancelled
+    running --cancel--> running, a signed cancel handed to its agent at its polls, then
+        --the agent stopped it and reports--> cancelled   (or --run timeout--> cancelled)
     sent|running --the agent refuses it (bad signature, unknown type)--> rejected
     pending (a job's) --its agent revoked--> cancelled
     awaiting_approval --approved (approvals.py signs it)--> pending
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -156,9 +158,11 @@ def ack_outcome(found: Row | None) -> dict:
     return view
 
 
-def result_outcome(found: Row | None, outcome: str, result: Mapping) -> tuple[dict, bool]:
+def result_outcome(found: Row | None, outcome: str, result: Mapping,
+                   cancelled: bool = False) -> tuple[dict, bool]:
     """The command after a result, and whether this result ended it. The same outcome
-    again is a no-op; a final command refuses anything else and changes nothing."""
+    again is a no-op (for a cancelled command: a result that says a cancel ended it); a
+    final command refuses anything else and changes nothing."""
     row = _found(found)
     if row["new_status"] is not None:
         view = dict(row)
@@ -168,6 +172,8 @@ def result_outcome(found: Row | None, outcome: str, result: Mapping) -> tuple[di
     status = row["status"]
     if status == "pending":
         raise NotDelivered()
+    if status == "cancelled" and cancelled and row["cancel_requested_at"] is not None:
+        return dict(row), False
     if status in OUTCOMES:
         same = status == outcome and (row["result"] or {}).get("exit_code") == result.get("exit_code")
         if same:
@@ -238,6 +244,12 @@ class NewCommand:
 class Claim:
     commands: list[Row]
     poll_interval_s: int
+    cancels: list[dict] = field(default_factory=list)  # [{"command_id", "signed"}] handed over now
+
+    @property
+    def answers(self) -> bool:
+        """Whether a held poll has something to answer with."""
+        return bool(self.commands or self.cancels)
 
 
 async def claim(db: Db, agent_id: uuid.UUID, limit: int, policy: PollPolicy) -> Claim:
@@ -246,7 +258,8 @@ async def claim(db: Db, agent_id: uuid.UUID, limit: int, policy: PollPolicy) -> 
     claimed = [r for r in rows if r["id"] is not None]
     head = rows[0]
     interval = policy.interval_s(bool(claimed), head["in_flight"], head["last_sent_at"], head["now"])
-    return Claim(claimed, interval)
+    return Claim(claimed, interval, [{"command_id": str(c["command_id"]), "signed": c["signed"]}
+                                     for c in head["cancels"]])
 
 
 async def ack(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID) -> dict:
@@ -259,9 +272,11 @@ async def ack(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID) -> dict:
 
 
 async def report(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID, outcome: str,
-                 result: dict) -> tuple[dict, bool]:
-    row = await db.fetchrow(q.REPORT_RESULT, agent_id, command_id, outcome, result)
-    return result_outcome(row, outcome, result)
+                 result: dict, cancelled: bool = False) -> tuple[dict, bool]:
+    """`cancelled`: the agent stopped it for a cancel it verified (it ends `cancelled` when
+    one was asked for)."""
+    row = await db.fetchrow(q.REPORT_RESULT, agent_id, command_id, outcome, result, cancelled)
+    return result_outcome(row, outcome, result, cancelled)
 
 
 async def create(db: Db, new: NewCommand, signer: CommandSigner, by: Operator,
@@ -322,15 +337,28 @@ async def page(db: Db, before: tuple, limit: int, agent_id: uuid.UUID | None = N
     return await db.fetch(sql, *before, limit + 1, *filters)
 
 
-async def cancel(db: Db, command_id: uuid.UUID, by: Operator, ctx: audit.Context) -> Row:
+def cancel_signature(signer: CommandSigner, command_id: uuid.UUID, agent_id: uuid.UUID, by: Operator,
+                     at: datetime) -> dict:
+    return signer.sign_cancel(command_id=str(command_id), agent_id=str(agent_id), issued_by=by.name, iat=at)
+
+
+async def cancel(db: Db, command_id: uuid.UUID, signer: CommandSigner, by: Operator,
+                 ctx: audit.Context) -> Row:
+    """A command not running yet ends `cancelled` now; a running one stays running with its
+    cancel asked for (`cancel_requested_at`), and its agent's held polls wake to hand it
+    the signed cancel. The same cancel again changes nothing."""
     async with db.transaction():
         current = await get(db, command_id, by.scope)
         check_type(by.scope, current["type"])  # stopping a type it may not run is not its to do
-        row = await db.fetchrow(q.CANCEL_COMMAND, command_id, by.id, by.name)
+        # Signed whatever it is now: an ack may make it running before the statement runs.
+        signed = cancel_signature(signer, command_id, current["agent_id"], by, datetime.now(timezone.utc))
+        row = await db.fetchrow(q.CANCEL_COMMAND, command_id, by.id, by.name, signed)
         if row is None:
             raise AlreadyFinal((await get(db, command_id))["status"])
         await audit.record(db, ctx, "command.cancel", "command", command_id,
                            details={"agent_id": str(row["agent_id"]), "was": current["status"]})
+        if row["status"] == "running":
+            await db.execute(q.NOTIFY_AGENT, str(row["agent_id"]))
     return row
 
 

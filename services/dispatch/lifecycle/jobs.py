@@ -2,7 +2,9 @@
 
     awaiting_approval --approved (approvals.py)--> running
     awaiting_approval --denied, or its deadline passed--> denied   (its commands: denied)
-    awaiting_approval|running --operator--> cancelled       (undelivered commands: cancelled)
+    awaiting_approval|running --operator--> cancelled       (undelivered and sent commands:
+                                                             cancelled; running ones: a
+                                                             signed cancel to each agent)
     running --every target final--> completed
     running --more failures than max_failures--> halted   (undelivered commands: skipped)
 
@@ -16,6 +18,7 @@ revocation, or in another replica).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -32,6 +35,7 @@ from services.dispatch.lifecycle.commands import (
     NewCommand,
     OutOfScope,
     Row,
+    cancel_signature,
     check_type,
     params_digest,
 )
@@ -289,9 +293,10 @@ async def targets(db: Db, job_id: uuid.UUID, before_agent: uuid.UUID, limit: int
     return await db.fetch(q.LIST_TARGETS[status is not None], job_id, before_agent, limit + 1, *filters)
 
 
-async def cancel(db: Db, job_id: uuid.UUID, by: Operator, ctx: audit.Context) -> Row:
-    """The job and every command of it not delivered yet, with its audit event, in one
-    transaction."""
+async def cancel(db: Db, job_id: uuid.UUID, signer: CommandSigner, by: Operator, ctx: audit.Context) -> Row:
+    """The job and every command of it not running yet, with its audit event, in one
+    transaction; each running one gets a signed cancel, handed to its agent as a single
+    command's cancel is (commands.cancel), and its agent's held polls wake."""
     async with db.transaction():
         check_type(by.scope, (await get(db, job_id, by.scope))["command"]["type"])
         if await db.fetchrow(q.LOCK_LIVE_JOB, job_id) is None:
@@ -299,7 +304,18 @@ async def cancel(db: Db, job_id: uuid.UUID, by: Operator, ctx: audit.Context) ->
         job = await db.fetchrow(q.END_JOB, job_id, "cancelled", None, by.id, by.name)
         await db.execute(q.CANCEL_UNDELIVERED, job_id, False, by.id, by.name)
         await db.execute(q.DROP_JOB_TARGETS, job_id)
-        await audit.record(db, ctx, "job.cancel", "job", job_id)
+        await db.execute(q.CANCEL_SENT_OF_JOB, job_id, by.id, by.name)
+        running = await db.fetch(q.RUNNING_OF_JOB, job_id)
+        if running:
+            at = datetime.now(timezone.utc)
+            signed = []
+            for n, r in enumerate(running, 1):
+                signed.append(cancel_signature(signer, r["id"], r["agent_id"], by, at))
+                if n % issuing.SIGN_SLICE == 0:
+                    await asyncio.sleep(0)  # as issuing.signed_payloads: the loop keeps serving
+            asked = await db.fetch(q.REQUEST_CANCELS, job_id, by.id, by.name, [r["id"] for r in running], signed)
+            await db.execute(q.NOTIFY_AGENTS, sorted({r["agent_id"] for r in asked}))
+        await audit.record(db, ctx, "job.cancel", "job", job_id, details={"running_cancelled": len(running)})
     return job
 
 

@@ -44,7 +44,7 @@ COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, 
     delivery_count, ack_timeout_s, run_timeout_s, idempotency_key, created_at, sent_at,
     acked_at, finished_at, expires_at, result, signed, job_id, created_by_id, created_by_name,
     cancelled_by_id, cancelled_by_name, approvals, approvals_required, denied_reason, output_bytes,
-    output_truncated"""
+    output_truncated, cancel_requested_at"""
 
 # --- the poll -------------------------------------------------------------------------
 
@@ -63,8 +63,13 @@ COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, 
 # - `ledger` records each delivery in the same statement: retry_count = deliveries - 1.
 # - `in_flight` and `last_sent_at` are the facts the poll-interval policy needs
 #   (commands.PollPolicy decides); only read when nothing was claimed (CASE is lazy).
+# - `cancels` hands over the signed cancels of this agent's running commands that are due
+#   (cancel_visible_at passed), and makes each due again 30 s later: until the agent
+#   reports, a cancel whose answer was lost is handed over again. Its rows are running
+#   ones, never those `claimed` touches (pending, sent), so no row is updated twice.
 # An empty poll is therefore: the agent's primary key, one probe of commands_claimable,
-# and two probes of small partial indexes (commands_in_flight, commands_recent_delivery);
+# and three probes of small partial indexes (commands_in_flight, commands_recent_delivery,
+# commands_cancelling);
 # tests/integration/test_dispatch_plans.py checks the plan has no sequential scan and no sort.
 CLAIM = f"""
 WITH agent AS MATERIALIZED (
@@ -95,9 +100,22 @@ WITH agent AS MATERIALIZED (
 ), ledger AS (
     INSERT INTO deliveries (command_id, delivery, delivered_at)
     SELECT id, delivery_count, statement_timestamp() FROM claimed
+), cancels AS (
+    UPDATE commands c
+       SET cancel_visible_at = statement_timestamp() + interval '30 seconds'
+      FROM (SELECT x.id FROM commands x
+             WHERE x.agent_id = $1 AND x.status = 'running'
+               AND x.cancel_visible_at <= statement_timestamp()
+               AND EXISTS (SELECT 1 FROM agent WHERE agent.status = 'active')
+               FOR NO KEY UPDATE SKIP LOCKED) AS due_cancel
+     WHERE c.id = due_cancel.id AND c.status = 'running'
+    RETURNING c.id, c.cancel_signed
 )
 SELECT agent.status AS agent_status,
        statement_timestamp() AS now,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('command_id', cancels.id, 'signed', cancels.cancel_signed)),
+                        '[]'::jsonb)
+          FROM cancels) AS cancels,
        CASE WHEN NOT EXISTS (SELECT 1 FROM claimed)
             THEN EXISTS (SELECT 1 FROM commands f
                           WHERE f.agent_id = $1 AND f.status IN ('sent', 'running'))
@@ -154,7 +172,9 @@ SELECT agent.status AS agent_status, acked.status AS new_status,
 """
 
 # sent|running -> succeeded|failed, guarded the same way. A result for a command that
-# already ended changes nothing; the caller compares outcomes from `current`.
+# already ended changes nothing; the caller compares outcomes from `current`. A result the
+# agent says a cancel ended ($5) makes it `cancelled` when a cancel was asked for (the agent
+# acts only on signed ones); otherwise it counts as what it reports.
 REPORT_RESULT = f"""
 WITH agent AS MATERIALIZED (
     SELECT status FROM agents WHERE id = $1
@@ -162,7 +182,8 @@ WITH agent AS MATERIALIZED (
     SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $2 AND agent_id = $1
 ), done AS (
     UPDATE commands c
-       SET status = $3, finished_at = statement_timestamp(), result = $4
+       SET status = CASE WHEN $5 AND c.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE $3 END,
+           finished_at = statement_timestamp(), result = $4
      WHERE c.id = $2 AND c.agent_id = $1 AND c.status IN ('sent', 'running')
        AND EXISTS (SELECT 1 FROM agent WHERE agent.status = 'active')
     RETURNING c.status, c.finished_at, c.result
@@ -241,11 +262,22 @@ LIST_COMMANDS = {
     (True, True, True): _LIST.format(filters="AND agent_id = $4 AND status = $5 " + _IN_SCOPE.format(n=6)),
 }
 
-# awaiting_approval|pending|sent|running -> cancelled; guarded so a final command never changes.
+# awaiting_approval|pending|sent -> cancelled at once: nothing runs it yet, and an ack that
+# races this waits for the row lock and then finds it cancelled (the agent never starts it).
+# running: a cancel is asked for ($4, signed now), handed to its agent by its polls (CLAIM's
+# `cancels`); the command ends when the agent reports, or at its run timeout (the reaper).
+# Asking again changes nothing (the first request, its signature and its operator stay).
+# Guarded so a final command never changes.
 CANCEL_COMMAND = f"""
 UPDATE commands
-   SET status = 'cancelled', finished_at = statement_timestamp(), cancelled_by_id = $2,
-       cancelled_by_name = $3
+   SET status = CASE WHEN status = 'running' THEN 'running' ELSE 'cancelled' END,
+       finished_at = CASE WHEN status = 'running' THEN NULL ELSE statement_timestamp() END,
+       cancel_requested_at = coalesce(cancel_requested_at, statement_timestamp()),
+       cancel_visible_at = CASE WHEN status = 'running'
+                                THEN coalesce(cancel_visible_at, statement_timestamp()) END,
+       cancel_signed = CASE WHEN status = 'running' THEN coalesce(cancel_signed, $4) END,
+       cancelled_by_id = CASE WHEN cancel_requested_at IS NULL THEN $2 ELSE cancelled_by_id END,
+       cancelled_by_name = CASE WHEN cancel_requested_at IS NULL THEN $3 ELSE cancelled_by_name END
  WHERE id = $1 AND status IN ('awaiting_approval', 'pending', 'sent', 'running')
 RETURNING {COMMAND_COLUMNS}
 """
@@ -268,10 +300,12 @@ UPDATE commands c
  WHERE c.id = stale.id AND c.status = 'sent'
 """
 
-# running past run_timeout_s since the ack -> timed_out.
+# running past run_timeout_s since the ack -> timed_out; cancelled when a cancel was asked
+# for (its agent never reported: the cancel still ended it).
 REAP_OVERDUE_RUNS = f"""
 UPDATE commands c
-   SET status = 'timed_out', finished_at = statement_timestamp()
+   SET status = CASE WHEN c.cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'timed_out' END,
+       finished_at = statement_timestamp()
   FROM (SELECT c.id FROM commands c
          WHERE c.status = 'running' AND {DUE}
          ORDER BY c.visible_at
@@ -588,6 +622,31 @@ UPDATE commands
    SET status = 'cancelled', skipped = $2, finished_at = statement_timestamp(),
        cancelled_by_id = $3, cancelled_by_name = $4
  WHERE job_id = $1 AND status IN ('awaiting_approval', 'pending')
+"""
+
+# A job's cancel reaches what was delivered too (docs/api.md, cancelling a running command):
+# its sent commands end at once (a racing ack waits for the row lock, then finds them
+# cancelled), then its running ones are found and each gets a signed cancel, as one
+# command's cancel does (CANCEL_COMMAND). Run in the job's cancel transaction, after
+# CANCEL_UNDELIVERED, in this order: a command acked before the first statement took its
+# lock is running when the second looks.
+CANCEL_SENT_OF_JOB = """
+UPDATE commands
+   SET status = 'cancelled', finished_at = statement_timestamp(),
+       cancel_requested_at = statement_timestamp(), cancelled_by_id = $2, cancelled_by_name = $3
+ WHERE job_id = $1 AND status = 'sent'
+"""
+RUNNING_OF_JOB = "SELECT id, agent_id FROM commands WHERE job_id = $1 AND status = 'running'"
+REQUEST_CANCELS = """
+UPDATE commands c
+   SET cancel_requested_at = coalesce(c.cancel_requested_at, statement_timestamp()),
+       cancel_visible_at = coalesce(c.cancel_visible_at, statement_timestamp()),
+       cancel_signed = coalesce(c.cancel_signed, asked.signed),
+       cancelled_by_id = CASE WHEN c.cancel_requested_at IS NULL THEN $2 ELSE c.cancelled_by_id END,
+       cancelled_by_name = CASE WHEN c.cancel_requested_at IS NULL THEN $3 ELSE c.cancelled_by_name END
+  FROM unnest($4::uuid[], $5::jsonb[]) AS asked(id, signed)
+ WHERE c.id = asked.id AND c.job_id = $1 AND c.status = 'running'
+RETURNING c.agent_id
 """
 
 RUNNING_JOBS = "SELECT id FROM jobs WHERE status = 'running' ORDER BY created_at"
