@@ -153,6 +153,8 @@ class Settings:
     rapid_poll_interval_s: int = _env("FLEETLINE_RAPID_POLL_INTERVAL_S", _positive_int, 5)
     rapid_window_s: int = _env("FLEETLINE_RAPID_WINDOW_S", _positive_int, 600)
     reaper_interval_s: float = _env("FLEETLINE_REAPER_INTERVAL_S", _positive_float, 5.0)
+    # How often each dispatch process looks for due schedules (a tick starts within this of its time).
+    schedule_tick_s: float = _env("FLEETLINE_SCHEDULE_TICK_S", _positive_float, 1.0)
     last_seen_flush_s: float = _env("FLEETLINE_LAST_SEEN_FLUSH_S", _positive_float, 5.0)
     # An agent's last_seen_at is written at most once per this many seconds (per replica).
     last_seen_write_s: float = _env("FLEETLINE_LAST_SEEN_WRITE_S", _positive_float, 30.0)

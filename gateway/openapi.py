@@ -354,7 +354,7 @@ SCHEMAS: dict[str, Any] = {
     }),
     "AuditEvent": obj(["id", "at", "actor", "action", "target", "outcome", "request_id", "source_ip", "details"], {
         "id": UUID, "at": TIME,
-        "actor": obj(["type", "id", "name"], {"type": {"enum": ["operator", "agent", "bootstrap"]},
+        "actor": obj(["type", "id", "name"], {"type": {"enum": ["operator", "agent", "bootstrap", "schedule"]},
                                               "id": {"type": ["string", "null"]}, "name": {"type": "string"}}),
         "action": {"type": "string", "description": "Dotted: command.create, job.cancel, console.sign_in, ..."},
         "target": obj(["type", "id"], {"type": {"type": ["string", "null"]}, "id": {"type": ["string", "null"]}}),
@@ -405,6 +405,51 @@ SCHEMAS: dict[str, Any] = {
         "idempotency_key": {"type": ["string", "null"]},
         **_APPROVAL_FIELDS,
         "approval_expires_at": {**TIME_OR_NULL, "description": "While it awaits approval: when it is denied."},
+        "schedule_id": {"type": ["string", "null"], "format": "uuid", "description": "The schedule that started it."},
+        "scheduled_for": {**TIME_OR_NULL, "description": "The schedule's tick it was started for."},
+    }),
+    "ScheduleRequest": obj(["name", "selector", "command"], {
+        "name": {"type": "string", "minLength": 1, "maxLength": 128},
+        "selector": ref("JobSelector"),
+        "command": ref("JobCommand"),
+        "rollout": {"oneOf": [{"type": "null"}, ref("Rollout")]},
+        "cron": {"type": ["string", "null"], "description": "Five fields (ranges, lists, steps, month and weekday "
+                 "names) or @hourly, @daily, @weekly, @monthly; exactly one of cron and interval_s."},
+        "timezone": {"type": ["string", "null"], "default": "UTC", "description": "An IANA time zone."},
+        "interval_s": {"type": ["integer", "null"], "minimum": 1, "maximum": 31536000},
+        "overlap": {"enum": ["skip", "allow", None], "default": "skip"},
+        "catch_up": {"enum": ["skip", "latest", None], "default": "skip"},
+        "enabled": {"type": ["boolean", "null"], "default": True},
+    }),
+    "ScheduleRun": obj(["scheduled_for", "started_at", "job_id", "outcome", "detail"], {
+        "scheduled_for": TIME, "started_at": TIME,
+        "job_id": {"type": ["string", "null"], "format": "uuid"},
+        "outcome": {"enum": ["started", "skipped_overlap", "skipped_missed", "failed_to_start"]},
+        "detail": {"type": ["string", "null"]},
+    }),
+    "Schedule": obj(["id", "name", "selector", "command", "rollout", "cron", "timezone", "interval_s",
+                     "overlap", "catch_up", "enabled", "status", "next_run_at", "last_run"], {
+        "id": UUID, "name": {"type": "string"},
+        "selector": {"type": "object"}, "command": {"type": "object"}, "rollout": {"type": "object"},
+        "cron": {"type": ["string", "null"]}, "timezone": {"type": "string"},
+        "interval_s": {"type": ["integer", "null"]},
+        "overlap": {"enum": ["skip", "allow"]}, "catch_up": {"enum": ["skip", "latest"]},
+        "enabled": {"type": "boolean"},
+        "status": {"enum": ["active", "paused", "awaiting_approval", "denied"]},
+        "paused_reason": {"type": ["string", "null"]},
+        "next_run_at": {**TIME_OR_NULL, "description": "When active: its next tick."},
+        "last_run": {"oneOf": [{"type": "null"}, ref("ScheduleRun")]},
+        "created_at": TIME, "updated_at": TIME,
+        "created_by": {"oneOf": [{"type": "null"}, ref("Who")]},
+        **_APPROVAL_FIELDS,
+    }),
+    "SchedulePage": obj(["schedules", "next"], {
+        "schedules": {"type": "array", "items": ref("Schedule")},
+        "next": {"type": ["string", "null"], "description": "Pass as `after` for the next page (by name)."},
+    }),
+    "RunPage": obj(["runs", "next"], {
+        "runs": {"type": "array", "items": ref("ScheduleRun")},
+        "next": {"type": ["string", "null"], "description": "Pass as `before` for the next page."},
     }),
     "Approval": obj(["operator", "at", "comment"], {"operator": ref("Who"), "at": TIME, "comment": {"type": "string"}}),
     "Decision": obj([], {"comment": {"type": ["string", "null"], "maxLength": 2048}}),
@@ -442,6 +487,7 @@ SCHEMAS: dict[str, Any] = {
 AGENT_PATH = path_id("agent_id", "The agent's id; it must be the token's own agent.")
 COMMAND_PATH = path_id("command_id", "The command's id.")
 JOB_PATH = path_id("job_id", "The job's id.")
+SCHEDULE_PATH = path_id("schedule_id", "The schedule's id.")
 OPERATOR_PATH = path_id("operator_id", "The operator's id.")
 BEFORE = query_str("before", "A `next` cursor from the previous page.",
                    {"type": "string", "maxLength": 512})
@@ -621,6 +667,47 @@ PATHS: dict[str, dict] = {
         "Deny a job awaiting approval: it ends denied, nothing of it signed", {
             "200": ok(ref("Job"), "Denied."), **errors(400, 401, 403, 404, 409)},
         tags=["jobs"], security=ADMIN_AUTH, parameters=[JOB_PATH], request=body(ref("Decision")))},
+    "/api/v1/admin/schedules": {
+        "post": op("Create a schedule: a job started at each tick, with its creator's authority", {
+            "201": ok(ref("Schedule"), "Created (awaiting approval when the policy catches its command)."),
+            **errors(400, 401, 409)},
+            tags=["schedules"], security=ADMIN_AUTH, request=body(ref("ScheduleRequest"))),
+        "get": op("List schedules by name", {"200": ok(ref("SchedulePage"), "One page."), **errors(400, 401)},
+                  tags=["schedules"], security=ADMIN_AUTH, parameters=[
+                      query_int("limit", 1, 1000, 100, "Page size."),
+                      query_str("after", "A `next` from the previous page.", {"type": "string", "maxLength": 128}),
+                  ]),
+    },
+    "/api/v1/admin/schedules/{schedule_id}": {
+        "get": op("One schedule", {"200": ok(ref("Schedule"), "The schedule."), **errors(401, 404)},
+                  tags=["schedules"], security=ADMIN_AUTH, parameters=[SCHEDULE_PATH]),
+        "patch": op("Change any creation field; enabled false pauses, true resumes", {
+            "200": ok(ref("Schedule"), "Changed (awaiting approval again when an approved schedule's selector, "
+                                       "command or rollout changed and the policy catches it)."),
+            **errors(400, 401, 404, 409)},
+            tags=["schedules"], security=ADMIN_AUTH, parameters=[SCHEDULE_PATH],
+            request=body({"type": "object", "description": "Any fields of ScheduleRequest."})),
+        "delete": op("Delete a schedule; the jobs it started run on", {
+            "204": ok(None, "Deleted."), **errors(401, 404)},
+            tags=["schedules"], security=ADMIN_AUTH, parameters=[SCHEDULE_PATH]),
+    },
+    "/api/v1/admin/schedules/{schedule_id}/runs": {"get": op(
+        "A schedule's runs, newest first", {"200": ok(ref("RunPage"), "One page."), **errors(400, 401, 404)},
+        tags=["schedules"], security=ADMIN_AUTH, parameters=[
+            SCHEDULE_PATH, query_int("limit", 1, 1000, 100, "Page size."), BEFORE])},
+    "/api/v1/admin/schedules/{schedule_id}/run-now": {"post": op(
+        "Start a job now, as a tick would", {
+            "201": ok(ref("Job"), "Started."), **errors(400, 401, 404, 409)},
+        tags=["schedules"], security=ADMIN_AUTH, parameters=[SCHEDULE_PATH])},
+    "/api/v1/admin/schedules/{schedule_id}/approve": {"post": op(
+        "Approve a schedule awaiting approval (an operator other than its creator); its runs then need none", {
+            "200": ok(ref("Schedule"), "Approved (and active, once approved enough)."),
+            **errors(400, 401, 403, 404, 409)},
+        tags=["schedules"], security=ADMIN_AUTH, parameters=[SCHEDULE_PATH], request=body(ref("Decision")))},
+    "/api/v1/admin/schedules/{schedule_id}/deny": {"post": op(
+        "Deny a schedule awaiting approval: it ends denied and starts nothing", {
+            "200": ok(ref("Schedule"), "Denied."), **errors(400, 401, 403, 404, 409)},
+        tags=["schedules"], security=ADMIN_AUTH, parameters=[SCHEDULE_PATH], request=body(ref("Decision")))},
     "/api/v1/admin/commands/{command_id}/approve": {"post": op(
         "Approve a command awaiting approval (an operator other than its creator)", {
             "200": ok(ref("CommandState"), "Approved (and pending, once approved enough)."),
@@ -726,6 +813,7 @@ DOCUMENT: dict[str, Any] = {
     "tags": [{"name": "agents", "description": "Called by agents."},
              {"name": "operators", "description": "Called by operators with the admin token."},
              {"name": "jobs", "description": "One command for many agents (operators)."},
+             {"name": "schedules", "description": "Jobs that recur (operators)."},
              {"name": "health", "description": "Health, readiness, metrics and this document."}],
     "paths": PATHS,
     "components": {

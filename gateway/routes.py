@@ -33,6 +33,8 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("exact", "/api/v1/admin/approval-policy", DISPATCH),
     ("exact", "/api/v1/admin/jobs", DISPATCH),
     ("prefix", "/api/v1/admin/jobs/", DISPATCH),
+    ("exact", "/api/v1/admin/schedules", DISPATCH),
+    ("prefix", "/api/v1/admin/schedules/", DISPATCH),
     ("exact", "/console", CONSOLE),
     ("prefix", "/console/", CONSOLE),  # the web console, when one is configured
 )

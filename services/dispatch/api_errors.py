@@ -13,6 +13,7 @@ from services.common.errors import ApiError, conflict, forbidden, invalid, inval
 from services.dispatch.lifecycle import approvals as a
 from services.dispatch.lifecycle import commands as c
 from services.dispatch.lifecycle import jobs as j
+from services.dispatch.lifecycle import schedules as s
 from services.dispatch.output import chunks as o
 from services.dispatch.output import followers as f
 
@@ -41,6 +42,9 @@ ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     j.KeyReused: lambda e: conflict("This idempotency key was used for a job with a different request."),
     a.NotAwaiting: lambda e: conflict(f"This request is {e.status}, not awaiting approval."),
     a.OwnRequest: lambda e: forbidden("forbidden", "An operator may not approve its own request: another must."),
+    s.ScheduleNotFound: lambda e: not_found("No such schedule."),
+    s.NameTaken: lambda e: conflict("A schedule of that name exists already.", field="name"),
+    s.NotStartable: lambda e: conflict(f"This schedule is {e.status}: it starts nothing until it is approved."),
 }
 
 
@@ -61,4 +65,4 @@ async def _refusal(request: Request, exc: Exception) -> Response:
 
 
 EXCEPTION_HANDLERS = {**COMMON_HANDLERS, c.CommandError: _refusal, j.JobError: _refusal,
-                      a.ApprovalError: _refusal}
+                      a.ApprovalError: _refusal, s.ScheduleError: _refusal}

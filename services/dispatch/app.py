@@ -22,7 +22,7 @@ from services.common.periodic import Periodic
 from services.common.ratelimit import RateLimit, make_storage
 from services.common.readiness import SchemaCheck
 from services.common.tokens import AccessTokenVerifier, KeySet
-from services.dispatch.admin import approvals_api, jobs_api
+from services.dispatch.admin import approvals_api, jobs_api, schedules_api
 from services.dispatch.admin import commands_api as admin_api
 from services.dispatch.agents import api as agent_api
 from services.dispatch.agents.first_use import FirstUse
@@ -35,6 +35,7 @@ from services.dispatch.lifecycle.commands import PollPolicy
 from services.dispatch.lifecycle.materialiser import Materialiser
 from services.dispatch.lifecycle.reaper import Reaper
 from services.dispatch.lifecycle.revocations import Revocations
+from services.dispatch.lifecycle.ticker import Ticker
 from services.dispatch.output.followers import Followers
 from services.dispatch.retention.pruner import Pruner
 from services.dispatch.signing import keysets
@@ -70,6 +71,13 @@ ADMIN_ROUTES = [
     api_route("/commands/{command_id}/approve", POST=approvals_api.approve_command),
     api_route("/commands/{command_id}/deny", POST=approvals_api.deny_command),
     api_route("/approval-policy", GET=approvals_api.get_policy, PUT=approvals_api.set_policy),
+    api_route("/schedules", POST=schedules_api.create_schedule, GET=schedules_api.list_schedules),
+    api_route("/schedules/{schedule_id}", GET=schedules_api.get_schedule, PATCH=schedules_api.update_schedule,
+              DELETE=schedules_api.delete_schedule),
+    api_route("/schedules/{schedule_id}/runs", GET=schedules_api.list_runs),
+    api_route("/schedules/{schedule_id}/run-now", POST=schedules_api.run_now),
+    api_route("/schedules/{schedule_id}/approve", POST=schedules_api.approve_schedule),
+    api_route("/schedules/{schedule_id}/deny", POST=schedules_api.deny_schedule),
 ]
 
 # Who may call each admin route: the least role, and the action its audit events name.
@@ -92,6 +100,15 @@ ACCESS = {
     "POST /commands/{command_id}/deny": Access(OPERATOR, "command.deny"),
     "GET /approval-policy": Access(ADMIN, "approval_policy.read"),
     "PUT /approval-policy": Access(ADMIN, "approval_policy.update"),
+    "POST /schedules": Access(OPERATOR, "schedule.create"),
+    "GET /schedules": Access(VIEWER, "schedule.list"),
+    "GET /schedules/{schedule_id}": Access(VIEWER, "schedule.read"),
+    "PATCH /schedules/{schedule_id}": Access(OPERATOR, "schedule.update"),
+    "DELETE /schedules/{schedule_id}": Access(OPERATOR, "schedule.delete"),
+    "GET /schedules/{schedule_id}/runs": Access(VIEWER, "schedule.runs"),
+    "POST /schedules/{schedule_id}/run-now": Access(OPERATOR, "schedule.run_now"),
+    "POST /schedules/{schedule_id}/approve": Access(OPERATOR, "schedule.approve"),
+    "POST /schedules/{schedule_id}/deny": Access(OPERATOR, "schedule.deny"),
 }
 
 # Pinned plans for dispatch's connections:
@@ -137,6 +154,9 @@ def create_app(settings: Settings) -> Starlette:
     schema_ready = SchemaCheck(db)
     signer = CommandSigner(settings.needed("command_signing_key_file"))
     materialiser = Materialiser(db, signer, 1.0, settings.job_slice_targets)
+    ticker = Ticker(db, signer, settings.schedule_tick_s,
+                    metrics.counter("fleetline_schedule_runs_total", "Schedule runs recorded, by outcome",
+                                    ("outcome",)), started=materialiser.kick)
     initial_keyset = (read_keyset(json.loads(Path(settings.command_keyset_file).read_text()),
                                   settings.needed("command_root_public_key"))
                       if settings.command_keyset_file else None)
@@ -160,6 +180,7 @@ def create_app(settings: Settings) -> Starlette:
         reaper.start()
         pruner.start()
         materialiser.start()
+        ticker.start()
         last_seen.start()
         token_use.start()
         _log.info("service_started")
@@ -169,6 +190,7 @@ def create_app(settings: Settings) -> Starlette:
             await jwks_refresh.stop()
             await reaper.stop()
             await pruner.stop()
+            await ticker.stop()
             await materialiser.stop()
             await lease_sweep.stop()
             await last_seen.stop()  # flushes what was seen since the last interval

@@ -84,7 +84,45 @@ def job_view(row: Mapping[str, Any], counts: Mapping[str, int]) -> dict:
         "cancelled_by": by(row, "cancelled_by"),
         **approval_fields(row),
         "approval_expires_at": rfc3339(row["approval_expires_at"]),
+        "schedule_id": str(row["schedule_id"]) if row["schedule_id"] else None,
+        "scheduled_for": rfc3339(row["scheduled_for"]),
     }
+
+
+def schedule_view(row: Mapping[str, Any]) -> dict:
+    """A schedule (API 1.3), with its newest run."""
+    last = None
+    if row["last_scheduled_for"] is not None:
+        last = run_view({"scheduled_for": row["last_scheduled_for"], "started_at": row["last_started_at"],
+                         "job_id": row["last_job_id"], "outcome": row["last_outcome"], "detail": row["last_detail"]})
+        last["job_status"] = row["last_job_status"]
+    return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "selector": row["selector"],
+        "command": row["command"],
+        "rollout": row["rollout"],
+        "cron": row["cron"],
+        "timezone": row["timezone"],
+        "interval_s": row["interval_s"],
+        "overlap": row["overlap"],
+        "catch_up": row["catch_up"],
+        "enabled": row["status"] != "paused",
+        "status": row["status"],
+        "paused_reason": row["paused_reason"],
+        "next_run_at": rfc3339(row["next_run_at"]) if row["status"] == "active" else None,
+        "last_run": last,
+        "created_at": rfc3339(row["created_at"]),
+        "updated_at": rfc3339(row["updated_at"]),
+        "created_by": by(row, "created_by"),
+        **approval_fields(row),
+    }
+
+
+def run_view(row: Mapping[str, Any]) -> dict:
+    return {"scheduled_for": rfc3339(row["scheduled_for"]), "started_at": rfc3339(row["started_at"]),
+            "job_id": str(row["job_id"]) if row["job_id"] else None, "outcome": row["outcome"],
+            "detail": row["detail"]}
 
 
 def target_view(row: Mapping[str, Any]) -> dict:

@@ -22,7 +22,7 @@ from services.common import audit
 from services.common.db import Db
 from services.common.operators import Operator
 from services.common.validation import rfc3339
-from services.dispatch.lifecycle import approval_policy, commands, issuing, jobs, rollout
+from services.dispatch.lifecycle import approval_policy, commands, issuing, jobs, rollout, schedules
 from services.dispatch.lifecycle import queries as q
 from services.dispatch.lifecycle.approval_policy import Policy
 from services.dispatch.lifecycle.commands import (
@@ -139,6 +139,24 @@ async def decide_job(db: Db, job_id: uuid.UUID, by: Operator, ctx: audit.Context
             out = await db.fetchrow(q.ADD_JOB_APPROVAL, job_id, approvals)
         await _recorded(db, ctx, "job", job_id, comment, counted, approvals, job["approvals_required"], started)
     return out
+
+
+async def decide_schedule(db: Db, schedule_id: uuid.UUID, by: Operator, ctx: audit.Context, approve: bool,
+                          comment: str) -> None:
+    """As for a job: approved enough, the schedule becomes active (its first tick the next
+    one from now); its runs need no approval after that (schedules.py)."""
+    async with db.transaction():
+        row = schedules.visible(await db.fetchrow(q.LOCK_SCHEDULE_FOR_DECISION, schedule_id), by.scope)
+        _check(row, by, approve, row["command"]["type"])
+        if not approve:
+            await db.execute(q.SCHEDULE_DECIDED, schedule_id, row["approvals"], "denied", row["next_run_at"], "denied")
+            await audit.record(db, ctx, "schedule.deny", "schedule", schedule_id, details={"comment": comment})
+            return
+        approvals, counted = _with(row["approvals"], by, comment)
+        status, next_run_at = schedules.approved(row, approvals)
+        await db.execute(q.SCHEDULE_DECIDED, schedule_id, approvals, status, next_run_at, None)
+        await _recorded(db, ctx, "schedule", schedule_id, comment, counted, approvals, row["approvals_required"],
+                        status == "active")
 
 
 async def _start_job(db: Db, job: Row, approvals: list[dict], signer: CommandSigner) -> Row:

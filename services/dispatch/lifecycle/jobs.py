@@ -79,11 +79,25 @@ class KeyReused(JobError):
 
 
 @dataclass(frozen=True)
+class Origin:
+    """A job a schedule's tick starts: which schedule, for which tick, and the schedule's
+    approvals (the job carries them; every command's signed payload names the approvers)."""
+    schedule_id: uuid.UUID
+    scheduled_for: datetime
+    approvals: list[dict]
+
+    @property
+    def approved_by(self) -> list[str]:
+        return [a["operator"]["name"] for a in self.approvals]
+
+
+@dataclass(frozen=True)
 class NewJob:
     selector: dict          # exactly one of agent_ids, labels, all_active (as given)
     command: NewCommand     # the settings every target's command gets (agent_id unused)
     rollout: dict           # {"max_in_flight": int | "N%" | None, "max_failures": int | None}
     idempotency_key: str | None
+    origin: Origin | None = None
 
     def request(self) -> dict:
         """What an idempotent repeat must match: the whole request, defaults filled in."""
@@ -187,7 +201,8 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
             q.CREATE_JOB, job_id, new.selector, command_settings(settings), new.rollout, window,
             new.rollout["max_failures"], len(agents), new.idempotency_key, created_at, by.id, by.name,
             chosen.labels, statuses.AWAITING if required else "running", required, deadline,
-            0 if large else len(agents))
+            0 if large else len(agents), new.origin.schedule_id if new.origin else None,
+            new.origin.scheduled_for if new.origin else None, new.origin.approvals if new.origin else [])
         if job is None:  # a racing request with the same key won
             raise _Raced()
         if large:
@@ -200,7 +215,7 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
                                   deadline, 0, by.id, by.name, statuses.AWAITING)
         else:
             signed = await issuing.signed_payloads(signer, command_ids, agents, settings, created_at, expires_at,
-                                                   by.name)
+                                                   by.name, new.origin.approved_by if new.origin else None)
             due = rollout.due_at_start(window, len(agents), whole=True)
             await insert_commands(db, job_id, settings, command_ids, agents, signed, created_at, expires_at, due,
                                   by.id, by.name, "pending")

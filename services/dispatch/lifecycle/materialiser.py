@@ -60,7 +60,8 @@ class Materialiser(Periodic):
             expires_at = now + timedelta(seconds=settings.ttl_s)
             ids = [uuid.uuid4() for _ in agents]
             signed = await issuing.signed_payloads(self.signer, ids, agents, settings, now, expires_at,
-                                                   job["created_by_name"])
+                                                   job["created_by_name"],
+                                                   [a["operator"]["name"] for a in job["approvals"]])
             # With a window, advance() below releases what it allows.
             due = rollout.due_at_start(job["max_in_flight"], len(agents), whole=False)
             await jobs.insert_commands(self.db, job["id"], settings, ids, agents, signed, now, expires_at, due,

@@ -385,7 +385,7 @@ TARGET_STATUS = f"""(CASE WHEN c.skipped THEN 'skipped'
 JOB_COLUMNS = """id, status, selector, command, rollout, max_in_flight, max_failures,
     target_count, idempotency_key, created_at, finished_at, halted_reason, created_by_id,
     created_by_name, cancelled_by_id, cancelled_by_name, target_labels, approvals, approvals_required,
-    approval_expires_at, denied_reason, materialised"""
+    approval_expires_at, denied_reason, materialised, schedule_id, scheduled_for"""
 
 # The targets of a new job: active agents matching the selector, in a stable order. FOR
 # SHARE: a revocation racing with the job's creation waits for it to commit, so its
@@ -440,8 +440,9 @@ JOB_BY_IDEMPOTENCY_KEY = f"SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key 
 CREATE_JOB = f"""
 INSERT INTO jobs (id, selector, command, rollout, max_in_flight, max_failures, target_count,
                   idempotency_key, created_at, created_by_id, created_by_name, target_labels,
-                  status, approvals_required, approval_expires_at, materialised)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                  status, approvals_required, approval_expires_at, materialised, schedule_id, scheduled_for,
+                  approvals)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING {JOB_COLUMNS}
 """
@@ -778,4 +779,105 @@ WITH due AS (
 )
 UPDATE commands c SET status = 'denied', denied_reason = 'approval_expired', finished_at = statement_timestamp()
   FROM due WHERE c.id = due.id AND c.status = 'awaiting_approval'
+"""
+
+
+# --- schedules (schedules.py) ---------------------------------------------------------------
+
+_SCHEDULE_COLUMNS = ("id", "name", "selector", "command", "rollout", "cron", "timezone", "interval_s", "anchor_at",
+                     "overlap", "catch_up", "status", "paused_reason", "next_run_at", "created_at", "updated_at",
+                     "created_by_id", "created_by_name", "approvals", "approvals_required", "denied_reason")
+SCHEDULE_COLUMNS = ", ".join(_SCHEDULE_COLUMNS)
+# The newest run of each schedule comes with it (the listing shows it): one index probe each.
+_SCHEDULE_WITH_LAST_RUN = f"""
+SELECT {", ".join(f"s.{c}" for c in _SCHEDULE_COLUMNS)},
+       r.scheduled_for AS last_scheduled_for, r.started_at AS last_started_at, r.job_id AS last_job_id,
+       r.outcome AS last_outcome, r.detail AS last_detail, j.status AS last_job_status
+  FROM schedules s
+  LEFT JOIN LATERAL (SELECT * FROM schedule_runs x WHERE x.schedule_id = s.id
+                      ORDER BY x.scheduled_for DESC LIMIT 1) r ON true
+  LEFT JOIN jobs j ON j.id = r.job_id
+"""
+GET_SCHEDULE = _SCHEDULE_WITH_LAST_RUN + " WHERE s.id = $1"
+LIST_SCHEDULES = _SCHEDULE_WITH_LAST_RUN + " WHERE s.name > $1 ORDER BY s.name LIMIT $2"
+
+# A name is unique: a second schedule of that name inserts nothing (the caller says 409).
+CREATE_SCHEDULE = """
+INSERT INTO schedules (id, name, selector, command, rollout, cron, timezone, interval_s, anchor_at,
+                       overlap, catch_up, status, paused_reason, next_run_at, created_at, updated_at,
+                       created_by_id, created_by_name, approvals_required)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, statement_timestamp(),
+        statement_timestamp(), $15, $16, $17)
+ON CONFLICT (name) DO NOTHING
+RETURNING id
+"""
+
+# Every change of a schedule takes its row lock first: a tick in progress (which holds it)
+# finishes before the change, and the change's next_run_at is the one the next tick reads.
+LOCK_SCHEDULE = f"SELECT {SCHEDULE_COLUMNS}, statement_timestamp() AS now FROM schedules WHERE id = $1 FOR UPDATE"
+
+# A PATCH, whole: the caller computed every column from the row it locked.
+UPDATE_SCHEDULE = """
+UPDATE schedules
+   SET name = $2, selector = $3, command = $4, rollout = $5, cron = $6, timezone = $7, interval_s = $8,
+       anchor_at = $9, overlap = $10, catch_up = $11, status = $12, paused_reason = $13, next_run_at = $14,
+       approvals = $15, approvals_required = $16, updated_at = statement_timestamp()
+ WHERE id = $1
+"""
+NAME_TAKEN = "SELECT EXISTS (SELECT 1 FROM schedules WHERE name = $1 AND id <> $2)"
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = $1 RETURNING id"
+
+# The ticker's look: due schedules, oldest tick first. Read without locks; each is then
+# taken by LOCK_DUE_SCHEDULE.
+DUE_SCHEDULES = """
+SELECT id FROM schedules
+ WHERE status = 'active' AND next_run_at <= statement_timestamp()
+ ORDER BY next_run_at
+ LIMIT $1
+"""
+# One schedule's tick: SKIP LOCKED, so a replica already ticking it (or an operator changing
+# it) is left alone; the guard is read again under the lock, so a tick another replica
+# finished meanwhile (next_run_at moved on) is not ticked twice.
+LOCK_DUE_SCHEDULE = f"""
+SELECT {SCHEDULE_COLUMNS}, statement_timestamp() AS now FROM schedules
+ WHERE id = $1 AND status = 'active' AND next_run_at <= statement_timestamp()
+   FOR UPDATE SKIP LOCKED
+"""
+SET_NEXT_RUN = "UPDATE schedules SET next_run_at = $2 WHERE id = $1"
+PAUSE_SCHEDULE = """
+UPDATE schedules SET status = 'paused', paused_reason = $2, updated_at = statement_timestamp() WHERE id = $1
+"""
+
+# Which replica starts a tick: the run's primary key (schedule_id, scheduled_for). Inserted
+# in the tick's transaction, with its job: nothing, if this tick already happened.
+INSERT_RUN = """
+INSERT INTO schedule_runs (schedule_id, scheduled_for, started_at, job_id, outcome, detail)
+VALUES ($1, $2, statement_timestamp(), $3, $4, $5)
+ON CONFLICT (schedule_id, scheduled_for) DO NOTHING
+RETURNING scheduled_for
+"""
+SET_RUN = "UPDATE schedule_runs SET job_id = $3, outcome = $4, detail = $5 WHERE schedule_id = $1 AND scheduled_for = $2"
+RUNS_PAGE = """
+SELECT r.scheduled_for, r.started_at, r.job_id, r.outcome, r.detail
+  FROM schedule_runs r
+ WHERE r.schedule_id = $1 AND r.scheduled_for < $2
+ ORDER BY r.scheduled_for DESC
+ LIMIT $3
+"""
+
+# The overlap rule: is the schedule's newest job still live (running or awaiting approval)?
+LAST_JOB_LIVE = """
+SELECT j.status IN ('running', 'awaiting_approval') FROM jobs j
+ WHERE j.schedule_id = $1 ORDER BY j.created_at DESC LIMIT 1
+"""
+
+# The creator's authority, as it is now (auth's table, read only).
+OPERATOR_BY_ID = "SELECT id, name, role, scope, disabled_at FROM operators WHERE id = $1"
+
+# Approvals of a schedule: as for a job (approvals.py).
+LOCK_SCHEDULE_FOR_DECISION = LOCK_SCHEDULE
+SCHEDULE_DECIDED = """
+UPDATE schedules SET approvals = $2, status = $3, next_run_at = $4, denied_reason = $5,
+       updated_at = statement_timestamp()
+ WHERE id = $1
 """
