@@ -20,6 +20,7 @@ from fleetline import statuses
 from fleetline.cli import jobs as jobs_cli
 from fleetline.cli import logs as logs_cli
 from fleetline.cli import operators as operators_cli
+from fleetline.cli import schedules as schedules_cli
 from fleetline.cli.admin_client import Api, CliError
 from fleetline.cli.tables import show as _show
 from fleetline.cli.tables import table
@@ -243,10 +244,11 @@ LISTINGS = {"tokens": TOKEN_COLUMNS, "agents": AGENT_COLUMNS, "commands": COMMAN
 def _render(result: Any, as_json: bool) -> str:
     if as_json:
         return json.dumps(result, indent=2)
-    listing = jobs_cli.rows(result)
+    listing = jobs_cli.rows(result) or schedules_cli.rows(result)
     if listing is not None:
         text = table(*listing)
-        return text + (f"\n(more: --before {result['next']})" if result.get("next") else "")
+        flag = "--after" if "schedules" in result else "--before"  # schedules page by name
+        return text + (f"\n(more: {flag} {result['next']})" if result.get("next") else "")
     if isinstance(result, dict) and isinstance(result.get("counts"), dict):  # a job
         return _show(jobs_cli.show(result))
     if isinstance(result, dict) and isinstance(result.get("events"), list):  # the audit trail
@@ -398,6 +400,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--timeout", type=float, default=600)
     decisions(jobs, "job", jobs_approve, jobs_deny)
     logs_cli.add_parsers(commands, jobs, cmd)
+    schedules_cli.add_parsers(group, cmd, decisions, command_settings, _command)
 
     approvals = group("approvals", "requests awaiting a second operator's approval")
     cmd(approvals, "list", approvals_list, "jobs and commands awaiting approval")
