@@ -29,7 +29,15 @@ from fleetline.settings import Settings, SettingsError
 from fleetline.transport import InsecureTransport, check_url
 from services.common.http import ServiceMiddleware, health_routes
 from services.common.ratelimit import RateLimit, make_storage
-from services.console import events, job_pages, oidc_flow, operator_pages, pages, signin
+from services.console import (
+    events,
+    job_pages,
+    oidc_flow,
+    operator_pages,
+    pages,
+    schedule_pages,
+    signin,
+)
 from services.console.api import AdminApi, BrowserAddress
 from services.console.oidc_flow import OidcClient
 from services.console.security import SecurityHeaders
@@ -92,6 +100,14 @@ ROUTES = [
     page("/console/jobs/{job_id}/deny", POST=job_pages.deny_job),
     page("/console/commands/{command_id}/approve", POST=job_pages.approve_command),
     page("/console/commands/{command_id}/deny", POST=job_pages.deny_command),
+    page("/console/schedules", GET=schedule_pages.schedules, POST=schedule_pages.create_schedule),
+    page("/console/schedules/{schedule_id}", GET=schedule_pages.schedule),
+    page("/console/schedules/{schedule_id}/pause", POST=schedule_pages.pause),
+    page("/console/schedules/{schedule_id}/resume", POST=schedule_pages.resume),
+    page("/console/schedules/{schedule_id}/run-now", POST=schedule_pages.run_now),
+    page("/console/schedules/{schedule_id}/delete", POST=schedule_pages.delete),
+    page("/console/schedules/{schedule_id}/approve", POST=schedule_pages.approve_schedule),
+    page("/console/schedules/{schedule_id}/deny", POST=schedule_pages.deny_schedule),
     page("/console/events/jobs", GET=events.jobs_events),
     page("/console/events/jobs/{job_id}", GET=events.job_events),
     page("/console/events/agents/{agent_id}", GET=events.agent_events),

@@ -282,6 +282,48 @@ def test_a_running_command_shows_cancelling_until_its_agent_has_stopped_it(fleet
     w.check_clean()
 
 
+def test_a_schedule_made_on_its_page_runs_and_its_runs_lead_to_their_jobs(fleet, browser):
+    """Through the form, as an operator would: a schedule every 2 s on the demo agents, its
+    first run on its page linking to the job, then paused. Its name, hostile on purpose,
+    is shown as text."""
+    w = Watched(browser, fleet.console)
+    w.sign_in("admin", fleet.password)
+    page = w.page
+    page.click("nav >> text=Schedules")
+    page.wait_for_url(re.compile(r"/console/schedules$"))
+    name = "<img src=x onerror=alert(1)> nightly"
+    page.fill("#schedule-name", name)
+    page.check("input[name=timing][value=every]")
+    page.fill("#every", "2")
+    page.fill("#schedule-labels", "env=demo")
+    page.select_option("#schedule-type", "ping")
+    page.click("form.new-schedule button[type=submit]")
+    page.wait_for_url(re.compile(r"/console/schedules/[0-9a-f-]{36}$"))
+    assert page.locator("h1").inner_text().startswith(f"Schedule {name}")
+    assert page.locator("h1 img").count() == 0
+
+    def started() -> bool:
+        page.reload()
+        return page.locator("table.runs [data-field=outcome]", has_text="started").count() > 0
+
+    wait_until(started, 30, 0.5, "a started run on the schedule's page")
+    w.shot("schedule")
+    page.locator("table.runs a").first.click()
+    page.wait_for_url(re.compile(r"/console/jobs/[0-9a-f-]{36}$"))
+    job = fleet.api("GET", f"/jobs/{page.url.rsplit('/', 1)[1]}").json()
+    assert job["schedule_id"] and job["command"]["type"] == "ping"
+    page.go_back()
+    page.click("button.pause")
+    page.wait_for_load_state()
+    assert page.locator("h1 [data-field=status]").inner_text() == "paused"
+    assert "paused by admin" in page.locator("[data-field=paused_reason]").inner_text()
+    page.click("nav >> text=Schedules")
+    row = page.locator("table.schedules tr", has_text="nightly")
+    assert "paused" in row.inner_text() and "started" in row.inner_text()
+    w.shot("schedules")
+    w.check_clean()
+
+
 def test_sign_out_ends_the_session(fleet, browser):
     w = Watched(browser, fleet.console)
     w.sign_in("admin", fleet.password)
