@@ -5,7 +5,8 @@ changed nothing (times written in the background are left out); the audit trail'
 from typing import Callable
 
 TABLES = ("registration_tokens", "agents", "refresh_token_families", "refresh_tokens", "commands", "deliveries",
-          "command_keysets", "jobs", "operators", "operator_tokens", "operator_sessions", "command_output", "job_targets")
+          "command_keysets", "jobs", "operators", "operator_tokens", "operator_sessions", "command_output", "job_targets",
+          "schedules", "schedule_runs")
 # Written in the background, every few seconds: when agents were last seen, and when
 # operator tokens were last used.
 BACKGROUND = "- 'last_seen_at' - 'last_used_at'"

@@ -83,3 +83,51 @@ def test_a_body_over_the_limit_is_413_even_sent_to_the_service_directly(fleet, s
     resp = HTTP.post(f"{fleet.dispatch_url}/api/v1/admin/commands", json=body, headers=fleet.admin, timeout=30)
     assert (resp.status_code, resp.json()["error"]) == (413, "payload_too_large")
     assert snapshot(sql) == before
+
+
+def test_schedule_errors_name_the_field_and_change_nothing(fleet, sql):
+    fleet.register(labels={"role": "web"})
+    good = {"name": "nightly", "selector": {"labels": {"role": "web"}}, "command": {"type": "ping"},
+            "cron": "30 2 * * *", "timezone": "Europe/Berlin"}
+    made = fleet.admin_call("POST", "/schedules", 201, json=good)
+    before = snapshot(sql)
+    url = f"{fleet.dispatch_url}/api/v1/admin/schedules"
+    cases = [
+        ({**good, "name": "other", "cron": "61 * * * *"}, "cron"),
+        ({**good, "name": "other", "cron": "* * * *"}, "cron"),
+        ({**good, "name": "other", "cron": "@sometimes"}, "cron"),
+        ({**good, "name": "other", "timezone": "../../etc/passwd"}, "timezone"),
+        ({**good, "name": "other", "timezone": "Mars/Olympus"}, "timezone"),
+        ({**good, "name": "other", "interval_s": 60}, "cron"),  # both
+        ({**good, "name": "other", "cron": None}, "cron"),  # neither
+        ({**good, "name": "other", "cron": None, "interval_s": 0}, "interval_s"),
+        ({**good, "name": "other", "cron": None, "interval_s": 31_536_001}, "interval_s"),
+        ({**good, "name": ""}, "name"),
+        ({**good, "name": "x" * 129}, "name"),
+        ({**good, "name": "a\u0000b"}, "name"),
+        ({**good, "name": "new\nline"}, "name"),
+        ({**good, "name": "other", "overlap": "sometimes"}, "overlap"),
+        ({**good, "name": "other", "catch_up": "all"}, "catch_up"),
+        ({**good, "name": "other", "enabled": "yes"}, "enabled"),
+        ({**good, "name": "other", "selector": {}}, "selector"),
+        ({**good, "name": "other", "command": {"type": "ping", "params": "x"}}, "command.params"),
+        ({k: v for k, v in good.items() if k != "command"}, "command"),
+    ]
+    for body, field in cases:
+        resp = HTTP.post(url, json=body, headers=fleet.admin)
+        assert (resp.status_code, resp.json()["error"], resp.json().get("field")) == (400, "invalid_request", field), \
+            (body, resp.text)
+    taken = HTTP.post(url, json=good, headers=fleet.admin)
+    assert taken.status_code == 409 and taken.json()["field"] == "name"
+    one = f"{url}/{made['id']}"
+    for body, field in [({"color": "red"}, "color"), ({"cron": "nope"}, "cron"), ({"interval_s": -1}, "interval_s")]:
+        resp = HTTP.patch(one, json=body, headers=fleet.admin)
+        assert (resp.status_code, resp.json().get("field")) == (400, field), resp.text
+    for method, path in [("GET", f"{url}/nope"), ("PATCH", f"{url}/00000000-0000-0000-0000-000000000001"),
+                         ("DELETE", f"{url}/00000000-0000-0000-0000-000000000001"), ("GET", f"{url}/{made['id']}x/runs"),
+                         ("POST", f"{url}/00000000-0000-0000-0000-000000000001/run-now")]:
+        resp = HTTP.request(method, path, headers=fleet.admin, json={} if method == "PATCH" else None)
+        assert resp.status_code == 404 and resp.json()["error"] == "not_found", (method, path, resp.text)
+    for params in ({"limit": 0}, {"after": "a\u0000"}, {"after": "x" * 200}):
+        assert HTTP.get(url, params=params, headers=fleet.admin).status_code == 400, params
+    assert snapshot(sql) == before

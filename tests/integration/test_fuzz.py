@@ -63,7 +63,9 @@ def world(databases, key_dir, tmp_path_factory):
            "FLEETLINE_CHECKIN_RATE_LIMIT": "1000000/minute", "FLEETLINE_REPORT_RATE_LIMIT": "1000000/minute",
            # Nothing moves in the background (a command's TTL ending) between a case's two
            # snapshots: the reaper runs once at start, then not within the test.
-           "FLEETLINE_REAPER_INTERVAL_S": "3600", "FLEETLINE_SIGN_IN_RATE_LIMIT": "1000000/minute"}
+           "FLEETLINE_REAPER_INTERVAL_S": "3600", "FLEETLINE_SIGN_IN_RATE_LIMIT": "1000000/minute",
+           # Nor do schedules tick: the ticker too looks once at start, then not within the test.
+           "FLEETLINE_SCHEDULE_TICK_S": "3600"}
     auth = ServiceProcess("services.auth", env, logs)
     dispatch = ServiceProcess("services.dispatch", {**env, "FLEETLINE_JWKS_URL": f"{auth.url}/.well-known/jwks.json"},
                               logs)

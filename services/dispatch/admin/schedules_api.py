@@ -65,9 +65,11 @@ def _read(body: dict, old: schedules.Spec | None = None) -> tuple[schedules.Spec
     base = old.__dict__ if old is not None else {}
 
     def field(name: str, check: Any, default: Any = None) -> Any:
+        """Given: checked (null is the default); absent: as it was (a PATCH) or the default."""
+        fallback = base[name] if old is not None else default
         if name in body:
-            return take(body, name, check)
-        return base[name] if old is not None else default
+            return take(body, name, check) if fallback is ... else take(body, name, check, fallback)
+        return fallback
 
     command = body.get("command")
     spec = schedules.Spec(
@@ -115,6 +117,8 @@ async def list_schedules(request: Request) -> JSONResponse:
     db = dispatch_state.of(request).db
     limit = query_int(request, "limit", 1, 1000, 100)
     after = request.query_params.get("after") or ""
+    if after:
+        NAME(after, "after")  # a name: text PostgreSQL can compare, nothing else
     rows = await schedules.page(db, after, limit, request.state.operator.scope)
     page, more = rows[:limit], len(rows) > limit
     return JSONResponse({"schedules": [schedule_view(r) for r in page],
