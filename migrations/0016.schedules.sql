@@ -42,6 +42,8 @@ CREATE TABLE schedule_runs (
     detail        text,
     PRIMARY KEY (schedule_id, scheduled_for)
 );
+-- The retention pruner deletes runs older than the horizon, oldest first.
+CREATE INDEX schedule_runs_by_time ON schedule_runs (scheduled_for);
 
 -- A schedule's jobs run on when it is deleted: no foreign key.
 ALTER TABLE jobs ADD COLUMN schedule_id uuid, ADD COLUMN scheduled_for timestamptz;

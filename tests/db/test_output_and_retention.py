@@ -193,10 +193,19 @@ async def test_the_pruner_deletes_what_is_past_the_horizon_and_nothing_else(db, 
                 "(SELECT id FROM audit_events ORDER BY at LIMIT 2)")
     sql.execute("ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only")
     audit_before = _count(sql, "audit_events")
+    # A schedule's runs: four before the horizon go (two batches), one after it stays.
+    schedule_id = uuid.uuid4()
+    sql.execute("INSERT INTO schedules (id, name, selector, command, rollout, interval_s, anchor_at, status, "
+                "next_run_at, created_at, updated_at, created_by_id, created_by_name) VALUES (%s, 'n', '{}', "
+                "'{}', '{}', 60, now(), 'active', now(), now(), now(), %s, 'x')", (schedule_id, uuid.uuid4()))
+    for days in (40, 39, 38, 31, 1):
+        sql.execute("INSERT INTO schedule_runs (schedule_id, scheduled_for, started_at, outcome) "
+                    "VALUES (%s, now() - make_interval(days => %s), now(), 'skipped_missed')", (schedule_id, days))
 
     pruner = _pruner(databases, database_url)
     deleted = await pruner.prune()
-    assert deleted == {"commands": 7, "job_commands": 4, "jobs": 1, "audit_events": 2}
+    assert deleted == {"commands": 7, "job_commands": 4, "jobs": 1, "schedule_runs": 4, "audit_events": 2}
+    assert _count(sql, "schedule_runs") == 1
     left = {r[0] for r in sql.execute("SELECT id FROM commands")}
     assert left == {young, old_pending} | {r[0] for r in sql.execute(
         "SELECT id FROM commands WHERE job_id = %s", (running_job["id"],))}

@@ -55,6 +55,7 @@ class Pruner(Periodic):
                 "commands": await self._drain(conn, q.PRUNE_COMMANDS, horizon, keyset=True),
                 "job_commands": await self._drain(conn, q.PRUNE_JOB_COMMANDS, horizon),
                 "jobs": await self._drain(conn, q.PRUNE_JOBS, horizon),
+                "schedule_runs": await self._drain(conn, q.PRUNE_SCHEDULE_RUNS, horizon),
                 "audit_events": await self._drain(conn, q.PRUNE_AUDIT, keyset=True),
             }
             oldest = await conn.fetchrow(q.OLDEST_KEPT)

@@ -64,6 +64,22 @@ WITH doomed AS MATERIALIZED (
 SELECT count(*) FROM gone
 """
 
+# A schedule's runs before the horizon (their jobs go by the rule above).
+PRUNE_SCHEDULE_RUNS = """
+WITH doomed AS MATERIALIZED (
+    SELECT schedule_id, scheduled_for FROM schedule_runs
+     WHERE scheduled_for < $1
+     ORDER BY scheduled_for
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM schedule_runs r USING doomed d
+     WHERE r.schedule_id = d.schedule_id AND r.scheduled_for = d.scheduled_for
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
 # Audit events are append-only: the services' role may not delete them at all. The pruner
 # calls the owner's function (migration 0013), which computes the horizon itself from the
 # retention only `fleetline migrate` writes. $2: where the previous batch ended.
