@@ -5,6 +5,7 @@ import sys
 
 from bench import (
     costs_bench,
+    day2_bench,
     dispatch_bench,
     edge_bench,
     field_bench,
@@ -24,7 +25,8 @@ BENCHES = {"dispatch": dispatch_bench.run, "gateway": gateway_bench.run, "held_p
            "signing": signing_bench.run, "jobs": jobs_bench.run, "edge": edge_bench.run,
            "operators": operators_bench.run, "retention": retention_bench.run, "output": output_bench.run,
            "notify": notify_bench.run, "costs": costs_bench.run, "replicas": replicas_bench.run,
-           "large_job": large_job_bench.run, "field": field_bench.run}
+           "large_job": large_job_bench.run, "field": field_bench.run,
+           "schedules": day2_bench.schedules, "cancel": day2_bench.cancel}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(BENCHES)
