@@ -381,10 +381,7 @@ def add_parsers(sub) -> None:
 
     jobs = group("jobs", "one command on many agents")
     p = cmd(jobs, "run", jobs_run, "run a command on every agent a selector matches")
-    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                   help="target agents with this label (repeatable: all must match)")
-    p.add_argument("--agent", action="append", default=[], metavar="ID", help="target this agent (repeatable)")
-    p.add_argument("--all-active", action="store_true", help="target every active agent")
+    jobs_cli.target_options(p)
     command_settings(p)
     p.add_argument("--max-in-flight", metavar="N|N%", help="at most this many delivered and not final")
     p.add_argument("--max-failures", type=int, help="halt once more targets than this fail")

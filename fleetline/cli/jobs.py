@@ -34,6 +34,14 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
+def target_options(p) -> None:
+    """The flags selector() reads: a job's targets, and a schedule's at each run."""
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="target agents with this label (repeatable: all must match)")
+    p.add_argument("--agent", action="append", default=[], metavar="ID", help="target this agent (repeatable)")
+    p.add_argument("--all-active", action="store_true", help="target every active agent")
+
+
 def selector(a) -> dict:
     chosen = [bool(a.label), bool(a.agent), a.all_active]
     if sum(chosen) != 1:

@@ -101,10 +101,7 @@ def add_parsers(group, cmd, decisions, command_settings, command_of) -> None:
     p.add_argument("--cron", help="'30 2 * * 1-5', or @hourly, @daily, @weekly, @monthly")
     p.add_argument("--tz", default="UTC", help="the cron's IANA time zone (default UTC)")
     p.add_argument("--every", type=int, metavar="SECONDS", help="an interval instead of a cron")
-    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                   help="target agents with this label (repeatable: all must match)")
-    p.add_argument("--agent", action="append", default=[], metavar="ID", help="target this agent (repeatable)")
-    p.add_argument("--all-active", action="store_true", help="target every active agent")
+    jobs_cli.target_options(p)
     command_settings(p)
     p.add_argument("--max-in-flight", metavar="N|N%", help="at most this many delivered and not final")
     p.add_argument("--max-failures", type=int, help="halt a run's job once more targets than this fail")

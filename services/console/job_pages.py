@@ -82,12 +82,16 @@ async def create_job(request: Request, session: Session, form: dict[str, str]) -
     try:
         job = await request.app.state.console.api.call(session.token, "POST", "/jobs", json=body)
     except Refused as exc:
-        if exc.signed_out:
-            raise
-        field = exc.body.get("field")
-        detail = exc.body.get("detail", "Refused.") + (f" ({field})" if field else "")
-        return await _jobs_page(request, session, exc.status, detail, form)
+        return await _jobs_page(request, session, exc.status, refusal(exc), form)
     return redirect(request, f"jobs/{job['id']}")
+
+
+def refusal(exc: Refused) -> str:
+    """What a form shows of the API's refusal (a signed-out session goes to sign in)."""
+    if exc.signed_out:
+        raise exc
+    field = exc.body.get("field")
+    return exc.body.get("detail", "Refused.") + (f" ({field})" if field else "")
 
 
 @signed_in

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.console.api import Refused
-from services.console.job_pages import decision, job_request
+from services.console.job_pages import decision, job_request, refusal
 from services.console.pages import COMMAND_TYPES, PAGE
 from services.console.sessions import Session
 from services.console.web import form_action, path_id, redirect, render, signed_in
@@ -47,11 +47,7 @@ async def create_schedule(request: Request, session: Session, form: dict[str, st
     try:
         made = await request.app.state.console.api.call(session.token, "POST", "/schedules", json=body)
     except Refused as exc:
-        if exc.signed_out:
-            raise
-        field = exc.body.get("field")
-        detail = exc.body.get("detail", "Refused.") + (f" ({field})" if field else "")
-        return await _schedules_page(request, session, exc.status, detail, form)
+        return await _schedules_page(request, session, exc.status, refusal(exc), form)
     return redirect(request, f"schedules/{made['id']}")
 
 
