@@ -227,3 +227,13 @@ async def test_a_scoped_operator_sees_only_schedules_within_its_scope(db, sql, s
     assert (await schedules.get(db, web["id"], carol.scope))["name"] == "web"
     with pytest.raises(OutOfScope):
         await schedules.create(db, spec("theirs", selector={"labels": {"role": "db"}}), carol, ctx(carol))
+
+
+async def test_one_beat_ticks_every_due_schedule_however_many_batches_they_fill(db, sql, signer):
+    """Before: one batch a beat, so a thousand due at once waited ten beats."""
+    rows.agent(sql, labels={"role": "web"})
+    ann = operator(sql, "ann")
+    made = [await schedules.create(db, spec(f"b{i}", overlap="allow"), ann, ctx(ann)) for i in range(12)]
+    for m in made:
+        due_in_the_past(sql, m["id"], 1)
+    assert (await schedules.tick(db, signer, batch=5))["started"] == 12
