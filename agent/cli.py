@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Optional
 
 from agent import handlers, trust
 from agent.config import LONG_POLL_WAIT_S, Config
+from agent.facts import DEFAULT_DIR as DEFAULT_FACTS_DIR
 from agent.log import Log
 from agent.main import Agent
 from agent.stopper import Stopper
@@ -73,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", action="append", metavar="KEY=VALUE",
                    help="a label sent at registration, for jobs to select by (repeatable) "
                         "[FLEETLINE_AGENT_LABELS, comma-separated]")
+    p.add_argument("--facts-dir", type=Path, default=Path(_env("FLEETLINE_AGENT_FACTS_DIR") or DEFAULT_FACTS_DIR),
+                   help="*.json files reported as custom facts, under custom.<file stem> "
+                        f"[FLEETLINE_AGENT_FACTS_DIR, {DEFAULT_FACTS_DIR}]")
     p.add_argument("--log-level", default=_env("FLEETLINE_AGENT_LOG_LEVEL") or "INFO")
     return p
 
@@ -149,7 +153,8 @@ def _config(args: argparse.Namespace) -> Optional[Config]:
                   registration_token=_token_source(args.registration_token_file),
                   allow_shell=args.allow_shell, max_parallel=args.max_parallel,
                   long_poll=not args.no_long_poll, poll_wait_s=args.poll_wait, labels=labels,
-                  root_key=root_key, root_key_sha256=fingerprint, ca_file=args.ca_file)
+                  root_key=root_key, root_key_sha256=fingerprint, ca_file=args.ca_file,
+                  facts_dir=args.facts_dir)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -141,6 +141,9 @@ class Client:
     def result(self, token: str, agent_id: str, command_id: str, result: dict) -> dict:
         return self._call("POST", f"/api/v1/agents/{agent_id}/commands/{command_id}/result", token, json=result)
 
+    def put_facts(self, token: str, agent_id: str, facts: dict) -> dict:
+        return self._call("PUT", f"/api/v1/agents/{agent_id}/facts", token, json={"facts": facts})
+
     def output(self, token: str, agent_id: str, command_id: str, offset: int, data: str) -> dict:
         return self._call("POST", f"/api/v1/agents/{agent_id}/commands/{command_id}/output", token,
                           json={"offset": offset, "data": data})

@@ -29,3 +29,4 @@ class Config:
     root_key: Optional[str] = None  # base64url, from --root-key-file
     root_key_sha256: Optional[str] = None
     ca_file: Optional[str] = None
+    facts_dir: Optional[Path] = None  # custom facts: *.json files, reported under custom.<stem>

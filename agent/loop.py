@@ -12,6 +12,7 @@ from typing import Optional
 
 from agent.client import Refused, Retryable
 from agent.config import LONG_POLL_WAIT_S, Config
+from agent.facts import Reporter
 from agent.log import Log
 from agent.runner import Runner, Slots
 from agent.session import Session
@@ -22,8 +23,10 @@ log = Log()
 
 
 class PollLoop:
-    def __init__(self, config: Config, session: Session, runner: Runner, slots: Slots, stopper: Stopper):
+    def __init__(self, config: Config, session: Session, runner: Runner, slots: Slots, stopper: Stopper,
+                 facts: Optional[Reporter] = None):
         self.session, self.runner, self.slots, self.stopper = session, runner, slots, stopper
+        self.facts = facts
         self.long_poll = config.long_poll
         self.poll_wait_s = config.poll_wait_s
         self.backoff = Backoff()
@@ -36,6 +39,10 @@ class PollLoop:
             if (jitter_next or not self.long_poll) and not self.stopper.sleep(
                     poll_jitter(self.session.interval, self.backoff.rng)):
                 break
+            if self.facts is not None:
+                # The first report after the first jitter, like the first poll (a fleet
+                # restarting does not report all at once); then every facts_interval_s.
+                self.facts.report_if_due()
             free = self._wait_for_a_slot()
             if free == 0:
                 break
@@ -62,6 +69,9 @@ class PollLoop:
             self.backoff.reset()
             jitter_next = False
             self.session.interval = float(body["poll_interval_s"])
+            if self.facts is not None:
+                interval = body.get("facts_interval_s")
+                self.facts.report_if_due(interval if isinstance(interval, (int, float)) else None)
             self._cancels(body)
             for command in body["commands"]:
                 self.slots.run(f"command-{command['id'][:8]}", functools.partial(self.runner.handle, command))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from agent import __version__, handlers
 from agent.config import Config
+from agent.facts import Reporter
 from agent.journal import Journal
 from agent.keyring import Keyring
 from agent.log import Log
@@ -30,7 +31,10 @@ class Agent:
         self.journal = Journal(config.state_dir / "journal.sqlite3")
         self.slots = Slots(config.max_parallel, stopper)
         self.runner = Runner(self.session, self.keyring, self.journal, stopper, config.allow_shell)
-        self.loop = PollLoop(config, self.session, self.runner, self.slots, stopper)
+        client = self.session.client
+        self.facts = Reporter(config.facts_dir, lambda facts: self.session.authed(
+            lambda t, a: client.put_facts(t, a, facts)))
+        self.loop = PollLoop(config, self.session, self.runner, self.slots, stopper, self.facts)
 
     def run(self) -> int:
         code = 0

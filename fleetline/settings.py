@@ -153,6 +153,11 @@ class Settings:
     rapid_poll_interval_s: int = _env("FLEETLINE_RAPID_POLL_INTERVAL_S", _positive_int, 5)
     rapid_window_s: int = _env("FLEETLINE_RAPID_WINDOW_S", _positive_int, 600)
     reaper_interval_s: float = _env("FLEETLINE_REAPER_INTERVAL_S", _positive_float, 5.0)
+    # An agent not seen for this long is not `online` (0: three poll intervals and the
+    # longest wait).
+    offline_after_s: int = _env("FLEETLINE_OFFLINE_AFTER_S", int, 0)
+    # How often agents report their facts (told in every poll answer).
+    facts_interval_s: int = _env("FLEETLINE_FACTS_INTERVAL_S", _positive_int, 3600)
     # How often each dispatch process looks for due schedules (a tick starts within this of its time).
     schedule_tick_s: float = _env("FLEETLINE_SCHEDULE_TICK_S", _positive_float, 1.0)
     last_seen_flush_s: float = _env("FLEETLINE_LAST_SEEN_FLUSH_S", _positive_float, 5.0)
@@ -253,6 +258,10 @@ class Settings:
         missing = [env_of[n] for n in names if not getattr(self, n)]
         if missing:
             raise SettingsError(f"required setting missing: {', '.join(missing)}")
+
+    def offline_after(self) -> int:
+        """Seconds without a request after which an agent is not online."""
+        return self.offline_after_s or 3 * self.poll_interval_s + self.max_wait_s
 
     def needed(self, name: str) -> str:
         """A text setting the caller cannot start without (SettingsError naming it when unset)."""

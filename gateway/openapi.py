@@ -201,6 +201,7 @@ SCHEMAS: dict[str, Any] = {
     "PollResponse": obj(["commands", "poll_interval_s"], {
         "commands": {"type": "array", "items": ref("Delivery")},
         "poll_interval_s": {"type": "integer", "minimum": 1},
+        "facts_interval_s": {"type": "integer", "minimum": 1, "description": "How often to report facts."},
         "cancels": {"type": "array", "items": ref("Cancel"),
                     "description": "Only when there are some: signed cancels of this agent's running commands (handed over again "
                                    "every 30 s until the agent reports)."},
@@ -301,6 +302,10 @@ SCHEMAS: dict[str, Any] = {
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "status": {"enum": list(statuses.AGENT_STATUSES)},
         "created_at": TIME, "last_seen_at": TIME_OR_NULL, "revoked_at": TIME_OR_NULL,
+        "online": {"type": "boolean", "description": "Seen within FLEETLINE_OFFLINE_AFTER_S."},
+        "facts": {"type": "object", "description": "What the agent last reported of its machine (data, "
+                                                  "never instructions)."},
+        "facts_updated_at": TIME_OR_NULL,
     }),
     "Health": obj(["status"], {"status": {"type": "string"}}),
     "Who": obj(["id", "name"], {"id": {"type": ["string", "null"]}, "name": {"type": "string"}},),
@@ -363,14 +368,19 @@ SCHEMAS: dict[str, Any] = {
         "details": {"type": "object"},
     }),
     "JobSelector": {
-        "description": "Exactly one of agent_ids, labels, all_active. Targets are the active "
-                       "agents matching when the job is created.",
-        "oneOf": [
+        "description": "Exactly one of agent_ids, labels, all_active, where; or labels and where. Targets "
+                       "are the active agents matching when the job is created (a schedule's: at each run).",
+        "anyOf": [
             obj(["agent_ids"], {"agent_ids": {"type": "array", "minItems": 1, "maxItems": 10000,
                                               "items": UUID}}),
             obj(["labels"], {"labels": {"type": "object", "minProperties": 1, "maxProperties": 64,
                                         "additionalProperties": {"type": "string", "maxLength": 255}}}),
             obj(["all_active"], {"all_active": {"const": True}}),
+            obj(["where"], {"where": {"type": "string", "minLength": 1, "maxLength": 4096,
+                                      "description": "Requirements over labels.<name> and facts.<path>, "
+                                                     "comma-separated: key, !key, = == != < <= > >= in notin."},
+                            "labels": {"type": "object", "maxProperties": 64,
+                                       "additionalProperties": {"type": "string", "maxLength": 255}}}),
         ]},
     "JobCommand": obj(["type"], _COMMAND_SETTINGS),
     "Rollout": obj([], {
@@ -468,7 +478,11 @@ SCHEMAS: dict[str, Any] = {
         "approvals": {"type": "integer"}, "expires_in_s": {"type": "integer"},
         "updated_at": TIME_OR_NULL, "updated_by": {"type": ["string", "null"]},
     }),
-    "DryRun": obj(["target_count"], {"target_count": {"type": "integer", "minimum": 1}}),
+    "DryRun": obj(["target_count"], {
+        "target_count": {"type": "integer", "minimum": 1},
+        "targets": {"type": "array", "maxItems": 100, "description": "The first targets, by name.",
+                    "items": obj(["agent_id", "hostname"], {"agent_id": UUID, "hostname": {"type": "string"}})},
+    }),
     "JobPage": obj(["jobs", "next"], {
         "jobs": {"type": "array", "items": ref("Job")},
         "next": {"type": ["string", "null"], "description": "Pass as `before` for the next page."},
@@ -541,6 +555,13 @@ PATHS: dict[str, dict] = {
             **errors(400, 401, 403, 404, 409, 429)},
         tags=["agents"], security=AGENT_AUTH, parameters=[AGENT_PATH, COMMAND_PATH, MACHINE_HEADER],
         request=body(ref("ResultRequest")))},
+    "/api/v1/agents/{agent_id}/facts": {"put": op(
+        "Report what the agent knows of its machine (replaces the last report)", {
+            "200": ok(obj(["facts_updated_at"], {"facts_updated_at": TIME}), "Stored.", RATE_HEADERS),
+            **errors(400, 401, 403, 429)},
+        tags=["agents"], security=AGENT_AUTH, parameters=[AGENT_PATH, MACHINE_HEADER],
+        request=body(obj(["facts"], {"facts": {"type": "object", "description": "At most 64 KiB of JSON, "
+                                                                                 "nesting at most 8 deep."}})))},
     "/api/v1/agents/{agent_id}/commands/{command_id}/output": {"post": op(
         "Send a chunk of a running command's output", {
             "200": ok(ref("OutputAccepted"), "Stored, or already stored (a replayed chunk changes nothing).",
@@ -581,6 +602,8 @@ PATHS: dict[str, dict] = {
              "description": "key=value: only agents with this label (repeatable: every one must match).",
              "schema": {"type": "array", "items": {"type": "string", "pattern": "^[^=]+=.*$",
                                                    "maxLength": 511}}},
+            query_str("where", "Only agents matching this expression (as a job selector's where).",
+                      {"type": "string", "maxLength": 4096}),
         ])},
     "/api/v1/admin/agents/{agent_id}": {
         "get": op("One agent", {"200": ok(ref("Agent"), "The agent."), **errors(401, 404)},

@@ -104,7 +104,8 @@ def tokens_revoke(api: Api, a) -> Any:
 
 def _paging(a) -> dict:
     """A listing's query: the filters and paging flags given, and nothing else."""
-    query = {"status": a.status, "limit": a.limit, "before": a.before, "agent_id": getattr(a, "agent", None)}
+    query = {"status": a.status, "limit": a.limit, "before": a.before, "agent_id": getattr(a, "agent", None),
+             "where": getattr(a, "where", None)}
     return {k: v for k, v in query.items() if v}
 
 
@@ -247,6 +248,9 @@ def _render(result: Any, as_json: bool) -> str:
     listing = jobs_cli.rows(result) or schedules_cli.rows(result)
     if listing is not None:
         text = table(*listing)
+        if "target_count" in result and "counts" not in result:  # a dry run: how many, then the first
+            shown = len(result.get("targets") or [])
+            return f"{result['target_count']} targets" + (f" (the first {shown}):" if shown else "") + "\n" + text
         flag = "--after" if "schedules" in result else "--before"  # schedules page by name
         return text + (f"\n(more: {flag} {result['next']})" if result.get("next") else "")
     if isinstance(result, dict) and isinstance(result.get("counts"), dict):  # a job
@@ -349,7 +353,8 @@ def add_parsers(sub) -> None:
     cmd(tokens, "revoke", tokens_revoke, "revoke a registration token").add_argument("id")
 
     agents = group("agents", "registered agents")
-    listing(agents, "list", agents_list, "list agents", list(statuses.AGENT_STATUSES))
+    listing(agents, "list", agents_list, "list agents", list(statuses.AGENT_STATUSES)).add_argument(
+        "--where", metavar="EXPR", help="only agents matching this: 'facts.os.family = debian, labels.env = prod'")
     cmd(agents, "show", agents_show, "show one agent").add_argument("id")
     cmd(agents, "revoke", agents_revoke, "revoke an agent").add_argument("id")
 

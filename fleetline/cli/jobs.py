@@ -40,12 +40,20 @@ def target_options(p) -> None:
                    help="target agents with this label (repeatable: all must match)")
     p.add_argument("--agent", action="append", default=[], metavar="ID", help="target this agent (repeatable)")
     p.add_argument("--all-active", action="store_true", help="target every active agent")
+    p.add_argument("--where", metavar="EXPR",
+                   help="target agents matching this, alone or with --label: "
+                        "'facts.os.family = debian, facts.disk_free_gb < 5, labels.env in (prod, staging)'")
 
 
 def selector(a) -> dict:
+    if getattr(a, "where", None):
+        if a.agent or a.all_active:
+            raise CliError("--where combines only with --label")
+        return {"where": a.where, **({"labels": _labels(a.label)} if a.label else {})}
     chosen = [bool(a.label), bool(a.agent), a.all_active]
     if sum(chosen) != 1:
-        raise CliError("choose the targets with exactly one of --label (repeatable), --agent (repeatable), --all-active")
+        raise CliError("choose the targets with exactly one of --label (repeatable), --agent (repeatable), "
+                       "--all-active, --where")
     if a.label:
         return {"labels": _labels(a.label)}
     if a.agent:
@@ -118,6 +126,8 @@ def rows(result: Any) -> tuple[list[dict], list[str]] | None:
         return [{**j, "succeeded": j["counts"]["succeeded"],
                  "failed": sum(j["counts"][s] for s in ("failed", "timed_out", "expired", "rejected")),
                  "live": sum(j["counts"][s] for s in LIVE)} for j in result["jobs"]], JOB_COLUMNS
+    if isinstance(result, dict) and "target_count" in result and "counts" not in result:  # a dry run
+        return result.get("targets") or [], ["agent_id", "hostname"]
     if isinstance(result, dict) and isinstance(result.get("targets"), list):
         return [{**t, "exit_code": (t["result"] or {}).get("exit_code")} for t in result["targets"]], TARGET_COLUMNS
     return None

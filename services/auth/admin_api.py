@@ -4,6 +4,10 @@ api_errors.py."""
 
 from __future__ import annotations
 
+import functools
+from datetime import datetime, timezone
+from typing import Any, Callable
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -22,6 +26,7 @@ from services.common.validation import (
     query_choice,
     query_int,
     read_json_object,
+    read_where,
     take,
 )
 
@@ -54,14 +59,22 @@ async def list_agents(request: Request) -> JSONResponse:
     of them and a `next` cursor, for fleets too large for one answer."""
     db, params = auth_state.of(request).db, request.query_params
     where = registry.AgentFilter(status=query_choice(request, "status", AGENT_STATUSES),
-                                 labels=_labels(params.getlist("label")))
+                                 labels=_labels(params.getlist("label")),
+                                 where=read_where(params["where"], "where") if "where" in params else None)
     scope = request.state.operator.scope
-    if not any(k in params for k in ("limit", "before", "status", "label")):
+    view = _agent_view(request)
+    if not any(k in params for k in ("limit", "before", "status", "label", "where")):
         rows = await registry.all_agents(db, scope)
-        return JSONResponse({"agents": [agent_view(r) for r in rows], "next": None})
+        return JSONResponse({"agents": [view(r) for r in rows], "next": None})
     limit = query_int(request, "limit", 1, 10000, 1000)
     rows = await registry.agent_page(db, scope, decode_cursor(params.get("before")), limit, where)
-    return JSONResponse({"agents": [agent_view(r) for r in rows[:limit]], "next": next_cursor(rows, limit)})
+    return JSONResponse({"agents": [view(r) for r in rows[:limit]], "next": next_cursor(rows, limit)})
+
+
+def _agent_view(request: Request) -> Callable[[Any], dict]:
+    """agent_view with `online` as this service's settings say, at one instant for a page."""
+    settings, now = auth_state.of(request).settings, datetime.now(timezone.utc)
+    return functools.partial(agent_view, offline_after_s=settings.offline_after(), now=now)
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -80,8 +93,8 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 
 async def get_agent(request: Request) -> JSONResponse:
-    return JSONResponse(agent_view(await registry.get_agent(auth_state.of(request).db, request.state.operator.scope,
-                                                           path_id(request, "agent_id", "agent"))))
+    return JSONResponse(_agent_view(request)(await registry.get_agent(
+        auth_state.of(request).db, request.state.operator.scope, path_id(request, "agent_id", "agent"))))
 
 
 async def revoke_agent(request: Request) -> Response:

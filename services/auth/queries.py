@@ -195,7 +195,7 @@ RETURNING id
 # --- admin: agents ---
 
 _AGENT_COLUMNS = """id, machine_id, hostname, os, arch, agent_version, labels, status,
-       created_at, last_seen_at, revoked_at"""
+       created_at, last_seen_at, revoked_at, facts, facts_updated_at"""
 
 # Every agent list and read is narrowed to the operator's scope: agents carrying every label
 # pair of it ($n, '{}' for all: `labels @> '{}'` holds for every agent).
@@ -204,7 +204,7 @@ LIST_AGENTS = f"SELECT {_AGENT_COLUMNS} FROM agents WHERE labels @> $1 ORDER BY 
 # Pages (an extension for large fleets): keyset on the agents_created_at index.
 _AGENT_PAGE = f"""
 SELECT {_AGENT_COLUMNS}
-  FROM agents
+  FROM agents a
  WHERE (created_at, id) < ($1, $2) {{filters}}
  ORDER BY created_at DESC, id DESC
  LIMIT $3
@@ -215,6 +215,13 @@ LIST_AGENTS_PAGE_BY_STATUS = _AGENT_PAGE.format(filters="AND labels @> $4 AND st
 # agents_created_at, filtered as it goes.
 LIST_AGENTS_PAGE_BY_LABELS = _AGENT_PAGE.format(
     filters="AND labels @> $4 AND ($5::text IS NULL OR status = $5) AND labels @> $6::jsonb")
+
+
+def list_agents_page_where(predicate: str) -> str:
+    """As LIST_AGENTS_PAGE_BY_LABELS, and a `where` predicate (services/common/where.py:
+    every value a parameter, from $7)."""
+    return _AGENT_PAGE.format(filters="AND labels @> $4 AND ($5::text IS NULL OR status = $5) "
+                                      f"AND labels @> $6::jsonb AND {predicate}")
 
 # In the revocation's transaction, so the notification goes out only once it commits:
 # dispatch (every replica) wakes the agent's held poll, answered 403 agent_revoked at once,

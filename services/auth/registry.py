@@ -16,6 +16,7 @@ from services.auth.secrets import REGISTRATION_PREFIX, digest, new_secret
 from services.common import audit
 from services.common.db import Db
 from services.common.operators import Scope
+from services.common.where import Requirement, compile_requirements
 
 _log = Log("auth", "admin")
 
@@ -58,6 +59,7 @@ async def revoke_token(db: Db, ctx: audit.Context, token_id: uuid.UUID) -> None:
 class AgentFilter:
     status: str | None = None
     labels: dict | None = None  # every pair must match
+    where: list[Requirement] | None = None  # a `where` expression, parsed
 
 
 async def all_agents(db: Db, scope: Scope) -> list:
@@ -69,6 +71,10 @@ async def agent_page(db: Db, scope: Scope, before: tuple[datetime, uuid.UUID], l
                      where: AgentFilter) -> list:
     """Newest first after the cursor, within the scope; limit + 1 rows (the caller tells a
     next page)."""
+    if where.where:
+        predicate, args = compile_requirements(where.where, 7)
+        return await db.fetch(q.list_agents_page_where(predicate), *before, limit + 1, scope.labels, where.status,
+                              where.labels or {}, *args)
     if where.labels:
         return await db.fetch(q.LIST_AGENTS_PAGE_BY_LABELS, *before, limit + 1, scope.labels, where.status,
                               where.labels)

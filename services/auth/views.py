@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from services.common.validation import rfc3339
 
 
@@ -17,7 +19,10 @@ def token_view(row) -> dict:
     }
 
 
-def agent_view(row) -> dict:
+def agent_view(row, offline_after_s: float, now: datetime) -> dict:
+    """An agent as the API says (`online`: seen within `offline_after_s`). Its facts are
+    data it reported: shown as given, never interpreted."""
+    seen = row["last_seen_at"]
     return {
         "id": str(row["id"]),
         "machine_id": row["machine_id"],
@@ -30,6 +35,9 @@ def agent_view(row) -> dict:
         "created_at": rfc3339(row["created_at"]),
         "last_seen_at": rfc3339(row["last_seen_at"]),
         "revoked_at": rfc3339(row["revoked_at"]),
+        "online": row["status"] == "active" and seen is not None and (now - seen).total_seconds() <= offline_after_s,
+        "facts": row["facts"],
+        "facts_updated_at": rfc3339(row["facts_updated_at"]),
     }
 
 

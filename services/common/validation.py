@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from services.common import service
 from services.common.errors import ApiError, invalid, not_found
+from services.common.where import WhereError, parse
 
 _MISSING = object()
 
@@ -119,13 +120,35 @@ def Bool(value: Any, name: str) -> bool:  # noqa: N802 - a validator, named like
     return value
 
 
+def read_where(value: Any, name: str) -> list:
+    """A `where` expression, parsed (services/common/where.py); 400 naming the field and
+    the position of what is wrong."""
+    text = Str(1, 4096)(value, name)
+    try:
+        return parse(text)
+    except WhereError as exc:
+        raise invalid(f"{name} is malformed: {exc}.", name) from None
+
+
+def depth(value: Any) -> int:
+    """How deeply a JSON value nests (a scalar 0, {} or [] 1)."""
+    if isinstance(value, dict):
+        return 1 + max((depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth(v) for v in value), default=0)
+    return 0
+
+
 @dataclass(frozen=True)
 class JsonObject:
     max_bytes: int = 65536
+    max_depth: int | None = None
 
     def __call__(self, value: Any, name: str) -> dict:
         if not isinstance(value, dict):
             raise invalid(f"{name} must be a JSON object.", name)
+        if self.max_depth is not None and depth(value) > self.max_depth:
+            raise invalid(f"{name} must nest at most {self.max_depth} deep.", name)
         check_text(value, name)
         if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > self.max_bytes:
             raise invalid(f"{name} must be at most {self.max_bytes} bytes of JSON.", name)

@@ -53,6 +53,7 @@ AGENT_ROUTES = [
     api_route("/api/v1/agents/{agent_id}/commands/{command_id}/ack", POST=agent_api.ack),
     api_route("/api/v1/agents/{agent_id}/commands/{command_id}/result", POST=agent_api.result),
     api_route("/api/v1/agents/{agent_id}/commands/{command_id}/output", POST=agent_api.append_output),
+    api_route("/api/v1/agents/{agent_id}/facts", PUT=agent_api.put_facts),
 ]
 
 # Relative to /api/v1/admin; every one behind the admin guard, with its line in ACCESS.

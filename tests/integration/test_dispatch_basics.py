@@ -33,7 +33,7 @@ def test_queue_poll_ack_result_roundtrip(fleet, sql):
 
 def test_empty_poll_of_a_quiet_agent_says_standard_interval(fleet):
     agent = fleet.register()
-    assert fleet.poll(agent) == {"commands": [], "poll_interval_s": 300}
+    assert fleet.poll(agent) == {"commands": [], "poll_interval_s": 300, "facts_interval_s": 3600}
 
 
 def test_priority_then_age_and_limit(fleet):

@@ -19,7 +19,7 @@ OWNERS = {
 # Writes outside the owner, each on purpose (the table says why): dispatch marks an agent
 # seen and its credentials used; every service appends audit events and batches its
 # operator tokens' last use.
-SHARED = {("dispatch", "agents"): {"last_seen_at", "credentials_used_at"}}
+SHARED = {("dispatch", "agents"): {"last_seen_at", "credentials_used_at", "facts", "facts_updated_at"}}
 COMMON = {"audit_events", "operator_tokens"}
 
 # (A row lock, `FOR [NO KEY] UPDATE [OF c]`, writes nothing.)

@@ -23,6 +23,7 @@ from services.common.validation import (
     query_choice,
     query_int,
     read_json_object,
+    read_where,
     take,
 )
 from services.dispatch import state as dispatch_state
@@ -43,11 +44,20 @@ def _object(value: Any, name: str) -> dict:
 
 def read_selector(value: Any, name: str = "selector") -> dict:
     """Exactly one of agent_ids (1-10,000 UUIDs, repeats dropped), labels (at least one
-    pair) or all_active (true)."""
+    pair), all_active (true) or where (an expression), or labels and where together."""
     selector = _object(value, name)
+    if "where" in selector:
+        read_where(selector["where"], "selector.where")  # 400 with the position, when malformed
+        others = [k for k in selector if k != "where"]
+        if others not in ([], ["labels"]):
+            raise invalid("selector.where combines only with labels.", "selector")
+        out = {"where": selector["where"]}
+        if others:
+            out.update(read_selector({"labels": selector["labels"]}, name))
+        return out
     kinds = [k for k in ("agent_ids", "labels", "all_active") if k in selector]
     if len(kinds) != 1:
-        raise invalid("selector must have exactly one of agent_ids, labels, all_active.", "selector")
+        raise invalid("selector must have exactly one of agent_ids, labels, all_active, where.", "selector")
     kind = kinds[0]
     name = f"selector.{kind}"
     given = selector[kind]
@@ -89,8 +99,9 @@ async def create_job(request: Request) -> JSONResponse:
         idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None),
     )
     if take(body, "dry_run", Bool, False):
-        return JSONResponse({"target_count": await jobs.count_targets(state.db, new.selector,
-                                                                      request.state.operator)})
+        count, named = await jobs.count_targets(state.db, new.selector, request.state.operator)
+        return JSONResponse({"target_count": count,
+                             "targets": [{"agent_id": str(r["id"]), "hostname": r["hostname"]} for r in named]})
     job, created = await jobs.create_once(state.db, new, state.signer, request.state.operator, request.state.audit,
                                           await state.approval_policy.get(), state.settings.job_slice_targets)
     if job["materialised"] < job["target_count"] and job["status"] == "running":

@@ -15,6 +15,7 @@ from services.common.tokens import AgentIdentity
 from services.common.validation import (
     Bool,
     Int,
+    JsonObject,
     Str,
     nullable,
     parse_timestamp,
@@ -27,6 +28,7 @@ from services.common.validation import (
     take,
 )
 from services.dispatch import state as dispatch_state
+from services.dispatch.agents import queries as q
 from services.dispatch.lifecycle import commands, jobs
 from services.dispatch.output import chunks as output
 from services.dispatch.output.rules import MAX_CHUNK_BYTES
@@ -36,6 +38,7 @@ from services.dispatch.views import delivery_view, state_view
 _report_log = Log("dispatch", "report")
 
 MAX_OUTPUT_BYTES = 64 * 1024
+MAX_FACTS_BYTES, MAX_FACTS_DEPTH = 64 * 1024, 8
 
 
 async def _authenticate(request: Request) -> AgentIdentity:
@@ -67,7 +70,8 @@ async def poll(request: Request) -> JSONResponse:
         return JSONResponse({"commands": [], "poll_interval_s": state.settings.poll_interval_s})
     if wait > 0:
         state.last_seen.mark(identity.agent_id)
-    answer: dict = {"commands": [delivery_view(r) for r in claim.commands], "poll_interval_s": claim.poll_interval_s}
+    answer: dict = {"commands": [delivery_view(r) for r in claim.commands], "poll_interval_s": claim.poll_interval_s,
+                    "facts_interval_s": state.settings.facts_interval_s}
     if claim.cancels:  # only when there are some: the answer of 1.2 stays as it was otherwise
         answer["cancels"] = claim.cancels
     return JSONResponse(answer, headers=headers)
@@ -128,6 +132,21 @@ async def append_output(request: Request) -> JSONResponse:
     await state.first_use.mark(identity.agent_id)
     answer = await output.append(state.db, agent_uuid, command_uuid, offset, data, state.settings.max_output_bytes)
     return JSONResponse(answer, headers=headers)
+
+
+async def put_facts(request: Request) -> JSONResponse:
+    """What the agent reports of its machine (docs/api.md): a JSON object of at most 64 KiB
+    and depth 8, replacing the last. Data, never instructions: stored and shown escaped."""
+    state = dispatch_state.of(request)
+    identity = await _authenticate(request)
+    body = await read_json_object(request)
+    facts = take(body, "facts", JsonObject(MAX_FACTS_BYTES, MAX_FACTS_DEPTH))
+    headers = await state.report_limit.check(identity.agent_id)
+    await state.first_use.mark(identity.agent_id)
+    updated = await state.db.fetchval(q.PUT_FACTS, uuid.UUID(identity.agent_id), facts)
+    if updated is None:
+        raise forbidden("agent_revoked", "This agent has been revoked.")
+    return JSONResponse({"facts_updated_at": rfc3339(updated)}, headers=headers)
 
 
 async def keyset(request: Request) -> JSONResponse:

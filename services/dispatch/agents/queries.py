@@ -1,6 +1,14 @@
-"""The statements of the agent-facing room: an agent seen (last_seen.py) and its
-credentials' first use (first_use.py). Commands are the lifecycle's
+"""The statements of the agent-facing room: an agent seen (last_seen.py), its credentials'
+first use (first_use.py) and its facts. Commands are the lifecycle's
 (services/dispatch/lifecycle/queries.py)."""
+
+# An agent's facts, replaced whole by its report; only an active agent's (a revoked one's
+# still-valid access token writes nothing: the caller answers 403 agent_revoked).
+PUT_FACTS = """
+UPDATE agents SET facts = $2, facts_updated_at = statement_timestamp()
+ WHERE id = $1 AND status = 'active'
+RETURNING facts_updated_at
+"""
 
 # Batched last_seen_at (see last_seen.py): one statement per flush for every agent seen
 # since the last one, instead of one write per poll. Ids are sorted by the caller so two

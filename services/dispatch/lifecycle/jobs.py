@@ -28,6 +28,7 @@ from fleetline import statuses
 from services.common import audit
 from services.common.db import Db
 from services.common.operators import EVERYTHING, Operator, Scope
+from services.common.where import compile_requirements, parse
 from services.dispatch.lifecycle import issuing, rollout
 from services.dispatch.lifecycle import queries as q
 from services.dispatch.lifecycle.approval_policy import NO_POLICY, Policy
@@ -120,6 +121,7 @@ class Selection:
     pick_sql: str  # the targets without their rows' locks (a large job: materialiser.py)
     args: list
     labels: dict
+    names_sql: str = ""  # a dry run's first targets by name
 
 
 def selection(selector: Mapping[str, Any], scope: Scope) -> Selection | None:
@@ -132,6 +134,10 @@ def selection(selector: Mapping[str, Any], scope: Scope) -> Selection | None:
     if any(wanted.get(k, v) != v for k, v in scope.labels.items()):
         return None  # asks for env=prod within a scope of env=staging
     wanted.update(scope.labels)
+    if "where" in selector:  # checked by the API; a stored job's selector parses as it did
+        predicate, args = compile_requirements(parse(selector["where"]), 2)
+        by_where = q.by_where(predicate)
+        return Selection(*by_where[:3], [wanted, *args], wanted, by_where[3])
     if not wanted:
         return Selection(q.TARGETS_ALL_ACTIVE, q.COUNT_ALL_ACTIVE, q.PICK_ALL_ACTIVE, [], {})
     return Selection(q.TARGETS_BY_LABELS, q.COUNT_BY_LABELS, q.PICK_BY_LABELS, [wanted], wanted)
@@ -149,8 +155,9 @@ async def _check_named_ids(db: Db, selector: Mapping[str, Any], scope: Scope) ->
             raise InactiveTargets(inactive)
 
 
-async def count_targets(db: Db, selector: Mapping[str, Any], by: Operator) -> int:
-    """A dry run: how many agents the job would target now, within the scope. Creates nothing."""
+async def count_targets(db: Db, selector: Mapping[str, Any], by: Operator) -> tuple[int, list[Row]]:
+    """A dry run: how many agents the job would target now, within the scope, and the
+    first DRY_RUN_NAMES of them (id, hostname). Creates nothing."""
     await _check_named_ids(db, selector, by.scope)
     chosen = selection(selector, by.scope)
     if chosen is None:
@@ -158,9 +165,10 @@ async def count_targets(db: Db, selector: Mapping[str, Any], by: Operator) -> in
     async with db.transaction():
         await db.execute(q.ALLOW_BITMAP_SCANS)
         count = await db.fetchval(chosen.count_sql, *chosen.args)
+        named = await db.fetch(chosen.names_sql or q.names_of(chosen.pick_sql), *chosen.args) if count else []
     if not count:
         raise NoTargets()
-    return count
+    return count, named
 
 
 async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,

@@ -420,6 +420,25 @@ PICK_BY_LABELS = _PICK.format(match=_BY_LABELS)
 PICK_ALL_ACTIVE = _PICK.format(match=_ALL)
 PICK_BY_IDS = _PICK.format(match=_BY_IDS)
 
+# A dry run names its first targets (docs/api.md): the pick, with their hostnames, cut.
+DRY_RUN_NAMES = 100
+
+
+def names_of(pick_sql: str) -> str:
+    return (pick_sql.replace("SELECT a.id FROM", "SELECT a.id, a.hostname FROM", 1).rstrip()
+            + f"\n LIMIT {DRY_RUN_NAMES}")
+
+
+# A `where` selector (services/common/where.py): labels as any label selector ($1, the
+# scope's pairs included; '{}' for none), and the compiled predicate, its values all
+# parameters from $2. Evaluated by the database, never by pulling agents into dispatch.
+def by_where(predicate: str) -> tuple[str, str, str, str]:
+    """(targets, count, pick, names) statements."""
+    match = f"a.labels @> $1::jsonb AND {predicate}"
+    pick = _PICK.format(match=match)
+    return _TARGETS.format(match=match), _COUNT.format(match=match), pick, names_of(pick)
+
+
 # Which of the ids an operator named lie outside its scope: the 403 names them.
 OUT_OF_SCOPE_IDS = """
 SELECT a.id::text FROM agents a WHERE a.id = ANY($1::uuid[]) AND NOT a.labels @> $2 ORDER BY 1

@@ -1,0 +1,1 @@
+ALTER TABLE agents DROP COLUMN facts, DROP COLUMN facts_updated_at;
