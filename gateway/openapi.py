@@ -306,6 +306,8 @@ SCHEMAS: dict[str, Any] = {
         "facts": {"type": "object", "description": "What the agent last reported of its machine (data, "
                                                   "never instructions)."},
         "facts_updated_at": TIME_OR_NULL,
+        "agent_labels": {"type": "object", "description": "Declared at registration."},
+        "operator_labels": {"type": "object", "description": "Set by operators (PATCH)."},
     }),
     "Health": obj(["status"], {"status": {"type": "string"}}),
     "Who": obj(["id", "name"], {"id": {"type": ["string", "null"]}, "name": {"type": "string"}},),
@@ -613,6 +615,13 @@ PATHS: dict[str, dict] = {
                      {"204": ok(None, "Revoked."), **errors(401, 404)},
                      tags=["operators"], security=ADMIN_AUTH,
                      parameters=[path_id("agent_id", "The agent's id.")]),
+        "patch": op("Set (a value) and remove (null) operator labels; `labels` is the agent's own overlaid "
+                    "by these", {"200": ok(ref("Agent"), "The agent."), **errors(400, 401, 404)},
+                    tags=["operators"], security=ADMIN_AUTH,
+                    parameters=[path_id("agent_id", "The agent's id.")],
+                    request=body(obj(["labels"], {"labels": {
+                        "type": "object", "minProperties": 1, "maxProperties": 64,
+                        "additionalProperties": {"type": ["string", "null"], "maxLength": 255}}}))),
     },
     "/api/v1/admin/commands": {
         "post": op("Queue a command for one agent", {

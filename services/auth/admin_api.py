@@ -23,6 +23,7 @@ from services.common.validation import (
     Str,
     check_text,
     path_id,
+    printable,
     query_choice,
     query_int,
     read_json_object,
@@ -95,6 +96,26 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 async def get_agent(request: Request) -> JSONResponse:
     return JSONResponse(_agent_view(request)(await registry.get_agent(
         auth_state.of(request).db, request.state.operator.scope, path_id(request, "agent_id", "agent"))))
+
+
+async def label_agent(request: Request) -> JSONResponse:
+    """`{"labels": {"k": "v", "gone": null}}`: operator labels set and removed."""
+    body = await read_json_object(request)
+    changes = take(body, "labels", _label_changes)
+    row = await registry.set_operator_labels(auth_state.of(request).db, request.state.audit,
+                                             request.state.operator.scope, path_id(request, "agent_id", "agent"),
+                                             changes)
+    return JSONResponse(_agent_view(request)(row))
+
+
+def _label_changes(value: Any, name: str) -> dict[str, str | None]:
+    if not isinstance(value, dict) or not 1 <= len(value) <= 64:
+        raise invalid(f"{name} must be an object of 1 to 64 labels (a value sets one, null removes it).", name)
+    out: dict[str, str | None] = {}
+    for key, label in value.items():
+        printable(255, 1)(key, name)  # as registration's label keys
+        out[key] = None if label is None else Str(0, 255)(label, name)
+    return out
 
 
 async def revoke_agent(request: Request) -> Response:

@@ -28,6 +28,8 @@ ERRORS: dict[type[Exception], Callable[[Any], ApiError]] = {
     e.AgentRevoked: lambda x: forbidden("agent_revoked", "This agent has been revoked."),
     e.NoSuchAgent: lambda x: not_found("No such agent."),
     r.NoSuchToken: lambda x: not_found("No such registration token."),
+    r.ScopeLabel: lambda x: forbidden("forbidden", f"The label {x.name!r} is named by your own scope: an "
+                                                   "operator whose scope names it may not set or remove it."),
     a.NoSuchOperator: lambda x: not_found("No such operator."),
     a.NoSuchToken: lambda x: not_found("No such operator token."),
     a.Taken: lambda x: conflict(f"Another operator has this {x.what}."),

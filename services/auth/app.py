@@ -24,7 +24,7 @@ from services.common.admin import Access, admin_mount
 from services.common.db import OPERATOR_CHANNEL, Db
 from services.common.http import ServiceMiddleware, api_route, health_routes
 from services.common.notifications import Notifications
-from services.common.operators import ADMIN, VIEWER, OperatorAuth, TokenUse
+from services.common.operators import ADMIN, OPERATOR, VIEWER, OperatorAuth, TokenUse
 from services.common.ratelimit import RateLimit, make_storage
 from services.common.readiness import SchemaCheck
 
@@ -48,7 +48,8 @@ ADMIN_ROUTES = [
               GET=admin_api.list_registration_tokens),
     api_route("/registration-tokens/{token_id}", DELETE=admin_api.revoke_registration_token),
     api_route("/agents", GET=admin_api.list_agents),
-    api_route("/agents/{agent_id}", GET=admin_api.get_agent, DELETE=admin_api.revoke_agent),
+    api_route("/agents/{agent_id}", GET=admin_api.get_agent, PATCH=admin_api.label_agent,
+              DELETE=admin_api.revoke_agent),
     api_route("/whoami", GET=operators_api.whoami),
     api_route("/operators", POST=operators_api.create_operator, GET=operators_api.list_operators),
     api_route("/operators/{operator_id}", GET=operators_api.get_operator, PATCH=operators_api.update_operator),
@@ -67,6 +68,7 @@ ACCESS = {
     "GET /agents": Access(VIEWER, "agent.list"),
     "GET /agents/{agent_id}": Access(VIEWER, "agent.read"),
     "DELETE /agents/{agent_id}": Access(ADMIN, "agent.revoke"),
+    "PATCH /agents/{agent_id}": Access(OPERATOR, "agent.label"),
     "GET /whoami": Access(VIEWER, "operator.whoami"),
     "POST /operators": Access(ADMIN, "operator.create"),
     "GET /operators": Access(ADMIN, "operator.list"),

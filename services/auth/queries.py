@@ -195,7 +195,7 @@ RETURNING id
 # --- admin: agents ---
 
 _AGENT_COLUMNS = """id, machine_id, hostname, os, arch, agent_version, labels, status,
-       created_at, last_seen_at, revoked_at, facts, facts_updated_at"""
+       created_at, last_seen_at, revoked_at, facts, facts_updated_at, agent_labels, operator_labels"""
 
 # Every agent list and read is narrowed to the operator's scope: agents carrying every label
 # pair of it ($n, '{}' for all: `labels @> '{}'` holds for every agent).
@@ -229,6 +229,16 @@ def list_agents_page_where(predicate: str) -> str:
 NOTIFY_REVOKED = NOTIFY_REVOKED_AGENT
 
 GET_AGENT = f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = $1 AND labels @> $2"
+
+# An operator's labels set ($2) and removed ($3, names), under the row's lock; the
+# effective `labels` follow (migration 0018's trigger). Guarded by the scope ($4) as a read
+# is: an agent outside it is none of the operator's.
+SET_OPERATOR_LABELS = f"""
+UPDATE agents
+   SET operator_labels = (operator_labels || $2::jsonb) - $3::text[]
+ WHERE id = $1 AND labels @> $4
+RETURNING {_AGENT_COLUMNS}
+"""
 
 # Idempotent, and in one transaction with REVOKE_AGENT_REFRESH_TOKENS: once it commits,
 # no refresh token of the agent renews and dispatch answers 403 agent_revoked.

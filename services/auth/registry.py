@@ -83,6 +83,33 @@ async def agent_page(db: Db, scope: Scope, before: tuple[datetime, uuid.UUID], l
     return await db.fetch(q.LIST_AGENTS_PAGE_BY_STATUS, *before, limit + 1, scope.labels, where.status)
 
 
+class ScopeLabel(RegistryError):
+    """A scoped operator may not set or remove a label its own scope names."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+async def set_operator_labels(db: Db, ctx: audit.Context, scope: Scope, agent_id: uuid.UUID,
+                              changes: dict[str, str | None]):
+    """Operator labels set (a value) or removed (None), with the audit event, in one
+    transaction. Never a label the operator's own scope names: it would move agents into or
+    out of someone's scope."""
+    for name in changes:
+        if name in scope.labels:
+            raise ScopeLabel(name)
+    setting = {k: v for k, v in changes.items() if v is not None}
+    removing = sorted(k for k, v in changes.items() if v is None)
+    async with db.transaction():
+        row = await db.fetchrow(q.SET_OPERATOR_LABELS, agent_id, setting, removing, scope.labels)
+        if row is None:
+            raise NoSuchAgent()
+        await audit.record(db, ctx, "agent.label", "agent", agent_id, details={"set": setting, "removed": removing})
+    _log.info("agent_labelled", agent_id=agent_id, set=len(setting), removed=len(removing))
+    return row
+
+
 async def get_agent(db: Db, scope: Scope, agent_id: uuid.UUID):
     """The agent, if the scope reaches it (else, to this operator, there is no such agent)."""
     row = await db.fetchrow(q.GET_AGENT, agent_id, scope.labels)

@@ -38,6 +38,8 @@ def agent_view(row, offline_after_s: float, now: datetime) -> dict:
         "online": row["status"] == "active" and seen is not None and (now - seen).total_seconds() <= offline_after_s,
         "facts": row["facts"],
         "facts_updated_at": rfc3339(row["facts_updated_at"]),
+        "agent_labels": row["agent_labels"],
+        "operator_labels": row["operator_labels"],
     }
 
 

@@ -110,3 +110,43 @@ def test_facts_of_hostile_shape_are_refused_and_where_values_stay_values(fleet_s
                                                    "dry_run": True})
         assert r.status_code == 400 and "no active agent" in r.json()["detail"].lower(), (where, r.text)
     assert snapshot(sql) == before
+
+
+def test_an_operator_label_moves_an_agent_into_a_selector_without_enrolling_it_again(fleet_stack, sql):
+    from tests.integration.test_operators import Team
+
+    token = create_registration_token(fleet_stack.url, max_uses=2)["token"]
+    web = HTTP.post(f"{fleet_stack.url}/api/v1/agents/register", json={
+        "registration_token": token, "machine_id": "m-web", "hostname": "web",
+        "labels": {"env": "staging", "role": "web"}}).json()["agent_id"]
+    other = HTTP.post(f"{fleet_stack.url}/api/v1/agents/register", json={
+        "registration_token": token, "machine_id": "m-db", "hostname": "db",
+        "labels": {"env": "staging", "role": "db"}}).json()["agent_id"]
+
+    def prod_targets() -> int:
+        r = fleet_stack.api("POST", "/jobs", json={"selector": {"labels": {"env": "prod"}},
+                                                   "command": {"type": "ping"}, "dry_run": True})
+        return r.json().get("target_count", 0)
+
+    assert prod_targets() == 0
+    moved = fleet_stack.api("PATCH", f"/agents/{web}", json={"labels": {"env": "prod", "tier": "front"}}).json()
+    assert moved["labels"] == {"env": "prod", "role": "web", "tier": "front"}
+    assert moved["agent_labels"] == {"env": "staging", "role": "web"}
+    assert moved["operator_labels"] == {"env": "prod", "tier": "front"}
+    assert prod_targets() == 1  # the same agent, not enrolled again
+    assert sql.execute("SELECT count(*) FROM agents").fetchone() == (2,)
+    back = fleet_stack.api("PATCH", f"/agents/{web}", json={"labels": {"env": None}}).json()
+    assert back["labels"]["env"] == "staging" and prod_targets() == 0
+
+    team = Team(fleet_stack.url)
+    team.add("webops", "operator", {"labels": {"role": "web"}, "command_types": ["*"]})
+    own = team.api("PATCH", f"/agents/{web}", "webops", json={"labels": {"role": "db"}})
+    assert own.status_code == 403 and "scope" in own.json()["detail"]  # it would move the agent out of reach
+    assert team.api("PATCH", f"/agents/{web}", "webops", json={"labels": {"tier": "edge"}}).status_code == 200
+    assert team.api("PATCH", f"/agents/{other}", "webops", json={"labels": {"tier": "x"}}).status_code == 404
+    for bad in ({"labels": {}}, {"labels": {"": "x"}}, {"labels": {"k": 5}}, {"labels": "env=prod"}, {}):
+        r = fleet_stack.api("PATCH", f"/agents/{web}", json=bad)
+        assert r.status_code == 400 and r.json()["field"].startswith("labels"), (bad, r.text)
+    events = sql.execute("SELECT actor_name, outcome FROM audit_events WHERE action = 'agent.label' "
+                         "ORDER BY at").fetchall()
+    assert events == [("bootstrap", "ok"), ("bootstrap", "ok"), ("webops", "forbidden"), ("webops", "ok")]
