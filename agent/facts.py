@@ -179,6 +179,13 @@ class Reporter:
             self._last = time.monotonic()
         threading.Thread(target=self._report, name="facts", daemon=True).start()
 
+    def report_now(self) -> None:
+        """At once, in the caller's thread (an operator asked): the poll after it sees the
+        report newer than the request."""
+        with self._lock:
+            self._last = time.monotonic()
+        self._report()
+
     def _report(self) -> None:
         try:
             self.send(collect(self.facts_dir))

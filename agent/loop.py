@@ -71,6 +71,8 @@ class PollLoop:
             self.session.interval = float(body["poll_interval_s"])
             if self.facts is not None:
                 interval = body.get("facts_interval_s")
+                if body.get("refresh_facts") is True:  # asked for: sent before the next poll
+                    self.facts.report_now()
                 self.facts.report_if_due(interval if isinstance(interval, (int, float)) else None)
             self._cancels(body)
             for command in body["commands"]:

@@ -202,6 +202,7 @@ SCHEMAS: dict[str, Any] = {
         "commands": {"type": "array", "items": ref("Delivery")},
         "poll_interval_s": {"type": "integer", "minimum": 1},
         "facts_interval_s": {"type": "integer", "minimum": 1, "description": "How often to report facts."},
+        "refresh_facts": {"type": "boolean", "description": "An operator asked for fresh facts: report now."},
         "cancels": {"type": "array", "items": ref("Cancel"),
                     "description": "Only when there are some: signed cancels of this agent's running commands (handed over again "
                                    "every 30 s until the agent reports)."},
@@ -623,6 +624,11 @@ PATHS: dict[str, dict] = {
                         "type": "object", "minProperties": 1, "maxProperties": 64,
                         "additionalProperties": {"type": ["string", "null"], "maxLength": 255}}}))),
     },
+    "/api/v1/admin/agents/{agent_id}/refresh-facts": {"post": op(
+        "Ask an agent for fresh facts: its held poll answers at once with refresh_facts", {
+            "202": ok(ref("Agent"), "Asked; facts_updated_at moves when the agent has reported."),
+            **errors(401, 404)},
+        tags=["operators"], security=ADMIN_AUTH, parameters=[path_id("agent_id", "The agent's id.")])},
     "/api/v1/admin/commands": {
         "post": op("Queue a command for one agent", {
             "201": ok(ref("CommandState"), "Queued."),

@@ -1,1 +1,1 @@
-ALTER TABLE agents DROP COLUMN facts, DROP COLUMN facts_updated_at;
+ALTER TABLE agents DROP COLUMN facts, DROP COLUMN facts_updated_at, DROP COLUMN facts_requested_at;

@@ -5,4 +5,7 @@
 -- report arrives at dispatch. `where` selectors read them.
 ALTER TABLE agents
     ADD COLUMN facts jsonb NOT NULL DEFAULT '{}',
-    ADD COLUMN facts_updated_at timestamptz;
+    ADD COLUMN facts_updated_at timestamptz,
+    -- An operator asked for fresh facts (auth writes it): the agent's polls say so until a
+    -- report newer than the request arrives.
+    ADD COLUMN facts_requested_at timestamptz;

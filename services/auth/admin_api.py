@@ -118,6 +118,13 @@ def _label_changes(value: Any, name: str) -> dict[str, str | None]:
     return out
 
 
+async def refresh_facts(request: Request) -> JSONResponse:
+    state, agent_id = auth_state.of(request), path_id(request, "agent_id", "agent")
+    await registry.request_facts(state.db, request.state.audit, request.state.operator.scope, agent_id)
+    row = await registry.get_agent(state.db, request.state.operator.scope, agent_id)
+    return JSONResponse(_agent_view(request)(row), status_code=202)
+
+
 async def revoke_agent(request: Request) -> Response:
     await enrolment.revoke(auth_state.of(request).db, request.state.audit, path_id(request, "agent_id", "agent"))
     return Response(status_code=204)

@@ -5,6 +5,7 @@ Secrets arrive here only as SHA-256 digests (`bytea`). Times come from
 """
 
 from services.common import queries as common
+from services.common.db import NOTIFY_AGENT as NOTIFY_AGENT_WAKE
 from services.common.db import NOTIFY_REVOKED_AGENT
 
 # --- registration (one transaction: lock token -> find machine -> use -> agent -> refresh) ---
@@ -229,6 +230,16 @@ def list_agents_page_where(predicate: str) -> str:
 NOTIFY_REVOKED = NOTIFY_REVOKED_AGENT
 
 GET_AGENT = f"SELECT {_AGENT_COLUMNS} FROM agents WHERE id = $1 AND labels @> $2"
+
+# An operator asks an active agent within its scope ($2) for fresh facts; the agent's held
+# poll wakes (NOTIFY_AGENT, after commit) and answers refresh_facts until a report newer than
+# this arrives.
+REQUEST_FACTS = """
+UPDATE agents SET facts_requested_at = statement_timestamp()
+ WHERE id = $1 AND labels @> $2 AND status = 'active'
+RETURNING id
+"""
+NOTIFY_AGENT = NOTIFY_AGENT_WAKE
 
 # An operator's labels set ($2) and removed ($3, names), under the row's lock; the
 # effective `labels` follow (migration 0018's trigger). Guarded by the scope ($4) as a read

@@ -110,6 +110,15 @@ async def set_operator_labels(db: Db, ctx: audit.Context, scope: Scope, agent_id
     return row
 
 
+async def request_facts(db: Db, ctx: audit.Context, scope: Scope, agent_id: uuid.UUID) -> None:
+    """An active agent within the scope is asked for its facts at once (its held poll wakes)."""
+    async with db.transaction():
+        if await db.fetchval(q.REQUEST_FACTS, agent_id, scope.labels) is None:
+            raise NoSuchAgent()
+        await db.execute(q.NOTIFY_AGENT, str(agent_id))
+        await audit.record(db, ctx, "agent.refresh_facts", "agent", agent_id)
+
+
 async def get_agent(db: Db, scope: Scope, agent_id: uuid.UUID):
     """The agent, if the scope reaches it (else, to this operator, there is no such agent)."""
     row = await db.fetchrow(q.GET_AGENT, agent_id, scope.labels)

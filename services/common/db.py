@@ -19,6 +19,11 @@ import databases
 # Notified with an agent id when an operator revokes it (auth): every dispatch process wakes
 # its held poll (answered 403 agent_revoked) and dispatch cancels its job commands not
 # delivered yet (services/dispatch/lifecycle/revocations.py).
+# Notified with agent ids whenever their held polls should look again (commands queued or
+# released, a cancel, fresh facts asked for): dispatch listens (wakeups/listener.py), and
+# auth notifies it too (an operator asking an agent for its facts).
+AGENT_CHANNEL = "fleetline_commands"
+NOTIFY_AGENT = f"SELECT pg_notify('{AGENT_CHANNEL}', $1::text)"
 REVOKED_CHANNEL = "fleetline_revoked"
 NOTIFY_REVOKED_AGENT = f"SELECT pg_notify('{REVOKED_CHANNEL}', $1::text)"
 

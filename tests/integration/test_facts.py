@@ -77,6 +77,13 @@ def test_agents_report_their_facts_and_where_names_exactly_the_machines_it_means
     started = fleet_stack.api("POST", f"/schedules/{made.json()['id']}/run-now").json()
     assert started["target_count"] == 1
 
+    # Asked for, fresh facts arrive at once (the agent's held poll wakes), custom ones read again.
+    (tmp_path / "db1-facts.d" / "role.json").write_text(json.dumps({"tier": "db", "moved": True}))
+    asked = fleet_stack.api("POST", f"/agents/{ids['db1']}/refresh-facts")
+    assert asked.status_code == 202, asked.text
+    wait_until(lambda: fleet_stack.api("GET", f"/agents/{ids['db1']}").json()["facts"]["custom"]["role"].get("moved"),
+               10, 0.1, "the refreshed facts")
+
 
 def test_facts_of_hostile_shape_are_refused_and_where_values_stay_values(fleet_stack, sql):
     token = create_registration_token(fleet_stack.url)["token"]

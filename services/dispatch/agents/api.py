@@ -74,6 +74,8 @@ async def poll(request: Request) -> JSONResponse:
                     "facts_interval_s": state.settings.facts_interval_s}
     if claim.cancels:  # only when there are some: the answer of 1.2 stays as it was otherwise
         answer["cancels"] = claim.cancels
+    if claim.refresh_facts:
+        answer["refresh_facts"] = True
     return JSONResponse(answer, headers=headers)
 
 

@@ -245,11 +245,12 @@ class Claim:
     commands: list[Row]
     poll_interval_s: int
     cancels: list[dict] = field(default_factory=list)  # [{"command_id", "signed"}] handed over now
+    refresh_facts: bool = False  # an operator asked for fresh facts, newer than the last report
 
     @property
     def answers(self) -> bool:
         """Whether a held poll has something to answer with."""
-        return bool(self.commands or self.cancels)
+        return bool(self.commands or self.cancels or self.refresh_facts)
 
 
 async def claim(db: Db, agent_id: uuid.UUID, limit: int, policy: PollPolicy) -> Claim:
@@ -259,7 +260,7 @@ async def claim(db: Db, agent_id: uuid.UUID, limit: int, policy: PollPolicy) -> 
     head = rows[0]
     interval = policy.interval_s(bool(claimed), head["in_flight"], head["last_sent_at"], head["now"])
     return Claim(claimed, interval, [{"command_id": str(c["command_id"]), "signed": c["signed"]}
-                                     for c in head["cancels"]])
+                                     for c in head["cancels"]], head["refresh_facts"])
 
 
 async def ack(db: Db, agent_id: uuid.UUID, command_id: uuid.UUID) -> dict:

@@ -73,7 +73,8 @@ COMMAND_COLUMNS = """id, agent_id, type, params, status, priority, retry_count, 
 # tests/integration/test_dispatch_plans.py checks the plan has no sequential scan and no sort.
 CLAIM = f"""
 WITH agent AS MATERIALIZED (
-    SELECT status FROM agents WHERE id = $1
+    SELECT status, facts_requested_at > coalesce(facts_updated_at, '-infinity') AS refresh_facts
+      FROM agents WHERE id = $1
 ), due AS MATERIALIZED (
     SELECT c.id
       FROM commands c
@@ -112,6 +113,7 @@ WITH agent AS MATERIALIZED (
     RETURNING c.id, c.cancel_signed
 )
 SELECT agent.status AS agent_status,
+       coalesce(agent.refresh_facts, false) AS refresh_facts,
        statement_timestamp() AS now,
        (SELECT coalesce(jsonb_agg(jsonb_build_object('command_id', cancels.id, 'signed', cancels.cancel_signed)),
                         '[]'::jsonb)

@@ -9,8 +9,9 @@ WAKE_BATCH agents of 37 bytes each fit with room to spare.
 `fleetline_output` is notified with a command id when its live output grows or it ends:
 every dispatch process wakes the readers following that command's output."""
 
-AGENT_CHANNEL = "fleetline_commands"
-NOTIFY_AGENT = f"SELECT pg_notify('{AGENT_CHANNEL}', $1::text)"
+from services.common.db import AGENT_CHANNEL, NOTIFY_AGENT
+
+__all__ = ["AGENT_CHANNEL", "NOTIFY_AGENT", "NOTIFY_AGENTS", "OUTPUT_CHANNEL", "WAKE_BATCH", "woken_agents"]
 WAKE_BATCH = 200
 # The agents of $1, in notifications of at most WAKE_BATCH each (one for most transactions).
 NOTIFY_AGENTS = f"""
