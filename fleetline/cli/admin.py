@@ -117,6 +117,24 @@ def agents_show(api: Api, a) -> Any:
     return api.call("GET", f"/api/v1/admin/agents/{a.id}")
 
 
+def agents_label(api: Api, a) -> Any:
+    """`k=v` sets an operator label, `k-` removes one."""
+    changes: dict[str, str | None] = {}
+    for item in a.changes:
+        if item.endswith("-") and "=" not in item:
+            changes[item[:-1]] = None
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"labels are key=value to set or key- to remove, not {item!r}")
+        changes[key] = value
+    return api.call("PATCH", f"/api/v1/admin/agents/{a.id}", json={"labels": changes})
+
+
+def agents_refresh_facts(api: Api, a) -> Any:
+    return api.call("POST", f"/api/v1/admin/agents/{a.id}/refresh-facts")
+
+
 def agents_revoke(api: Api, a) -> Any:
     api.call("DELETE", f"/api/v1/admin/agents/{a.id}")
     return {"revoked": a.id}
@@ -357,6 +375,10 @@ def add_parsers(sub) -> None:
         "--where", metavar="EXPR", help="only agents matching this: 'facts.os.family = debian, labels.env = prod'")
     cmd(agents, "show", agents_show, "show one agent").add_argument("id")
     cmd(agents, "revoke", agents_revoke, "revoke an agent").add_argument("id")
+    p = cmd(agents, "label", agents_label, "set (k=v) and remove (k-) operator labels")
+    p.add_argument("id")
+    p.add_argument("changes", nargs="+", metavar="k=v|k-")
+    cmd(agents, "refresh-facts", agents_refresh_facts, "ask an agent for fresh facts now").add_argument("id")
 
     def command_settings(p) -> None:
         p.add_argument("--type", required=True)

@@ -142,8 +142,14 @@ def test_an_operator_label_moves_an_agent_into_a_selector_without_enrolling_it_a
     assert moved["operator_labels"] == {"env": "prod", "tier": "front"}
     assert prod_targets() == 1  # the same agent, not enrolled again
     assert sql.execute("SELECT count(*) FROM agents").fetchone() == (2,)
-    back = fleet_stack.api("PATCH", f"/agents/{web}", json={"labels": {"env": None}}).json()
-    assert back["labels"]["env"] == "staging" and prod_targets() == 0
+    env = {"FLEETLINE_URL": fleet_stack.url, "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN}
+    back = fleetline("agents", "label", web, "env-", "--json", env=env)
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["labels"]["env"] == "staging" and prod_targets() == 0
+    again = fleetline("agents", "label", web, "env=prod", "--json", env=env)
+    assert json.loads(again.stdout)["operator_labels"]["env"] == "prod"
+    assert fleetline("agents", "label", web, "nonsense", env=env).returncode == 1
+    fleet_stack.api("PATCH", f"/agents/{web}", json={"labels": {"env": None}})
 
     team = Team(fleet_stack.url)
     team.add("webops", "operator", {"labels": {"role": "web"}, "command_types": ["*"]})
@@ -156,4 +162,4 @@ def test_an_operator_label_moves_an_agent_into_a_selector_without_enrolling_it_a
         assert r.status_code == 400 and r.json()["field"].startswith("labels"), (bad, r.text)
     events = sql.execute("SELECT actor_name, outcome FROM audit_events WHERE action = 'agent.label' "
                          "ORDER BY at").fetchall()
-    assert events == [("bootstrap", "ok"), ("bootstrap", "ok"), ("webops", "forbidden"), ("webops", "ok")]
+    assert events == [("bootstrap", "ok")] * 4 + [("webops", "forbidden"), ("webops", "ok")]
