@@ -90,6 +90,7 @@ ROUTES = [
     page("/console/agents/{agent_id}", GET=pages.agent),
     page("/console/agents/{agent_id}/commands", POST=pages.queue_command),
     page("/console/agents/{agent_id}/revoke", POST=pages.revoke_agent),
+    page("/console/agents/{agent_id}/labels", POST=pages.label_agent),
     page("/console/commands", GET=pages.commands),
     page("/console/commands/{command_id}", GET=pages.command),
     page("/console/commands/{command_id}/cancel", POST=pages.cancel_command),

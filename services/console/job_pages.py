@@ -12,7 +12,7 @@ from fleetline import statuses
 from services.console.api import Refused
 from services.console.pages import COMMAND_TYPES, PAGE, labels_typed
 from services.console.sessions import Session
-from services.console.web import form_action, path_id, redirect, render, signed_in
+from services.console.web import form_action, path_id, redirect, refusal, render, signed_in
 
 JOB_STATUSES = statuses.JOB_STATUSES
 TARGET_STATUSES = statuses.TARGET_STATUSES
@@ -31,7 +31,7 @@ def bar(counts: dict, total: int) -> list[dict]:
 
 
 async def _jobs_page(request: Request, session: Session, status_code: int = 200,
-                     error: str | None = None, form: dict | None = None) -> Response:
+                     error: str | None = None, form: dict | None = None, preview: dict | None = None) -> Response:
     q = request.query_params
     params: dict = {"limit": 50}
     if q.get("status") in JOB_STATUSES:
@@ -43,7 +43,7 @@ async def _jobs_page(request: Request, session: Session, status_code: int = 200,
     awaiting = await api.call(session.token, "GET", "/jobs", params={"status": "awaiting_approval", "limit": 100})
     return render(request, "jobs.html", status_code, jobs=page["jobs"], next=page.get("next"),
                   status=params.get("status", ""), statuses=JOB_STATUSES, types=COMMAND_TYPES,
-                  error=error, form=form or {}, bar=bar, awaiting=awaiting["jobs"])
+                  error=error, form=form or {}, bar=bar, awaiting=awaiting["jobs"], preview=preview)
 
 
 @signed_in
@@ -62,6 +62,9 @@ def job_request(form: dict[str, str]) -> dict:
     """The API request a job form describes (the API judges what is wrong with it)."""
     if form.get("target") == "all":
         selector: dict = {"all_active": True}
+    elif form.get("target") == "where":
+        labels = labels_typed(form.get("labels", ""))
+        selector = {"where": form.get("where", ""), **({"labels": labels} if labels else {})}
     else:
         selector = {"labels": labels_typed(form.get("labels", ""))}
     failures = form.get("max_failures", "").strip()
@@ -79,19 +82,16 @@ async def create_job(request: Request, session: Session, form: dict[str, str]) -
         body = job_request(form)
     except ValueError:
         return await _jobs_page(request, session, 400, "Params must be a JSON object.", form)
+    previewing = "preview" in form
     try:
-        job = await request.app.state.console.api.call(session.token, "POST", "/jobs", json=body)
+        job = await request.app.state.console.api.call(session.token, "POST", "/jobs",
+                                                       json={**body, "dry_run": previewing})
     except Refused as exc:
         return await _jobs_page(request, session, exc.status, refusal(exc), form)
+    if previewing:  # which machines, before anything runs
+        return await _jobs_page(request, session, form=form, preview=job)
     return redirect(request, f"jobs/{job['id']}")
 
-
-def refusal(exc: Refused) -> str:
-    """What a form shows of the API's refusal (a signed-out session goes to sign in)."""
-    if exc.signed_out:
-        raise exc
-    field = exc.body.get("field")
-    return exc.body.get("detail", "Refused.") + (f" ({field})" if field else "")
 
 
 @signed_in

@@ -15,7 +15,7 @@ from fleetline.labels import split_label
 from services.console.api import Refused
 from services.console.presence import ago, parse_time, presence
 from services.console.sessions import Session
-from services.console.web import form_action, path_id, redirect, render, signed_in
+from services.console.web import form_action, path_id, redirect, refusal, render, signed_in
 
 PAGE = 100
 PRESENCES = ("online", "offline", "revoked")
@@ -59,24 +59,32 @@ async def home(request: Request, session: Session) -> Response:
 async def agents(request: Request, session: Session) -> Response:
     console, q = request.app.state.console, request.query_params
     shown = q.get("status") if q.get("status") in PRESENCES else "all"
-    labels = q.get("label", "")
+    labels, where = q.get("label", ""), q.get("where", "").strip()
     params: dict = {"limit": PAGE, "label": [f"{k}={v}" for k, v in labels_typed(labels).items()]}
+    if where:
+        params["where"] = where
     if q.get("before"):
         params["before"] = q["before"]
     if shown != "all":
         params["status"] = "revoked" if shown == "revoked" else "active"
-    page = await console.api.call(session.token, "GET", "/agents", params=params)
+    try:
+        page = await console.api.call(session.token, "GET", "/agents", params=params)
+    except Refused as exc:
+        if exc.status != 400:
+            raise
+        return render(request, "agents.html", 400, agents=[], next=None, shown=shown, labels=labels, where=where,
+                      presences=PRESENCES, error=refusal(exc))
     now = datetime.now(timezone.utc)
     in_flight = await _in_flight(console.api, session.token)
     rows = [_agent_row(a, now, console.settings.poll_interval_s, in_flight) for a in page["agents"]]
     if shown in ("online", "offline"):
         rows = [r for r in rows if r["presence"] == shown]
     return render(request, "agents.html", agents=rows, next=page.get("next"), shown=shown,
-                  labels=labels, presences=PRESENCES)
+                  labels=labels, where=where, presences=PRESENCES)
 
 
 async def _agent_page(request: Request, session: Session, agent_id: str, status_code: int = 200,
-                      error: str | None = None, form: dict | None = None) -> Response:
+                      error: str | None = None, form: dict | None = None, label_error: str | None = None) -> Response:
     console = request.app.state.console
     agent = await console.api.call(session.token, "GET", f"/agents/{agent_id}")
     recent = await console.api.call(session.token, "GET", "/commands",
@@ -84,7 +92,8 @@ async def _agent_page(request: Request, session: Session, agent_id: str, status_
     now = datetime.now(timezone.utc)
     in_flight = Counter(c["agent_id"] for c in recent["commands"] if c["status"] in ("sent", "running"))
     return render(request, "agent.html", status_code, agent=_agent_row(agent, now, console.settings.poll_interval_s, in_flight),
-                  commands=recent["commands"], types=COMMAND_TYPES, error=error, form=form or {})
+                  commands=recent["commands"], types=COMMAND_TYPES, error=error, form=form or {},
+                  label_error=label_error)
 
 
 @signed_in
@@ -106,6 +115,21 @@ async def queue_command(request: Request, session: Session, form: dict[str, str]
         if exc.signed_out:
             raise
         return await _agent_page(request, session, agent_id, exc.status, exc.body.get("detail"), form)
+    return redirect(request, f"agents/{agent_id}")
+
+
+@form_action
+async def label_agent(request: Request, session: Session, form: dict[str, str]) -> Response:
+    """Operator labels: `set` is "k=v, k=v", `remove` is "k, k"; the API judges them."""
+    agent_id = path_id(request, "agent_id")
+    changes: dict[str, str | None] = dict(labels_typed(form.get("set", "")))
+    changes.update({k.strip(): None for k in form.get("remove", "").split(",") if k.strip()})
+    if changes:
+        try:
+            await request.app.state.console.api.call(session.token, "PATCH", f"/agents/{agent_id}",
+                                                     json={"labels": changes})
+        except Refused as exc:
+            return await _agent_page(request, session, agent_id, exc.status, label_error=refusal(exc))
     return redirect(request, f"agents/{agent_id}")
 
 

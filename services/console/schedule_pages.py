@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.console.api import Refused
-from services.console.job_pages import decision, job_request, refusal
+from services.console.job_pages import decision, job_request
 from services.console.pages import COMMAND_TYPES, PAGE
 from services.console.sessions import Session
-from services.console.web import form_action, path_id, redirect, render, signed_in
+from services.console.web import form_action, path_id, redirect, refusal, render, signed_in
 
 
 async def _schedules_page(request: Request, session: Session, status_code: int = 200,

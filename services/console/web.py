@@ -136,3 +136,11 @@ def form_action(handler: Callable[[Request, Session, dict[str, str]], Awaitable[
         return await handler(request, session, form)
 
     return action
+
+
+def refusal(exc: Refused) -> str:
+    """What a form shows of the API's refusal (a signed-out session goes to sign in)."""
+    if exc.signed_out:
+        raise exc
+    field = exc.body.get("field")
+    return exc.body.get("detail", "Refused.") + (f" ({field})" if field else "")

@@ -328,6 +328,42 @@ def test_a_schedule_made_on_its_page_runs_and_its_runs_lead_to_their_jobs(fleet,
     w.check_clean()
 
 
+def test_an_agents_facts_and_labels_on_its_page_and_where_names_machines_before_a_job_runs(fleet, browser):
+    """The demo agents report their facts; an operator sees them on an agent's page, gives it
+    an operator label there, finds it with a where filter, and asks the new-job form which
+    machines a where selector means before running anything."""
+    agents = fleet.api("GET", "/agents").json()["agents"]
+    wait_until(lambda: all(a["facts_updated_at"] for a in fleet.api("GET", "/agents").json()["agents"]
+                           if a["labels"].get("env") == "demo"), 30, 0.2, "the demo agents' facts")
+    target = next(a for a in agents if a["labels"].get("env") == "demo")
+    w = Watched(browser, fleet.console)
+    w.sign_in("admin", fleet.password)
+    page = w.page
+    page.goto(f"{fleet.console}agents/{target['id']}")
+    assert '"cpu_count"' in page.locator("pre.facts-json").inner_text()
+    page.fill("#set-labels", "tier=gold")
+    page.click("form.operator-labels button")
+    page.wait_for_load_state()
+    assert "tier=gold" in page.locator("[data-field=labels]").inner_text()
+    page.goto(f"{fleet.console}agents?where=labels.tier%20%3D%20gold")
+    assert page.locator("table.agents tbody tr").count() == 1 and target["hostname"] in page.inner_text("table.agents")
+    page.goto(f"{fleet.console}agents?where=labels.tier%20%3D")
+    assert "position" in page.locator("p.error").inner_text()  # the expression's fault, and where
+    assert w.errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+    w.errors.clear()  # that 400 was the point: a malformed filter is the request's fault
+    page.click("nav >> text=Jobs")
+    page.check("input[name=target][value=where]")
+    page.fill("#job-where", "labels.tier = gold, facts.cpu_count >= 1")
+    page.click("button.preview")
+    page.wait_for_load_state()
+    assert page.locator("[data-field=target_count]").inner_text() == "1"
+    assert page.locator(".preview-targets").inner_text().strip() == target["hostname"]
+    jobs = fleet.api("GET", "/jobs", params={"limit": 1000}).json()["jobs"]
+    assert not [j for j in jobs if "where" in j["selector"]]  # a preview runs nothing
+    w.shot("where-preview")
+    w.check_clean()
+
+
 def test_sign_out_ends_the_session(fleet, browser):
     w = Watched(browser, fleet.console)
     w.sign_in("admin", fleet.password)
