@@ -8,6 +8,7 @@ from bench import (
     day2_bench,
     dispatch_bench,
     edge_bench,
+    facts_bench,
     field_bench,
     gateway_bench,
     held_polls_bench,
@@ -26,7 +27,7 @@ BENCHES = {"dispatch": dispatch_bench.run, "gateway": gateway_bench.run, "held_p
            "operators": operators_bench.run, "retention": retention_bench.run, "output": output_bench.run,
            "notify": notify_bench.run, "costs": costs_bench.run, "replicas": replicas_bench.run,
            "large_job": large_job_bench.run, "field": field_bench.run,
-           "schedules": day2_bench.schedules, "cancel": day2_bench.cancel}
+           "schedules": day2_bench.schedules, "cancel": day2_bench.cancel, "facts": facts_bench.run}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(BENCHES)

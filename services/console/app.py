@@ -96,6 +96,7 @@ ROUTES = [
     page("/console/commands/{command_id}/cancel", POST=pages.cancel_command),
     page("/console/jobs", GET=job_pages.jobs, POST=job_pages.create_job),
     page("/console/jobs/{job_id}", GET=job_pages.job),
+    page("/console/where-preview", GET=job_pages.where_preview),
     page("/console/jobs/{job_id}/cancel", POST=job_pages.cancel_job),
     page("/console/jobs/{job_id}/approve", POST=job_pages.approve_job),
     page("/console/jobs/{job_id}/deny", POST=job_pages.deny_job),

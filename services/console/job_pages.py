@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from fleetline import statuses
 from services.console.api import Refused
@@ -118,6 +118,29 @@ async def cancel_job(request: Request, session: Session, form: dict[str, str]) -
         if exc.status != 409:  # already finished: the page shows how
             raise
     return redirect(request, f"jobs/{job_id}")
+
+
+@signed_in
+async def where_preview(request: Request, session: Session) -> Response:
+    """As an operator types a `where` expression: how many machines it means and the first
+    of them (a dry run through the API), or what is wrong with it. JSON, for the page's
+    script, which shows it as text."""
+    q = request.query_params
+    selector: dict = {"where": q.get("where", "")[:4096]}
+    labels = labels_typed(q.get("labels", ""))
+    if labels:
+        selector["labels"] = labels
+    try:
+        answer = await request.app.state.console.api.call(
+            session.token, "POST", "/jobs", json={"selector": selector, "command": {"type": "ping"}, "dry_run": True})
+    except Refused as exc:
+        if exc.signed_out or exc.status >= 500:
+            raise
+        if exc.body.get("field") == "selector":  # a well-formed selector that matches nobody
+            return JSONResponse({"target_count": 0, "hostnames": []})
+        return JSONResponse({"error": refusal(exc)}, status_code=200)  # the page shows it; not the browser's error
+    return JSONResponse({"target_count": answer["target_count"],
+                         "hostnames": [t["hostname"] for t in answer.get("targets", [])[:20]]})
 
 
 def decision(kind: str, verdict: str):

@@ -360,6 +360,15 @@ def test_an_agents_facts_and_labels_on_its_page_and_where_names_machines_before_
     assert page.locator(".preview-targets").inner_text().strip() == target["hostname"]
     jobs = fleet.api("GET", "/jobs", params={"limit": 1000}).json()["jobs"]
     assert not [j for j in jobs if "where" in j["selector"]]  # a preview runs nothing
+    # As one types: the count and the names, then what is wrong, then nobody.
+    live = page.locator("[data-field=live_count]")
+    page.fill("#job-where", "labels.tier = gold")
+    page.locator("[data-field=live_count]", has_text="1 machines:").wait_for()
+    assert target["hostname"] in live.inner_text()
+    page.fill("#job-where", "labels.tier = ")
+    page.locator("[data-field=live_count]", has_text="position").wait_for()
+    page.fill("#job-where", "labels.tier = lead")
+    page.locator("[data-field=live_count]", has_text="0 machines").wait_for()
     w.shot("where-preview")
     w.check_clean()
 

@@ -117,3 +117,29 @@ document.addEventListener("DOMContentLoaded", function () {
   });
   document.body.dataset.live = "on";
 });
+
+// A where box tells, as the operator types, how many machines it means and which (text only).
+function wherePreview(input) {
+  var out = document.getElementById(input.dataset.wherePreview);
+  var timer = null;
+  input.addEventListener("input", function () {
+    window.clearTimeout(timer);
+    timer = window.setTimeout(function () {
+      if (!input.value.trim()) { out.textContent = ""; return; }
+      var labels = document.getElementById("labels");
+      var url = "/console/where-preview?where=" + encodeURIComponent(input.value) +
+        (labels && labels.value ? "&labels=" + encodeURIComponent(labels.value) : "");
+      fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
+        .then(function (r) { return r.json(); })
+        .then(function (p) {
+          out.textContent = p.error ? p.error :
+            p.target_count + " machines: " + p.hostnames.join(", ") + (p.target_count > p.hostnames.length ? ", ..." : "");
+        })
+        .catch(function () { out.textContent = ""; });
+    }, 400);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("input[data-where-preview]").forEach(wherePreview);
+});
