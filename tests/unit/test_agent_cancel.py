@@ -42,6 +42,14 @@ def _gone(pgid: int) -> bool:
     return True
 
 
+def _until_running(pgid: int, count: int) -> list[int]:
+    """The group once `count` of its processes run: the shell prints before it forks."""
+    deadline = time.monotonic() + 10
+    while len(alive := _alive_in_group(pgid)) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return alive
+
+
 def _run_and_cancel(script: str) -> tuple[handlers.Outcome, int, float]:
     """Runs `sh -c script` (which prints its process group first), cancels it once that
     line arrives; the outcome, the group and how long the stop took."""
@@ -61,7 +69,7 @@ def _run_and_cancel(script: str) -> tuple[handlers.Outcome, int, float]:
     runner.start()
     assert started.wait(10), "the command never started"
     pgid = int(bytes(seen).split(b"\n")[0])
-    assert len(_alive_in_group(pgid)) >= 2  # the shell and its children run
+    assert len(_until_running(pgid, 3)) >= 3  # the shell and both its sleeps run
     asked = time.monotonic()
     ctx.cancelled.set()
     runner.join(30)
