@@ -43,7 +43,8 @@ def group_of(url: str, command_id: str) -> int:
     line = wait_until(lambda: next((ln for ln in output(url, command_id).splitlines() if ln.startswith("group ")),
                                    None), 30, 0.1, "the command to print its group")
     pgid = int(line.split()[1])
-    assert len(alive_in_group(pgid)) >= 2, "the shell and its child run"
+    # The shell prints before it forks: wait until it and both its sleeps run.
+    wait_until(lambda: len(alive_in_group(pgid)) >= 3, 10, 0.01, "the shell and both its sleeps to run")
     return pgid
 
 
