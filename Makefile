@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: up test bench lint pythons install
+.PHONY: up test bench lint pythons install agent-release
 
 $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The agent as one file per platform: dist/fleetline-agent-<version>-<platform>.pyz
+# (fleetline/agent_release.py says what it carries). VERSION is the one it reports.
+agent-release: $(STAMP)
+	$(BIN)/python -m fleetline.agent_release $(if $(VERSION),--version $(VERSION))
 
 # ruff (with import order) and mypy over fleetline/, agent/, gateway/ and services/
 # (pyproject.toml says how strictly, and where not).

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from agent import handlers, trust
+from agent import __version__, handlers, trust
 from agent.config import LONG_POLL_WAIT_S, Config
 from agent.facts import DEFAULT_DIR as DEFAULT_FACTS_DIR
 from agent.log import Log
@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="*.json files reported as custom facts, under custom.<file stem> "
                         f"[FLEETLINE_AGENT_FACTS_DIR, {DEFAULT_FACTS_DIR}]")
     p.add_argument("--log-level", default=_env("FLEETLINE_AGENT_LOG_LEVEL") or "INFO")
+    p.add_argument("--version", action="version", version=f"fleetline-agent {__version__}")
     return p
 
 
@@ -158,6 +159,11 @@ def _config(args: argparse.Namespace) -> Optional[Config]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["install"]:  # python3 fleetline-agent-….pyz install --prefix DIR [--systemd]
+        from agent import install
+
+        return install.main(argv[1:])
     args = build_parser().parse_args(argv)
     log.configure(args.log_level)
     config = _config(args)

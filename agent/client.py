@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Iterator
 
 import httpx
 
@@ -143,6 +144,17 @@ class Client:
 
     def put_facts(self, token: str, agent_id: str, facts: dict) -> dict:
         return self._call("PUT", f"/api/v1/agents/{agent_id}/facts", token, json={"facts": facts})
+
+    def download(self, path: str) -> Iterator[bytes]:
+        """A release's bytes as they arrive (no authentication: releases are not secrets;
+        the signed command carries their digest). OSError for anything but a 200."""
+        try:
+            with self.http.stream("GET", path, timeout=httpx.Timeout(30.0, read=60.0)) as resp:
+                if resp.status_code != 200:
+                    raise OSError(f"HTTP {resp.status_code} from {path}")
+                yield from resp.iter_bytes()
+        except httpx.HTTPError as exc:
+            raise OSError(f"{type(exc).__name__}: {exc}") from None
 
     def output(self, token: str, agent_id: str, command_id: str, offset: int, data: str) -> dict:
         return self._call("POST", f"/api/v1/agents/{agent_id}/commands/{command_id}/output", token,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 from agent.client import Refused, Retryable
 from agent.config import LONG_POLL_WAIT_S, Config
@@ -32,9 +32,13 @@ class PollLoop:
         self.backoff = Backoff()
         self._watcher: Optional[threading.Thread] = None
         self._watch_refused = False  # a server before 1.3 knows no cancels: no watching then
+        # Called once, after the first poll the server answered (an upgrade's confirmation).
+        self.after_first_poll: Optional[Callable[[], None]] = None
 
     def run(self) -> None:
-        jitter_next = True  # before the first poll and after every failure
+        # Before the first poll and after every failure; not before the first poll of a
+        # release an upgrade started (its job's window already spreads the fleet out).
+        jitter_next = self.after_first_poll is None
         while not self.stopper.stopping:
             if (jitter_next or not self.long_poll) and not self.stopper.sleep(
                     poll_jitter(self.session.interval, self.backoff.rng)):
@@ -46,7 +50,8 @@ class PollLoop:
             free = self._wait_for_a_slot()
             if free == 0:
                 break
-            wait = self.poll_wait_s if self.long_poll else 0
+            # An upgrade waits on the first answer: that poll is not held.
+            wait = self.poll_wait_s if self.long_poll and self.after_first_poll is None else 0
             try:
                 body = self._poll(free, wait)
             except Retryable as exc:
@@ -68,6 +73,9 @@ class PollLoop:
                 break
             self.backoff.reset()
             jitter_next = False
+            if self.after_first_poll is not None:
+                confirm, self.after_first_poll = self.after_first_poll, None
+                confirm()
             self.session.interval = float(body["poll_interval_s"])
             if self.facts is not None:
                 interval = body.get("facts_interval_s")

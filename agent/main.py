@@ -5,7 +5,9 @@ what arrives and reports; forever, politely. The command line is cli.py."""
 
 from __future__ import annotations
 
-from agent import __version__, handlers
+import functools
+
+from agent import __version__, handlers, launcher, upgrade
 from agent.config import Config
 from agent.facts import Reporter
 from agent.journal import Journal
@@ -30,8 +32,10 @@ class Agent:
         self.session = Session(config, self.machine_id, creds, self.keyring, stopper)
         self.journal = Journal(config.state_dir / "journal.sqlite3")
         self.slots = Slots(config.max_parallel, stopper)
-        self.runner = Runner(self.session, self.keyring, self.journal, stopper, config.allow_shell)
         client = self.session.client
+        self.layout = upgrade.install_dir()
+        self.runner = Runner(self.session, self.keyring, self.journal, stopper, config.allow_shell,
+                             upgrade.Upgrader(client.download, self.layout))
         self.facts = Reporter(config.facts_dir, lambda facts: self.session.authed(
             lambda t, a: client.put_facts(t, a, facts)))
         self.loop = PollLoop(config, self.session, self.runner, self.slots, stopper, self.facts)
@@ -43,7 +47,13 @@ class Agent:
             log.info("lifecycle", "agent_started", agent_id=self.session.agent_id,
                      machine_id=self.machine_id, version=__version__, long_poll=self.config.long_poll,
                      max_parallel=self.slots.size)
-            self.runner.recover()
+            upgrading, failed = upgrade.settle(self.layout)
+            if upgrading is not None and failed is not None:  # rolled back to this release
+                self.runner.settled(upgrading, failed)
+                upgrading = None
+            elif upgrading is not None:
+                self.loop.after_first_poll = functools.partial(self._confirm, upgrading)
+            self.runner.recover(upgrading)
             self.loop.run()
             if self.runner.fatal is not None:
                 raise self.runner.fatal
@@ -57,6 +67,18 @@ class Agent:
             self.stopper.stop()  # command threads wind down within their grace
             self.slots.join(handlers.GRACE_S + 5)
             self.journal.close()
+        if code == 0 and self.runner.restart:
+            log.info("lifecycle", "agent_stopped", reason="upgrade")
+            return launcher.RESTART
         if code == 0:
             log.info("lifecycle", "agent_stopped", reason="signal")
         return code
+
+    def _confirm(self, command_id: str) -> None:
+        """This release was started by an upgrade and has just completed an authenticated
+        poll: the upgrade succeeded (unless the launcher gave up on it a moment before)."""
+        assert self.layout is not None
+        outcome = upgrade.confirm(self.layout, command_id, lambda o: self.runner.settled(command_id, o))
+        if outcome is not None:
+            log.info("upgrade", "upgrade_confirmed", command_id=command_id, version=__version__)
+            self.runner.report_stored(command_id)

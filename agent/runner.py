@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Callable, Dict, List, Optional
 
-from agent import handlers, trust
+from agent import handlers, trust, upgrade
 from agent.client import Refused, Retryable
 from agent.journal import Journal
 from agent.keyring import Keyring
@@ -65,18 +65,22 @@ class Slots:
 
 class Runner:
     def __init__(self, session: Session, keyring: Keyring, journal: Journal, stopper: Stopper,
-                 allow_shell: bool):
+                 allow_shell: bool, upgrader: Optional[upgrade.Upgrader] = None):
         self.session, self.keyring, self.journal = session, keyring, journal
-        self.stopper, self.allow_shell = stopper, allow_shell
+        self.stopper, self.allow_shell, self.upgrader = stopper, allow_shell, upgrader
+        self.restart = False  # an upgrade switched releases: the agent exits for its launcher
         self.client = session.client
         self.fatal: Optional[Fatal] = None  # set by a command thread that must stop the agent
         self._live: Dict[str, threading.Event] = {}  # command id -> its cancel, while handled
         self._live_lock = threading.Lock()
 
-    def recover(self) -> None:
+    def recover(self, upgrading: Optional[str] = None) -> None:
         """After a crash: commands that were running are failed as interrupted (never
-        re-run); results the server has not accepted yet are sent again."""
+        re-run), but for the upgrade this release was started to settle (`upgrading`);
+        results the server has not accepted yet are sent again."""
         for command_id in self.journal.interrupted():
+            if command_id == upgrading:
+                continue
             log.warning("commands", "command_interrupted", command_id=command_id)
             self.journal.finish(command_id, self._result(handlers.INTERRUPTED, None))
         for command_id, result in self.journal.unreported():
@@ -155,10 +159,25 @@ class Runner:
         ctx = handlers.Context(self.stopper, time.monotonic() + float(payload["run_timeout_s"]),
                                self.allow_shell, output=stream.feed, cancelled=cancel)
         try:
-            outcome = handlers.run(ctype, payload["params"], ctx)
+            if ctype == "agent.upgrade" and self.upgrader is not None:
+                outcome = self.upgrader.run(command_id, payload["params"])
+            else:
+                outcome = handlers.run(ctype, payload["params"], ctx)
+        except upgrade.Restarting:  # stays running: the new release settles it
+            self.restart = True
+            self.stopper.stop()
+            return
         finally:
             stream.close()  # what is still waiting goes once, now: then the result
         self._finish(command_id, outcome, started_at)
+
+    def settled(self, command_id: str, outcome: handlers.Outcome) -> None:
+        """An upgrade's end, decided by the release that took charge (upgrade.py): journaled
+        like any result (the journal may not know it, if it was lost with the old release)."""
+        if self.journal.status(command_id) is None:
+            self.journal.receive(command_id, "agent.upgrade")
+        self.journal.finish(command_id, self._result(outcome, None))
+        log.info("commands", "command_finished", command_id=command_id, status=outcome.status)
 
     def _finish(self, command_id: str, outcome: handlers.Outcome, started_at: Optional[str]) -> None:
         result = self._result(outcome, started_at)
@@ -202,6 +221,11 @@ class Runner:
             log.warning("commands", "ack_refused", command_id=command_id, error=exc.code)
             self.journal.skip(command_id)
             return None
+
+    def report_stored(self, command_id: str) -> None:
+        stored = self.journal.result(command_id)
+        if stored is not None:
+            self._report(command_id, stored)
 
     def _report(self, command_id: str, result: dict) -> None:
         """Until the server accepts it or gives a final answer; a stop leaves it unreported
