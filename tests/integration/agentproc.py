@@ -30,7 +30,7 @@ class AgentProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, text: str, timeout: float = 30) -> None:
+    def wait_log(self, text: str, timeout: float = 60) -> None:
         wait_until(lambda: text in self.log(), timeout, 0.05, f"agent log line {text!r}")
 
     def kill(self) -> None:
