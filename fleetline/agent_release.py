@@ -20,8 +20,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-
-from agent import __version__
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the agent imports of the kernel (agent/pyproject.toml names the same five).
@@ -44,7 +43,10 @@ def stage(into: Path, version: str) -> None:
         shutil.copy(ROOT / "fleetline" / f"{name}.py", into / "fleetline" / f"{name}.py")
 
 
-def build(version: str, platform: str, out_dir: Path) -> Path:
+def build(version: str, platform: str, out_dir: Path, pythons: tuple[str, ...] = PYTHONS,
+          patch: Callable[[Path], None] | None = None) -> Path:
+    """The release file; `pythons` narrows what it carries wheels for and `patch` changes
+    the staged sources (both for tests: a release that fails on purpose)."""
     if not VERSION.fullmatch(version):
         raise SystemExit(f"bad VERSION {version!r}: letters, digits and . + _ - (at most 64)")
     tag = PLATFORMS[platform]
@@ -52,7 +54,9 @@ def build(version: str, platform: str, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         stage(Path(tmp), version)
-        targets = [arg for py in PYTHONS
+        if patch is not None:
+            patch(Path(tmp))
+        targets = [arg for py in pythons
                    for arg in ("--platform", f"{tag}-cp-{py}-cp{''.join(py.split('.')[:2])}")]
         subprocess.run([sys.executable, "-m", "pex", "-D", tmp, *REQUIREMENTS, *targets,
                         "-e", "agent.cli:main", "--python-shebang", "/usr/bin/env python3",
@@ -62,7 +66,9 @@ def build(version: str, platform: str, out_dir: Path) -> Path:
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m fleetline.agent_release")
-    p.add_argument("--version", default=__version__)
+    checkout = re.search(r'__version__ = "([^"]*)"', (ROOT / "agent" / "__init__.py").read_text())
+    assert checkout is not None
+    p.add_argument("--version", default=checkout.group(1))
     p.add_argument("--platform", action="append", choices=sorted(PLATFORMS),
                    help="repeatable [every platform]")
     p.add_argument("--out", type=Path, default=ROOT / "dist")

@@ -187,6 +187,11 @@ class Settings:
     # the browser). Without it, every browser is the console's address.
     console_proxy_secret: str | None = _env("FLEETLINE_CONSOLE_PROXY_SECRET")
     max_body_bytes: int = _env("FLEETLINE_MAX_BODY_BYTES", _positive_int, 1048576)
+    # An agent release's upload (the one body allowed past max_body_bytes), and downloads
+    # of releases per client address (no authentication: a site behind one address
+    # upgrades a window of its fleet at once).
+    max_release_bytes: int = _env("FLEETLINE_MAX_RELEASE_BYTES", _positive_int, 100 * 1024 * 1024)
+    release_download_rate_limit: str = _env("FLEETLINE_RELEASE_DOWNLOAD_RATE_LIMIT", _rate_limit, "600/minute")
     upstream_timeout_s: float = _env("FLEETLINE_UPSTREAM_TIMEOUT_S", _positive_float, 30.0)
     trusted_proxies: tuple[str, ...] = _env(
         "FLEETLINE_TRUSTED_PROXIES", _str_list, ("127.0.0.1",)

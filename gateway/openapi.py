@@ -11,7 +11,7 @@ from typing import Any
 
 from fleetline import statuses
 
-VERSION = "1.2"
+VERSION = "1.3"
 
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
@@ -440,6 +440,11 @@ SCHEMAS: dict[str, Any] = {
         "outcome": {"enum": ["started", "skipped_overlap", "skipped_missed", "failed_to_start"]},
         "detail": {"type": ["string", "null"]},
     }),
+    "Release": obj(["version", "platform", "sha256", "size", "created_at", "created_by"], {
+        "version": {"type": "string", "maxLength": 64}, "platform": {"type": "string", "maxLength": 49},
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer", "minimum": 1},
+        "created_at": TIME, "created_by": {"type": "string"}}),
+    "ReleaseList": obj(["releases"], {"releases": {"type": "array", "items": ref("Release")}}),
     "Schedule": obj(["id", "name", "selector", "command", "rollout", "cron", "timezone", "interval_s",
                      "overlap", "catch_up", "enabled", "status", "next_run_at", "last_run"], {
         "id": UUID, "name": {"type": "string"},
@@ -505,6 +510,12 @@ AGENT_PATH = path_id("agent_id", "The agent's id; it must be the token's own age
 COMMAND_PATH = path_id("command_id", "The command's id.")
 JOB_PATH = path_id("job_id", "The job's id.")
 SCHEDULE_PATH = path_id("schedule_id", "The schedule's id.")
+RELEASE_PATH = [
+    {"name": "version", "in": "path", "required": True, "description": "The release's version, e.g. 1.4.0.",
+     "schema": {"type": "string", "pattern": "^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$"}},
+    {"name": "platform", "in": "path", "required": True, "description": "linux-x86_64 or linux-aarch64.",
+     "schema": {"type": "string", "pattern": "^[a-z0-9]{1,16}-[a-z0-9_]{1,32}$"}},
+]
 OPERATOR_PATH = path_id("operator_id", "The operator's id.")
 BEFORE = query_str("before", "A `next` cursor from the previous page.",
                    {"type": "string", "maxLength": 512})
@@ -705,6 +716,35 @@ PATHS: dict[str, dict] = {
         "Deny a job awaiting approval: it ends denied, nothing of it signed", {
             "200": ok(ref("Job"), "Denied."), **errors(400, 401, 403, 404, 409)},
         tags=["jobs"], security=ADMIN_AUTH, parameters=[JOB_PATH], request=body(ref("Decision")))},
+    "/api/v1/admin/agent-releases": {
+        "post": op("Upload an agent release (admin): the .pyz make agent-release writes", {
+            "201": ok(ref("Release"), "Stored; its SHA-256 and size computed here."), **errors(400, 401, 409)},
+            tags=["releases"], security=ADMIN_AUTH, parameters=[
+                {**query_str("version", "The version the release reports, e.g. 1.4.0."), "required": True},
+                {**query_str("platform", "linux-x86_64 or linux-aarch64."), "required": True}],
+            request={"required": True, "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}},
+                "description": "At most FLEETLINE_MAX_RELEASE_BYTES (100 MiB)."}),
+        "get": op("Every release, newest first", {"200": ok(ref("ReleaseList"), "The releases."), **errors(401)},
+                  tags=["releases"], security=ADMIN_AUTH),
+    },
+    "/api/v1/admin/agent-releases/{version}/{platform}": {"delete": op(
+        "Delete a release (admin); upgrades signed for it fail on their agents", {
+            "204": ok(None, "Deleted."), **errors(401, 404)},
+        tags=["releases"], security=ADMIN_AUTH, parameters=RELEASE_PATH)},
+    "/api/v1/agent-releases/{version}/{platform}": {"get": op(
+        "Download a release: no authentication (its digest is in the signed upgrade, or printed with the "
+        "install line); one byte range honoured", {
+            "200": {"description": "The release.", "headers": {**REQUEST_ID, **RATE_HEADERS},
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "206": {"description": "The range asked for (Content-Range says which).", "headers": REQUEST_ID,
+                    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            "416": ok(ref("Error"), "`range_not_satisfiable`: the range starts past the end.",
+                      {"Content-Range": {"schema": {"type": "string"}, "description": "bytes */size"}}),
+            **errors(404, 429)},
+        tags=["releases"], security=NO_AUTH, parameters=[
+            *RELEASE_PATH, {"name": "Range", "in": "header", "required": False,
+                            "schema": {"type": "string"}, "description": "bytes=first-last"}])},
     "/api/v1/admin/schedules": {
         "post": op("Create a schedule: a job started at each tick, with its creator's authority", {
             "201": ok(ref("Schedule"), "Created (awaiting approval when the policy catches its command)."),

@@ -24,7 +24,7 @@ from fleetline.http import Metrics, departure, error_bytes, header_value, reques
 from fleetline.settings import Settings
 from gateway import openapi
 from gateway.edge import Stalls
-from gateway.routes import held_seconds, route
+from gateway.routes import RELEASE_DOWNLOADS, RELEASE_UPLOAD, held_seconds, route
 from gateway.upstreams import Upstream
 
 HOP_BY_HOP = frozenset({
@@ -223,10 +223,15 @@ class Gateway:
         await _send_simple(send, status, body, rid, content_type, extra)
         return status
 
+    def _limit(self, scope: dict) -> int:
+        if scope["path"] == RELEASE_UPLOAD and scope["method"] == "POST":
+            return self.settings.max_release_bytes
+        return self.settings.max_body_bytes
+
     async def _body(self, scope: dict, receive: Any) -> bytes:
         """The whole body; past the limit 413, before reading a byte when its declared
         length says so."""
-        limit = self.settings.max_body_bytes
+        limit = self._limit(scope)
         declared = header_value(scope["headers"], b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise PayloadTooLarge
@@ -273,8 +278,7 @@ class Gateway:
         return out
 
     async def _proxy(self, service: str, scope: dict, receive: Any, send: Any, rid: str) -> int:
-        too_large = _json_error(413, "payload_too_large",
-                                f"The body is larger than {self.settings.max_body_bytes} bytes.")
+        too_large = _json_error(413, "payload_too_large", f"The body is larger than {self._limit(scope)} bytes.")
         try:
             body = await self._body(scope, receive)
         except PayloadTooLarge:
@@ -304,6 +308,10 @@ class Gateway:
         headers = self._upstream_headers(scope, rid)
         held = held_seconds(scope, self.settings.max_wait_s)
         timeout = self._timeout(held)
+        if scope["path"].startswith(RELEASE_DOWNLOADS):
+            # A release to a slow link takes as long as it takes; only silence ends it.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.settings.upstream_timeout_s,
+                                            sock_read=self.settings.upstream_timeout_s)
 
         for url in upstream.candidates():
             try:

@@ -33,6 +33,9 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("exact", "/api/v1/admin/approval-policy", DISPATCH),
     ("exact", "/api/v1/admin/jobs", DISPATCH),
     ("prefix", "/api/v1/admin/jobs/", DISPATCH),
+    ("exact", "/api/v1/admin/agent-releases", DISPATCH),
+    ("prefix", "/api/v1/admin/agent-releases/", DISPATCH),
+    ("prefix", "/api/v1/agent-releases/", DISPATCH),  # downloads: no authentication
     ("exact", "/api/v1/admin/schedules", DISPATCH),
     ("prefix", "/api/v1/admin/schedules/", DISPATCH),
     ("exact", "/console", CONSOLE),
@@ -53,6 +56,12 @@ def held_seconds(scope: dict, max_wait_s: int) -> int:
         return 0
     wait = parse_qs(query.decode("latin-1")).get("wait", ["0"])[-1]
     return min(int(wait), max_wait_s) if wait.isascii() and wait.isdigit() and len(wait) <= 3 else 0
+
+
+# The one body allowed past FLEETLINE_MAX_BODY_BYTES: an agent release's upload, up to
+# FLEETLINE_MAX_RELEASE_BYTES (dispatch checks it is an admin's).
+RELEASE_UPLOAD = "/api/v1/admin/agent-releases"
+RELEASE_DOWNLOADS = "/api/v1/agent-releases/"
 
 
 def route(path: str) -> str | None:

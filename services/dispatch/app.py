@@ -37,6 +37,7 @@ from services.dispatch.lifecycle.reaper import Reaper
 from services.dispatch.lifecycle.revocations import Revocations
 from services.dispatch.lifecycle.ticker import Ticker
 from services.dispatch.output.followers import Followers
+from services.dispatch.releases import api as releases_api
 from services.dispatch.retention.pruner import Pruner
 from services.dispatch.signing import keysets
 from services.dispatch.signing.signer import CommandSigner, read_keyset
@@ -54,6 +55,8 @@ AGENT_ROUTES = [
     api_route("/api/v1/agents/{agent_id}/commands/{command_id}/result", POST=agent_api.result),
     api_route("/api/v1/agents/{agent_id}/commands/{command_id}/output", POST=agent_api.append_output),
     api_route("/api/v1/agents/{agent_id}/facts", PUT=agent_api.put_facts),
+    # No authentication (releases are not secrets); rate limited per address.
+    api_route("/api/v1/agent-releases/{version}/{platform}", GET=releases_api.download),
 ]
 
 # Relative to /api/v1/admin; every one behind the admin guard, with its line in ACCESS.
@@ -79,6 +82,8 @@ ADMIN_ROUTES = [
     api_route("/schedules/{schedule_id}/run-now", POST=schedules_api.run_now),
     api_route("/schedules/{schedule_id}/approve", POST=schedules_api.approve_schedule),
     api_route("/schedules/{schedule_id}/deny", POST=schedules_api.deny_schedule),
+    api_route("/agent-releases", POST=releases_api.upload, GET=releases_api.list_releases),
+    api_route("/agent-releases/{version}/{platform}", DELETE=releases_api.delete),
 ]
 
 # Who may call each admin route: the least role, and the action its audit events name.
@@ -110,6 +115,9 @@ ACCESS = {
     "POST /schedules/{schedule_id}/run-now": Access(OPERATOR, "schedule.run_now"),
     "POST /schedules/{schedule_id}/approve": Access(OPERATOR, "schedule.approve"),
     "POST /schedules/{schedule_id}/deny": Access(OPERATOR, "schedule.deny"),
+    "POST /agent-releases": Access(ADMIN, "release.upload"),
+    "GET /agent-releases": Access(VIEWER, "release.list"),
+    "DELETE /agent-releases/{version}/{platform}": Access(ADMIN, "release.delete"),
 }
 
 # Pinned plans for dispatch's connections:
@@ -233,6 +241,7 @@ def create_app(settings: Settings) -> Starlette:
                                      max_lifetime_s=settings.access_token_ttl_s),
         checkin_limit=RateLimit("agent_checkin", settings.checkin_rate_limit, storage),
         report_limit=RateLimit("agent_report", settings.report_rate_limit, storage),
+        download_limit=RateLimit("release_download", settings.release_download_rate_limit, storage),
         signer=signer, polls=polls, followers=followers, materialiser=materialiser, last_seen=last_seen,
         first_use=first_use, approval_policy=PolicyCache(lambda: approvals.read_policy(db)),
         output_reads=metrics.counter("fleetline_output_reads_total",

@@ -29,6 +29,7 @@ class Dispatch:
     verifier: AccessTokenVerifier  # agents' access tokens
     checkin_limit: RateLimit       # polls, per agent
     report_limit: RateLimit        # acks, results and output chunks, per agent
+    download_limit: RateLimit      # release downloads, per client address
     signer: CommandSigner
     polls: LongPolls
     followers: Followers

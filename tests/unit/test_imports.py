@@ -106,7 +106,8 @@ def test_the_agents_distribution_carries_what_the_agent_imports():
 
 DECIDING_ROOMS = ("lifecycle", "wakeups", "output", "retention", "signing")
 SPEAKING = ("services.dispatch.agents", "services.dispatch.admin", "services.dispatch.app",
-            "services.dispatch.views", "services.dispatch.api_errors", "services.dispatch.state")
+            "services.dispatch.views", "services.dispatch.api_errors", "services.dispatch.state",
+            "services.dispatch.releases.api")
 
 
 def test_dispatchs_deciding_rooms_know_nothing_of_http():

@@ -14,7 +14,7 @@ OWNERS = {
     "auth": {"registration_tokens", "refresh_token_families", "refresh_tokens", "agents", "operators",
              "operator_tokens", "operator_sessions", "oidc_nonces"},
     "dispatch": {"commands", "deliveries", "jobs", "job_targets", "command_output", "command_keysets",
-                 "approval_policy", "agents", "schedules", "schedule_runs"},
+                 "approval_policy", "agents", "schedules", "schedule_runs", "agent_releases"},
 }
 # Writes outside the owner, each on purpose (the table says why): dispatch marks an agent
 # seen and its credentials used; every service appends audit events and batches its

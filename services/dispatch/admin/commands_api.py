@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from fleetline.ethos import Log
 from fleetline.signing import NotCanonical, check_signable
+from services.common.db import Db
 from services.common.errors import conflict, invalid
 from services.common.paging import decode_cursor, next_cursor
 from services.common.validation import (
@@ -29,6 +30,8 @@ from services.common.validation import (
 from services.dispatch import state as dispatch_state
 from services.dispatch.lifecycle import commands, jobs
 from services.dispatch.output import chunks as output
+from services.dispatch.releases import catalog
+from services.dispatch.releases import rules as upgrades
 from services.dispatch.signing import keysets
 from services.dispatch.signing.signer import BadKeyset, read_keyset
 from services.dispatch.views import state_view
@@ -55,7 +58,20 @@ def read_command(body: dict, agent_id: uuid.UUID | None, within: str = "") -> co
         check_signable(new.params, "params")
     except NotCanonical as exc:
         raise invalid(f"params cannot be signed: {exc}", f"{within}params") from None
+    if new.type == upgrades.UPGRADE:
+        try:
+            upgrades.check_params(new.params)
+        except upgrades.BadUpgrade as exc:
+            raise invalid(f"{exc}.", f"{within}params.{exc.field}") from None
     return new
+
+
+async def require_release(db: Db, new: commands.NewCommand, within: str = "") -> None:
+    """An upgrade names a release that was uploaded (for some platform): a typo is refused
+    here, not reported failed by every agent of the fleet."""
+    if new.type == upgrades.UPGRADE and not await catalog.has_version(db, new.params["version"]):
+        raise invalid(f"No release {new.params['version']} has been uploaded (fleetline releases upload).",
+                      f"{within}params.version")
 
 
 async def create_command(request: Request) -> JSONResponse:
@@ -65,6 +81,7 @@ async def create_command(request: Request) -> JSONResponse:
         read_command(body, agent_id),
         idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None))
     state = dispatch_state.of(request)
+    await require_release(state.db, new)
     row, created = await commands.create(state.db, new, state.signer, request.state.operator, request.state.audit,
                                          await state.approval_policy.get())
     if created:

@@ -27,7 +27,7 @@ from services.common.validation import (
     take,
 )
 from services.dispatch import state as dispatch_state
-from services.dispatch.admin.commands_api import read_command
+from services.dispatch.admin.commands_api import read_command, require_release
 from services.dispatch.lifecycle import jobs, rollout
 from services.dispatch.views import job_view, target_view
 
@@ -98,6 +98,7 @@ async def create_job(request: Request) -> JSONResponse:
         rollout=take(body, "rollout", read_rollout, {"max_in_flight": None, "max_failures": None}),
         idempotency_key=take(body, "idempotency_key", nullable(Str(1, 255)), None),
     )
+    await require_release(state.db, new.command, "command.")
     if take(body, "dry_run", Bool, False):
         count, named = await jobs.count_targets(state.db, new.selector, request.state.operator)
         return JSONResponse({"target_count": count,

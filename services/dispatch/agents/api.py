@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from fleetline.ethos import Log
-from services.common.errors import forbidden, invalid, not_found
+from services.common.errors import ApiError, forbidden, invalid, not_found
 from services.common.tokens import AgentIdentity
 from services.common.validation import (
     Bool,
@@ -21,6 +21,7 @@ from services.common.validation import (
     parse_timestamp,
     path_id,
     path_uuid,
+    printable,
     query_choice,
     query_int,
     read_json_object,
@@ -145,7 +146,12 @@ async def put_facts(request: Request) -> JSONResponse:
     facts = take(body, "facts", JsonObject(MAX_FACTS_BYTES, MAX_FACTS_DEPTH))
     headers = await state.report_limit.check(identity.agent_id)
     await state.first_use.mark(identity.agent_id)
-    updated = await state.db.fetchval(q.PUT_FACTS, uuid.UUID(identity.agent_id), facts)
+    version = facts.get("agent_version")
+    try:  # the same rule as at registration; anything else leaves the version as it was
+        version = printable(64, 1)(version, "facts.agent_version") if version is not None else None
+    except ApiError:
+        version = None
+    updated = await state.db.fetchval(q.PUT_FACTS, uuid.UUID(identity.agent_id), facts, version)
     if updated is None:
         raise forbidden("agent_revoked", "This agent has been revoked.")
     return JSONResponse({"facts_updated_at": rfc3339(updated)}, headers=headers)

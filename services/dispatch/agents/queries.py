@@ -4,8 +4,10 @@ first use (first_use.py) and its facts. Commands are the lifecycle's
 
 # An agent's facts, replaced whole by its report; only an active agent's (a revoked one's
 # still-valid access token writes nothing: the caller answers 403 agent_revoked).
+# The agent's version follows its reports ($3, NULL when a report names none), so an
+# upgraded agent shows the version it runs, not the one it enrolled with.
 PUT_FACTS = """
-UPDATE agents SET facts = $2, facts_updated_at = statement_timestamp()
+UPDATE agents SET facts = $2, facts_updated_at = statement_timestamp(), agent_version = COALESCE($3, agent_version)
  WHERE id = $1 AND status = 'active'
 RETURNING facts_updated_at
 """

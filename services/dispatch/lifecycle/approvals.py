@@ -107,7 +107,7 @@ async def decide_command(db: Db, command_id: uuid.UUID, by: Operator, ctx: audit
             now = datetime.now(timezone.utc)
             expires_at = now + timedelta(seconds=row["ttl_s"])
             (signed,) = await issuing.signed_payloads(
-                signer, [command_id], [row["agent_id"]], NewCommand.of_row(row), now, expires_at,
+                db, signer, [command_id], [row["agent_id"]], NewCommand.of_row(row), now, expires_at,
                 row["created_by_name"], _names(approvals))
             out = await db.fetchrow(q.START_APPROVED_COMMAND, command_id, approvals, signed, expires_at)
             await db.execute(q.NOTIFY_NEW_COMMAND, str(row["agent_id"]))
@@ -167,7 +167,7 @@ async def _start_job(db: Db, job: Row, approvals: list[dict], signer: CommandSig
     new = NewCommand(agent_id=None, idempotency_key=None, **job["command"])
     now = datetime.now(timezone.utc)
     expires_at = now + timedelta(seconds=new.ttl_s)
-    signed = await issuing.signed_payloads(signer, ids, agents, new, now, expires_at, job["created_by_name"],
+    signed = await issuing.signed_payloads(db, signer, ids, agents, new, now, expires_at, job["created_by_name"],
                                            _names(approvals))
     due = rollout.due_at_start(job["max_in_flight"], len(ids), whole=True)
     await db.execute(q.START_JOB_COMMANDS, job["id"], ids, signed, expires_at, due)

@@ -298,7 +298,7 @@ async def create(db: Db, new: NewCommand, signer: CommandSigner, by: Operator,
         expires_at = issued_at + timedelta(seconds=policy.expires_in_s)
     else:
         status, expires_at = "pending", issued_at + timedelta(seconds=new.ttl_s)
-        (signed,) = await issuing.signed_payloads(signer, [command_id], [agent_id], new, issued_at, expires_at,
+        (signed,) = await issuing.signed_payloads(db, signer, [command_id], [agent_id], new, issued_at, expires_at,
                                                   by.name)
     async with db.transaction():
         row = create_outcome(await db.fetchrow(

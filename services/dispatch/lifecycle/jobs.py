@@ -222,7 +222,7 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
             await insert_commands(db, job_id, settings, command_ids, agents, [None] * len(agents), created_at,
                                   deadline, 0, by.id, by.name, statuses.AWAITING)
         else:
-            signed = await issuing.signed_payloads(signer, command_ids, agents, settings, created_at, expires_at,
+            signed = await issuing.signed_payloads(db, signer, command_ids, agents, settings, created_at, expires_at,
                                                    by.name, new.origin.approved_by if new.origin else None)
             due = rollout.due_at_start(window, len(agents), whole=True)
             await insert_commands(db, job_id, settings, command_ids, agents, signed, created_at, expires_at, due,

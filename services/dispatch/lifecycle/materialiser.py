@@ -59,7 +59,7 @@ class Materialiser(Periodic):
             now = datetime.now(timezone.utc)
             expires_at = now + timedelta(seconds=settings.ttl_s)
             ids = [uuid.uuid4() for _ in agents]
-            signed = await issuing.signed_payloads(self.signer, ids, agents, settings, now, expires_at,
+            signed = await issuing.signed_payloads(self.db, self.signer, ids, agents, settings, now, expires_at,
                                                    job["created_by_name"],
                                                    [a["operator"]["name"] for a in job["approvals"]])
             # With a window, advance() below releases what it allows.

@@ -902,3 +902,12 @@ UPDATE schedules SET approvals = $2, status = $3, next_run_at = $4, denied_reaso
        updated_at = statement_timestamp()
  WHERE id = $1
 """
+
+# An upgrade's targets ($1) with the release of version $2 for each one's platform (its
+# registration's os-arch), or NULLs where there is none: signed into each payload.
+UPGRADE_RELEASES = """
+SELECT a.id, r.sha256, r.size
+  FROM agents a
+  LEFT JOIN agent_releases r ON r.version = $2 AND r.platform = a.os || '-' || a.arch
+ WHERE a.id = ANY($1::uuid[])
+"""

@@ -1,0 +1,192 @@
+"""The agent as one file, and upgrades from the server (docs/api.md, agent releases): real
+.pyz files built with pex, installed by their own `install` on Python 3.9 and 3.13, run
+by the launcher; upgrades as jobs through the gateway; releases tampered with, broken on
+purpose, and agents killed in the middle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import psutil
+import pytest
+
+from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
+from tests.integration.releases import PLATFORM, Installed, build_all
+from tests.integration.support import wait_until
+
+OLD, NEW, BROKEN = "7.1.0", "7.2.0", "7.3.0"
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    return build_all(tmp_path_factory.mktemp("dist"), {OLD: False, NEW: False, BROKEN: True})
+
+
+def upload(stack, version: str, path, platform: str = PLATFORM) -> dict:
+    r = stack.api("POST", f"/agent-releases?version={version}&platform={platform}",
+                  {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/octet-stream"},
+                  content=path.read_bytes())
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+@pytest.fixture
+def stack(fleet_stack):
+    return fleet_stack
+
+
+def machine(stack, builds, tmp_path, name: str, py: str = "3.9", version: str = OLD) -> Installed:
+    inst = Installed(builds[version], tmp_path / name, py)
+    return inst.start(stack.url, f"machine-{name}", create_registration_token(stack.url)["token"])
+
+
+def ping_version(stack, agent_id: str) -> str:
+    cmd = stack.queue(agent_id, "ping")
+    done = stack.wait_status(cmd["id"], {"succeeded", "failed", "timed_out"}, timeout=60)
+    assert done["status"] == "succeeded", done
+    return json.loads(done["result"]["output"])["agent_version"]
+
+
+def upgrade(stack, agent_id: str, version: str, **params) -> dict:
+    cmd = stack.queue(agent_id, "agent.upgrade", params={"version": version, **params})
+    return stack.wait_status(cmd["id"], {"succeeded", "failed", "timed_out", "rejected"}, timeout=90)
+
+
+def listed_version(stack, agent_id: str) -> str:
+    return stack.api("GET", f"/agents/{agent_id}").json()["agent_version"]
+
+
+def test_the_file_runs_on_python_3_9_and_3_13_enrols_and_answers_a_ping(stack, builds, tmp_path):
+    machines = [machine(stack, builds, tmp_path, f"py{py}", py) for py in ("3.9", "3.13")]
+    try:
+        for m in machines:
+            agent_id = m.agent_id()
+            assert ping_version(stack, agent_id) == OLD
+            assert listed_version(stack, agent_id) == OLD
+            assert m.current() == f"releases/{OLD}"
+            # Its wheels were unpacked inside the prefix, not in a home directory.
+            assert (m.prefix / ".pex").is_dir()
+        assert "3.9" in psutil.Process(machines[0].child().pid).exe() or "3.9" in " ".join(
+            machines[0].child().cmdline())
+    finally:
+        for m in machines:
+            m.stop()
+
+
+def test_an_upgrade_job_moves_the_fleet_to_the_new_version_one_at_a_time(stack, builds, tmp_path):
+    upload(stack, OLD, builds[OLD])
+    upload(stack, NEW, builds[NEW])
+    machines = [machine(stack, builds, tmp_path, f"m{i}", py) for i, py in enumerate(("3.9", "3.13"))]
+    try:
+        ids = [m.agent_id() for m in machines]
+        for agent_id in ids:
+            assert ping_version(stack, agent_id) == OLD
+        r = stack.api("POST", "/jobs", json={
+            "selector": {"agent_ids": ids}, "command": {"type": "agent.upgrade", "params": {"version": NEW}},
+            "rollout": {"max_in_flight": 1, "max_failures": 0}})
+        assert r.status_code == 201, r.text
+        job = wait_until(lambda: (j := stack.api("GET", f"/jobs/{r.json()['id']}").json())["status"] != "running"
+                         and j, 120, 0.2, "the upgrade job to end")
+        assert job["status"] == "completed", job
+        targets = stack.api("GET", f"/jobs/{job['id']}/targets").json()["targets"]
+        assert {t["status"] for t in targets} == {"succeeded"}
+        for m, agent_id in zip(machines, ids, strict=True):
+            assert listed_version(stack, agent_id) == NEW
+            assert ping_version(stack, agent_id) == NEW
+            assert m.current() == f"releases/{NEW}"
+            assert (m.prefix / "releases" / OLD).is_dir()  # beside, never over
+            assert not (m.prefix / "upgrade.json").exists() or json.loads(
+                (m.prefix / "upgrade.json").read_text())["state"] == "confirmed"
+        outputs = [stack.command(t["command_id"])["result"]["output"] for t in targets]
+        assert all(f"upgraded from {OLD} to {NEW}" in o for o in outputs), outputs
+        # Going back needs saying so.
+        refused = upgrade(stack, ids[0], OLD)
+        assert refused["status"] == "failed" and "allow_downgrade" in refused["result"]["output"]
+        back = upgrade(stack, ids[0], OLD, allow_downgrade=True)
+        assert back["status"] == "succeeded", back
+        assert ping_version(stack, ids[0]) == OLD
+    finally:
+        for m in machines:
+            m.stop()
+
+
+def test_a_tampered_release_is_refused_and_nothing_is_installed(stack, builds, tmp_path, sql):
+    upload(stack, NEW, builds[NEW])
+    m = machine(stack, builds, tmp_path, "t1")
+    try:
+        agent_id = m.agent_id()
+        assert ping_version(stack, agent_id) == OLD
+        # Changed after upload (the digest signed into the command is the upload's).
+        sql.execute("UPDATE agent_releases SET content = overlay(content PLACING '\\x00'::bytea FROM 5000)")
+        done = upgrade(stack, agent_id, NEW)
+        assert done["status"] == "failed" and "SHA-256" in done["result"]["output"], done
+        assert not (m.prefix / "releases" / NEW).exists()
+        assert [p.name for p in (m.prefix / "releases").iterdir()] == [OLD]  # no staging left either
+        assert m.current() == f"releases/{OLD}"
+        assert ping_version(stack, agent_id) == OLD
+    finally:
+        m.stop()
+
+
+@pytest.mark.parametrize("how", ["exit", "hang"])
+def test_a_broken_release_is_rolled_back_and_the_agent_answers_on_the_old_one(stack, builds, tmp_path, how):
+    upload(stack, BROKEN, builds[BROKEN])
+    m = Installed(builds[OLD], tmp_path / "b1", "3.13").start(
+        stack.url, "machine-b1", create_registration_token(stack.url)["token"], BROKEN_HOW=how)
+    try:
+        agent_id = m.agent_id()
+        assert ping_version(stack, agent_id) == OLD
+        done = upgrade(stack, agent_id, BROKEN, upgrade_timeout_s=10)
+        assert done["status"] == "failed", done
+        reason = "did not complete a poll in time" if how == "hang" else "exited with 3"
+        assert "rolled back" in done["result"]["output"] and reason in done["result"]["output"], done
+        assert m.current() == f"releases/{OLD}"
+        assert ping_version(stack, agent_id) == OLD
+        assert listed_version(stack, agent_id) == OLD
+    finally:
+        m.stop()
+
+
+@pytest.mark.parametrize("moment", ["downloading", "switched"])
+def test_an_agent_killed_in_the_middle_of_an_upgrade_comes_back_on_one_version(stack, builds, tmp_path, moment):
+    upload(stack, NEW, builds[NEW])
+    m = machine(stack, builds, tmp_path, "k1")
+    try:
+        agent_id = m.agent_id()
+        assert ping_version(stack, agent_id) == OLD
+        agent = m.child()
+        cmd = stack.queue(agent_id, "agent.upgrade", params={"version": NEW})
+        releases = m.prefix / "releases"
+        if moment == "downloading":
+            seen = lambda: any(p.name.startswith(".staging-") for p in releases.iterdir())  # noqa: E731
+        else:
+            seen = (m.prefix / "upgrade.json").exists
+        wait_until(seen, 60, 0.002, f"the upgrade to reach {moment}")
+        os.kill(agent.pid, signal.SIGKILL)
+        done = stack.wait_status(cmd["id"], {"succeeded", "failed"}, timeout=90)
+        version = ping_version(stack, agent_id)
+        assert m.current() == f"releases/{version}"  # one release in charge, and it answers
+        assert (done["status"], version) in {("failed", OLD), ("succeeded", NEW)}, (done, version)
+        if done["status"] == "failed":
+            assert not (m.prefix / "upgrade.json").exists()
+    finally:
+        m.stop()
+
+
+def test_an_agent_offline_during_the_rollout_upgrades_when_it_returns(stack, builds, tmp_path):
+    upload(stack, NEW, builds[NEW])
+    m = machine(stack, builds, tmp_path, "o1")
+    try:
+        agent_id = m.agent_id()
+        assert ping_version(stack, agent_id) == OLD
+        m.stop()
+        cmd = stack.queue(agent_id, "agent.upgrade", params={"version": NEW})
+        assert stack.command(cmd["id"])["status"] == "pending"
+        m.start(stack.url, "machine-o1")
+        done = stack.wait_status(cmd["id"], {"succeeded", "failed"}, timeout=90)
+        assert done["status"] == "succeeded", done
+        assert ping_version(stack, agent_id) == NEW
+    finally:
+        m.stop()
