@@ -29,9 +29,8 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise Unsatisfiable()
         return max(0, size - n), size - 1
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # invalid: ignored, as the RFC allows
     if start >= size:
         raise Unsatisfiable()
-    return start, min(end, size - 1)
+    return start, min(int(last) if last else size - 1, size - 1)
