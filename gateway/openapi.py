@@ -395,6 +395,9 @@ SCHEMAS: dict[str, Any] = {
         "max_failures": {"type": ["integer", "null"], "minimum": 0, "maximum": 10000,
                          "description": "Halt once more targets than this end failed, timed_out, "
                                         "expired or rejected."},
+        "canary": {"type": ["integer", "null"], "minimum": 1, "maximum": 10000,
+                   "description": "Release only this many targets first; the rest once they all succeeded "
+                                  "(any of them failing first halts the job)."},
     }),
     "JobRequest": obj(["selector", "command"], {
         "selector": ref("JobSelector"),

@@ -16,10 +16,11 @@ def _command(**over) -> commands.NewCommand:
     return commands.NewCommand(**{**settings, **over})
 
 
-async def _job(db, signer, agents, max_in_flight=None, max_failures=None) -> dict:
+async def _job(db, signer, agents, max_in_flight=None, max_failures=None, canary=None) -> dict:
     job, created = await jobs.create(db, jobs.NewJob(
         selector={"agent_ids": [str(a) for a in agents]}, command=_command(),
-        rollout={"max_in_flight": max_in_flight, "max_failures": max_failures}, idempotency_key=None),
+        rollout={"max_in_flight": max_in_flight, "max_failures": max_failures, "canary": canary},
+        idempotency_key=None),
         signer, ADMIN, CTX)
     assert created
     return job
@@ -70,3 +71,34 @@ async def test_more_failures_than_allowed_halt_the_job_and_skip_what_was_not_del
     assert await _counts(db, job["id"]) == {"failed": 2, "skipped": 4}
     assert sql.execute("SELECT count(*) FROM commands WHERE job_id = %s AND status = 'pending'",
                        (job["id"],)).fetchone() == (0,)
+
+
+async def _finish_claimed(db, sql, job, agents, policy, status="succeeded") -> list:
+    claimed = [a for a in agents if (await commands.claim(db, a, 1, policy)).commands]
+    for a in claimed:
+        await commands.report(db, a, await _command_of(sql, job, a), status,
+                              {**OK, "exit_code": 0 if status == "succeeded" else 1})
+    await jobs.advance(db, job["id"])
+    return claimed
+
+
+async def test_a_canary_goes_alone_and_the_rest_follow_once_it_succeeded(db, sql, signer, policy):
+    agents = [rows.agent(sql) for _ in range(5)]
+    job = await _job(db, signer, agents, canary=1)
+    assert await _counts(db, job["id"]) == {"pending": 1, "waiting": 4}
+    await jobs.advance(db, job["id"])  # nothing proven yet: the rest still wait
+    assert await _counts(db, job["id"]) == {"pending": 1, "waiting": 4}
+    assert len(await _finish_claimed(db, sql, job, agents, policy)) == 1
+    assert await _counts(db, job["id"]) == {"succeeded": 1, "pending": 4}  # no window: all at once
+    assert len(await _finish_claimed(db, sql, job, agents, policy)) == 4
+    assert (await jobs.get(db, job["id"]))["status"] == "completed"
+
+
+async def test_a_failed_canary_halts_the_job_before_anything_else_is_delivered(db, sql, signer, policy):
+    agents = [rows.agent(sql) for _ in range(4)]
+    job = await _job(db, signer, agents, max_in_flight=2, canary=1)
+    assert await _counts(db, job["id"]) == {"pending": 1, "waiting": 3}
+    assert len(await _finish_claimed(db, sql, job, agents, policy, "failed")) == 1
+    halted = await jobs.get(db, job["id"])
+    assert halted["status"] == "halted" and "canary" in halted["halted_reason"]
+    assert await _counts(db, job["id"]) == {"failed": 1, "skipped": 3}

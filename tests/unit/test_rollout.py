@@ -82,3 +82,25 @@ def test_the_facts_are_read_bounded_and_the_decision_needs_no_more():
     capped = rollout.Progress(unfinished=True, waiting=True, in_window=0, failures=3)
     assert rollout.next_step(capped, 5, 2) == Step(halt=True)
     assert rollout.next_step(rollout.Progress(False, False, 0, 0), None, None) == Step(complete=True)
+
+
+@pytest.mark.parametrize("given,window,canary,expected", [
+    ({"waiting": 9, "running": 1}, None, 1, Step()),                 # the canary runs: the rest wait
+    ({"waiting": 9, "succeeded": 1}, None, 1, Step(release=rollout.UNLIMITED)),  # proven: all of them
+    ({"waiting": 9, "succeeded": 1}, 3, 1, Step(release=3)),         # proven: then the window
+    ({"waiting": 8, "succeeded": 1, "running": 1}, None, 2, Step()),  # one of two still proving
+    ({"waiting": 9, "succeeded": 1}, 1, 2, Step(release=1)),         # window 1: the second canary next
+    ({"waiting": 9, "failed": 1}, None, 1, Step(halt=True)),         # a canary failed: halt
+    ({"waiting": 8, "failed": 1, "succeeded": 1}, None, 1, Step(release=rollout.UNLIMITED)),  # after: the limit's
+])
+def test_a_canary_goes_first_and_the_rest_wait_until_it_succeeded(given, window, canary, expected):
+    step = rollout.next_step(rollout.progress(counts(**given)), window, None, canary)
+    assert step == expected
+    if step.halt:
+        assert "canary" in step.why
+
+
+def test_a_canary_job_opens_with_its_canaries_only():
+    assert rollout.first_window(None, 2) == 2 and rollout.first_window(5, 2) == 2
+    assert rollout.first_window(1, 2) == 1 and rollout.first_window(5, None) == 5
+    assert rollout.due_at_start(rollout.first_window(None, 1), 100, whole=True) == 1

@@ -85,8 +85,12 @@ def _window(value: Any, name: str) -> int | str:
 
 def read_rollout(value: Any, name: str = "rollout") -> dict:
     body = _object(value, name)
-    return {"max_in_flight": take(body, "max_in_flight", _window, None, within="rollout."),
-            "max_failures": take(body, "max_failures", Int(0, 10000), None, within="rollout.")}
+    out = {"max_in_flight": take(body, "max_in_flight", _window, None, within="rollout."),
+           "max_failures": take(body, "max_failures", Int(0, 10000), None, within="rollout.")}
+    # The first `canary` targets alone, the rest released once they all succeeded: an
+    # extension of 1.3's rollout, shown only on the jobs that ask for it.
+    canary = take(body, "canary", nullable(Int(1, 10000)), None, within="rollout.")
+    return out if canary is None else {**out, "canary": canary}
 
 
 async def create_job(request: Request) -> JSONResponse:

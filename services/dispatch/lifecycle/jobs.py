@@ -224,7 +224,8 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
         else:
             signed = await issuing.signed_payloads(db, signer, command_ids, agents, settings, created_at, expires_at,
                                                    by.name, new.origin.approved_by if new.origin else None)
-            due = rollout.due_at_start(window, len(agents), whole=True)
+            due = rollout.due_at_start(rollout.first_window(window, new.rollout.get("canary")), len(agents),
+                                       whole=True)
             await insert_commands(db, job_id, settings, command_ids, agents, signed, created_at, expires_at, due,
                                   by.id, by.name, "pending")
             await db.execute(q.NOTIFY_AGENTS, agents[:due])
@@ -342,6 +343,11 @@ async def cancel(db: Db, job_id: uuid.UUID, signer: CommandSigner, by: Operator,
     return job
 
 
+def canary_of(job: Row) -> int | None:
+    """How many targets must succeed before the rest are released (rollout.canary)."""
+    return (job["rollout"] or {}).get("canary")
+
+
 async def advance(db: Db, job_id: uuid.UUID) -> rollout.Step | None:
     """Move one running job on: halt, complete or refill its window, as rollout.next_step
     decides from facts read under the job's lock. None when the job is not running."""
@@ -349,13 +355,13 @@ async def advance(db: Db, job_id: uuid.UUID) -> rollout.Step | None:
         job = await db.fetchrow(q.LOCK_RUNNING_JOB, job_id)
         if job is None:
             return None
-        window, limit = job["max_in_flight"], job["max_failures"]
-        facts = await db.fetchrow(q.JOB_PROGRESS, job_id, window is not None,
-                                  limit + 1 if limit is not None else None)
-        step = rollout.next_step(rollout.Progress(**dict(facts)), window, limit)
+        window, limit, canary = job["max_in_flight"], job["max_failures"], canary_of(job)
+        counted_failures = limit + 1 if limit is not None else (1 if canary is not None else None)
+        facts = await db.fetchrow(q.JOB_PROGRESS, job_id, window is not None or canary is not None,
+                                  counted_failures, canary)
+        step = rollout.next_step(rollout.Progress(**dict(facts)), window, limit, canary)
         if step.halt:
-            reason = f"more than max_failures {limit} targets ended failed, timed_out, expired or rejected"
-            await db.execute(q.END_JOB, job_id, "halted", reason, None, None)
+            await db.execute(q.END_JOB, job_id, "halted", step.why, None, None)
             await db.execute(q.CANCEL_UNDELIVERED, job_id, True, None, None)
             await db.execute(q.DROP_JOB_TARGETS, job_id)
         elif step.complete:

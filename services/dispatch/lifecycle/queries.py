@@ -600,7 +600,10 @@ SELECT EXISTS (SELECT 1 FROM commands c WHERE c.job_id = $1 AND {LIVE})
             ELSE 0 END AS in_window,
        CASE WHEN $3::int IS NOT NULL THEN (SELECT count(*) FROM (
                 SELECT 1 FROM commands c WHERE c.job_id = $1 AND {FAILURE} LIMIT $3) AS f)
-            ELSE 0 END AS failures
+            ELSE 0 END AS failures,
+       CASE WHEN $4::int IS NOT NULL THEN (SELECT count(*) FROM (
+                SELECT 1 FROM commands c WHERE c.job_id = $1 AND c.status = 'succeeded' LIMIT $4) AS s)
+            ELSE 0 END AS succeeded
 """
 
 # The sliding window: make the next $2 waiting commands due now, and wake their agents.

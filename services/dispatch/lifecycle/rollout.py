@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from fleetline import statuses
@@ -35,6 +35,18 @@ def window_size(max_in_flight: int | str | None, target_count: int) -> int | Non
     assert match is not None  # the API accepts only what percentage() does
     percent = int(match.group(1))
     return max(1, math.ceil(target_count * percent / 100))
+
+
+# A window that holds every waiting command (a canary job without max_in_flight, once its
+# canaries succeeded): what RELEASE_WAITING's LIMIT takes.
+UNLIMITED = 2**31 - 1
+
+
+def first_window(window: int | None, canary: int | None) -> int | None:
+    """The window a job opens with: only its canary targets, when it names some."""
+    if canary is None:
+        return window
+    return canary if window is None else min(canary, window)
 
 
 def due_at_start(window: int | None, made: int, whole: bool) -> int:
@@ -66,6 +78,7 @@ class Step:
     halt: bool = False
     complete: bool = False
     release: int = 0
+    why: str = field(default="", compare=False)  # a halt's reason, for the job's halted_reason
 
 
 @dataclass(frozen=True)
@@ -76,7 +89,8 @@ class Progress:
     unfinished: bool       # a target not final (waiting, pending, sent or running)
     waiting: bool          # a target held back by the window
     in_window: int         # released or delivered and not final (read only with a window)
-    failures: int          # failed ends, counted up to max_failures + 1 (only with a limit)
+    failures: int          # failed ends, counted up to max_failures + 1 (only with a limit or a canary)
+    succeeded: int = 0     # succeeded ends, counted up to the canary (only with one)
 
 
 def failures(counts: Mapping[str, int]) -> int:
@@ -86,18 +100,31 @@ def failures(counts: Mapping[str, int]) -> int:
 def progress(counts: Mapping[str, int]) -> Progress:
     """The same facts from full counts (what the API shows)."""
     return Progress(unfinished=any(counts[s] for s in NOT_FINAL), waiting=counts["waiting"] > 0,
-                    in_window=sum(counts[s] for s in IN_WINDOW), failures=failures(counts))
+                    in_window=sum(counts[s] for s in IN_WINDOW), failures=failures(counts),
+                    succeeded=counts["succeeded"])
 
 
-def next_step(p: Progress, max_in_flight: int | None, max_failures: int | None) -> Step:
+def next_step(p: Progress, max_in_flight: int | None, max_failures: int | None,
+              canary: int | None = None) -> Step:
     """What a running job does next. Halting comes first: once more targets failed than
-    allowed (exceeded, not equalled), nothing more is delivered. A job whose targets are
-    all final completes. Otherwise the window is refilled from the waiting commands (the
-    release takes what is there, up to the free slots)."""
+    allowed (exceeded, not equalled), nothing more is delivered; with a canary, once any
+    target failed before `canary` of them succeeded. A job whose targets are all final
+    completes. Otherwise the window is refilled from the waiting commands (the release
+    takes what is there, up to the free slots): while the canary is unproven, only as many
+    as still have to succeed; after it, max_in_flight (or everything, without one)."""
     if max_failures is not None and p.failures > max_failures:
-        return Step(halt=True)
+        return Step(halt=True, why=f"more than max_failures {max_failures} targets ended failed, timed_out, "
+                                   "expired or rejected")
+    proving = canary is not None and p.succeeded < canary
+    if proving and p.failures > 0:
+        return Step(halt=True, why=f"a canary target failed before {canary} succeeded")
     if not p.unfinished:
         return Step(complete=True)
-    if max_in_flight is None or not p.waiting:
+    if proving:
+        assert canary is not None
+        window: int | None = first_window(max_in_flight, canary - p.succeeded)
+    else:
+        window = UNLIMITED if max_in_flight is None and canary is not None else max_in_flight
+    if window is None or not p.waiting:
         return Step()
-    return Step(release=max(max_in_flight - p.in_window, 0))
+    return Step(release=max(window - p.in_window, 0))
