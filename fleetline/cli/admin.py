@@ -20,6 +20,7 @@ from fleetline import statuses
 from fleetline.cli import jobs as jobs_cli
 from fleetline.cli import logs as logs_cli
 from fleetline.cli import operators as operators_cli
+from fleetline.cli import releases as releases_cli
 from fleetline.cli import schedules as schedules_cli
 from fleetline.cli.admin_client import Api, CliError
 from fleetline.cli.tables import show as _show
@@ -78,8 +79,19 @@ def tokens_create(api: Api, a) -> Any:
         write_private(a.token_file, created["token"] + "\n")
         created = {**created, "token": f"(written to {a.token_file})"}
     # What enrols a machine with it, first contact included (like kubeadm's discovery hash).
-    return {**created, "agent_command": agent_command(api.url, token_file, created.get("root_key_sha256"),
-                                                       a.ca_file)}
+    out = {**created, "agent_command": agent_command(api.url, token_file, created.get("root_key_sha256"),
+                                                      a.ca_file)}
+    # And, once a release was uploaded, the one line that installs the agent there too.
+    token_line = (f"cp {shlex.quote(a.token_file)} \"$d/token\"" if a.token_file
+                  else f"(umask 077; printf '%s\\n' {shlex.quote(created['token'])} > \"$d/token\")")
+    agent_args = ["--server", api.url]
+    if created.get("root_key_sha256"):
+        agent_args += ["--root-key-sha256", created["root_key_sha256"]]
+    if a.ca_file:
+        agent_args += ["--ca-file", a.ca_file]
+    releases = api.call("GET", "/api/v1/admin/agent-releases")["releases"]
+    lines = releases_cli.install_lines(releases, api.url, token_line, agent_args)
+    return {**out, "install_commands": lines} if lines else out
 
 
 def agent_command(url: str, token_file: str, root_key_sha256: str | None, ca_file: str | None) -> str:
@@ -184,7 +196,12 @@ def commands_wait(api: Api, a) -> Any:
 
 
 def jobs_run(api: Api, a) -> Any:
-    job = api.call("POST", "/api/v1/admin/jobs", json=jobs_cli.job_request(a, _command(a)))
+    return _run_job(api, a, jobs_cli.job_request(a, _command(a)))
+
+
+def _run_job(api: Api, a, request: dict) -> Any:
+    """A job created (or counted, for a dry run), followed to its end with --wait."""
+    job = api.call("POST", "/api/v1/admin/jobs", json=request)
     if a.wait and not a.dry_run:
         return jobs_cli.follow(lambda: api.call("GET", f"/api/v1/admin/jobs/{job['id']}"), a.timeout)
     return job
@@ -257,7 +274,8 @@ def jobs_wait(api: Api, a) -> Any:
 # How each result is printed as a table (key in the body, columns); others as key/value.
 LISTINGS = {"tokens": TOKEN_COLUMNS, "agents": AGENT_COLUMNS, "commands": COMMAND_COLUMNS,
             "awaiting": ["kind", "id", "type", "targets", "created_by", "approvals", "created_at"],
-            "operators": operators_cli.OPERATOR_COLUMNS, "operator_tokens": operators_cli.OPERATOR_TOKEN_COLUMNS}
+            "operators": operators_cli.OPERATOR_COLUMNS, "operator_tokens": operators_cli.OPERATOR_TOKEN_COLUMNS,
+            "releases": releases_cli.RELEASE_COLUMNS}
 
 
 def _render(result: Any, as_json: bool) -> str:
@@ -317,6 +335,9 @@ def _run(handler):
             print("\nTo enrol a machine, put the token in the file --registration-token-file names "
                   "(mode 0600, root only; never on a command line), then run there:\n  "
                   + result["agent_command"])
+            for platform, line in (result.get("install_commands") or {}).items():
+                print(f"\nOr install the agent and enrol in one line, as root on a {platform} machine with "
+                      f"Python 3.9 or newer:\n  {line}")
         waited = getattr(args, "wait", False) or handler in (commands_wait, jobs_wait)
         return _exit_code(result) if waited else 0
 
@@ -425,6 +446,7 @@ def add_parsers(sub) -> None:
     decisions(jobs, "job", jobs_approve, jobs_deny)
     logs_cli.add_parsers(commands, jobs, cmd)
     schedules_cli.add_parsers(group, cmd, decisions, command_settings, _command)
+    releases_cli.add_parsers(group, cmd, _run_job, agents)
 
     approvals = group("approvals", "requests awaiting a second operator's approval")
     cmd(approvals, "list", approvals_list, "jobs and commands awaiting approval")

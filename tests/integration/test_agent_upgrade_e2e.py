@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import subprocess
+import sys
 
 import psutil
 import pytest
 
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
-from tests.integration.releases import PLATFORM, Installed, build_all
-from tests.integration.support import wait_until
+from tests.integration.releases import PLATFORM, Installed, build_all, python
+from tests.integration.support import ROOT, stop_process, wait_until
 
 OLD, NEW, BROKEN = "7.1.0", "7.2.0", "7.3.0"
 
@@ -190,3 +193,79 @@ def test_an_agent_offline_during_the_rollout_upgrades_when_it_returns(stack, bui
         assert ping_version(stack, agent_id) == NEW
     finally:
         m.stop()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
+    return subprocess.run([sys.executable, "-m", "fleetline", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**clean, "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN})
+
+
+def test_the_one_line_install_from_tokens_create_enrols_a_machine_with_only_python_3_9(stack, builds, tmp_path):
+    assert _cli("releases", "upload", str(builds[OLD]), "--url", stack.url).returncode == 0
+    listed = json.loads(_cli("releases", "list", "--url", stack.url, "--json").stdout)["releases"]
+    assert [(r["version"], r["platform"]) for r in listed] == [(OLD, PLATFORM)]
+    created = _cli("tokens", "create", "--url", stack.url)
+    assert created.returncode == 0, created.stderr
+    assert f"as root on a {PLATFORM} machine with Python 3.9" in created.stdout
+    line = json.loads(_cli("tokens", "create", "--url", stack.url, "--json").stdout)["install_commands"][PLATFORM]
+    # This machine is not to be changed: the same line, into a prefix and unit directory of
+    # the test's, with the unit written but not started (systemd does not run here).
+    prefix, units = tmp_path / "opt", tmp_path / "units"
+    assert line.count(" install --systemd ") == 1
+    line = line.replace(" install --systemd ", f" install --prefix {prefix} --systemd --unit-dir {units} --no-start ")
+    only_39 = tmp_path / "bin"
+    only_39.mkdir()
+    (only_39 / "python3").symlink_to(python("3.9"))
+    done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=120,
+                          env={"PATH": f"{only_39}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ": OK" in done.stdout  # sha256sum checked the download
+    assert os.readlink(prefix / "current") == f"releases/{OLD}"
+    assert (prefix / "registration-token").stat().st_mode & 0o777 == 0o600
+    unit = (units / "fleetline-agent.service").read_text()
+    verified = subprocess.run(["systemd-analyze", "verify", str(units / "fleetline-agent.service")],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    assert "registration-token" in unit and "FLEETLINE_AGENT_REGISTRATION_TOKEN" not in unit
+    exec_start = shlex.split(unit.split("ExecStart=", 1)[1].splitlines()[0])
+    assert exec_start[0] == str(prefix / "bin" / "fleetline-agent")
+    shebang = open(exec_start[0]).readline().strip()[2:]  # the Python that installed it runs it
+    assert os.path.realpath(shebang) == os.path.realpath(python("3.9"))
+    state = exec_start.index("--state-dir")
+    exec_start[state + 1] = str(tmp_path / "state")
+    launcher = subprocess.Popen(exec_start, env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
+                                stdout=(tmp_path / "agent.log").open("ab"), stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: (tmp_path / "state" / "state.json").exists(), 60, 0.1, "the agent to enrol")
+        agent_id = json.loads((tmp_path / "state" / "state.json").read_text())["agent_id"]
+        assert ping_version(stack, agent_id) == OLD
+    finally:
+        stop_process(launcher, timeout=30)
+
+
+def test_agents_upgrade_from_the_cli_with_a_canary(stack, builds, tmp_path):
+    for version in (OLD, NEW):
+        assert _cli("releases", "upload", str(builds[version]), "--url", stack.url).returncode == 0
+    machines = [machine(stack, builds, tmp_path, f"c{i}") for i in range(3)]
+    try:
+        ids = [m.agent_id() for m in machines]
+        for agent_id in ids:
+            assert ping_version(stack, agent_id) == OLD
+        done = _cli("agents", "upgrade", "--version", NEW, "--all-active", "--canary", "1", "--max-in-flight", "1",
+                    "--max-failures", "0", "--wait", "--timeout", "300", "--url", stack.url)
+        assert done.returncode == 0, done.stdout + done.stderr
+        jobs = stack.api("GET", "/jobs").json()["jobs"]
+        assert jobs[0]["rollout"]["canary"] == 1 and jobs[0]["status"] == "completed"
+        upgrades = sorted((stack.command(t["command_id"]) for t in
+                           stack.api("GET", f"/jobs/{jobs[0]['id']}/targets").json()["targets"]),
+                          key=lambda c: c["sent_at"])
+        canary, rest = upgrades[0], upgrades[1:]
+        # Nothing else was delivered before the canary had succeeded.
+        assert canary["status"] == "succeeded" and len(rest) == 2
+        assert all(c["sent_at"] >= canary["finished_at"] for c in rest), upgrades
+        for agent_id in ids:
+            assert listed_version(stack, agent_id) == NEW
+    finally:
+        for m in machines:
+            m.stop()
