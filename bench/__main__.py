@@ -17,6 +17,7 @@ from bench import (
     notify_bench,
     operators_bench,
     output_bench,
+    release_bench,
     replicas_bench,
     retention_bench,
     signing_bench,
@@ -27,7 +28,8 @@ BENCHES = {"dispatch": dispatch_bench.run, "gateway": gateway_bench.run, "held_p
            "operators": operators_bench.run, "retention": retention_bench.run, "output": output_bench.run,
            "notify": notify_bench.run, "costs": costs_bench.run, "replicas": replicas_bench.run,
            "large_job": large_job_bench.run, "field": field_bench.run,
-           "schedules": day2_bench.schedules, "cancel": day2_bench.cancel, "facts": facts_bench.run}
+           "schedules": day2_bench.schedules, "cancel": day2_bench.cancel, "facts": facts_bench.run,
+           "release": release_bench.run}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(BENCHES)

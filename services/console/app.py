@@ -91,6 +91,7 @@ ROUTES = [
     page("/console/agents/{agent_id}/commands", POST=pages.queue_command),
     page("/console/agents/{agent_id}/revoke", POST=pages.revoke_agent),
     page("/console/agents/{agent_id}/labels", POST=pages.label_agent),
+    page("/console/releases", GET=pages.releases),
     page("/console/commands", GET=pages.commands),
     page("/console/commands/{command_id}", GET=pages.command),
     page("/console/commands/{command_id}/cancel", POST=pages.cancel_command),

@@ -19,7 +19,7 @@ from services.console.web import form_action, path_id, redirect, refusal, render
 
 PAGE = 100
 PRESENCES = ("online", "offline", "revoked")
-COMMAND_TYPES = ("ping", "facts", "sleep", "shell")
+COMMAND_TYPES = ("ping", "facts", "sleep", "shell", "agent.upgrade")
 COMMAND_STATUSES = statuses.COMMAND_STATUSES
 
 
@@ -79,8 +79,17 @@ async def agents(request: Request, session: Session) -> Response:
     rows = [_agent_row(a, now, console.settings.poll_interval_s, in_flight) for a in page["agents"]]
     if shown in ("online", "offline"):
         rows = [r for r in rows if r["presence"] == shown]
+    versions = sorted(Counter(r.get("agent_version") or "" for r in rows).items())
     return render(request, "agents.html", agents=rows, next=page.get("next"), shown=shown,
-                  labels=labels, where=where, presences=PRESENCES)
+                  labels=labels, where=where, presences=PRESENCES, versions=versions)
+
+
+@signed_in
+async def releases(request: Request, session: Session) -> Response:
+    """The agent releases uploaded (`fleetline releases upload`), and how to move agents to
+    one: an upgrade job is any job of type agent.upgrade."""
+    listed = await request.app.state.console.api.call(session.token, "GET", "/agent-releases")
+    return render(request, "releases.html", releases=listed["releases"])
 
 
 async def _agent_page(request: Request, session: Session, agent_id: str, status_code: int = 200,

@@ -373,6 +373,41 @@ def test_an_agents_facts_and_labels_on_its_page_and_where_names_machines_before_
     w.check_clean()
 
 
+def test_releases_are_listed_versions_shown_and_an_upgrade_job_of_an_unknown_version_refused(fleet, browser):
+    """An uploaded release on the releases page (its digest whole), the fleet's versions on
+    the agents page, and the new-job form's agent.upgrade refused, saying why, for a version
+    nobody uploaded: nothing is created."""
+    from tests.integration.test_releases_api import zipapp
+
+    uploaded = fleet.api("POST", "/agent-releases", params={"version": "3.1.4", "platform": "linux-x86_64"},
+                         content=zipapp(5000))
+    assert uploaded.status_code == 201, uploaded.text
+    demo_version = fleet.api("GET", "/agents").json()["agents"][0]["agent_version"]
+    w = Watched(browser, fleet.console)
+    w.sign_in("admin", fleet.password)
+    page = w.page
+    page.click("nav >> text=Releases")
+    row = page.locator("tr[data-release='3.1.4/linux-x86_64']")
+    assert uploaded.json()["sha256"] in row.inner_text()
+    page.click("nav >> text=Agents")
+    assert demo_version in page.locator("[data-field=versions]").inner_text()
+    assert page.locator("td[data-field=version]", has_text=demo_version).count() >= 2
+    jobs_before = len(fleet.api("GET", "/jobs", params={"limit": 1000}).json()["jobs"])
+    page.click("nav >> text=Jobs")
+    page.check("input[name=target][value=all]")
+    page.select_option("#job-type", "agent.upgrade")
+    page.fill("#job-params", '{"version": "9.9.9"}')
+    page.click("form.new-job button[type=submit]:not(.preview)")
+    page.wait_for_load_state()
+    assert "No release 9.9.9 has been uploaded" in page.locator("p.error").inner_text()
+    assert w.errors and all("400" in e for e in w.errors)  # the refusal was the point
+    w.errors.clear()
+    assert len(fleet.api("GET", "/jobs", params={"limit": 1000}).json()["jobs"]) == jobs_before
+    w.shot("releases")
+    w.check_clean()
+    assert fleet.api("DELETE", "/agent-releases/3.1.4/linux-x86_64").status_code == 204
+
+
 def test_sign_out_ends_the_session(fleet, browser):
     w = Watched(browser, fleet.console)
     w.sign_in("admin", fleet.password)
