@@ -35,7 +35,7 @@ class Agent:
         client = self.session.client
         self.layout = upgrade.install_dir()
         self.runner = Runner(self.session, self.keyring, self.journal, stopper, config.allow_shell,
-                             upgrade.Upgrader(client.download, self.layout))
+                             upgrade.Upgrader(client.download, self.layout, self._quiesce))
         self.facts = Reporter(config.facts_dir, lambda facts: self.session.authed(
             lambda t, a: client.put_facts(t, a, facts)))
         self.loop = PollLoop(config, self.session, self.runner, self.slots, stopper, self.facts)
@@ -73,6 +73,14 @@ class Agent:
         if code == 0:
             log.info("lifecycle", "agent_stopped", reason="signal")
         return code
+
+    def _quiesce(self) -> bool:
+        """For an upgrade: no more commands, and the ones running (but the upgrade) ended."""
+        self.slots.drain()
+        while self.slots.busy() > 1:
+            if not self.stopper.sleep(0.2):
+                return False
+        return True
 
     def _confirm(self, command_id: str) -> None:
         """This release was started by an upgrade and has just completed an authenticated

@@ -35,12 +35,22 @@ class Slots:
     def __init__(self, size: int, stopper: Stopper):
         self.size, self.stopper = size, stopper
         self._busy = 0
+        self._draining = False
         self._lock = threading.Lock()
         self.threads: List[threading.Thread] = []
 
     def free(self) -> int:
         with self._lock:
-            return self.size - self._busy
+            return 0 if self._draining else self.size - self._busy
+
+    def busy(self) -> int:
+        with self._lock:
+            return self._busy
+
+    def drain(self) -> None:
+        """Take no more commands (an upgrade waits for the others to end, then restarts)."""
+        with self._lock:
+            self._draining = True
 
     def run(self, name: str, work: Callable[[], None]) -> None:
         def body() -> None:

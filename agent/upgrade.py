@@ -54,8 +54,11 @@ class Restarting(Exception):
 
 
 class Upgrader:
-    def __init__(self, download: Callable[[str], Iterable[bytes]], layout: Optional[Layout]):
-        self.download, self.layout = download, layout
+    def __init__(self, download: Callable[[str], Iterable[bytes]], layout: Optional[Layout],
+                 quiesce: Callable[[], bool] = lambda: True):
+        # quiesce: take no more commands and wait for the others running to end (True), or
+        # for a stop (False): an upgrade never cuts another command short.
+        self.download, self.layout, self.quiesce = download, layout, quiesce
 
     def run(self, command_id: str, params: dict) -> Outcome:
         """Outcome when there is nothing to restart for (already there, or refused);
@@ -78,6 +81,9 @@ class Upgrader:
         problem = self._stage(version, sha256, size)
         if problem is not None:
             return Outcome("failed", None, f"upgrade refused: {problem}")
+        if not self.quiesce():
+            return Outcome("failed", None, f"the agent stopped before switching to {version}; "
+                                           f"still running {__version__}")
         timeout = params.get("upgrade_timeout_s")
         timeout = timeout if isinstance(timeout, int) and not isinstance(timeout, bool) else DEFAULT_TIMEOUT_S
         layout = self.layout

@@ -269,3 +269,20 @@ def test_agents_upgrade_from_the_cli_with_a_canary(stack, builds, tmp_path):
     finally:
         for m in machines:
             m.stop()
+
+
+def test_an_upgrade_waits_for_the_commands_running_and_cuts_none_short(stack, builds, tmp_path):
+    upload(stack, NEW, builds[NEW])
+    m = machine(stack, builds, tmp_path, "w1")
+    try:
+        agent_id = m.agent_id()
+        assert ping_version(stack, agent_id) == OLD
+        busy = stack.queue(agent_id, "sleep", params={"seconds": 4})
+        stack.wait_status(busy["id"], {"running"})
+        done = upgrade(stack, agent_id, NEW)
+        slept = stack.command(busy["id"])
+        assert slept["status"] == "succeeded", slept  # not interrupted by the restart
+        assert done["status"] == "succeeded" and done["finished_at"] >= slept["finished_at"], done
+        assert ping_version(stack, agent_id) == NEW
+    finally:
+        m.stop()

@@ -112,3 +112,9 @@ def test_the_new_release_confirms_once_and_records_before_it_marks(layout):
     assert f"from 0.9 to {__version__}" in outcome.output
     assert layout.read_upgrade()["state"] == "confirmed"
     assert upgrade.confirm(layout, "c-1", record) is None and len(recorded) == 1
+
+
+def test_an_agent_stopping_while_others_run_does_not_switch(layout):
+    outcome = upgrade.Upgrader(_served(RELEASE), layout, quiesce=lambda: False).run("c-1", _params())
+    assert outcome.status == "failed" and "stopped before switching" in outcome.output
+    assert layout.current_version() == __version__ and layout.read_upgrade() is None
