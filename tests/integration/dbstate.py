@@ -6,7 +6,7 @@ from typing import Callable
 
 TABLES = ("registration_tokens", "agents", "refresh_token_families", "refresh_tokens", "commands", "deliveries",
           "command_keysets", "jobs", "operators", "operator_tokens", "operator_sessions", "command_output", "job_targets",
-          "schedules", "schedule_runs")
+          "schedules", "schedule_runs", "agent_releases")
 # Written in the background, every few seconds: when agents were last seen, and when
 # operator tokens were last used.
 BACKGROUND = "- 'last_seen_at' - 'last_used_at'"
