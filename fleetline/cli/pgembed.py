@@ -41,7 +41,29 @@ def postgres_bin() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A loopback port nobody listens on, for a process about to start there. Chosen at
+    random below the kernel's ephemeral range and checked: bind(0) hands a port just
+    released to the next caller, so two processes starting side by side could be given
+    the same one (seen in the test suite: a gateway that lost the race left its URL
+    answered by another test's auth service), and in the ephemeral range an outgoing
+    connection may hold it as its source port."""
+    low, high = 20000, _ephemeral_low() - 1
+    for _ in range(100 if high - low > 1000 else 0):
+        port = secrets.randbelow(high - low) + low
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -95,13 +95,29 @@ class ServiceProcess:
             if self.proc.poll() is not None:
                 raise AssertionError(f"service exited early:\n{self.log()}")
             try:
-                return self.client.get(self.url + self.ready_path, timeout=1.0).status_code == 200
+                answered = self.client.get(self.url + self.ready_path, timeout=1.0).status_code == 200
             except httpx.HTTPError:
                 return False
+            # Ready only if the answer came from this process: another one on the same port
+            # (it lost a race for the port) would make every later failure a riddle.
+            return answered and self._listening()
 
         wait_until(ready, timeout, 0.05, f"{self.url} to be ready")
         self._ready = True
         return self
+
+    def _listening(self) -> bool:
+        import psutil
+
+        me = psutil.Process(self.proc.pid)
+        for proc in (me, *me.children(recursive=True)):
+            try:
+                if any(c.laddr.port == self.port and c.status == psutil.CONN_LISTEN
+                       for c in proc.net_connections("tcp")):
+                    return True
+            except psutil.Error:
+                continue
+        return False
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
