@@ -156,6 +156,16 @@ class Settings:
     # An agent not seen for this long is not `online` (0: three poll intervals and the
     # longest wait).
     offline_after_s: int = _env("FLEETLINE_OFFLINE_AFTER_S", int, 0)
+    # Webhooks (docs/api.md, events out): how often each dispatch looks for due deliveries
+    # (a kick after each pass that found some), the retry schedule's scale (1: 5 s, 5 min,
+    # 30 min, 2 h, 5 h, 10 h, 10 h; tests shrink it), and whether receivers on private,
+    # loopback or link-local addresses, or over plain http, are allowed (a lab; never the
+    # default: a webhook URL must not reach inside the network).
+    webhook_interval_s: float = _env("FLEETLINE_WEBHOOK_INTERVAL_S", _positive_float, 0.5)
+    webhook_retry_scale: float = _env("FLEETLINE_WEBHOOK_RETRY_SCALE", _positive_float, 1.0)
+    webhook_allow_private: bool = _env("FLEETLINE_WEBHOOK_ALLOW_PRIVATE", _flag, False)
+    # How often dispatch's presence sweep looks for agents gone offline or back online.
+    presence_sweep_s: float = _env("FLEETLINE_PRESENCE_SWEEP_S", _positive_float, 10.0)
     # How often agents report their facts (told in every poll answer).
     facts_interval_s: int = _env("FLEETLINE_FACTS_INTERVAL_S", _positive_int, 3600)
     # How often each dispatch process looks for due schedules (a tick starts within this of its time).

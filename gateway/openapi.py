@@ -448,6 +448,37 @@ SCHEMAS: dict[str, Any] = {
         "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}, "size": {"type": "integer", "minimum": 1},
         "created_at": TIME, "created_by": {"type": "string"}}),
     "ReleaseList": obj(["releases"], {"releases": {"type": "array", "items": ref("Release")}}),
+    "Webhook": obj(["id", "url", "events", "description", "enabled", "created_at"], {
+        "id": UUID, "url": {"type": "string", "maxLength": 2048},
+        "events": {"type": "array", "items": {"type": "string"}}, "description": {"type": "string"},
+        "enabled": {"type": "boolean"}, "disabled_reason": {"type": ["string", "null"]},
+        "created_at": TIME, "created_by": {"type": "string"}, "updated_at": TIME,
+        "previous_secret_valid_until": TIME_OR_NULL,
+        "secret": {"type": "string", "description": "whsec_...: only in the answer that made it."}}),
+    "WebhookRequest": obj(["url", "events"], {
+        "url": {"type": "string", "minLength": 1, "maxLength": 2048,
+                "description": "https, to a public address (FLEETLINE_WEBHOOK_ALLOW_PRIVATE lifts both)."},
+        "events": {"type": "array", "minItems": 1, "maxItems": 50, "items": {"type": "string"},
+                   "description": "job.finished, command.failed, agent.enrolled, agent.revoked, agent.offline, "
+                                  "agent.online, approval.requested, schedule.run_failed, audit.<action>, audit.*"},
+        "description": {"type": ["string", "null"], "maxLength": 500}}, extra=False),
+    "WebhookChange": obj([], {
+        "url": {"type": ["string", "null"], "maxLength": 2048},
+        "events": {"type": ["array", "null"], "items": {"type": "string"}},
+        "description": {"type": ["string", "null"], "maxLength": 500},
+        "enabled": {"type": ["boolean", "null"]},
+        "rotate_secret": {"type": ["boolean", "null"],
+                          "description": "A new secret, shown once in the answer; the old one signs too for 24 h."}},
+        extra=False),
+    "WebhookList": obj(["webhooks"], {"webhooks": {"type": "array", "items": ref("Webhook")}}),
+    "Delivery": obj(["id", "event_type", "status", "attempts", "created_at"], {
+        "id": UUID, "event_type": {"type": "string"}, "status": {"enum": ["pending", "delivered", "failed"]},
+        "attempts": {"type": "integer"}, "created_at": TIME, "last_attempt_at": TIME_OR_NULL,
+        "delivered_at": TIME_OR_NULL, "next_attempt_at": TIME_OR_NULL,
+        "status_code": {"type": ["integer", "null"]}, "latency_ms": {"type": ["integer", "null"]},
+        "error": {"type": ["string", "null"]}}),
+    "DeliveryPage": obj(["deliveries", "next"], {"deliveries": {"type": "array", "items": ref("Delivery")},
+                                                 "next": {"type": ["string", "null"]}}),
     "Schedule": obj(["id", "name", "selector", "command", "rollout", "cron", "timezone", "interval_s",
                      "overlap", "catch_up", "enabled", "status", "next_run_at", "last_run"], {
         "id": UUID, "name": {"type": "string"},
@@ -513,6 +544,7 @@ AGENT_PATH = path_id("agent_id", "The agent's id; it must be the token's own age
 COMMAND_PATH = path_id("command_id", "The command's id.")
 JOB_PATH = path_id("job_id", "The job's id.")
 SCHEDULE_PATH = path_id("schedule_id", "The schedule's id.")
+WEBHOOK_PATH = path_id("webhook_id", "The webhook endpoint's id.")
 RELEASE_PATH = [
     {"name": "version", "in": "path", "required": True, "description": "The release's version, e.g. 1.4.0.",
      "schema": {"type": "string", "pattern": "^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$"}},
@@ -748,6 +780,34 @@ PATHS: dict[str, dict] = {
         tags=["releases"], security=NO_AUTH, parameters=[
             *RELEASE_PATH, {"name": "Range", "in": "header", "required": False,
                             "schema": {"type": "string"}, "description": "bytes=first-last"}])},
+    "/api/v1/admin/webhooks": {
+        "post": op("Register a webhook endpoint (admin); the signing secret is shown only here", {
+            "201": ok(ref("Webhook"), "Registered, with its secret."), **errors(400, 401)},
+            tags=["webhooks"], security=ADMIN_AUTH, request=body(ref("WebhookRequest"))),
+        "get": op("Every webhook endpoint (admin), never a secret", {
+            "200": ok(ref("WebhookList"), "The endpoints."), **errors(401)}, tags=["webhooks"], security=ADMIN_AUTH),
+    },
+    "/api/v1/admin/webhooks/{webhook_id}": {
+        "get": op("One webhook endpoint", {"200": ok(ref("Webhook"), "The endpoint."), **errors(401, 404)},
+                  tags=["webhooks"], security=ADMIN_AUTH, parameters=[WEBHOOK_PATH]),
+        "patch": op("Change an endpoint: url, events, enabled, description, rotate_secret", {
+            "200": ok(ref("Webhook"), "Changed (with the new secret when rotated)."), **errors(400, 401, 404)},
+            tags=["webhooks"], security=ADMIN_AUTH, parameters=[WEBHOOK_PATH], request=body(ref("WebhookChange"))),
+        "delete": op("Delete an endpoint and its deliveries", {"204": ok(None, "Deleted."), **errors(401, 404)},
+                     tags=["webhooks"], security=ADMIN_AUTH, parameters=[WEBHOOK_PATH]),
+    },
+    "/api/v1/admin/webhooks/{webhook_id}/deliveries": {"get": op(
+        "An endpoint's deliveries, newest first: attempts, status code, latency, error, next attempt", {
+            "200": ok(ref("DeliveryPage"), "One page."), **errors(400, 401, 404)},
+        tags=["webhooks"], security=ADMIN_AUTH, parameters=[
+            WEBHOOK_PATH, query_str("status", "pending, delivered or failed.",
+                                    {"type": "string", "enum": ["pending", "delivered", "failed"]}),
+            query_int("limit", 1, 1000, 100, "Page size."), BEFORE])},
+    "/api/v1/admin/webhooks/{webhook_id}/deliveries/{delivery_id}/retry": {"post": op(
+        "Send a delivery again now (the same webhook-id)", {
+            "202": ok(obj(["id", "status"], {"id": UUID, "status": {"enum": ["pending"]}}), "Due now."),
+            **errors(401, 404, 409)},
+        tags=["webhooks"], security=ADMIN_AUTH, parameters=[WEBHOOK_PATH, path_id("delivery_id", "The delivery's id.")])},
     "/api/v1/admin/schedules": {
         "post": op("Create a schedule: a job started at each tick, with its creator's authority", {
             "201": ok(ref("Schedule"), "Created (awaiting approval when the policy catches its command)."),

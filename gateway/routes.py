@@ -36,6 +36,8 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("exact", "/api/v1/admin/agent-releases", DISPATCH),
     ("prefix", "/api/v1/admin/agent-releases/", DISPATCH),
     ("prefix", "/api/v1/agent-releases/", DISPATCH),  # downloads: no authentication
+    ("exact", "/api/v1/admin/webhooks", DISPATCH),
+    ("prefix", "/api/v1/admin/webhooks/", DISPATCH),
     ("exact", "/api/v1/admin/schedules", DISPATCH),
     ("prefix", "/api/v1/admin/schedules/", DISPATCH),
     ("exact", "/console", CONSOLE),

@@ -45,6 +45,9 @@ from services.dispatch.state import Dispatch
 from services.dispatch.wakeups.lease_sweep import LeaseSweep
 from services.dispatch.wakeups.listener import Listener
 from services.dispatch.wakeups.waiters import Waiters
+from services.dispatch.webhooks import api as webhooks_api
+from services.dispatch.webhooks.presence import PresenceSweep
+from services.dispatch.webhooks.sender import Sender
 
 _log = Log("dispatch", "lifecycle")
 
@@ -84,6 +87,11 @@ ADMIN_ROUTES = [
     api_route("/schedules/{schedule_id}/deny", POST=schedules_api.deny_schedule),
     api_route("/agent-releases", POST=releases_api.upload, GET=releases_api.list_releases),
     api_route("/agent-releases/{version}/{platform}", DELETE=releases_api.delete),
+    api_route("/webhooks", POST=webhooks_api.create, GET=webhooks_api.list_endpoints),
+    api_route("/webhooks/{webhook_id}", GET=webhooks_api.get_endpoint, PATCH=webhooks_api.update,
+              DELETE=webhooks_api.delete),
+    api_route("/webhooks/{webhook_id}/deliveries", GET=webhooks_api.deliveries),
+    api_route("/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", POST=webhooks_api.retry),
 ]
 
 # Who may call each admin route: the least role, and the action its audit events name.
@@ -118,6 +126,13 @@ ACCESS = {
     "POST /agent-releases": Access(ADMIN, "release.upload"),
     "GET /agent-releases": Access(VIEWER, "release.list"),
     "DELETE /agent-releases/{version}/{platform}": Access(ADMIN, "release.delete"),
+    "POST /webhooks": Access(ADMIN, "webhook.create"),
+    "GET /webhooks": Access(ADMIN, "webhook.list"),
+    "GET /webhooks/{webhook_id}": Access(ADMIN, "webhook.read"),
+    "PATCH /webhooks/{webhook_id}": Access(ADMIN, "webhook.update"),
+    "DELETE /webhooks/{webhook_id}": Access(ADMIN, "webhook.delete"),
+    "GET /webhooks/{webhook_id}/deliveries": Access(ADMIN, "webhook.deliveries"),
+    "POST /webhooks/{webhook_id}/deliveries/{delivery_id}/retry": Access(ADMIN, "webhook.retry"),
 }
 
 # Pinned plans for dispatch's connections:
@@ -166,6 +181,24 @@ def create_app(settings: Settings) -> Starlette:
     ticker = Ticker(db, signer, settings.schedule_tick_s,
                     metrics.counter("fleetline_schedule_runs_total", "Schedule runs recorded, by outcome",
                                     ("outcome",)), started=materialiser.kick)
+    delivered = metrics.counter("fleetline_webhook_deliveries_total",
+                                "Webhook delivery attempts, by outcome (delivered, retry, failed)", ("outcome",))
+    seen = {"outbox_age": 0.0, "offline": 0.0}  # what the loops last read, for the gauges
+    metrics.gauge("fleetline_webhook_outbox_oldest_seconds", "How long the oldest due webhook delivery has waited",
+                  lambda: seen["outbox_age"])
+    metrics.gauge("fleetline_agents_offline", "Active agents not seen within FLEETLINE_OFFLINE_AFTER_S",
+                  lambda: seen["offline"])
+    sender = Sender(db, settings.webhook_allow_private, settings.webhook_retry_scale,
+                    counted=lambda outcome: delivered.labels(outcome).inc())
+
+    async def send_due() -> None:
+        if await sender.step():
+            webhooks.kick()  # more may have come due meanwhile: look again at once
+        seen["outbox_age"] = await sender.oldest_due_s()
+
+    webhooks = Periodic("webhooks", settings.webhook_interval_s, send_due)
+    presence = PresenceSweep(db, settings.offline_after(), offline=lambda n: seen.update(offline=float(n)))
+    presence_sweep = Periodic("presence", settings.presence_sweep_s, presence.step)
     initial_keyset = (read_keyset(json.loads(Path(settings.command_keyset_file).read_text()),
                                   settings.needed("command_root_public_key"))
                       if settings.command_keyset_file else None)
@@ -190,6 +223,8 @@ def create_app(settings: Settings) -> Starlette:
         pruner.start()
         materialiser.start()
         ticker.start()
+        webhooks.start()
+        presence_sweep.start()
         last_seen.start()
         token_use.start()
         _log.info("service_started")
@@ -200,6 +235,9 @@ def create_app(settings: Settings) -> Starlette:
             await reaper.stop()
             await pruner.stop()
             await ticker.stop()
+            await webhooks.stop()
+            await presence_sweep.stop()
+            await sender.close()
             await materialiser.stop()
             await lease_sweep.stop()
             await last_seen.stop()  # flushes what was seen since the last interval
@@ -242,6 +280,7 @@ def create_app(settings: Settings) -> Starlette:
         checkin_limit=RateLimit("agent_checkin", settings.checkin_rate_limit, storage),
         report_limit=RateLimit("agent_report", settings.report_rate_limit, storage),
         download_limit=RateLimit("release_download", settings.release_download_rate_limit, storage),
+        webhook_sender=webhooks,
         signer=signer, polls=polls, followers=followers, materialiser=materialiser, last_seen=last_seen,
         first_use=first_use, approval_policy=PolicyCache(lambda: approvals.read_policy(db)),
         output_reads=metrics.counter("fleetline_output_reads_total",

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from fleetline.settings import Settings
 from services.common.db import Db
+from services.common.periodic import Periodic
 from services.common.ratelimit import RateLimit
 from services.common.tokens import AccessTokenVerifier
 from services.dispatch.agents.first_use import FirstUse
@@ -30,6 +31,7 @@ class Dispatch:
     checkin_limit: RateLimit       # polls, per agent
     report_limit: RateLimit        # acks, results and output chunks, per agent
     download_limit: RateLimit      # release downloads, per client address
+    webhook_sender: Periodic       # kicked when a delivery is retried by hand
     signer: CommandSigner
     polls: LongPolls
     followers: Followers

@@ -30,7 +30,7 @@ def test_apply_rollback_reapply(pg_server_url):
                                 "commands", "deliveries", "command_keysets", "jobs", "operators",
                                 "operator_tokens", "operator_sessions", "audit_events", "approval_policy",
                                 "command_output", "job_targets", "audit_retention", "oidc_nonces", "schedules",
-                                "schedule_runs", "agent_releases"}
+                                "schedule_runs", "agent_releases", "webhook_endpoints", "webhook_deliveries"}
         assert migrate(url) == 0  # twice is a no-op
         assert migrate(url, rollback=True) == len(expected_versions())
         assert _tables(url) == set()

@@ -14,12 +14,14 @@ OWNERS = {
     "auth": {"registration_tokens", "refresh_token_families", "refresh_tokens", "agents", "operators",
              "operator_tokens", "operator_sessions", "oidc_nonces"},
     "dispatch": {"commands", "deliveries", "jobs", "job_targets", "command_output", "command_keysets",
-                 "approval_policy", "agents", "schedules", "schedule_runs", "agent_releases"},
+                 "approval_policy", "agents", "schedules", "schedule_runs", "agent_releases",
+                 "webhook_endpoints", "webhook_deliveries"},
 }
 # Writes outside the owner, each on purpose (the table says why): dispatch marks an agent
-# seen and its credentials used; every service appends audit events and batches its
+# seen, its credentials used, its reported facts and version, and its presence; every service appends audit events and batches its
 # operator tokens' last use.
-SHARED = {("dispatch", "agents"): {"last_seen_at", "credentials_used_at", "facts", "facts_updated_at"}}
+SHARED = {("dispatch", "agents"): {"last_seen_at", "credentials_used_at", "facts", "facts_updated_at", "agent_version",
+                                  "presence"}}
 COMMON = {"audit_events", "operator_tokens"}
 
 # (A row lock, `FOR [NO KEY] UPDATE [OF c]`, writes nothing.)
