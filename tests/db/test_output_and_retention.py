@@ -202,10 +202,21 @@ async def test_the_pruner_deletes_what_is_past_the_horizon_and_nothing_else(db, 
         sql.execute("INSERT INTO schedule_runs (schedule_id, scheduled_for, started_at, outcome) "
                     "VALUES (%s, now() - make_interval(days => %s), now(), 'skipped_missed')", (schedule_id, days))
 
+    # Webhook deliveries: ended and old go; an old one still owed (pending) and a young one stay.
+    endpoint = uuid.uuid4()
+    sql.execute("INSERT INTO webhook_endpoints (id, url, events, secret, created_by) "
+                "VALUES (%s, 'https://example.com/', '{job.finished}', 'whsec_x', 'x')", (endpoint,))
+    for status, days in (("delivered", 40), ("failed", 35), ("pending", 50), ("delivered", 2)):
+        sql.execute("INSERT INTO webhook_deliveries (id, endpoint_id, event_type, body, status, created_at) "
+                    "VALUES (gen_random_uuid(), %s, 'job.finished', '{}', %s, now() - make_interval(days => %s))",
+                    (endpoint, status, days))
+
     pruner = _pruner(databases, database_url)
     deleted = await pruner.prune()
-    assert deleted == {"commands": 7, "job_commands": 4, "jobs": 1, "schedule_runs": 4, "audit_events": 2}
+    assert deleted == {"commands": 7, "job_commands": 4, "jobs": 1, "schedule_runs": 4, "webhook_deliveries": 2,
+                       "audit_events": 2}
     assert _count(sql, "schedule_runs") == 1
+    assert sorted(r[0] for r in sql.execute("SELECT status FROM webhook_deliveries")) == ["delivered", "pending"]
     left = {r[0] for r in sql.execute("SELECT id FROM commands")}
     assert left == {young, old_pending} | {r[0] for r in sql.execute(
         "SELECT id FROM commands WHERE job_id = %s", (running_job["id"],))}

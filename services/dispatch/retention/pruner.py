@@ -56,6 +56,7 @@ class Pruner(Periodic):
                 "job_commands": await self._drain(conn, q.PRUNE_JOB_COMMANDS, horizon),
                 "jobs": await self._drain(conn, q.PRUNE_JOBS, horizon),
                 "schedule_runs": await self._drain(conn, q.PRUNE_SCHEDULE_RUNS, horizon),
+                "webhook_deliveries": await self._drain(conn, q.PRUNE_WEBHOOK_DELIVERIES, horizon),
                 "audit_events": await self._drain(conn, q.PRUNE_AUDIT, keyset=True),
             }
             oldest = await conn.fetchrow(q.OLDEST_KEPT)

@@ -80,6 +80,21 @@ WITH doomed AS MATERIALIZED (
 SELECT count(*) FROM gone
 """
 
+# Webhook deliveries that ended (delivered or failed) before the horizon, oldest first
+# through their own partial index; pending ones are never pruned (they are still owed).
+PRUNE_WEBHOOK_DELIVERIES = """
+WITH doomed AS MATERIALIZED (
+    SELECT id FROM webhook_deliveries
+     WHERE status <> 'pending' AND created_at < $1
+     ORDER BY created_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM webhook_deliveries w USING doomed d WHERE w.id = d.id RETURNING 1
+)
+SELECT count(*) FROM gone
+"""
+
 # Audit events are append-only: the services' role may not delete them at all. The pruner
 # calls the owner's function (migration 0013), which computes the horizon itself from the
 # retention only `fleetline migrate` writes. $2: where the previous batch ended.
