@@ -471,13 +471,14 @@ SCHEMAS: dict[str, Any] = {
                           "description": "A new secret, shown once in the answer; the old one signs too for 24 h."}},
         extra=False),
     "WebhookList": obj(["webhooks"], {"webhooks": {"type": "array", "items": ref("Webhook")}}),
-    "Delivery": obj(["id", "event_type", "status", "attempts", "created_at"], {
+    "WebhookDelivery": obj(["id", "event_type", "status", "attempts", "created_at"], {
         "id": UUID, "event_type": {"type": "string"}, "status": {"enum": ["pending", "delivered", "failed"]},
         "attempts": {"type": "integer"}, "created_at": TIME, "last_attempt_at": TIME_OR_NULL,
         "delivered_at": TIME_OR_NULL, "next_attempt_at": TIME_OR_NULL,
         "status_code": {"type": ["integer", "null"]}, "latency_ms": {"type": ["integer", "null"]},
         "error": {"type": ["string", "null"]}}),
-    "DeliveryPage": obj(["deliveries", "next"], {"deliveries": {"type": "array", "items": ref("Delivery")},
+    "WebhookDeliveryPage": obj(["deliveries", "next"], {"deliveries": {"type": "array",
+                                                                       "items": ref("WebhookDelivery")},
                                                  "next": {"type": ["string", "null"]}}),
     "Schedule": obj(["id", "name", "selector", "command", "rollout", "cron", "timezone", "interval_s",
                      "overlap", "catch_up", "enabled", "status", "next_run_at", "last_run"], {
@@ -798,7 +799,7 @@ PATHS: dict[str, dict] = {
     },
     "/api/v1/admin/webhooks/{webhook_id}/deliveries": {"get": op(
         "An endpoint's deliveries, newest first: attempts, status code, latency, error, next attempt", {
-            "200": ok(ref("DeliveryPage"), "One page."), **errors(400, 401, 404)},
+            "200": ok(ref("WebhookDeliveryPage"), "One page."), **errors(400, 401, 404)},
         tags=["webhooks"], security=ADMIN_AUTH, parameters=[
             WEBHOOK_PATH, query_str("status", "pending, delivered or failed.",
                                     {"type": "string", "enum": ["pending", "delivered", "failed"]}),

@@ -22,6 +22,7 @@ from fleetline.cli import logs as logs_cli
 from fleetline.cli import operators as operators_cli
 from fleetline.cli import releases as releases_cli
 from fleetline.cli import schedules as schedules_cli
+from fleetline.cli import webhooks as webhooks_cli
 from fleetline.cli.admin_client import Api, CliError
 from fleetline.cli.tables import show as _show
 from fleetline.cli.tables import table
@@ -281,7 +282,7 @@ LISTINGS = {"tokens": TOKEN_COLUMNS, "agents": AGENT_COLUMNS, "commands": COMMAN
 def _render(result: Any, as_json: bool) -> str:
     if as_json:
         return json.dumps(result, indent=2)
-    listing = jobs_cli.rows(result) or schedules_cli.rows(result)
+    listing = jobs_cli.rows(result) or schedules_cli.rows(result) or webhooks_cli.rows(result)
     if listing is not None:
         text = table(*listing)
         if "target_count" in result and "counts" not in result:  # a dry run: how many, then the first
@@ -291,7 +292,7 @@ def _render(result: Any, as_json: bool) -> str:
         return text + (f"\n(more: {flag} {result['next']})" if result.get("next") else "")
     if isinstance(result, dict) and isinstance(result.get("counts"), dict):  # a job
         return _show(jobs_cli.show(result))
-    if isinstance(result, dict) and isinstance(result.get("events"), list):  # the audit trail
+    if isinstance(result, dict) and isinstance(result.get("events"), list) and "url" not in result:  # the audit trail
         result = {**result, "audit": operators_cli.audit_rows(result["events"])}
         text = table(result["audit"], operators_cli.AUDIT_COLUMNS)
         return text + (f"\n(more: --before {result['next']})" if result.get("next") else "")
@@ -447,6 +448,7 @@ def add_parsers(sub) -> None:
     logs_cli.add_parsers(commands, jobs, cmd)
     schedules_cli.add_parsers(group, cmd, decisions, command_settings, _command)
     releases_cli.add_parsers(group, cmd, _run_job, agents)
+    webhooks_cli.add_parsers(group, cmd)
 
     approvals = group("approvals", "requests awaiting a second operator's approval")
     cmd(approvals, "list", approvals_list, "jobs and commands awaiting approval")

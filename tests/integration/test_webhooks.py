@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psycopg
 import pytest
 
 from tests.integration.conftest import ADMIN_TOKEN, FAST, create_registration_token
-from tests.integration.support import HTTP, metric, wait_until
+from tests.integration.support import HTTP, ROOT, metric, wait_until
 from tests.integration.webhook_receiver import Receiver
 
 LAB = {"FLEETLINE_WEBHOOK_ALLOW_PRIVATE": "1", "FLEETLINE_WEBHOOK_RETRY_SCALE": "0.02",
@@ -236,3 +238,32 @@ def test_hostile_webhook_requests_are_refused_and_change_nothing(fleet_stack, sq
                            ).status_code == 400
     assert json.loads(json.dumps(fleet_stack.api("GET", "/webhooks").json()))["webhooks"][0]["url"] == \
         "https://example.com/hook"
+
+
+@pytest.mark.parametrize("stack_env", [{**LAB, "FLEETLINE_OFFLINE_AFTER_S": "4", "FLEETLINE_PRESENCE_SWEEP_S": "0.5",
+                                        "FLEETLINE_LAST_SEEN_WRITE_S": "0.5", "FLEETLINE_LAST_SEEN_FLUSH_S": "0.2"}])
+def test_from_the_cli_a_job_and_an_agent_gone_quiet_arrive_signed(fleet_stack, receiver, stack_env):
+    def cli(*args: str) -> str:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
+        done = subprocess.run([sys.executable, "-m", "fleetline", *args, "--url", fleet_stack.url], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120,
+                              env={**clean, "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN})
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    made = json.loads(cli("webhooks", "create", receiver.url, "--event", "job.finished", "--event",
+                          "agent.offline", "--json"))
+    agent = fleet_stack.agent(extra_args=["--poll-wait", "1"])
+    agent_id = fleet_stack.agent_id()
+    cli("jobs", "run", "--agent", agent_id, "--type", "ping", "--wait")
+    finished = wait_until(lambda: receiver.of_type("job.finished"), 30, 0.05, "job.finished")
+    assert finished[0].verified(made["secret"])["data"]["status"] == "completed"
+    agent.stop()
+    offline = wait_until(lambda: receiver.of_type("agent.offline"), 30, 0.1, "agent.offline")
+    assert offline[0].verified(made["secret"])["data"]["id"] == agent_id
+    listing = cli("webhooks", "deliveries", made["id"])
+    assert listing.count("delivered") == 2 and "job.finished" in listing and "agent.offline" in listing
+    assert made["url"] == receiver.url
+    assert made["id"] in cli("webhooks", "list") and "whsec_" not in cli("webhooks", "show", made["id"])
+    rotated = json.loads(cli("webhooks", "rotate-secret", made["id"], "--json"))
+    assert rotated["secret"] != made["secret"]
