@@ -37,6 +37,7 @@ from services.console import (
     pages,
     schedule_pages,
     signin,
+    webhook_pages,
 )
 from services.console.api import AdminApi, BrowserAddress
 from services.console.oidc_flow import OidcClient
@@ -92,6 +93,9 @@ ROUTES = [
     page("/console/agents/{agent_id}/revoke", POST=pages.revoke_agent),
     page("/console/agents/{agent_id}/labels", POST=pages.label_agent),
     page("/console/releases", GET=pages.releases),
+    page("/console/webhooks", GET=webhook_pages.webhooks),
+    page("/console/webhooks/{webhook_id}", GET=webhook_pages.webhook),
+    page("/console/webhooks/{webhook_id}/deliveries/{delivery_id}/retry", POST=webhook_pages.retry),
     page("/console/commands", GET=pages.commands),
     page("/console/commands/{command_id}", GET=pages.command),
     page("/console/commands/{command_id}/cancel", POST=pages.cancel_command),

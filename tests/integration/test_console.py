@@ -408,6 +408,30 @@ def test_releases_are_listed_versions_shown_and_an_upgrade_job_of_an_unknown_ver
     assert fleet.api("DELETE", "/agent-releases/3.1.4/linux-x86_64").status_code == 204
 
 
+def test_an_admin_sees_a_webhook_and_its_attempts_with_a_hostile_url_shown_as_text(fleet, browser):
+    hostile = 'https://example.invalid/hook?"><script>document.title="owned"</script>'
+    made = fleet.api("POST", "/webhooks", json={"url": hostile, "events": ["audit.registration_token.create"],
+                                                "description": "pager <b>"})
+    assert made.status_code == 201, made.text
+    hook = made.json()
+    fleet.api("POST", "/registration-tokens", json={"max_uses": 1})  # an event: its attempt fails to resolve
+    wait_until(lambda: fleet.api("GET", f"/webhooks/{hook['id']}/deliveries").json()["deliveries"][0]["error"],
+               30, 0.2, "an attempt")
+    w = Watched(browser, fleet.console)
+    w.sign_in("admin", fleet.password)
+    page = w.page
+    page.click("nav >> text=Webhooks")
+    assert hostile in page.locator(f"tr[data-webhook='{hook['id']}']").inner_text()
+    page.click(f"tr[data-webhook='{hook['id']}'] a")
+    assert page.locator("[data-field=url]").inner_text() == hostile
+    row = page.locator("table.deliveries tbody tr").first
+    assert "audit.registration_token.create" in row.inner_text() and "resolve" in row.inner_text()
+    assert page.title() != "owned"
+    w.shot("webhook")
+    w.check_clean()
+    assert fleet.api("DELETE", f"/webhooks/{hook['id']}").status_code == 204
+
+
 def test_sign_out_ends_the_session(fleet, browser):
     w = Watched(browser, fleet.console)
     w.sign_in("admin", fleet.password)
