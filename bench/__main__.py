@@ -21,6 +21,7 @@ from bench import (
     replicas_bench,
     retention_bench,
     signing_bench,
+    webhooks_bench,
 )
 
 BENCHES = {"dispatch": dispatch_bench.run, "gateway": gateway_bench.run, "held_polls": held_polls_bench.run,
@@ -29,7 +30,7 @@ BENCHES = {"dispatch": dispatch_bench.run, "gateway": gateway_bench.run, "held_p
            "notify": notify_bench.run, "costs": costs_bench.run, "replicas": replicas_bench.run,
            "large_job": large_job_bench.run, "field": field_bench.run,
            "schedules": day2_bench.schedules, "cancel": day2_bench.cancel, "facts": facts_bench.run,
-           "release": release_bench.run}
+           "release": release_bench.run, "webhooks": webhooks_bench.run}
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(BENCHES)

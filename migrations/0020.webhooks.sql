@@ -53,25 +53,30 @@ CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, 
 CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (created_at) WHERE status <> 'pending';
 
 -- An event: one delivery per enabled endpoint whose events name it, exactly or by a
--- prefix pattern ("audit.*"). The number of deliveries made.
+-- prefix pattern ("audit.*"). The number of deliveries made. When it made some, the
+-- senders hear it on commit (fleetline_webhooks; PostgreSQL sends one notification per
+-- transaction for the same payload), so a delivery waits for no polling interval.
 CREATE FUNCTION webhook_emit(event_type text, data jsonb) RETURNS integer
-LANGUAGE sql AS $$
-    WITH made AS (
-        INSERT INTO webhook_deliveries (id, endpoint_id, event_type, body)
-        SELECT gen_random_uuid(), e.id, event_type,
-               jsonb_build_object('type', event_type,
-                                  'timestamp', to_char(statement_timestamp() AT TIME ZONE 'UTC',
-                                                       'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                                  'data', data)
-          FROM webhook_endpoints e
-         WHERE e.enabled
-           AND EXISTS (SELECT 1 FROM unnest(e.events) AS p
-                        WHERE p = event_type
-                           OR (right(p, 2) = '.*' AND starts_with(event_type, left(p, -1))))
-        RETURNING 1
-    )
-    SELECT count(*)::integer FROM made
-$$;
+LANGUAGE plpgsql AS $$
+DECLARE
+    made integer;
+BEGIN
+    INSERT INTO webhook_deliveries (id, endpoint_id, event_type, body)
+    SELECT gen_random_uuid(), e.id, event_type,
+           jsonb_build_object('type', event_type,
+                              'timestamp', to_char(statement_timestamp() AT TIME ZONE 'UTC',
+                                                   'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                              'data', data)
+      FROM webhook_endpoints e
+     WHERE e.enabled
+       AND EXISTS (SELECT 1 FROM unnest(e.events) AS p
+                    WHERE p = event_type OR (right(p, 2) = '.*' AND starts_with(event_type, left(p, -1))));
+    GET DIAGNOSTICS made = ROW_COUNT;
+    IF made > 0 THEN
+        PERFORM pg_notify('fleetline_webhooks', '');
+    END IF;
+    RETURN made;
+END $$;
 
 CREATE FUNCTION webhook_agent(a agents) RETURNS jsonb LANGUAGE sql STABLE AS $$
     SELECT jsonb_build_object('id', a.id, 'hostname', a.hostname, 'machine_id', a.machine_id, 'labels', a.labels,

@@ -166,7 +166,8 @@ def create_app(settings: Settings) -> Starlette:
     revocations = Revocations(db, waiters)
     followers = Followers()
     listener = Listener(database_url, waiters, revocations.revoked, followers,
-                        operators_changed=operator_auth.changed)
+                        operators_changed=operator_auth.changed,
+                        deliveries_made=lambda _: webhooks.kick())  # (webhooks: below)
     pruned_total = metrics.counter("fleetline_pruned_rows_total", "Rows deleted by the retention pruner",
                                    ("table",))
     pruner = Pruner(database_url, DB_SETTINGS, settings.prune_interval_s,

@@ -11,7 +11,8 @@ every dispatch process wakes the readers following that command's output."""
 
 from services.common.db import AGENT_CHANNEL, NOTIFY_AGENT
 
-__all__ = ["AGENT_CHANNEL", "NOTIFY_AGENT", "NOTIFY_AGENTS", "OUTPUT_CHANNEL", "WAKE_BATCH", "woken_agents"]
+__all__ = ["AGENT_CHANNEL", "NOTIFY_AGENT", "NOTIFY_AGENTS", "OUTPUT_CHANNEL", "WAKE_BATCH", "WEBHOOK_CHANNEL",
+           "woken_agents"]
 WAKE_BATCH = 200
 # The agents of $1, in notifications of at most WAKE_BATCH each (one for most transactions).
 NOTIFY_AGENTS = f"""
@@ -22,6 +23,9 @@ SELECT pg_notify('{AGENT_CHANNEL}', string_agg(a::text, ',')) FROM (
 """
 
 OUTPUT_CHANNEL = "fleetline_output"
+# Notified (by webhook_emit(), migrations/0020) when a transaction made webhook deliveries:
+# every dispatch's sender looks for due ones at once.
+WEBHOOK_CHANNEL = "fleetline_webhooks"
 
 
 def woken_agents(payload: str) -> list[str]:

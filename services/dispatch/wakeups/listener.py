@@ -3,7 +3,8 @@ supervised): on `fleetline_commands` (the ids of the agents commands were queued
 released for, comma-separated) it wakes their held polls; on `fleetline_revoked` (an agent
 revoked) it hands the id to `revoked`; on `fleetline_output` (a command's output grew or it
 ended) it wakes that output's followers; on `fleetline_operators` (an operator or its
-token changed) it forgets the operators it had cached.
+token changed) it forgets the operators it had cached; on `fleetline_webhooks` (webhook
+deliveries were made) it wakes the webhook sender.
 
 After a reconnect, one catch-up query wakes the parked agents that got commands meanwhile,
 and every output follower reads again. While it is down, /readyz says so and parked polls
@@ -18,14 +19,20 @@ import asyncpg
 from services.common.db import OPERATOR_CHANNEL, REVOKED_CHANNEL
 from services.common.notifications import Notifications
 from services.dispatch.wakeups import queries as q
-from services.dispatch.wakeups.channels import AGENT_CHANNEL, OUTPUT_CHANNEL, woken_agents
+from services.dispatch.wakeups.channels import (
+    AGENT_CHANNEL,
+    OUTPUT_CHANNEL,
+    WEBHOOK_CHANNEL,
+    woken_agents,
+)
 from services.dispatch.wakeups.parking import Parking
 from services.dispatch.wakeups.waiters import Waiters
 
 
 class Listener(Notifications):
     def __init__(self, dsn: str, waiters: Waiters, revoked: Callable[[str], None],
-                 followers: Parking | None = None, operators_changed: Callable[[str], None] = lambda _: None):
+                 followers: Parking | None = None, operators_changed: Callable[[str], None] = lambda _: None,
+                 deliveries_made: Callable[[str], None] = lambda _: None):
         self.waiters, self.followers = waiters, followers or Parking()
         self._operators_changed = operators_changed
         super().__init__(dsn, {
@@ -33,6 +40,7 @@ class Listener(Notifications):
             REVOKED_CHANNEL: revoked,
             OUTPUT_CHANNEL: self.followers.wake,
             OPERATOR_CHANNEL: operators_changed,
+            WEBHOOK_CHANNEL: deliveries_made,
         }, restored=self._catch_up, component="dispatch")
 
     async def _catch_up(self, conn: asyncpg.Connection) -> None:
