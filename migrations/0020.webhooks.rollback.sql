@@ -15,5 +15,6 @@ DROP FUNCTION webhook_command_failed();
 DROP FUNCTION webhook_job_finished();
 DROP FUNCTION webhook_agent(agents);
 DROP FUNCTION webhook_emit(text, jsonb);
+DROP FUNCTION webhook_wanted(text);
 DROP TABLE webhook_deliveries;
 DROP TABLE webhook_endpoints;

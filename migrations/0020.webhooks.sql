@@ -52,6 +52,15 @@ CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, 
 -- Retention prunes finished deliveries by age.
 CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (created_at) WHERE status <> 'pending';
 
+-- Whether an enabled endpoint subscribes to the event type (its name, or a prefix pattern
+-- like "audit.*"): the triggers ask first, so an event nobody wants builds nothing (a
+-- large job's counts, an agent's row) and costs one look at a table of a few rows.
+CREATE FUNCTION webhook_wanted(event_type text) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM webhook_endpoints e, unnest(e.events) AS p
+                    WHERE e.enabled
+                      AND (p = event_type OR (right(p, 2) = '.*' AND starts_with(event_type, left(p, -1)))))
+$$;
+
 -- An event: one delivery per enabled endpoint whose events name it, exactly or by a
 -- prefix pattern ("audit.*"). The number of deliveries made. When it made some, the
 -- senders hear it on commit (fleetline_webhooks; PostgreSQL sends one notification per
@@ -88,6 +97,9 @@ $$;
 -- the change happen once); the counts by command status at that moment.
 CREATE FUNCTION webhook_job_finished() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT webhook_wanted('job.finished') THEN
+        RETURN NULL;
+    END IF;
     PERFORM webhook_emit('job.finished', jsonb_build_object(
         'id', NEW.id, 'status', NEW.status, 'selector', NEW.selector, 'command', NEW.command,
         'rollout', NEW.rollout, 'target_count', NEW.target_count, 'created_at', NEW.created_at,
@@ -106,6 +118,9 @@ CREATE TRIGGER webhook_job_finished AFTER UPDATE OF status ON jobs FOR EACH ROW
 -- command.failed: failed, timed_out, expired or rejected, with its agent's hostname and labels.
 CREATE FUNCTION webhook_command_failed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT webhook_wanted('command.failed') THEN
+        RETURN NULL;
+    END IF;
     PERFORM webhook_emit('command.failed', jsonb_build_object(
         'id', NEW.id, 'type', NEW.type, 'status', NEW.status, 'job_id', NEW.job_id,
         'created_at', NEW.created_at, 'finished_at', NEW.finished_at, 'result', NEW.result,
@@ -120,6 +135,9 @@ CREATE TRIGGER webhook_command_failed AFTER UPDATE OF status ON commands FOR EAC
 -- approval.requested: a job or a single command the approval policy caught.
 CREATE FUNCTION webhook_approval_requested() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT webhook_wanted('approval.requested') THEN
+        RETURN NULL;
+    END IF;
     PERFORM webhook_emit('approval.requested', jsonb_build_object(
         'kind', TG_ARGV[0], 'id', NEW.id, 'approvals_required', NEW.approvals_required,
         'created_by', jsonb_build_object('id', NEW.created_by_id, 'name', NEW.created_by_name),
@@ -135,6 +153,9 @@ CREATE TRIGGER webhook_command_approval_requested AFTER INSERT ON commands FOR E
 -- agent.enrolled and agent.revoked.
 CREATE FUNCTION webhook_agent_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT webhook_wanted(TG_ARGV[0]) THEN
+        RETURN NULL;
+    END IF;
     PERFORM webhook_emit(TG_ARGV[0], webhook_agent(NEW));
     RETURN NULL;
 END $$;
@@ -147,6 +168,9 @@ CREATE TRIGGER webhook_agent_revoked AFTER UPDATE OF status ON agents FOR EACH R
 -- schedule.run_failed: a tick whose job could not be started.
 CREATE FUNCTION webhook_schedule_run_failed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT webhook_wanted('schedule.run_failed') THEN
+        RETURN NULL;
+    END IF;
     PERFORM webhook_emit('schedule.run_failed', jsonb_build_object(
         'schedule_id', NEW.schedule_id,
         'name', (SELECT name FROM schedules WHERE id = NEW.schedule_id),
@@ -159,6 +183,9 @@ CREATE TRIGGER webhook_schedule_run_failed AFTER INSERT ON schedule_runs FOR EAC
 -- audit.<action>: every audit event, as the audit listing shows it.
 CREATE FUNCTION webhook_audit_event() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    IF NOT webhook_wanted('audit.' || NEW.action) THEN
+        RETURN NULL;
+    END IF;
     PERFORM webhook_emit('audit.' || NEW.action, jsonb_build_object(
         'id', NEW.id, 'at', NEW.at,
         'actor', jsonb_build_object('type', NEW.actor_type, 'id', NEW.actor_id, 'name', NEW.actor_name),

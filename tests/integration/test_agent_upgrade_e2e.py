@@ -5,12 +5,14 @@ purpose, and agents killed in the middle."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
+from typing import Iterator
 
 import psutil
 import pytest
@@ -43,6 +45,17 @@ def stack(fleet_stack):
 def machine(stack, builds, tmp_path, name: str, py: str = "3.9", version: str = OLD) -> Installed:
     inst = Installed(builds[version], tmp_path / name, py)
     return inst.start(stack.url, f"machine-{name}", create_registration_token(stack.url)["token"])
+
+
+@contextlib.contextmanager
+def answering_on_old(m: Installed, stack) -> Iterator[tuple[Installed, str]]:
+    """An installed machine enrolled and answering on the old release; stopped after."""
+    try:
+        agent_id = m.agent_id()
+        assert ping_version(stack, agent_id) == OLD
+        yield m, agent_id
+    finally:
+        m.stop()
 
 
 def ping_version(stack, agent_id: str) -> str:
@@ -117,10 +130,7 @@ def test_an_upgrade_job_moves_the_fleet_to_the_new_version_one_at_a_time(stack, 
 
 def test_a_tampered_release_is_refused_and_nothing_is_installed(stack, builds, tmp_path, sql):
     upload(stack, NEW, builds[NEW])
-    m = machine(stack, builds, tmp_path, "t1")
-    try:
-        agent_id = m.agent_id()
-        assert ping_version(stack, agent_id) == OLD
+    with answering_on_old(machine(stack, builds, tmp_path, "t1"), stack) as (m, agent_id):
         # Changed after upload (the digest signed into the command is the upload's).
         sql.execute("UPDATE agent_releases SET content = overlay(content PLACING '\\x00'::bytea FROM 5000)")
         done = upgrade(stack, agent_id, NEW)
@@ -129,18 +139,14 @@ def test_a_tampered_release_is_refused_and_nothing_is_installed(stack, builds, t
         assert [p.name for p in (m.prefix / "releases").iterdir()] == [OLD]  # no staging left either
         assert m.current() == f"releases/{OLD}"
         assert ping_version(stack, agent_id) == OLD
-    finally:
-        m.stop()
 
 
 @pytest.mark.parametrize("how", ["exit", "hang"])
 def test_a_broken_release_is_rolled_back_and_the_agent_answers_on_the_old_one(stack, builds, tmp_path, how):
     upload(stack, BROKEN, builds[BROKEN])
-    m = Installed(builds[OLD], tmp_path / "b1", "3.13").start(
+    started = Installed(builds[OLD], tmp_path / "b1", "3.13").start(
         stack.url, "machine-b1", create_registration_token(stack.url)["token"], BROKEN_HOW=how)
-    try:
-        agent_id = m.agent_id()
-        assert ping_version(stack, agent_id) == OLD
+    with answering_on_old(started, stack) as (m, agent_id):
         done = upgrade(stack, agent_id, BROKEN, upgrade_timeout_s=10)
         assert done["status"] == "failed", done
         reason = "did not complete a poll in time" if how == "hang" else "exited with 3"
@@ -148,17 +154,12 @@ def test_a_broken_release_is_rolled_back_and_the_agent_answers_on_the_old_one(st
         assert m.current() == f"releases/{OLD}"
         assert ping_version(stack, agent_id) == OLD
         assert listed_version(stack, agent_id) == OLD
-    finally:
-        m.stop()
 
 
 @pytest.mark.parametrize("moment", ["downloading", "switched"])
 def test_an_agent_killed_in_the_middle_of_an_upgrade_comes_back_on_one_version(stack, builds, tmp_path, moment):
     upload(stack, NEW, builds[NEW])
-    m = machine(stack, builds, tmp_path, "k1")
-    try:
-        agent_id = m.agent_id()
-        assert ping_version(stack, agent_id) == OLD
+    with answering_on_old(machine(stack, builds, tmp_path, "k1"), stack) as (m, agent_id):
         agent = m.child()
         cmd = stack.queue(agent_id, "agent.upgrade", params={"version": NEW})
         releases = m.prefix / "releases"
@@ -174,16 +175,11 @@ def test_an_agent_killed_in_the_middle_of_an_upgrade_comes_back_on_one_version(s
         assert (done["status"], version) in {("failed", OLD), ("succeeded", NEW)}, (done, version)
         if done["status"] == "failed":
             assert not (m.prefix / "upgrade.json").exists()
-    finally:
-        m.stop()
 
 
 def test_an_agent_offline_during_the_rollout_upgrades_when_it_returns(stack, builds, tmp_path):
     upload(stack, NEW, builds[NEW])
-    m = machine(stack, builds, tmp_path, "o1")
-    try:
-        agent_id = m.agent_id()
-        assert ping_version(stack, agent_id) == OLD
+    with answering_on_old(machine(stack, builds, tmp_path, "o1"), stack) as (m, agent_id):
         m.stop()
         cmd = stack.queue(agent_id, "agent.upgrade", params={"version": NEW})
         assert stack.command(cmd["id"])["status"] == "pending"
@@ -191,8 +187,6 @@ def test_an_agent_offline_during_the_rollout_upgrades_when_it_returns(stack, bui
         done = stack.wait_status(cmd["id"], {"succeeded", "failed"}, timeout=90)
         assert done["status"] == "succeeded", done
         assert ping_version(stack, agent_id) == NEW
-    finally:
-        m.stop()
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -273,10 +267,7 @@ def test_agents_upgrade_from_the_cli_with_a_canary(stack, builds, tmp_path):
 
 def test_an_upgrade_waits_for_the_commands_running_and_cuts_none_short(stack, builds, tmp_path):
     upload(stack, NEW, builds[NEW])
-    m = machine(stack, builds, tmp_path, "w1")
-    try:
-        agent_id = m.agent_id()
-        assert ping_version(stack, agent_id) == OLD
+    with answering_on_old(machine(stack, builds, tmp_path, "w1"), stack) as (m, agent_id):
         busy = stack.queue(agent_id, "sleep", params={"seconds": 4})
         stack.wait_status(busy["id"], {"running"})
         done = upgrade(stack, agent_id, NEW)
@@ -284,5 +275,3 @@ def test_an_upgrade_waits_for_the_commands_running_and_cuts_none_short(stack, bu
         assert slept["status"] == "succeeded", slept  # not interrupted by the restart
         assert done["status"] == "succeeded" and done["finished_at"] >= slept["finished_at"], done
         assert ping_version(stack, agent_id) == NEW
-    finally:
-        m.stop()

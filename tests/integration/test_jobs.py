@@ -44,9 +44,11 @@ class Worker:
                 if self.fleet.ack(self.agent, command["id"]).json()["status"] != "running":
                     continue
                 self._stop.wait(self.run_s)  # the command's own run time
+                # Counted before its result: the last result can end the job, and a test that
+                # saw the job end must see every run counted (appending after raced it).
+                self.ran.append(command["id"])
                 self.fleet.result(self.agent, command["id"], status=self.outcome,
                                   exit_code=0 if self.outcome == "succeeded" else 1)
-                self.ran.append(command["id"])
 
     def stop(self, join: bool = True) -> None:
         self._stop.set()
