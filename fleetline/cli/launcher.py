@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--tls", action="store_true",
                    help="serve HTTPS with a certificate from a local CA made in DATA_DIR/tls (agents and "
                         "the CLI are given its ca.pem)")
+    p.add_argument("--agent-release", type=Path, metavar="PYZ",
+                   help="install the demo agents from this release (make agent-release) and run them by its "
+                        "launcher, so they can be upgraded (fleetline agents upgrade)")
     p.add_argument("--hints", action="store_true", help="print what to try next once ready")
     p.set_defaults(func=run)
 
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: received.append(signum))
     stack = Stack(args.data_dir, port=args.port, dispatch_replicas=max(1, args.dispatch_replicas),
-                  agents=max(0, args.agents), host=args.host, tls=args.tls)
+                  agents=max(0, args.agents), host=args.host, tls=args.tls,
+                  agent_release=args.agent_release.resolve() if args.agent_release else None)
     try:
         stack.start()
     except Exception as exc:

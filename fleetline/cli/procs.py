@@ -29,10 +29,11 @@ class Child:
     """`python -m <module> [args]`; SIGTERM'd if the launcher itself dies. `respawn()`
     starts it again exactly as before (same arguments, so the same address)."""
 
-    def __init__(self, name: str, module: str, args: list[str], env: dict[str, str],
+    def __init__(self, name: str, module: str | None, args: list[str], env: dict[str, str],
                  log: Path | None, cwd: Path | None = None):
+        """`module` None: `args` is the whole command (a program that is not a module of ours)."""
         self.name = name
-        self._argv = [sys.executable, "-m", module, *args]
+        self._argv = [sys.executable, "-m", module, *args] if module else list(args)
         self._env, self._log, self._cwd = env, log, cwd
         self.proc = self._spawn()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +65,10 @@ class Stack:
     # DIR/tls); a non-loopback host always does. The services listen on 127.0.0.1 only.
     host: str = "127.0.0.1"
     tls: bool = False
+    # The demo agents installed from this agent release (a .pyz of make agent-release) and
+    # run by its launcher, as on a managed machine (they can then be upgraded), instead of
+    # `python -m agent` from this checkout.
+    agent_release: Path | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()
@@ -233,8 +239,22 @@ class Stack:
                     "--label", "env=demo", "--label", f"role={'web' if i % 2 else 'db'}"]
             if self.ca_file:
                 args += ["--ca-file", self.ca_file]
-            child = Child(f"agent-{i}", "agent", args, env, self._log_file(f"agent-{i}"))
+            if self.agent_release is not None:
+                launcher = self._install_agent(self.data_dir / "agents" / f"demo-{i}-install")
+                child = Child(f"agent-{i}", None, [launcher, *args], env, self._log_file(f"agent-{i}"))
+            else:
+                child = Child(f"agent-{i}", "agent", args, env, self._log_file(f"agent-{i}"))
             self.agent_children.append(child)
+
+    def _install_agent(self, prefix: Path) -> str:
+        """The release installed into `prefix` (by its own `install`, with this Python); its
+        launcher's path."""
+        launcher = prefix / "bin" / "fleetline-agent"
+        if not launcher.exists():
+            assert self.agent_release is not None
+            subprocess.run([sys.executable, str(self.agent_release), "install", "--prefix", str(prefix)],
+                           check=True, capture_output=True, env=child_env(self.env))
+        return str(launcher)
 
     def ready_line(self) -> str:
         line = (f"ready gateway={self.gateway_url} auth={self.auth_url} "

@@ -51,7 +51,9 @@ def _broken(staged: Path) -> None:
 
 def build_all(out: Path, versions: dict[str, bool]) -> dict[str, Path]:
     """{version: path} for each version, built side by side; True marks a broken one."""
-    pythons = tuple(_full(v) for v in PYTHONS)
+    # The Pythons the tests run it on: pyenv's 3.9 and 3.13, and this one (fleetline up's
+    # demo agents are installed with it).
+    pythons = tuple(dict.fromkeys([*(_full(v) for v in PYTHONS), platform.python_version()]))
     with ThreadPoolExecutor(len(versions)) as pool:
         futures = {v: pool.submit(agent_release.build, v, PLATFORM, out, pythons, _broken if broken else None)
                    for v, broken in versions.items()}

@@ -19,7 +19,7 @@ import pytest
 
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
 from tests.integration.releases import PLATFORM, Installed, build_all, python
-from tests.integration.support import ROOT, stop_process, wait_until
+from tests.integration.support import HTTP, ROOT, stop_process, wait_until
 
 OLD, NEW, BROKEN = "7.1.0", "7.2.0", "7.3.0"
 
@@ -275,3 +275,49 @@ def test_an_upgrade_waits_for_the_commands_running_and_cuts_none_short(stack, bu
         assert slept["status"] == "succeeded", slept  # not interrupted by the restart
         assert done["status"] == "succeeded" and done["finished_at"] >= slept["finished_at"], done
         assert ping_version(stack, agent_id) == NEW
+
+
+def test_an_upgrade_job_moves_the_demo_fleet_and_a_broken_release_leaves_it_on_the_old(builds, tmp_path):
+    """`fleetline up --agents 2 --agent-release OLD.pyz`: demo agents installed from the file
+    and run by its launcher, as on managed machines; an upgrade job from the CLI moves them
+    to NEW, one to BROKEN fails on both and leaves both answering on NEW."""
+    from tests.integration.launch import read_ready_line, stop_launcher
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLEETLINE_", "PEX"))}
+    proc = subprocess.Popen([sys.executable, "-m", "fleetline", "up", "--data-dir", str(tmp_path / "fleet"),
+                             "--port", "0", "--agents", "2", "--agent-release", str(builds[OLD])],
+                            cwd=ROOT, env={**clean, "FLEETLINE_POLL_INTERVAL_S": "2"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = read_ready_line(proc)["gateway"]
+        admin = {"Authorization": f"Bearer {(tmp_path / 'fleet' / 'admin-token').read_text().strip()}"}
+
+        def agents() -> list[dict]:
+            r = HTTP.get(f"{url}/api/v1/admin/agents", headers=admin)
+            assert r.status_code == 200, r.text
+            return r.json()["agents"]
+
+        def cli(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "fleetline", *args, "--url", url, "--data-dir",
+                                   str(tmp_path / "fleet")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                                  env=clean)
+
+        wait_until(lambda: len([a for a in agents() if a["last_seen_at"]]) == 2, 90, 0.2, "two demo agents")
+        assert {a["agent_version"] for a in agents()} == {OLD}
+        for version in (NEW, BROKEN):
+            assert cli("releases", "upload", str(builds[version])).returncode == 0
+        moved = cli("agents", "upgrade", "--version", NEW, "--all-active", "--max-in-flight", "1", "--wait")
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+        assert {a["agent_version"] for a in agents()} == {NEW}
+        broken = cli("agents", "upgrade", "--version", BROKEN, "--all-active", "--upgrade-timeout", "15", "--wait")
+        assert broken.returncode != 0  # every target failed: rolled back
+        assert {a["agent_version"] for a in agents()} == {NEW}
+        for a in agents():
+            cmd = HTTP.post(f"{url}/api/v1/admin/commands", headers=admin,
+                            json={"agent_id": a["id"], "type": "ping"}).json()
+            done = wait_until(lambda c=cmd: (s := HTTP.get(f"{url}/api/v1/admin/commands/{c['id']}",
+                                                          headers=admin).json())["status"] == "succeeded" and s,
+                              60, 0.2, "a ping")
+            assert json.loads(done["result"]["output"])["agent_version"] == NEW
+    finally:
+        stop_launcher(proc)
