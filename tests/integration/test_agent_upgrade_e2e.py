@@ -1,77 +1,43 @@
 """The agent as one file, and upgrades from the server (docs/api.md, agent releases): real
 .pyz files built with pex, installed by their own `install` on Python 3.9 and 3.13, run
-by the launcher; upgrades as jobs through the gateway; releases tampered with, broken on
-purpose, and agents killed in the middle."""
+by the launcher; upgrades through the gateway; releases tampered with, broken on purpose,
+and agents killed in the middle. The command line's side (the one-line install, upgrade
+jobs with a canary, the demo fleet) is test_agent_release_cli_e2e.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shlex
 import signal
-import subprocess
-import sys
-from typing import Iterator
 
 import psutil
 import pytest
 
-from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
-from tests.integration.releases import PLATFORM, Installed, build_all, python
-from tests.integration.support import HTTP, ROOT, stop_process, wait_until
-
-OLD, NEW, BROKEN = "7.1.0", "7.2.0", "7.3.0"
+from tests.integration.conftest import create_registration_token
+from tests.integration.releases import (
+    BROKEN,
+    NEW,
+    OLD,
+    Installed,
+    answering_on_old,
+    listed_version,
+    machine,
+    ping_version,
+    release_builds,
+    upgrade,
+    upload,
+)
+from tests.integration.support import wait_until
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory):
-    return build_all(tmp_path_factory.mktemp("dist"), {OLD: False, NEW: False, BROKEN: True})
-
-
-def upload(stack, version: str, path, platform: str = PLATFORM) -> dict:
-    r = stack.api("POST", f"/agent-releases?version={version}&platform={platform}",
-                  {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/octet-stream"},
-                  content=path.read_bytes())
-    assert r.status_code == 201, r.text
-    return r.json()
+def builds():
+    return release_builds()
 
 
 @pytest.fixture
 def stack(fleet_stack):
     return fleet_stack
-
-
-def machine(stack, builds, tmp_path, name: str, py: str = "3.9", version: str = OLD) -> Installed:
-    inst = Installed(builds[version], tmp_path / name, py)
-    return inst.start(stack.url, f"machine-{name}", create_registration_token(stack.url)["token"])
-
-
-@contextlib.contextmanager
-def answering_on_old(m: Installed, stack) -> Iterator[tuple[Installed, str]]:
-    """An installed machine enrolled and answering on the old release; stopped after."""
-    try:
-        agent_id = m.agent_id()
-        assert ping_version(stack, agent_id) == OLD
-        yield m, agent_id
-    finally:
-        m.stop()
-
-
-def ping_version(stack, agent_id: str) -> str:
-    cmd = stack.queue(agent_id, "ping")
-    done = stack.wait_status(cmd["id"], {"succeeded", "failed", "timed_out"}, timeout=60)
-    assert done["status"] == "succeeded", done
-    return json.loads(done["result"]["output"])["agent_version"]
-
-
-def upgrade(stack, agent_id: str, version: str, **params) -> dict:
-    cmd = stack.queue(agent_id, "agent.upgrade", params={"version": version, **params})
-    return stack.wait_status(cmd["id"], {"succeeded", "failed", "timed_out", "rejected"}, timeout=90)
-
-
-def listed_version(stack, agent_id: str) -> str:
-    return stack.api("GET", f"/agents/{agent_id}").json()["agent_version"]
 
 
 def test_the_file_runs_on_python_3_9_and_3_13_enrols_and_answers_a_ping(stack, builds, tmp_path):
@@ -189,82 +155,6 @@ def test_an_agent_offline_during_the_rollout_upgrades_when_it_returns(stack, bui
         assert ping_version(stack, agent_id) == NEW
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEETLINE_")}
-    return subprocess.run([sys.executable, "-m", "fleetline", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**clean, "FLEETLINE_ADMIN_TOKEN": ADMIN_TOKEN})
-
-
-def test_the_one_line_install_from_tokens_create_enrols_a_machine_with_only_python_3_9(stack, builds, tmp_path):
-    assert _cli("releases", "upload", str(builds[OLD]), "--url", stack.url).returncode == 0
-    listed = json.loads(_cli("releases", "list", "--url", stack.url, "--json").stdout)["releases"]
-    assert [(r["version"], r["platform"]) for r in listed] == [(OLD, PLATFORM)]
-    created = _cli("tokens", "create", "--url", stack.url)
-    assert created.returncode == 0, created.stderr
-    assert f"as root on a {PLATFORM} machine with Python 3.9" in created.stdout
-    line = json.loads(_cli("tokens", "create", "--url", stack.url, "--json").stdout)["install_commands"][PLATFORM]
-    # This machine is not to be changed: the same line, into a prefix and unit directory of
-    # the test's, with the unit written but not started (systemd does not run here).
-    prefix, units = tmp_path / "opt", tmp_path / "units"
-    assert line.count(" install --systemd ") == 1
-    line = line.replace(" install --systemd ", f" install --prefix {prefix} --systemd --unit-dir {units} --no-start ")
-    only_39 = tmp_path / "bin"
-    only_39.mkdir()
-    (only_39 / "python3").symlink_to(python("3.9"))
-    done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=120,
-                          env={"PATH": f"{only_39}:/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert ": OK" in done.stdout  # sha256sum checked the download
-    assert os.readlink(prefix / "current") == f"releases/{OLD}"
-    assert (prefix / "registration-token").stat().st_mode & 0o777 == 0o600
-    unit = (units / "fleetline-agent.service").read_text()
-    verified = subprocess.run(["systemd-analyze", "verify", str(units / "fleetline-agent.service")],
-                              capture_output=True, text=True)
-    assert verified.returncode == 0, verified.stderr
-    assert "registration-token" in unit and "FLEETLINE_AGENT_REGISTRATION_TOKEN" not in unit
-    exec_start = shlex.split(unit.split("ExecStart=", 1)[1].splitlines()[0])
-    assert exec_start[0] == str(prefix / "bin" / "fleetline-agent")
-    shebang = open(exec_start[0]).readline().strip()[2:]  # the Python that installed it runs it
-    assert os.path.realpath(shebang) == os.path.realpath(python("3.9"))
-    state = exec_start.index("--state-dir")
-    exec_start[state + 1] = str(tmp_path / "state")
-    launcher = subprocess.Popen(exec_start, env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
-                                stdout=(tmp_path / "agent.log").open("ab"), stderr=subprocess.STDOUT)
-    try:
-        wait_until(lambda: (tmp_path / "state" / "state.json").exists(), 60, 0.1, "the agent to enrol")
-        agent_id = json.loads((tmp_path / "state" / "state.json").read_text())["agent_id"]
-        assert ping_version(stack, agent_id) == OLD
-    finally:
-        stop_process(launcher, timeout=30)
-
-
-def test_agents_upgrade_from_the_cli_with_a_canary(stack, builds, tmp_path):
-    for version in (OLD, NEW):
-        assert _cli("releases", "upload", str(builds[version]), "--url", stack.url).returncode == 0
-    machines = [machine(stack, builds, tmp_path, f"c{i}") for i in range(3)]
-    try:
-        ids = [m.agent_id() for m in machines]
-        for agent_id in ids:
-            assert ping_version(stack, agent_id) == OLD
-        done = _cli("agents", "upgrade", "--version", NEW, "--all-active", "--canary", "1", "--max-in-flight", "1",
-                    "--max-failures", "0", "--wait", "--timeout", "300", "--url", stack.url)
-        assert done.returncode == 0, done.stdout + done.stderr
-        jobs = stack.api("GET", "/jobs").json()["jobs"]
-        assert jobs[0]["rollout"]["canary"] == 1 and jobs[0]["status"] == "completed"
-        upgrades = sorted((stack.command(t["command_id"]) for t in
-                           stack.api("GET", f"/jobs/{jobs[0]['id']}/targets").json()["targets"]),
-                          key=lambda c: c["sent_at"])
-        canary, rest = upgrades[0], upgrades[1:]
-        # Nothing else was delivered before the canary had succeeded.
-        assert canary["status"] == "succeeded" and len(rest) == 2
-        assert all(c["sent_at"] >= canary["finished_at"] for c in rest), upgrades
-        for agent_id in ids:
-            assert listed_version(stack, agent_id) == NEW
-    finally:
-        for m in machines:
-            m.stop()
-
-
 def test_an_upgrade_waits_for_the_commands_running_and_cuts_none_short(stack, builds, tmp_path):
     upload(stack, NEW, builds[NEW])
     with answering_on_old(machine(stack, builds, tmp_path, "w1"), stack) as (m, agent_id):
@@ -277,47 +167,3 @@ def test_an_upgrade_waits_for_the_commands_running_and_cuts_none_short(stack, bu
         assert ping_version(stack, agent_id) == NEW
 
 
-def test_an_upgrade_job_moves_the_demo_fleet_and_a_broken_release_leaves_it_on_the_old(builds, tmp_path):
-    """`fleetline up --agents 2 --agent-release OLD.pyz`: demo agents installed from the file
-    and run by its launcher, as on managed machines; an upgrade job from the CLI moves them
-    to NEW, one to BROKEN fails on both and leaves both answering on NEW."""
-    from tests.integration.launch import read_ready_line, stop_launcher
-
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLEETLINE_", "PEX"))}
-    proc = subprocess.Popen([sys.executable, "-m", "fleetline", "up", "--data-dir", str(tmp_path / "fleet"),
-                             "--port", "0", "--agents", "2", "--agent-release", str(builds[OLD])],
-                            cwd=ROOT, env={**clean, "FLEETLINE_POLL_INTERVAL_S": "2"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
-    try:
-        url = read_ready_line(proc)["gateway"]
-        admin = {"Authorization": f"Bearer {(tmp_path / 'fleet' / 'admin-token').read_text().strip()}"}
-
-        def agents() -> list[dict]:
-            r = HTTP.get(f"{url}/api/v1/admin/agents", headers=admin)
-            assert r.status_code == 200, r.text
-            return r.json()["agents"]
-
-        def cli(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-m", "fleetline", *args, "--url", url, "--data-dir",
-                                   str(tmp_path / "fleet")], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                                  env=clean)
-
-        wait_until(lambda: len([a for a in agents() if a["last_seen_at"]]) == 2, 90, 0.2, "two demo agents")
-        assert {a["agent_version"] for a in agents()} == {OLD}
-        for version in (NEW, BROKEN):
-            assert cli("releases", "upload", str(builds[version])).returncode == 0
-        moved = cli("agents", "upgrade", "--version", NEW, "--all-active", "--max-in-flight", "1", "--wait")
-        assert moved.returncode == 0, moved.stdout + moved.stderr
-        assert {a["agent_version"] for a in agents()} == {NEW}
-        broken = cli("agents", "upgrade", "--version", BROKEN, "--all-active", "--upgrade-timeout", "15", "--wait")
-        assert broken.returncode != 0  # every target failed: rolled back
-        assert {a["agent_version"] for a in agents()} == {NEW}
-        for a in agents():
-            cmd = HTTP.post(f"{url}/api/v1/admin/commands", headers=admin,
-                            json={"agent_id": a["id"], "type": "ping"}).json()
-            done = wait_until(lambda c=cmd: (s := HTTP.get(f"{url}/api/v1/admin/commands/{c['id']}",
-                                                          headers=admin).json())["status"] == "succeeded" and s,
-                              60, 0.2, "a ping")
-            assert json.loads(done["result"]["output"])["agent_version"] == NEW
-    finally:
-        stop_launcher(proc)
