@@ -1,7 +1,8 @@
 """The README's "Where things are" map stays true: every path it names exists (a name
 without a slash is read inside the folder named before it in the same row), and every room
 of dispatch is on it. And the repository stands on its own: nothing points to the design
-notes it was built from (API.md, DESIGN.md, STYLE.md, ../shared), only to docs/."""
+notes it was built from (API.md, DESIGN.md, STYLE.md, or the folder beside the repository
+that holds them), only to docs/."""
 
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ def test_every_kernel_module_is_on_the_map():
 
 
 def test_nothing_points_outside_the_repository():
-    outside = re.compile(r"\.\./shared|(?<![\w/])(?:API|DESIGN|STYLE)\.md")
+    # The sibling folder's name is spelled as a character class so this file does not itself
+    # carry the pointer it looks for.
+    outside = re.compile(r"\.\./s[h]ared|(?<![\w/])(?:API|DESIGN|STYLE)\.md")
     hits, read = [], 0
     for folder, dirs, names in os.walk(ROOT):
         dirs[:] = [d for d in dirs if d not in SKIPPED and not d.startswith(".venv")]
