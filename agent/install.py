@@ -23,6 +23,7 @@ from typing import List
 
 from agent import __version__
 from agent.launcher import PYZ, Layout
+from fleetline.private_files import write_private
 
 DEFAULT_PREFIX = Path("/opt/fleetline-agent")
 UNIT = "fleetline-agent.service"
@@ -81,6 +82,7 @@ def _this_file() -> Path:
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
+    """A file that is not a secret (the launcher, the unit), replaced in one step."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
@@ -126,8 +128,8 @@ def main(argv: List[str]) -> int:
         token = Path(args.registration_token_file).read_text().strip()
     elif os.environ.get("FLEETLINE_AGENT_REGISTRATION_TOKEN"):
         token = os.environ["FLEETLINE_AGENT_REGISTRATION_TOKEN"].strip()
-    if token:
-        _write(prefix / "registration-token", token.encode() + b"\n", 0o600)
+    if token:  # a secret: written as every secret Fleetline keeps
+        write_private(prefix / "registration-token", token + "\n")
         agent_args = [*agent_args, "--registration-token-file", str(prefix / "registration-token")]
     print(f"[INFO] [agent] [install] installed version={__version__} prefix={prefix}", file=sys.stderr)
     if args.systemd:

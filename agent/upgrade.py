@@ -24,9 +24,9 @@ from agent import __version__
 from agent.handlers import Outcome
 from agent.launcher import PYZ, Layout
 from agent.log import Log
+from fleetline.release_names import VERSION
 
 log = Log()
-VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
 DEFAULT_TIMEOUT_S = 120
 CHUNK = 256 * 1024
 

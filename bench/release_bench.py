@@ -31,6 +31,7 @@ import psutil
 from bench.harness import FSYNC_OFF, UNLIMITED, print_table, write_result
 from fleetline import agent_release
 from fleetline.cli.stack import Stack
+from fleetline.release_names import file_name
 from tests.integration.releases import PLATFORM, Installed, python
 
 RUNS = 6
@@ -136,7 +137,7 @@ def run() -> dict:
     size_rows = sizes(work / "dist")
     print_table("The agent's file, per platform (wheels for CPython 3.9 to 3.14)", size_rows, ["file", "bytes", "MiB"])
     here = PLATFORM
-    old = work / "dist" / f"fleetline-agent-1.0.0-{here}.pyz"
+    old = work / "dist" / file_name("1.0.0", here)
     new = agent_release.build("1.0.1", here, work / "dist")
     stack = Stack(work / "stack", port=0, fast_unsafe_db=FSYNC_OFF, env=UNLIMITED)
     stack.start()

@@ -22,14 +22,15 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from fleetline.release_names import VERSION, file_name
+
 ROOT = Path(__file__).resolve().parent.parent
 # What the agent imports of the kernel (agent/pyproject.toml names the same five).
-KERNEL = ("ethos", "labels", "transport", "private_files", "utf8")
+KERNEL = ("ethos", "labels", "transport", "private_files", "utf8", "release_names")
 PLATFORMS = {"linux-x86_64": "manylinux2014_x86_64", "linux-aarch64": "manylinux2014_aarch64"}
 # Every CPython the file runs on: full versions, since cryptography excludes 3.9.0 and 3.9.1.
 PYTHONS = ("3.9.18", "3.10.13", "3.11.7", "3.12.1", "3.13.0", "3.14.0")
 REQUIREMENTS = ("httpx~=0.28", "cryptography>=44")
-VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
 
 
 def stage(into: Path, version: str) -> None:
@@ -50,7 +51,7 @@ def build(version: str, platform: str, out_dir: Path, pythons: tuple[str, ...] =
     if not VERSION.fullmatch(version):
         raise SystemExit(f"bad VERSION {version!r}: letters, digits and . + _ - (at most 64)")
     tag = PLATFORMS[platform]
-    out = out_dir / f"fleetline-agent-{version}-{platform}.pyz"
+    out = out_dir / file_name(version, platform)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         stage(Path(tmp), version)

@@ -4,22 +4,20 @@ and the one-line install `fleetline tokens create` prints for each uploaded plat
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 from typing import Any, Callable
 
 from fleetline.cli import jobs as jobs_cli
 from fleetline.cli.admin_client import Api, CliError
+from fleetline.release_names import FILE
 
 RELEASE_COLUMNS = ["version", "platform", "size", "sha256", "created_at", "created_by"]
-# What make agent-release names its files: the version and platform upload can read off.
-_FILE = re.compile(r"fleetline-agent-(?P<version>[0-9A-Za-z][0-9A-Za-z.+_-]*)-(?P<platform>linux-[a-z0-9_]+)\.pyz")
 
 
 def upload(api: Api, a) -> Any:
     path = Path(a.file)
-    named = _FILE.fullmatch(path.name)
+    named = FILE.fullmatch(path.name)  # what make agent-release names its files
     version = a.version or (named and named.group("version"))
     platform = a.platform or (named and named.group("platform"))
     if not version or not platform:

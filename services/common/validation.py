@@ -35,20 +35,28 @@ def _finite_float(text: str) -> float:
     return value
 
 
-async def read_json_object(request: Request) -> dict[str, Any]:
-    """The JSON object of the body. A service called directly enforces the same size limit
-    as the gateway (FLEETLINE_MAX_BODY_BYTES)."""
-    limit = service.of(request).settings.max_body_bytes
+async def read_body(request: Request, limit: int, too_large: str = "The request body is too large.") -> bytes:
+    """The whole body, at most `limit` bytes: 413 before reading a byte when its declared
+    length says more, and as soon as what arrives passes it otherwise."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ApiError(413, "payload_too_large", too_large)
     body = bytearray()
     try:
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise ApiError(413, "payload_too_large", "The request body is too large.")
+                raise ApiError(413, "payload_too_large", too_large)
     except ClientDisconnect:
         # The sender gave up mid-body (the gateway does so past its size limit).
         raise invalid("The request body was cut short.") from None
-    return parse_json_object(bytes(body))
+    return bytes(body)
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The JSON object of the body. A service called directly enforces the same size limit
+    as the gateway (FLEETLINE_MAX_BODY_BYTES)."""
+    return parse_json_object(await read_body(request, service.of(request).settings.max_body_bytes))
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Iterator
 import psutil
 
 from fleetline import agent_release
+from fleetline.release_names import file_name
 from tests.integration.conftest import ADMIN_TOKEN, create_registration_token
 from tests.integration.support import ROOT, stop_process, wait_until
 
@@ -88,7 +89,7 @@ def build_all(versions: dict[str, bool]) -> dict[str, Path]:
     cache.parent.mkdir(parents=True, exist_ok=True)
     with open(cache.with_suffix(".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        wanted = {v: cache / f"fleetline-agent-{v}-{PLATFORM}.pyz" for v in versions}
+        wanted = {v: cache / file_name(v, PLATFORM) for v in versions}
         if not all(p.is_file() for p in wanted.values()):
             staging = Path(tempfile.mkdtemp(dir=cache.parent))
             try:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OURS = {"fleetline", "services", "gateway", "agent", "bench", "tests", "migrations"}
 # What the agent's distribution (agent/pyproject.toml) carries of the kernel.
 AGENT_KERNEL = {"fleetline.ethos", "fleetline.labels", "fleetline.transport", "fleetline.private_files",
-                "fleetline.utf8"}
+                "fleetline.utf8", "fleetline.release_names"}
 AGENT_THIRD_PARTY = {"httpx", "cryptography"}
 
 

@@ -103,4 +103,4 @@ def test_a_canary_goes_first_and_the_rest_wait_until_it_succeeded(given, window,
 def test_a_canary_job_opens_with_its_canaries_only():
     assert rollout.first_window(None, 2) == 2 and rollout.first_window(5, 2) == 2
     assert rollout.first_window(1, 2) == 1 and rollout.first_window(5, None) == 5
-    assert rollout.due_at_start(rollout.first_window(None, 1), 100, whole=True) == 1
+    assert rollout.due_at_start(None, 1, 100, whole=True) == 1 and rollout.due_at_start(5, 2, 100, whole=False) == 0

@@ -169,8 +169,7 @@ async def _start_job(db: Db, job: Row, approvals: list[dict], signer: CommandSig
     expires_at = now + timedelta(seconds=new.ttl_s)
     signed = await issuing.signed_payloads(db, signer, ids, agents, new, now, expires_at, job["created_by_name"],
                                            _names(approvals))
-    due = rollout.due_at_start(rollout.first_window(job["max_in_flight"], jobs.canary_of(job)), len(ids),
-                               whole=True)
+    due = rollout.due_at_start(job["max_in_flight"], jobs.canary_of(job), len(ids), whole=True)
     await db.execute(q.START_JOB_COMMANDS, job["id"], ids, signed, expires_at, due)
     started = await db.fetchrow(q.START_APPROVED_JOB, job["id"], approvals)
     await db.execute(q.NOTIFY_AGENTS, agents[:due])

@@ -224,8 +224,7 @@ async def create(db: Db, new: NewJob, signer: CommandSigner, by: Operator,
         else:
             signed = await issuing.signed_payloads(db, signer, command_ids, agents, settings, created_at, expires_at,
                                                    by.name, new.origin.approved_by if new.origin else None)
-            due = rollout.due_at_start(rollout.first_window(window, new.rollout.get("canary")), len(agents),
-                                       whole=True)
+            due = rollout.due_at_start(window, new.rollout.get("canary"), len(agents), whole=True)
             await insert_commands(db, job_id, settings, command_ids, agents, signed, created_at, expires_at, due,
                                   by.id, by.name, "pending")
             await db.execute(q.NOTIFY_AGENTS, agents[:due])

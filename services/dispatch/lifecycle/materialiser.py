@@ -63,8 +63,7 @@ class Materialiser(Periodic):
                                                    job["created_by_name"],
                                                    [a["operator"]["name"] for a in job["approvals"]])
             # With a window, advance() below releases what it allows.
-            due = rollout.due_at_start(rollout.first_window(job["max_in_flight"], jobs.canary_of(job)),
-                                       len(agents), whole=False)
+            due = rollout.due_at_start(job["max_in_flight"], jobs.canary_of(job), len(agents), whole=False)
             await jobs.insert_commands(self.db, job["id"], settings, ids, agents, signed, now, expires_at, due,
                                        job["created_by_id"], job["created_by_name"], "pending")
             if revoked:

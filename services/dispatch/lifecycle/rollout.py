@@ -49,11 +49,13 @@ def first_window(window: int | None, canary: int | None) -> int | None:
     return canary if window is None else min(canary, window)
 
 
-def due_at_start(window: int | None, made: int, whole: bool) -> int:
+def due_at_start(window: int | None, canary: int | None, made: int, whole: bool) -> int:
     """How many of a job's `made` new commands are due at once (the rest wait for the
     releaser): all of them without a window; with one, as many as it holds when the job's
     commands are made whole (its creation, its approval), none when they come in slices
-    after it started (the releaser fills the window from what is running then)."""
+    after it started (the releaser fills the window from what is running then). A canary
+    job opens with its canaries only (first_window)."""
+    window = first_window(window, canary)
     if window is None:
         return made
     return min(window, made) if whole else 0

@@ -15,14 +15,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from fleetline.ethos import Log
+from fleetline.release_names import PLATFORM, VERSION, file_name
 from services.common import audit
 from services.common.errors import ApiError, invalid, not_found
 from services.common.http import client_address
-from services.common.validation import rfc3339
+from services.common.validation import read_body, rfc3339
 from services.dispatch import state as dispatch_state
 from services.dispatch.releases import queries as q
 from services.dispatch.releases.ranges import Unsatisfiable, byte_range
-from services.dispatch.releases.rules import PLATFORM, VERSION
 
 _log = Log("dispatch", "releases")
 SLICE = 1024 * 1024  # bytes read from the database per step of a download
@@ -39,21 +39,6 @@ def _named(value: str | None, pattern: Pattern[str], name: str, example: str) ->
     return value
 
 
-async def _artifact(request: Request, limit: int) -> bytes:
-    """The body, refused past the release limit before reading a byte when its declared
-    length says so, and as soon as what arrives passes it otherwise."""
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ApiError(413, "payload_too_large", f"A release is at most {limit} bytes (FLEETLINE_MAX_RELEASE_BYTES).")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise ApiError(413, "payload_too_large",
-                           f"A release is at most {limit} bytes (FLEETLINE_MAX_RELEASE_BYTES).")
-    return bytes(body)
-
-
 def _zipapp(data: bytes) -> bool:
     """A zipapp (what make agent-release writes) and not something else by mistake."""
     try:
@@ -67,7 +52,8 @@ async def upload(request: Request) -> JSONResponse:
     state = dispatch_state.of(request)
     version = _named(request.query_params.get("version"), VERSION, "version", "1.4.0")
     platform = _named(request.query_params.get("platform"), PLATFORM, "platform", "linux-x86_64")
-    data = await _artifact(request, state.settings.max_release_bytes)
+    limit = state.settings.max_release_bytes
+    data = await read_body(request, limit, f"A release is at most {limit} bytes (FLEETLINE_MAX_RELEASE_BYTES).")
     if not data:
         raise invalid("The body must be the release file (application/octet-stream).", "body")
     if not await asyncio.to_thread(_zipapp, data):
@@ -112,7 +98,7 @@ async def download(request: Request) -> Response:
         raise not_found("No such release.")
     size = found["size"]
     headers.update({"Accept-Ranges": "bytes", "ETag": f'"{found["sha256"]}"',
-                    "Content-Disposition": f'attachment; filename="fleetline-agent-{version}-{platform}.pyz"'})
+                    "Content-Disposition": f'attachment; filename="{file_name(version, platform)}"'})
     try:
         span = byte_range(request.headers.get("range"), size)
     except Unsatisfiable:

@@ -4,11 +4,9 @@ to add when it signs (lifecycle/issuing.py), never the operator's. Pure."""
 
 from __future__ import annotations
 
-import re
+from fleetline.release_names import VERSION
 
 UPGRADE = "agent.upgrade"
-VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
-PLATFORM = re.compile(r"[a-z0-9]{1,16}-[a-z0-9_]{1,32}")
 GIVEN = {"version", "allow_downgrade", "upgrade_timeout_s"}
 
 
